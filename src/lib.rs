@@ -1,6 +1,14 @@
 //! memprune: find where self-supervised vision encoders memorize, and act on it.
 //!
-//! The modules follow the pipeline: [`data`] -> [`model`] -> metrics -> plan -> rewrite -> eval.
+//! The modules follow the pipeline: [`data`] -> [`model`] -> [`metrics`] (driven by
+//! [`measure`]) -> plan -> rewrite -> eval, with [`report`] for output. [`checkpoint`] reads
+//! and writes the files, [`defaults`] names the embedded model and data.
 
+pub mod checkpoint;
 pub mod data;
+pub mod defaults;
+pub mod measure;
+pub mod metrics;
 pub mod model;
+pub mod report;
+pub mod train_meta;

@@ -40,3 +40,8 @@ pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: &Tensor, p: ConvParams, relu: 
         Ok(y)
     }
 }
+
+/// The mean of each channel over its spatial positions: (N, C, H, W) -> (N, C).
+pub fn channel_means(x: &Tensor) -> Result<Tensor> {
+    x.mean((2, 3))
+}

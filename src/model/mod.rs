@@ -1,3 +1,9 @@
 //! Models: the encoders memprune reads, built from a checkpoint's names and shapes.
 
 pub mod conv;
+pub mod conv_bn;
+pub mod encoder;
+pub mod resnet;
+pub mod resnet9;
+
+pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

@@ -1,0 +1,232 @@
+//! Checkpoints: read safetensors (memory-mapped) and PyTorch `.pth` state dicts, strip
+//! wrapper prefixes, and write new checkpoints atomically (temporary file + rename).
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Prefixes that training frameworks wrap an encoder's names in (DataParallel, solo-learn,
+/// lightly, timm wrappers). Stripped repeatedly, so `module.backbone.conv1.weight` becomes
+/// `conv1.weight`.
+pub const WRAPPER_PREFIXES: [&str; 4] = ["module.", "backbone.", "encoder.", "model."];
+
+/// A checkpoint's tensors as memprune sees them.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    /// Tensors by name after prefix stripping. Floating tensors are converted to f32 on
+    /// the CPU; integer tensors (such as `num_batches_tracked`) keep their type.
+    pub tensors: BTreeMap<String, Tensor>,
+    /// The stored dtype of each tensor, by stripped name.
+    pub stored_dtypes: BTreeMap<String, DType>,
+    /// The name each tensor has in the file, by stripped name.
+    pub stored_names: BTreeMap<String, String>,
+    /// The safetensors `__metadata__` (empty for `.pth`).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Reads `path` (safetensors, or a PyTorch zip `.pth`/`.pt` state dict). `prefix`, when
+    /// given, is the one prefix to strip; otherwise [`WRAPPER_PREFIXES`] are stripped.
+    pub fn load(path: &Path, prefix: Option<&str>) -> Result<Checkpoint> {
+        let shown = path.display();
+        let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
+        let (raw, metadata) = if bytes_head.starts_with(b"PK") {
+            (read_pth(path)?, BTreeMap::new())
+        } else {
+            read_safetensors(path)?
+        };
+        if raw.is_empty() {
+            bail!("{shown}: the checkpoint holds no tensors");
+        }
+        let mut tensors = BTreeMap::new();
+        let mut stored_dtypes = BTreeMap::new();
+        let mut stored_names = BTreeMap::new();
+        for (name, t) in raw {
+            let stripped = strip_prefix(&name, prefix);
+            if tensors.contains_key(&stripped) {
+                bail!("{shown}: tensors `{}` and `{name}` have the same name `{stripped}` once the prefix is stripped (use --prefix)", stored_names[&stripped]);
+            }
+            stored_dtypes.insert(stripped.clone(), t.dtype());
+            let t = match t.dtype() {
+                DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
+                _ => t,
+            };
+            stored_names.insert(stripped.clone(), name);
+            tensors.insert(stripped, t);
+        }
+        Ok(Checkpoint { path: path.to_path_buf(), tensors, stored_dtypes, stored_names, metadata })
+    }
+
+    /// The f32 tensor `name`, or an error naming the file and the missing tensor.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.path.display()))
+    }
+
+    /// `get` plus a check of the shape.
+    pub fn get_shaped(&self, name: &str, dims: &[usize]) -> Result<&Tensor> {
+        let t = self.get(name)?;
+        if t.dims() != dims {
+            bail!("{}: tensor `{name}` has shape {:?}, expected {:?}", self.path.display(), t.dims(), dims);
+        }
+        Ok(t)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// A metadata value parsed as JSON, when present.
+    pub fn metadata_json(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        match self.metadata.get(key) {
+            None => Ok(None),
+            Some(s) => serde_json::from_str(s)
+                .map(Some)
+                .map_err(|e| anyhow!("{}: metadata `{key}` is not valid JSON: {e}", self.path.display())),
+        }
+    }
+}
+
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 8];
+    let n = f.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn strip_prefix(name: &str, prefix: Option<&str>) -> String {
+    if let Some(p) = prefix {
+        return name.strip_prefix(p).unwrap_or(name).to_string();
+    }
+    let mut s = name;
+    'outer: loop {
+        for p in WRAPPER_PREFIXES {
+            if let Some(rest) = s.strip_prefix(p) {
+                s = rest;
+                continue 'outer;
+            }
+        }
+        return s.to_string();
+    }
+}
+
+type RawTensors = Vec<(String, Tensor)>;
+
+fn read_safetensors(path: &Path) -> Result<(RawTensors, BTreeMap<String, String>)> {
+    let shown = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+    // SAFETY: the map is read-only and dropped before this function returns; a file changed
+    // underneath us while loading is the user's race, as with any mmap-based loader.
+    let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.with_context(|| format!("{shown}: cannot map"))?;
+    let st = safetensors::SafeTensors::deserialize(&mmap)
+        .map_err(|e| anyhow!("{shown}: not a valid safetensors file ({})", describe_st_error(&e, mmap.len())))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        let t = Tensor::from_raw_buffer(view.data(), st_dtype(view.dtype(), &name, path)?, view.shape(), &Device::Cpu)
+            .map_err(|e| anyhow!("{shown}: tensor `{name}`: {e}"))?;
+        out.push((name, t));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| anyhow!("{shown}: {e}"))?;
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    Ok((out, metadata))
+}
+
+fn describe_st_error(e: &safetensors::SafeTensorError, len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::MetadataIncompleteBuffer | E::InvalidOffset(_) => {
+            format!("truncated or corrupt: the header describes more data than the file's {len} bytes")
+        }
+        E::HeaderTooSmall => format!("too short for a safetensors header ({len} bytes)"),
+        E::HeaderTooLarge | E::InvalidHeaderLength => "the header length is impossible: not safetensors, or corrupt".into(),
+        other => other.to_string(),
+    }
+}
+
+fn st_dtype(d: safetensors::Dtype, name: &str, path: &Path) -> Result<DType> {
+    use safetensors::Dtype as S;
+    Ok(match d {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::I64 => DType::I64,
+        S::U8 => DType::U8,
+        S::U32 => DType::U32,
+        other => bail!("{}: tensor `{name}` has dtype {other:?}, which memprune does not read", path.display()),
+    })
+}
+
+fn read_pth(path: &Path) -> Result<RawTensors> {
+    let shown = path.display();
+    // Lightning and many training scripts nest the weights under a key.
+    let mut last_err = None;
+    for key in [None, Some("state_dict"), Some("model"), Some("model_state_dict")] {
+        match candle_core::pickle::read_all_with_key(path, key) {
+            Ok(v) if !v.is_empty() => {
+                let mut v = v;
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                return Ok(v);
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    match last_err {
+        Some(e) => bail!("{shown}: not a readable PyTorch state dict ({e})"),
+        None => bail!("{shown}: the PyTorch file holds no tensors"),
+    }
+}
+
+/// Writes `tensors` (in their own dtypes) as safetensors at `path`, with `metadata`: to a
+/// temporary file beside it, then renamed, so a failure never leaves a partial file. Refuses
+/// to write over any of `inputs`.
+pub fn write_safetensors_atomic(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &BTreeMap<String, String>,
+    inputs: &[&Path],
+) -> Result<()> {
+    let meta: std::collections::HashMap<String, String> = metadata.clone().into_iter().collect();
+    let contiguous: Vec<(String, Tensor)> =
+        tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<candle_core::Result<_>>()?;
+    let bytes = safetensors::serialize(contiguous.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+        .map_err(|e| anyhow!("{}: cannot serialize: {e}", path.display()))?;
+    write_file_atomic(path, &bytes, inputs)
+}
+
+/// Writes any file atomically (temporary file + rename), refusing to overwrite `inputs`.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<()> {
+    refuse_overwrite(path, inputs)?;
+    let tmp = temp_path(path);
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("{}: cannot write: {e}", path.display());
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename the temporary file into place", path.display()))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+fn refuse_overwrite(path: &Path, inputs: &[&Path]) -> Result<()> {
+    let target = std::fs::canonicalize(path).ok();
+    for input in inputs {
+        let same = match (&target, std::fs::canonicalize(input).ok()) {
+            (Some(a), Some(b)) => *a == b,
+            _ => path == *input,
+        };
+        if same {
+            bail!("{}: refusing to write over an input file", path.display());
+        }
+    }
+    Ok(())
+}

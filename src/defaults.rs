@@ -1,0 +1,28 @@
+//! The embedded default: data and encoders shipped in the repository, so that memprune's
+//! main job runs on a fresh clone with no download.
+
+use std::path::PathBuf;
+
+fn asset(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets").join(rel)
+}
+
+/// The embedded Fashion-MNIST subset (10,000 training and 2,000 test images).
+pub fn data() -> PathBuf {
+    asset("fashion-mnist")
+}
+
+/// The embedded SimCLR ResNet9 `f`, trained on shared + candidates.
+pub fn model_f() -> PathBuf {
+    asset("models/resnet9-simclr-f.safetensors")
+}
+
+/// The embedded SimCLR ResNet9 `g`, trained on shared + independent: LayerMem's reference.
+pub fn model_g() -> PathBuf {
+    asset("models/resnet9-simclr-g.safetensors")
+}
+
+/// The embedded supervised ResNet9 of the same widths, for ClassMem/UnitMem comparisons.
+pub fn model_supervised() -> PathBuf {
+    asset("models/resnet9-supervised.safetensors")
+}

@@ -1,0 +1,297 @@
+//! The measure job: augmented views of data points -> encoder forward passes -> the
+//! streaming metric accumulators of [`crate::metrics`].
+//!
+//! Points are processed in chunks of `batch` views. View `v` of point `i` depends only on
+//! (seed, i, v), and each image's forward pass does not depend on the rest of its batch, so
+//! the numbers are the same whatever the batch size or thread count.
+
+use crate::data::augment::{self, AugmentConfig};
+use crate::data::normalize::Normalization;
+use crate::data::ImageSet;
+use crate::metrics::class_mem::ClassMemAccumulator;
+use crate::metrics::layer_mem::{self, normalized_distance, LayerMemLayer, Pairing, PointScores};
+use crate::metrics::unit_mem::{Reduce, UnitMemAccumulator, UnitMemLayer};
+use crate::model::Encoder;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// How views are made and batched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewSettings {
+    pub augment: AugmentConfig,
+    pub normalization: Normalization,
+    pub seed: u64,
+    /// Views per forward pass (memory, not results).
+    pub batch: usize,
+}
+
+impl ViewSettings {
+    /// Side of the views for images of `set`.
+    pub fn size(&self, set: &ImageSet) -> usize {
+        self.augment.size.unwrap_or(set.height)
+    }
+
+    /// The views `items` = (point, view index) as an (n, C, S, S) tensor.
+    pub fn views(&self, set: &ImageSet, items: &[(usize, u64)]) -> Result<Tensor> {
+        let s = self.size(set);
+        let data = augment::views_batch(&self.augment, &self.normalization, set, items, self.seed);
+        Ok(Tensor::from_vec(data, (items.len(), set.channels, s, s), &Device::Cpu)?)
+    }
+
+    /// The clean (unaugmented, normalised) images of `points`.
+    pub fn clean(&self, set: &ImageSet, points: &[usize]) -> Result<Tensor> {
+        let s = self.size(set);
+        let n = set.channels * s * s;
+        let mut data = vec![0f32; points.len() * n];
+        for (k, &p) in points.iter().enumerate() {
+            augment::clean(&self.augment, &self.normalization, set, p, &mut data[k * n..(k + 1) * n]);
+        }
+        Ok(Tensor::from_vec(data, (points.len(), set.channels, s, s), &Device::Cpu)?)
+    }
+}
+
+/// A progress bar on stderr, only when asked for and stderr is a terminal.
+pub fn progress_bar(len: usize, show: bool, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Result<()> {
+    if set.channels != encoder.in_channels() {
+        bail!(
+            "{}: images have {} channel(s) but {} expects {}",
+            set.source,
+            set.channels,
+            encoder.checkpoint.path.display(),
+            encoder.in_channels()
+        );
+    }
+    if settings.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    Ok(())
+}
+
+/// Calls `sink(point, mu)` for every point, in order, with `mu[l][u]` = the mean over `k`
+/// views of unit `u`'s activation at layer `l` (METRICS.md Eq. 5).
+pub fn for_each_point_mean_acts(
+    encoder: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+    mut sink: impl FnMut(usize, Vec<Vec<f64>>) -> Result<()>,
+) -> Result<()> {
+    check_input(encoder, set, settings)?;
+    if k == 0 {
+        bail!("--views must be at least 1");
+    }
+    let per_chunk = (settings.batch / k).max(1);
+    for chunk in points.chunks(per_chunk) {
+        let items: Vec<(usize, u64)> = chunk.iter().flat_map(|&p| (0..k as u64).map(move |v| (p, v))).collect();
+        let x = settings.views(set, &items)?;
+        let acts: Vec<Vec<Vec<f32>>> = encoder.forward_unit_acts(&x)?.iter().map(|t| t.to_vec2::<f32>()).collect::<candle_core::Result<_>>()?;
+        for (pi, &p) in chunk.iter().enumerate() {
+            let mu: Vec<Vec<f64>> = acts
+                .iter()
+                .map(|layer| {
+                    let mut m = vec![0f64; layer[0].len()];
+                    for row in &layer[pi * k..(pi + 1) * k] {
+                        for (a, &v) in m.iter_mut().zip(row) {
+                            *a += v as f64;
+                        }
+                    }
+                    m.iter_mut().for_each(|a| *a /= k as f64);
+                    m
+                })
+                .collect();
+            sink(p, mu)?;
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// UnitMem of every unit of every layer of `encoder` on `points`.
+pub fn unit_mem(
+    encoder: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    reduce: Reduce,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<UnitMemLayer>> {
+    let acc = unit_mem_accumulate(encoder, set, points, k, reduce, settings, progress)?;
+    acc.finish(&layer_names(encoder))
+}
+
+/// The UnitMem accumulator over `points`, before [`UnitMemAccumulator::finish`]: what a shard
+/// returns so that shards can be merged.
+pub fn unit_mem_accumulate(
+    encoder: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    reduce: Reduce,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+) -> Result<UnitMemAccumulator> {
+    let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
+    let mut acc = UnitMemAccumulator::new(&units, reduce);
+    for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| {
+        acc.push(p, &mu);
+        Ok(())
+    })?;
+    Ok(acc)
+}
+
+/// ClassMem of every unit of every layer, with the labels of `set`.
+pub fn class_mem(
+    encoder: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<UnitMemLayer>> {
+    let labels = set.labels.as_ref().with_context(|| format!("{}: ClassMem needs labels and this data set has none", set.source))?;
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
+    let mut acc = ClassMemAccumulator::new(&units, classes);
+    for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| acc.push(labels[p] as usize, &mu))?;
+    acc.finish(&layer_names(encoder))
+}
+
+pub fn layer_names(encoder: &Encoder) -> Vec<String> {
+    encoder.layers.iter().map(|l| l.name.clone()).collect()
+}
+
+/// The (point, view) items of one point for LayerMem: 2K views for `views` pairing (pair j =
+/// views 2j, 2j+1), K for `clean`.
+pub fn layer_mem_views(pairing: Pairing, k: usize) -> usize {
+    match pairing {
+        Pairing::Views => 2 * k,
+        Pairing::Clean => k,
+    }
+}
+
+/// Refuses a reference encoder whose layers differ from `f`'s.
+pub fn check_pair(f: &Encoder, g: &Encoder) -> Result<()> {
+    let names = |e: &Encoder| e.layers.iter().map(|l| (l.name.clone(), l.units)).collect::<Vec<_>>();
+    if f.arch_id() != g.arch_id() || names(f) != names(g) {
+        bail!(
+            "{}: the reference is a {} with layers that differ from {} ({}): LayerMem compares the same layers of two encoders",
+            g.checkpoint.path.display(),
+            g.describe(),
+            f.checkpoint.path.display(),
+            f.describe()
+        );
+    }
+    Ok(())
+}
+
+/// SSLMem' of every point at every layer (Eq. 1-2); both encoders see identical views.
+pub fn layer_mem_points(
+    f: &Encoder,
+    g: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    pairing: Pairing,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<PointScores>> {
+    check_input(f, set, settings)?;
+    check_pair(f, g)?;
+    if k == 0 {
+        bail!("--views must be at least 1");
+    }
+    let v = layer_mem_views(pairing, k);
+    let per_chunk = (settings.batch / (v + 1)).max(1);
+    let nl = f.layers.len();
+    let mut out = Vec::with_capacity(points.len());
+    for chunk in points.chunks(per_chunk) {
+        let items: Vec<(usize, u64)> = chunk.iter().flat_map(|&p| (0..v as u64).map(move |j| (p, j))).collect();
+        let mut x = settings.views(set, &items)?;
+        if pairing == Pairing::Clean {
+            x = Tensor::cat(&[&x, &settings.clean(set, chunk)?], 0)?;
+        }
+        let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> {
+            e.forward_taps(&x)?.iter().map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?)).collect()
+        };
+        let (rf, rg) = (rows(f)?, rows(g)?);
+        for (pi, &p) in chunk.iter().enumerate() {
+            let mut s = PointScores { point: p, ssl_f: vec![0.0; nl], ssl_g: vec![0.0; nl], sslmem: vec![0.0; nl] };
+            for l in 0..nl {
+                let mean_d = |r: &Vec<Vec<f32>>| -> f64 {
+                    let base = pi * v;
+                    let total: f64 = match pairing {
+                        Pairing::Views => (0..k).map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1])).sum(),
+                        Pairing::Clean => {
+                            let clean = &r[items.len() + pi];
+                            (0..k).map(|j| normalized_distance(clean, &r[base + j])).sum()
+                        }
+                    };
+                    total / k as f64
+                };
+                s.ssl_f[l] = mean_d(&rf[l]);
+                s.ssl_g[l] = mean_d(&rg[l]);
+                s.sslmem[l] = layer_mem::ssl_mem(s.ssl_f[l], s.ssl_g[l]);
+            }
+            out.push(s);
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok(out)
+}
+
+/// LayerMem and dLayerMem per layer, with the per-point scores they came from.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_mem(
+    f: &Encoder,
+    g: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    pairing: Pairing,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+) -> Result<(Vec<LayerMemLayer>, Vec<PointScores>)> {
+    let scores = layer_mem_points(f, g, set, points, k, pairing, settings, progress)?;
+    Ok((layer_mem::layer_mem(&layer_names(f), &scores), scores))
+}
+
+/// Writes the exact views a run uses, so another implementation can recompute its numbers:
+/// `points.npy` (int64, P), `views.npy` (float32, P x V x C x S x S), for `clean` pairing
+/// also `clean.npy` (P x C x S x S), and `meta.json`.
+pub fn dump_views(dir: &Path, set: &ImageSet, points: &[usize], views_per_point: usize, with_clean: bool, settings: &ViewSettings, meta: &serde_json::Value) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let s = settings.size(set);
+    let items: Vec<(usize, u64)> = points.iter().flat_map(|&p| (0..views_per_point as u64).map(move |v| (p, v))).collect();
+    let data = augment::views_batch(&settings.augment, &settings.normalization, set, &items, settings.seed);
+    let pts: Vec<i64> = points.iter().map(|&p| p as i64).collect();
+    crate::data::npy::write_npy_i64(&dir.join("points.npy"), &[points.len()], &pts)?;
+    crate::data::npy::write_npy_f32(&dir.join("views.npy"), &[points.len(), views_per_point, set.channels, s, s], &data)?;
+    if with_clean {
+        let clean = settings.clean(set, points)?.flatten_all()?.to_vec1::<f32>()?;
+        crate::data::npy::write_npy_f32(&dir.join("clean.npy"), &[points.len(), set.channels, s, s], &clean)?;
+    }
+    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(meta)?).with_context(|| format!("{}: cannot write meta.json", dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The memorization metrics of METRICS.md: [`unit_mem`] (per unit, one encoder),
+//! [`class_mem`] (its supervised counterpart) and [`layer_mem`] (per layer, two encoders).
+//! Each is a streaming accumulator fed by [`crate::measure`]; none touches the model.
+
+pub mod class_mem;
+pub mod layer_mem;
+pub mod summary;
+pub mod unit_mem;
+
+pub use summary::{LayerSummary, UnitScore};

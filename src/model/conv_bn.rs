@@ -1,0 +1,125 @@
+//! A convolution followed by BatchNorm: the building block of every ResNet.
+
+use crate::checkpoint::Checkpoint;
+use crate::model::conv::{conv2d_bias_act, ConvParams};
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+
+/// PyTorch's default BatchNorm epsilon; checkpoints do not store it.
+pub const BN_EPS: f64 = 1e-5;
+
+/// One conv (no bias) + BatchNorm, with the tensor names it was read from.
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    /// Name of the conv weight, e.g. `block3.conv.weight` or `layer1.0.conv1.weight`.
+    pub conv_name: String,
+    /// Prefix of the BatchNorm tensors, e.g. `block3.bn` or `layer1.0.bn1`.
+    pub bn_name: String,
+    pub params: ConvParams,
+    /// (C_out, C_in / groups, K, K)
+    pub weight: Tensor,
+    pub bn_weight: Tensor,
+    pub bn_bias: Tensor,
+    pub bn_mean: Tensor,
+    pub bn_var: Tensor,
+    /// BatchNorm folded into the conv for inference: `w * s`, `beta - mean * s` with
+    /// `s = gamma / sqrt(var + eps)`, computed in f64.
+    pub folded_weight: Tensor,
+    pub folded_bias: Tensor,
+}
+
+impl ConvBn {
+    /// Reads `conv_name` and `bn_name.{weight,bias,running_mean,running_var}`; `in_channels`
+    /// is what the previous layer produces, checked against the weight's shape.
+    pub fn load(ckpt: &Checkpoint, conv_name: &str, bn_name: &str, in_channels: usize, params: ConvParams) -> Result<ConvBn> {
+        let weight = ckpt.get(conv_name)?.clone();
+        let dims = weight.dims().to_vec();
+        if dims.len() != 4 {
+            bail!("{}: tensor `{conv_name}` has shape {dims:?}, expected a 4-d conv weight", ckpt.path.display());
+        }
+        if dims[1] * params.groups != in_channels {
+            bail!(
+                "{}: tensor `{conv_name}` has shape {dims:?}: it takes {} input channels but the layer before gives {in_channels}",
+                ckpt.path.display(),
+                dims[1] * params.groups
+            );
+        }
+        let c = dims[0];
+        let v = |s: &str| ckpt.get_shaped(&format!("{bn_name}.{s}"), &[c]).cloned();
+        let (bn_weight, bn_bias, bn_mean, bn_var) = (v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?);
+        for (s, t) in [("weight", &weight), ("bn.weight", &bn_weight), ("bn.bias", &bn_bias), ("running_mean", &bn_mean), ("running_var", &bn_var)] {
+            let bad = t.flatten_all()?.to_vec1::<f32>()?.iter().any(|x| !x.is_finite());
+            if bad {
+                bail!("{}: `{conv_name}` ({s}) holds NaN or infinite values", ckpt.path.display());
+            }
+        }
+        if bn_var.flatten_all()?.to_vec1::<f32>()?.iter().any(|&x| x < 0.0) {
+            bail!("{}: `{bn_name}.running_var` has negative entries", ckpt.path.display());
+        }
+        let (folded_weight, folded_bias) = fold_bn(&weight, &bn_weight, &bn_bias, &bn_mean, &bn_var)?;
+        Ok(ConvBn {
+            conv_name: conv_name.to_string(),
+            bn_name: bn_name.to_string(),
+            params,
+            weight,
+            bn_weight,
+            bn_bias,
+            bn_mean,
+            bn_var,
+            folded_weight,
+            folded_bias,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn kernel(&self) -> usize {
+        self.weight.dims()[2]
+    }
+
+    /// Inference forward with the folded weights: `relu(bn(conv(x)))` or, without `relu`,
+    /// `bn(conv(x))`.
+    pub fn forward_eval(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        conv2d_bias_act(x, &self.folded_weight, &self.folded_bias, self.params, relu)
+    }
+
+    /// Output side for an input side.
+    pub fn out_size(&self, size: usize) -> usize {
+        let p = self.params;
+        let k = self.kernel();
+        (size + 2 * p.padding - p.dilation * (k - 1) - 1) / p.stride + 1
+    }
+
+    /// Multiply-accumulates per image for an input of side `size`.
+    pub fn macs(&self, size: usize) -> u64 {
+        let d = self.weight.dims();
+        let o = self.out_size(size) as u64;
+        o * o * (d[0] * d[1] * d[2] * d[3]) as u64
+    }
+
+    /// Parameters of the conv and the BatchNorm affine (running statistics are buffers).
+    pub fn params(&self) -> usize {
+        self.weight.elem_count() + 2 * self.out_channels()
+    }
+
+    /// The names of every tensor this block reads, including `num_batches_tracked`.
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut v = vec![self.conv_name.clone()];
+        for s in ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"] {
+            v.push(format!("{}.{s}", self.bn_name));
+        }
+        v
+    }
+}
+
+/// Folds eval-mode BatchNorm into the preceding conv (exact up to rounding).
+pub fn fold_bn(w: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, var: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let f = |t: &Tensor| t.to_dtype(DType::F64);
+    let scale = f(gamma)?.div(&(f(var)? + BN_EPS)?.sqrt()?)?;
+    let c = scale.dim(0)?;
+    let w = f(w)?.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
+    let b = (f(beta)? - f(mean)?.mul(&scale)?)?;
+    Ok((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?))
+}

@@ -1,0 +1,222 @@
+//! torchvision-layout ResNets (resnet18/34/50/101/152 and any depth or width), with the
+//! ImageNet stem (7x7 stride-2 conv, max-pool) or the CIFAR stem of solo-learn and lightly
+//! (3x3 stride-1 conv, no max-pool).
+//!
+//! Names as torchvision's: `conv1.weight`, `bn1.*`, `layer{s}.{j}.conv{1,2[,3]}.weight`,
+//! `layer{s}.{j}.bn{1,2[,3]}.*`, `layer{s}.{j}.downsample.{0,1}.*`. BasicBlock or
+//! Bottleneck is told by `layer1.0.conv3.weight`, blocks per stage by counting names, widths
+//! by shapes. As in torchvision, the first block of every stage after the first has stride 2
+//! (on conv1 for BasicBlock, on conv2 for Bottleneck, the "v1.5" placement).
+//!
+//! Taps, in forward order: `conv1` (after bn1 + ReLU, and the max-pool for the ImageNet
+//! stem), then per block `layer{s}.{j}.conv1` (and `.conv2` for Bottleneck) after BN + ReLU,
+//! then `layer{s}.{j}`: the block output after the residual add and the final ReLU; last
+//! `pool`, the global average pool.
+
+use crate::checkpoint::Checkpoint;
+use crate::model::conv::ConvParams;
+use crate::model::conv_bn::ConvBn;
+use crate::model::encoder::{Layer, LayerKind};
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// 7x7 stride-2 conv, then 3x3 stride-2 max-pool (torchvision).
+    Imagenet,
+    /// 3x3 stride-1 conv, no max-pool (solo-learn, lightly and most CIFAR code).
+    Cifar,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum BlockKind {
+    Basic,
+    Bottleneck,
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// `layer{s}.{j}`
+    pub name: String,
+    /// conv1, conv2 (, conv3) in order.
+    pub convs: Vec<ConvBn>,
+    pub downsample: Option<ConvBn>,
+}
+
+impl Block {
+    pub fn out_channels(&self) -> usize {
+        self.convs.last().map(|c| c.out_channels()).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    pub stem: Stem,
+    pub block_kind: BlockKind,
+    pub conv1: ConvBn,
+    /// stages[s][j] is `layer{s+1}.{j}`.
+    pub stages: Vec<Vec<Block>>,
+    pub in_channels: usize,
+}
+
+impl ResNet {
+    pub fn matches(ckpt: &Checkpoint) -> bool {
+        ckpt.contains("conv1.weight") && ckpt.contains("layer1.0.conv1.weight")
+    }
+
+    /// Reads the network; `stem` overrides the detection by conv1's kernel size.
+    pub fn load(ckpt: &Checkpoint, stem: Option<Stem>) -> Result<ResNet> {
+        let path = ckpt.path.display();
+        let w1 = ckpt.get("conv1.weight")?;
+        if w1.dims().len() != 4 {
+            bail!("{path}: `conv1.weight` has shape {:?}, expected a 4-d conv weight", w1.dims());
+        }
+        let k = w1.dims()[2];
+        let stem = stem.unwrap_or(if k >= 5 { Stem::Imagenet } else { Stem::Cifar });
+        let stride = if stem == Stem::Imagenet { 2 } else { 1 };
+        let in_channels = w1.dims()[1];
+        let conv1 = ConvBn::load(ckpt, "conv1.weight", "bn1", in_channels, ConvParams { stride, padding: k / 2, dilation: 1, groups: 1 })?;
+        let block_kind = if ckpt.contains("layer1.0.conv3.weight") { BlockKind::Bottleneck } else { BlockKind::Basic };
+        let mut stages = Vec::new();
+        let mut cin = conv1.out_channels();
+        let mut s = 1;
+        while ckpt.contains(&format!("layer{s}.0.conv1.weight")) {
+            let mut blocks = Vec::new();
+            let mut j = 0;
+            while ckpt.contains(&format!("layer{s}.{j}.conv1.weight")) {
+                let stride = if s > 1 && j == 0 { 2 } else { 1 };
+                let b = load_block(ckpt, s, j, cin, stride, block_kind)?;
+                cin = b.out_channels();
+                blocks.push(b);
+                j += 1;
+            }
+            stages.push(blocks);
+            s += 1;
+        }
+        Ok(ResNet { stem, block_kind, conv1, stages, in_channels })
+    }
+
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.stages.iter().flatten()
+    }
+
+    pub fn layers(&self) -> Vec<Layer> {
+        let mut v = vec![Layer::new("conv1", LayerKind::ConvBlock, self.conv1.out_channels())];
+        for b in self.blocks() {
+            let n = b.convs.len();
+            for (i, c) in b.convs[..n - 1].iter().enumerate() {
+                v.push(Layer::new(&format!("{}.conv{}", b.name, i + 1), LayerKind::ConvBlock, c.out_channels()));
+            }
+            v.push(Layer::new(&b.name, LayerKind::ResidualSum, b.out_channels()));
+        }
+        let last = self.blocks().last().map(|b| b.out_channels()).unwrap_or(self.conv1.out_channels());
+        v.push(Layer::new("pool", LayerKind::Pool, last));
+        v
+    }
+
+    fn stem_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.conv1.forward_eval(x, true)?;
+        match self.stem {
+            // torchvision's MaxPool2d(3, 2, padding=1); the input is post-ReLU (>= 0), so
+            // zero padding gives the same maxima as PyTorch's -inf padding.
+            Stem::Imagenet => y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2),
+            Stem::Cifar => Ok(y),
+        }
+    }
+
+    /// Inference forward returning every tap, in [`ResNet::layers`] order.
+    pub fn forward_taps(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let mut taps = Vec::new();
+        let mut h = self.stem_forward(x)?;
+        taps.push(h.clone());
+        for b in self.blocks() {
+            let n = b.convs.len();
+            let mut y = h.clone();
+            for c in &b.convs[..n - 1] {
+                y = c.forward_eval(&y, true)?;
+                taps.push(y.clone());
+            }
+            let y = b.convs[n - 1].forward_eval(&y, false)?;
+            let skip = match &b.downsample {
+                Some(d) => d.forward_eval(&h, false)?,
+                None => h.clone(),
+            };
+            h = (y + skip)?.relu()?;
+            taps.push(h.clone());
+        }
+        taps.push(h.mean((2, 3))?);
+        Ok(taps)
+    }
+
+    /// Multiply-accumulates per image of side `size`.
+    pub fn macs(&self, size: usize) -> u64 {
+        let mut total = self.conv1.macs(size);
+        let mut s = self.conv1.out_size(size);
+        if self.stem == Stem::Imagenet {
+            s = (s + 2 - 3) / 2 + 1;
+        }
+        for b in self.blocks() {
+            let mut t = s;
+            for c in &b.convs {
+                total += c.macs(t);
+                t = c.out_size(t);
+            }
+            if let Some(d) = &b.downsample {
+                total += d.macs(s);
+            }
+            s = t;
+        }
+        total
+    }
+
+    pub fn tensor_names(&self) -> Vec<String> {
+        let mut v = self.conv1.tensor_names();
+        for b in self.blocks() {
+            for c in b.convs.iter().chain(b.downsample.iter()) {
+                v.extend(c.tensor_names());
+            }
+        }
+        v
+    }
+}
+
+fn load_block(ckpt: &Checkpoint, s: usize, j: usize, cin: usize, stride: usize, kind: BlockKind) -> Result<Block> {
+    let name = format!("layer{s}.{j}");
+    let p = |stride: usize, k: usize| ConvParams { stride, padding: k / 2, dilation: 1, groups: 1 };
+    let n = if kind == BlockKind::Bottleneck { 3 } else { 2 };
+    let mut convs: Vec<ConvBn> = Vec::new();
+    let mut c = cin;
+    for i in 1..=n {
+        let wname = format!("{name}.conv{i}.weight");
+        let k = ckpt.get(&wname)?.dims().get(2).copied().unwrap_or(0);
+        let conv_stride = match kind {
+            BlockKind::Basic if i == 1 => stride,
+            BlockKind::Bottleneck if i == 2 => stride,
+            _ => 1,
+        };
+        let cb = ConvBn::load(ckpt, &wname, &format!("{name}.bn{i}"), c, p(conv_stride, k))?;
+        c = cb.out_channels();
+        convs.push(cb);
+    }
+    if kind == BlockKind::Basic && ckpt.contains(&format!("{name}.conv3.weight")) {
+        bail!("{}: `{name}.conv3.weight` found in a BasicBlock network (layer1.0 has no conv3)", ckpt.path.display());
+    }
+    let downsample = if ckpt.contains(&format!("{name}.downsample.0.weight")) {
+        Some(ConvBn::load(ckpt, &format!("{name}.downsample.0.weight"), &format!("{name}.downsample.1"), cin, p(stride, 1))?)
+    } else {
+        None
+    };
+    let out = convs[n - 1].out_channels();
+    match &downsample {
+        Some(d) if d.out_channels() != out => {
+            bail!("{}: `{name}.downsample.0.weight` gives {} channels but the block gives {out}", ckpt.path.display(), d.out_channels())
+        }
+        None if cin != out || stride != 1 => bail!(
+            "{}: `{name}` changes the shape ({cin} -> {out} channels, stride {stride}) but has no downsample tensors",
+            ckpt.path.display()
+        ),
+        _ => {}
+    }
+    Ok(Block { name, convs, downsample })
+}

@@ -1,0 +1,126 @@
+//! The paper's ResNet9 (Wang et al. 2024): 8 conv-BN-ReLU blocks, max-pool inside blocks
+//! 2, 5 and 6, residual sums Res2 = out(2) + out(4) and Res6 = out(6) + out(8), global
+//! average pool.
+//!
+//! Tensor names (also those of `examples/resnet9.py`):
+//! `block{i}.conv.weight` (no bias) and `block{i}.bn.{weight,bias,running_mean,running_var}`
+//! for i = 1..8. Widths are read from the shapes (the paper's are 32, 64, 64, 64, 128, 256,
+//! 256, 256), so a checkpoint whose channels were pruned loads as it is. Res2 and Res6 tie
+//! blocks 2 and 4, and blocks 6 and 8, to equal widths.
+//!
+//! Taps, in forward order: block1, block2, block3, block4, res2, block5, block6, block7,
+//! block8, res6, pool. A block's tap is its output as the network passes it on: after
+//! BatchNorm and ReLU, and after the max-pool in blocks 2, 5 and 6.
+
+use crate::checkpoint::Checkpoint;
+use crate::model::conv::ConvParams;
+use crate::model::conv_bn::ConvBn;
+use crate::model::encoder::{Layer, LayerKind};
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+
+/// Blocks (1-based) followed by a 2x2 max-pool.
+pub const POOLED_BLOCKS: [usize; 3] = [2, 5, 6];
+
+#[derive(Debug, Clone)]
+pub struct ResNet9 {
+    /// blocks[0] is block1.
+    pub blocks: Vec<ConvBn>,
+    pub in_channels: usize,
+}
+
+impl ResNet9 {
+    /// True when the checkpoint has ResNet9's names.
+    pub fn matches(ckpt: &Checkpoint) -> bool {
+        ckpt.contains("block1.conv.weight")
+    }
+
+    pub fn load(ckpt: &Checkpoint) -> Result<ResNet9> {
+        let p = ConvParams { stride: 1, padding: 1, dilation: 1, groups: 1 };
+        let first = ckpt.get("block1.conv.weight")?;
+        if first.dims().len() != 4 {
+            bail!("{}: `block1.conv.weight` has shape {:?}, expected a 4-d conv weight", ckpt.path.display(), first.dims());
+        }
+        let in_channels = first.dims()[1];
+        let mut blocks: Vec<ConvBn> = Vec::with_capacity(8);
+        for i in 1..=8 {
+            // Block 5 reads Res2, blocks 3/4 read block 2/3, block 7 reads block 6, etc.
+            let cin = if i == 1 { in_channels } else { blocks[i - 2].out_channels() };
+            let b = ConvBn::load(ckpt, &format!("block{i}.conv.weight"), &format!("block{i}.bn"), cin, p)?;
+            if b.kernel() != 3 || b.weight.dims()[3] != 3 {
+                bail!("{}: `block{i}.conv.weight` has shape {:?}, expected 3x3 kernels", ckpt.path.display(), b.weight.dims());
+            }
+            blocks.push(b);
+        }
+        for (a, b, name) in [(2, 4, "res2"), (6, 8, "res6")] {
+            let (ca, cb) = (blocks[a - 1].out_channels(), blocks[b - 1].out_channels());
+            if ca != cb {
+                bail!("{}: {name} adds block{a} ({ca} channels) and block{b} ({cb} channels): widths must match", ckpt.path.display());
+            }
+        }
+        if ckpt.contains("block9.conv.weight") {
+            bail!("{}: found `block9.conv.weight`: ResNet9 has 8 blocks", ckpt.path.display());
+        }
+        Ok(ResNet9 { blocks, in_channels })
+    }
+
+    pub fn layers(&self) -> Vec<Layer> {
+        let w = |i: usize| self.blocks[i - 1].out_channels();
+        let block = |i: usize| Layer::new(&format!("block{i}"), LayerKind::ConvBlock, w(i));
+        vec![
+            block(1),
+            block(2),
+            block(3),
+            block(4),
+            Layer::new("res2", LayerKind::ResidualSum, w(2)),
+            block(5),
+            block(6),
+            block(7),
+            block(8),
+            Layer::new("res6", LayerKind::ResidualSum, w(6)),
+            Layer::new("pool", LayerKind::Pool, w(6)),
+        ]
+    }
+
+    fn block(&self, i: usize, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.blocks[i - 1].forward_eval(x, true)?;
+        if POOLED_BLOCKS.contains(&i) {
+            y.max_pool2d(2)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Inference forward returning every tap, in [`ResNet9::layers`] order.
+    pub fn forward_taps(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let o1 = self.block(1, x)?;
+        let o2 = self.block(2, &o1)?;
+        let o3 = self.block(3, &o2)?;
+        let o4 = self.block(4, &o3)?;
+        let res2 = (&o2 + &o4)?;
+        let o5 = self.block(5, &res2)?;
+        let o6 = self.block(6, &o5)?;
+        let o7 = self.block(7, &o6)?;
+        let o8 = self.block(8, &o7)?;
+        let res6 = (&o6 + &o8)?;
+        let pool = res6.mean((2, 3))?;
+        Ok(vec![o1, o2, o3, o4, res2, o5, o6, o7, o8, res6, pool])
+    }
+
+    /// Multiply-accumulates per image of side `size`.
+    pub fn macs(&self, size: usize) -> u64 {
+        let mut s = size;
+        let mut total = 0;
+        for (k, b) in self.blocks.iter().enumerate() {
+            total += b.macs(s);
+            if POOLED_BLOCKS.contains(&(k + 1)) {
+                s /= 2;
+            }
+        }
+        total
+    }
+
+    pub fn tensor_names(&self) -> Vec<String> {
+        self.blocks.iter().flat_map(|b| b.tensor_names()).collect()
+    }
+}
