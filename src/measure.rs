@@ -103,10 +103,23 @@ pub fn for_each_point_mean_acts(
     for chunk in points.chunks(per_chunk) {
         let items: Vec<(usize, u64)> = chunk.iter().flat_map(|&p| (0..k as u64).map(move |v| (p, v))).collect();
         let x = settings.views(set, &items)?;
-        let acts: Vec<Vec<Vec<f32>>> = encoder.forward_unit_acts(&x)?.iter().map(|t| t.to_vec2::<f32>()).collect::<candle_core::Result<_>>()?;
-        for (pi, &p) in chunk.iter().enumerate() {
-            let mu: Vec<Vec<f64>> = acts
-                .iter()
+        for (mu, &p) in mean_acts_of_views(encoder, &x, k)?.into_iter().zip(chunk) {
+            sink(p, mu)?;
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// `x` holds `k` consecutive views of each of several points; returns per point, per layer,
+/// per unit the mean activation over its views (Eq. 5), accumulated in f64.
+pub fn mean_acts_of_views(encoder: &Encoder, x: &Tensor, k: usize) -> Result<Vec<Vec<Vec<f64>>>> {
+    let acts: Vec<Vec<Vec<f32>>> = encoder.forward_unit_acts(x)?.iter().map(|t| t.to_vec2::<f32>()).collect::<candle_core::Result<_>>()?;
+    let n = x.dim(0)? / k;
+    Ok((0..n)
+        .map(|pi| {
+            acts.iter()
                 .map(|layer| {
                     let mut m = vec![0f64; layer[0].len()];
                     for row in &layer[pi * k..(pi + 1) * k] {
@@ -117,13 +130,9 @@ pub fn for_each_point_mean_acts(
                     m.iter_mut().for_each(|a| *a /= k as f64);
                     m
                 })
-                .collect();
-            sink(p, mu)?;
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    progress.finish_and_clear();
-    Ok(())
+                .collect()
+        })
+        .collect())
 }
 
 /// UnitMem of every unit of every layer of `encoder` on `points`.
@@ -223,7 +232,6 @@ pub fn layer_mem_points(
     }
     let v = layer_mem_views(pairing, k);
     let per_chunk = (settings.batch / (v + 1)).max(1);
-    let nl = f.layers.len();
     let mut out = Vec::with_capacity(points.len());
     for chunk in points.chunks(per_chunk) {
         let items: Vec<(usize, u64)> = chunk.iter().flat_map(|&p| (0..v as u64).map(move |j| (p, j))).collect();
@@ -231,34 +239,40 @@ pub fn layer_mem_points(
         if pairing == Pairing::Clean {
             x = Tensor::cat(&[&x, &settings.clean(set, chunk)?], 0)?;
         }
-        let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> {
-            e.forward_taps(&x)?.iter().map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?)).collect()
-        };
-        let (rf, rg) = (rows(f)?, rows(g)?);
-        for (pi, &p) in chunk.iter().enumerate() {
-            let mut s = PointScores { point: p, ssl_f: vec![0.0; nl], ssl_g: vec![0.0; nl], sslmem: vec![0.0; nl] };
-            for l in 0..nl {
-                let mean_d = |r: &Vec<Vec<f32>>| -> f64 {
-                    let base = pi * v;
-                    let total: f64 = match pairing {
-                        Pairing::Views => (0..k).map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1])).sum(),
-                        Pairing::Clean => {
-                            let clean = &r[items.len() + pi];
-                            (0..k).map(|j| normalized_distance(clean, &r[base + j])).sum()
-                        }
-                    };
-                    total / k as f64
-                };
-                s.ssl_f[l] = mean_d(&rf[l]);
-                s.ssl_g[l] = mean_d(&rg[l]);
-                s.sslmem[l] = layer_mem::ssl_mem(s.ssl_f[l], s.ssl_g[l]);
-            }
-            out.push(s);
-        }
+        out.extend(point_scores_of_views(f, g, &x, chunk, k, pairing)?);
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
     Ok(out)
+}
+
+/// SSLMem' per layer of `points` from their views `x`: for `views` pairing, 2k consecutive
+/// views per point (pair j = views 2j, 2j+1); for `clean`, k views per point followed by the
+/// clean images of all points, in order.
+pub fn point_scores_of_views(f: &Encoder, g: &Encoder, x: &Tensor, points: &[usize], k: usize, pairing: Pairing) -> Result<Vec<PointScores>> {
+    let v = layer_mem_views(pairing, k);
+    let nl = f.layers.len();
+    let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> { e.forward_taps(x)?.iter().map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?)).collect() };
+    let (rf, rg) = (rows(f)?, rows(g)?);
+    let n_views = points.len() * v;
+    let mean_d = |r: &Vec<Vec<f32>>, pi: usize| -> f64 {
+        let base = pi * v;
+        let total: f64 = match pairing {
+            Pairing::Views => (0..k).map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1])).sum(),
+            Pairing::Clean => (0..k).map(|j| normalized_distance(&r[n_views + pi], &r[base + j])).sum(),
+        };
+        total / k as f64
+    };
+    Ok(points
+        .iter()
+        .enumerate()
+        .map(|(pi, &p)| {
+            let ssl_f: Vec<f64> = (0..nl).map(|l| mean_d(&rf[l], pi)).collect();
+            let ssl_g: Vec<f64> = (0..nl).map(|l| mean_d(&rg[l], pi)).collect();
+            let sslmem = ssl_f.iter().zip(&ssl_g).map(|(&a, &b)| layer_mem::ssl_mem(a, b)).collect();
+            PointScores { point: p, ssl_f, ssl_g, sslmem }
+        })
+        .collect())
 }
 
 /// LayerMem and dLayerMem per layer, with the per-point scores they came from.

@@ -1,12 +1,33 @@
 //! A convolution followed by BatchNorm: the building block of every ResNet.
 
 use crate::checkpoint::Checkpoint;
-use crate::model::conv::{conv2d_bias_act, ConvParams};
+use crate::model::conv::{conv2d, conv2d_bias_act, ConvParams};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
 /// PyTorch's default BatchNorm epsilon; checkpoints do not store it.
 pub const BN_EPS: f64 = 1e-5;
+
+/// How BatchNorm runs in a forward pass.
+#[derive(Debug, Default)]
+pub enum Mode {
+    /// Running statistics, folded into the conv: inference.
+    #[default]
+    Eval,
+    /// Batch statistics (training). Each ConvBn appends its batch mean and unbiased batch
+    /// variance, with its BatchNorm name, so the trainer can update the running statistics.
+    Train(Vec<BatchStats>),
+}
+
+/// The statistics of one BatchNorm over one training batch.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    /// e.g. `block3.bn`
+    pub bn_name: String,
+    pub mean: Tensor,
+    /// Unbiased (n - 1), as PyTorch uses for the running variance.
+    pub var: Tensor,
+}
 
 /// One conv (no bias) + BatchNorm, with the tensor names it was read from.
 #[derive(Debug, Clone)]
@@ -85,6 +106,24 @@ impl ConvBn {
         conv2d_bias_act(x, &self.folded_weight, &self.folded_bias, self.params, relu)
     }
 
+    /// Forward in either mode: eval uses the folded weights; train normalises with the
+    /// batch statistics (biased variance, as PyTorch) and records them in `mode`.
+    pub fn forward(&self, x: &Tensor, relu: bool, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Eval => self.forward_eval(x, relu),
+            Mode::Train(stats) => {
+                let y = conv2d(x, &self.weight, None, self.params)?;
+                let (y, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias)?;
+                stats.push(BatchStats { bn_name: self.bn_name.clone(), mean, var });
+                if relu {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
+            }
+        }
+    }
+
     /// Output side for an input side.
     pub fn out_size(&self, size: usize) -> usize {
         let p = self.params;
@@ -122,4 +161,18 @@ pub fn fold_bn(w: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, var: &T
     let w = f(w)?.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
     let b = (f(beta)? - f(mean)?.mul(&scale)?)?;
     Ok((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?))
+}
+
+/// Training-mode BatchNorm over (N, H, W) per channel: returns the normalised output and
+/// the batch mean and unbiased variance (detached, for the running statistics).
+pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    let n = (x.elem_count() / c) as f64;
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+    let y = centered.broadcast_div(&(var.clone() + BN_EPS)?.sqrt()?)?;
+    let y = y.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+    Ok((y, mean.detach().flatten_all()?, unbiased))
 }

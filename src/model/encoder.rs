@@ -5,6 +5,7 @@
 //! that returns the output of every layer (the "taps" the metrics read).
 
 use crate::checkpoint::Checkpoint;
+use crate::model::conv_bn::{ConvBn, Mode};
 use crate::model::resnet::{ResNet, Stem};
 use crate::model::resnet9::ResNet9;
 use anyhow::{bail, Result};
@@ -74,7 +75,10 @@ impl Encoder {
         } else if ResNet::matches(&ckpt) {
             Arch::ResNet(ResNet::load(&ckpt, opts.stem)?)
         } else {
-            let found: Vec<&str> = ckpt.tensors.keys().take(6).map(|s| s.as_str()).collect();
+            // Conv weights (4-d) say most about a layout; list those first.
+            let mut names: Vec<&String> = ckpt.tensors.iter().filter(|(_, t)| t.rank() == 4).map(|(k, _)| k).collect();
+            names.extend(ckpt.tensors.iter().filter(|(_, t)| t.rank() != 4).map(|(k, _)| k));
+            let found: Vec<&str> = names.iter().take(6).map(|s| s.as_str()).collect();
             bail!(
                 "{}: unknown encoder layout: found tensors {found:?}{}; expected memprune's ResNet9 (`block1.conv.weight` .. `block8`) or a torchvision ResNet (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`); use --prefix if the names carry another prefix",
                 ckpt.path.display(),
@@ -139,9 +143,22 @@ impl Encoder {
     /// Inference forward: one tensor per layer of [`Encoder::layers`], NCHW for conv layers
     /// and (N, units) for `pool`.
     pub fn forward_taps(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        self.forward_taps_mode(x, &mut Mode::Eval)
+    }
+
+    /// Forward in either BatchNorm mode (training records batch statistics in `mode`).
+    pub fn forward_taps_mode(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
         match &self.arch {
-            Arch::ResNet9(m) => m.forward_taps(x),
-            Arch::ResNet(m) => m.forward_taps(x),
+            Arch::ResNet9(m) => m.forward_taps(x, mode),
+            Arch::ResNet(m) => m.forward_taps(x, mode),
+        }
+    }
+
+    /// Every conv + BatchNorm of the encoder, in forward order.
+    pub fn conv_bns(&self) -> Vec<&ConvBn> {
+        match &self.arch {
+            Arch::ResNet9(m) => m.blocks.iter().collect(),
+            Arch::ResNet(m) => std::iter::once(&m.conv1).chain(m.blocks().flat_map(|b| b.convs.iter().chain(b.downsample.iter()))).collect(),
         }
     }
 
@@ -170,10 +187,6 @@ impl Encoder {
 
     /// Learnable parameters of the encoder (conv weights, BatchNorm affine).
     pub fn params(&self) -> usize {
-        let convs: Vec<&crate::model::conv_bn::ConvBn> = match &self.arch {
-            Arch::ResNet9(m) => m.blocks.iter().collect(),
-            Arch::ResNet(m) => std::iter::once(&m.conv1).chain(m.blocks().flat_map(|b| b.convs.iter().chain(b.downsample.iter()))).collect(),
-        };
-        convs.iter().map(|c| c.params()).sum()
+        self.conv_bns().iter().map(|c| c.params()).sum()
     }
 }

@@ -15,7 +15,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::conv::ConvParams;
-use crate::model::conv_bn::ConvBn;
+use crate::model::conv_bn::{ConvBn, Mode};
 use crate::model::encoder::{Layer, LayerKind};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -115,8 +115,8 @@ impl ResNet {
         v
     }
 
-    fn stem_forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.conv1.forward_eval(x, true)?;
+    fn stem_forward(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        let y = self.conv1.forward(x, true, mode)?;
         match self.stem {
             // torchvision's MaxPool2d(3, 2, padding=1); the input is post-ReLU (>= 0), so
             // zero padding gives the same maxima as PyTorch's -inf padding.
@@ -125,21 +125,21 @@ impl ResNet {
         }
     }
 
-    /// Inference forward returning every tap, in [`ResNet::layers`] order.
-    pub fn forward_taps(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+    /// Forward returning every tap, in [`ResNet::layers`] order.
+    pub fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
         let mut taps = Vec::new();
-        let mut h = self.stem_forward(x)?;
+        let mut h = self.stem_forward(x, mode)?;
         taps.push(h.clone());
         for b in self.blocks() {
             let n = b.convs.len();
             let mut y = h.clone();
             for c in &b.convs[..n - 1] {
-                y = c.forward_eval(&y, true)?;
+                y = c.forward(&y, true, mode)?;
                 taps.push(y.clone());
             }
-            let y = b.convs[n - 1].forward_eval(&y, false)?;
+            let y = b.convs[n - 1].forward(&y, false, mode)?;
             let skip = match &b.downsample {
-                Some(d) => d.forward_eval(&h, false)?,
+                Some(d) => d.forward(&h, false, mode)?,
                 None => h.clone(),
             };
             h = (y + skip)?.relu()?;

@@ -14,7 +14,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::conv::ConvParams;
-use crate::model::conv_bn::ConvBn;
+use crate::model::conv_bn::{ConvBn, Mode};
 use crate::model::encoder::{Layer, LayerKind};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -82,8 +82,8 @@ impl ResNet9 {
         ]
     }
 
-    fn block(&self, i: usize, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.blocks[i - 1].forward_eval(x, true)?;
+    fn block(&self, i: usize, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
+        let y = self.blocks[i - 1].forward(x, true, mode)?;
         if POOLED_BLOCKS.contains(&i) {
             y.max_pool2d(2)
         } else {
@@ -91,17 +91,17 @@ impl ResNet9 {
         }
     }
 
-    /// Inference forward returning every tap, in [`ResNet9::layers`] order.
-    pub fn forward_taps(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let o1 = self.block(1, x)?;
-        let o2 = self.block(2, &o1)?;
-        let o3 = self.block(3, &o2)?;
-        let o4 = self.block(4, &o3)?;
+    /// Forward returning every tap, in [`ResNet9::layers`] order.
+    pub fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
+        let o1 = self.block(1, x, mode)?;
+        let o2 = self.block(2, &o1, mode)?;
+        let o3 = self.block(3, &o2, mode)?;
+        let o4 = self.block(4, &o3, mode)?;
         let res2 = (&o2 + &o4)?;
-        let o5 = self.block(5, &res2)?;
-        let o6 = self.block(6, &o5)?;
-        let o7 = self.block(7, &o6)?;
-        let o8 = self.block(8, &o7)?;
+        let o5 = self.block(5, &res2, mode)?;
+        let o6 = self.block(6, &o5, mode)?;
+        let o7 = self.block(7, &o6, mode)?;
+        let o8 = self.block(8, &o7, mode)?;
         let res6 = (&o6 + &o8)?;
         let pool = res6.mean((2, 3))?;
         Ok(vec![o1, o2, o3, o4, res2, o5, o6, o7, o8, res6, pool])
