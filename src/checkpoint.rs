@@ -18,8 +18,9 @@ pub struct Checkpoint {
     /// Tensors by name after prefix stripping. Floating tensors are converted to f32 on
     /// the CPU; integer tensors (such as `num_batches_tracked`) keep their type.
     pub tensors: BTreeMap<String, Tensor>,
-    /// The stored dtype of each tensor, by stripped name.
-    pub stored_dtypes: BTreeMap<String, DType>,
+    /// Each tensor as stored (its own dtype), by stripped name: what a rewrite copies bit
+    /// for bit. Shares memory with `tensors` where the stored dtype is already f32.
+    pub stored: BTreeMap<String, Tensor>,
     /// The name each tensor has in the file, by stripped name.
     pub stored_names: BTreeMap<String, String>,
     /// The safetensors `__metadata__` (empty for `.pth`).
@@ -41,14 +42,14 @@ impl Checkpoint {
             bail!("{shown}: the checkpoint holds no tensors");
         }
         let mut tensors = BTreeMap::new();
-        let mut stored_dtypes = BTreeMap::new();
+        let mut stored = BTreeMap::new();
         let mut stored_names = BTreeMap::new();
         for (name, t) in raw {
             let stripped = strip_prefix(&name, prefix);
             if tensors.contains_key(&stripped) {
                 bail!("{shown}: tensors `{}` and `{name}` have the same name `{stripped}` once the prefix is stripped (use --prefix)", stored_names[&stripped]);
             }
-            stored_dtypes.insert(stripped.clone(), t.dtype());
+            stored.insert(stripped.clone(), t.clone());
             let t = match t.dtype() {
                 DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
                 _ => t,
@@ -56,7 +57,7 @@ impl Checkpoint {
             stored_names.insert(stripped.clone(), name);
             tensors.insert(stripped, t);
         }
-        Ok(Checkpoint { path: path.to_path_buf(), tensors, stored_dtypes, stored_names, metadata })
+        Ok(Checkpoint { path: path.to_path_buf(), tensors, stored, stored_names, metadata })
     }
 
     /// The f32 tensor `name`, or an error naming the file and the missing tensor.
@@ -64,6 +65,12 @@ impl Checkpoint {
         self.tensors
             .get(name)
             .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.path.display()))
+    }
+
+    /// A checkpoint made in memory (tests, training): every tensor stored as given.
+    pub fn from_tensors(path: &Path, tensors: BTreeMap<String, Tensor>, metadata: BTreeMap<String, String>) -> Checkpoint {
+        let stored_names = tensors.keys().map(|k| (k.clone(), k.clone())).collect();
+        Checkpoint { path: path.to_path_buf(), stored: tensors.clone(), tensors, stored_names, metadata }
     }
 
     /// `get` plus a check of the shape.

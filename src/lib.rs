@@ -1,7 +1,7 @@
 //! memprune: find where self-supervised vision encoders memorize, and act on it.
 //!
 //! The modules follow the pipeline: [`data`] -> [`model`] -> [`metrics`] (driven by
-//! [`measure`]) -> plan -> rewrite -> eval, with [`report`] for output. [`checkpoint`] reads
+//! [`measure`]) -> [`plan`] -> [`rewrite`] -> eval, with [`report`] for output. [`checkpoint`] reads
 //! and writes the files, [`defaults`] names the embedded model and data.
 
 pub mod checkpoint;
@@ -10,5 +10,7 @@ pub mod defaults;
 pub mod measure;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod report;
+pub mod rewrite;
 pub mod train_meta;

@@ -79,7 +79,7 @@ fn zeros_from_keys(file: &str) -> memprune::checkpoint::Checkpoint {
         let t = if k.ends_with("num_batches_tracked") { Tensor::zeros((), candle_core::DType::I64, &Device::Cpu) } else { t };
         tensors.insert(k, t.unwrap());
     }
-    memprune::checkpoint::Checkpoint { path: fixture(file), tensors, stored_dtypes: Default::default(), stored_names: Default::default(), metadata: Default::default() }
+    memprune::checkpoint::Checkpoint::from_tensors(&fixture(file), tensors, Default::default())
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn hand_set_resnet9() -> Encoder {
         put(&format!("block{i}.bn.running_mean"), Tensor::zeros(w, DType::F32, &dev).unwrap());
         put(&format!("block{i}.bn.running_var"), Tensor::full(1.0f32 - 1e-5, w, &dev).unwrap());
     }
-    let ckpt = Checkpoint { path: "hand-set".into(), tensors: t, stored_dtypes: Default::default(), stored_names: Default::default(), metadata: Default::default() };
+    let ckpt = Checkpoint::from_tensors(std::path::Path::new("hand-set"), t, Default::default());
     Encoder::from_checkpoint(ckpt, &LoadOptions::default()).unwrap()
 }
 

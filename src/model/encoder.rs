@@ -89,12 +89,7 @@ impl Encoder {
             Arch::ResNet9(m) => m.layers(),
             Arch::ResNet(m) => m.layers(),
         };
-        let used: std::collections::BTreeSet<String> = match &arch {
-            Arch::ResNet9(m) => m.tensor_names(),
-            Arch::ResNet(m) => m.tensor_names(),
-        }
-        .into_iter()
-        .collect();
+        let used: std::collections::BTreeSet<String> = conv_bns(&arch).iter().flat_map(|c| c.tensor_names()).collect();
         let unused = ckpt.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
         Ok(Encoder { arch, layers, checkpoint: ckpt, unused })
     }
@@ -156,10 +151,7 @@ impl Encoder {
 
     /// Every conv + BatchNorm of the encoder, in forward order.
     pub fn conv_bns(&self) -> Vec<&ConvBn> {
-        match &self.arch {
-            Arch::ResNet9(m) => m.blocks.iter().collect(),
-            Arch::ResNet(m) => std::iter::once(&m.conv1).chain(m.blocks().flat_map(|b| b.convs.iter().chain(b.downsample.iter()))).collect(),
-        }
+        conv_bns(&self.arch)
     }
 
     /// Per layer, the activation of every unit for every image: (N, units), the spatial
@@ -179,14 +171,18 @@ impl Encoder {
 
     /// Multiply-accumulates of one forward pass of one image of side `size`.
     pub fn macs(&self, size: usize) -> u64 {
-        match &self.arch {
-            Arch::ResNet9(m) => m.macs(size),
-            Arch::ResNet(m) => m.macs(size),
-        }
+        crate::model::coupling::per_conv_macs(self, size).iter().map(|(_, m)| m).sum()
     }
 
     /// Learnable parameters of the encoder (conv weights, BatchNorm affine).
     pub fn params(&self) -> usize {
         self.conv_bns().iter().map(|c| c.params()).sum()
+    }
+}
+
+fn conv_bns(arch: &Arch) -> Vec<&ConvBn> {
+    match arch {
+        Arch::ResNet9(m) => m.blocks.iter().collect(),
+        Arch::ResNet(m) => std::iter::once(&m.conv1).chain(m.blocks().flat_map(|b| b.convs.iter().chain(b.downsample.iter()))).collect(),
     }
 }

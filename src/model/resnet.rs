@@ -149,36 +149,6 @@ impl ResNet {
         Ok(taps)
     }
 
-    /// Multiply-accumulates per image of side `size`.
-    pub fn macs(&self, size: usize) -> u64 {
-        let mut total = self.conv1.macs(size);
-        let mut s = self.conv1.out_size(size);
-        if self.stem == Stem::Imagenet {
-            s = (s + 2 - 3) / 2 + 1;
-        }
-        for b in self.blocks() {
-            let mut t = s;
-            for c in &b.convs {
-                total += c.macs(t);
-                t = c.out_size(t);
-            }
-            if let Some(d) = &b.downsample {
-                total += d.macs(s);
-            }
-            s = t;
-        }
-        total
-    }
-
-    pub fn tensor_names(&self) -> Vec<String> {
-        let mut v = self.conv1.tensor_names();
-        for b in self.blocks() {
-            for c in b.convs.iter().chain(b.downsample.iter()) {
-                v.extend(c.tensor_names());
-            }
-        }
-        v
-    }
 }
 
 fn load_block(ckpt: &Checkpoint, s: usize, j: usize, cin: usize, stride: usize, kind: BlockKind) -> Result<Block> {

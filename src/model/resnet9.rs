@@ -107,20 +107,4 @@ impl ResNet9 {
         Ok(vec![o1, o2, o3, o4, res2, o5, o6, o7, o8, res6, pool])
     }
 
-    /// Multiply-accumulates per image of side `size`.
-    pub fn macs(&self, size: usize) -> u64 {
-        let mut s = size;
-        let mut total = 0;
-        for (k, b) in self.blocks.iter().enumerate() {
-            total += b.macs(s);
-            if POOLED_BLOCKS.contains(&(k + 1)) {
-                s /= 2;
-            }
-        }
-        total
-    }
-
-    pub fn tensor_names(&self) -> Vec<String> {
-        self.blocks.iter().flat_map(|b| b.tensor_names()).collect()
-    }
 }
