@@ -21,11 +21,19 @@ use std::time::Instant;
 fn random_encoder(shapes: &[(String, Vec<usize>)]) -> Encoder {
     let mut t = BTreeMap::new();
     for (name, shape) in shapes {
-        let v = if name.ends_with("running_var") || name.ends_with("bn.weight") || name.ends_with("bn1.weight") {
+        let v = if name.ends_with("running_var")
+            || name.ends_with("bn.weight")
+            || name.ends_with("bn1.weight")
+        {
             Tensor::rand(0.5f32, 1.5, shape.as_slice(), &Device::Cpu)
         } else if shape.len() == 4 {
             let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
-            Tensor::randn(0f32, (2.0 / fan_in).sqrt() as f32, shape.as_slice(), &Device::Cpu)
+            Tensor::randn(
+                0f32,
+                (2.0 / fan_in).sqrt() as f32,
+                shape.as_slice(),
+                &Device::Cpu,
+            )
         } else {
             Tensor::randn(0f32, 0.1, shape.as_slice(), &Device::Cpu)
         };
@@ -50,14 +58,23 @@ fn resnet9_shapes(in_channels: usize) -> Vec<(String, Vec<usize>)> {
 }
 
 fn resnet18_shapes() -> Vec<(String, Vec<usize>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity/resnet18_keys.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/parity/resnet18_keys.json"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     v["tensors"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|t| t["dtype"] != "int64")
-        .map(|t| (t["name"].as_str().unwrap().to_string(), serde_json::from_value(t["shape"].clone()).unwrap()))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                serde_json::from_value(t["shape"].clone()).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -67,7 +84,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn forward_throughput(name: &str, enc: &Encoder, batch: usize, size: usize, runs: usize) {
-    let x = Tensor::randn(0f32, 1.0, (batch, enc.in_channels(), size, size), &Device::Cpu).unwrap();
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (batch, enc.in_channels(), size, size),
+        &Device::Cpu,
+    )
+    .unwrap();
     enc.forward_taps(&x).unwrap();
     let times: Vec<f64> = (0..runs)
         .map(|_| {
@@ -82,15 +105,28 @@ fn forward_throughput(name: &str, enc: &Encoder, batch: usize, size: usize, runs
 
 fn peak_rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Child mode: UnitMem (mean) over N points of the full Fashion-MNIST, then print peak RSS.
 fn memory_child(n: usize) {
-    let set = data::open(std::path::Path::new("/usr/share/datasets/fashion-mnist"), Split::Train).unwrap();
+    let set = data::open(
+        std::path::Path::new("/usr/share/datasets/fashion-mnist"),
+        Split::Train,
+    )
+    .unwrap();
     let enc = random_encoder(&resnet9_shapes(1));
     let points = data::Subset::first(n, set.len()).unwrap().indices;
-    let settings = ViewSettings { augment: Default::default(), normalization: data::Normalization::default_for(set.kind, 1), seed: 0, batch: 256 };
+    let settings = ViewSettings {
+        augment: Default::default(),
+        normalization: data::Normalization::default_for(set.kind, 1),
+        seed: 0,
+        batch: 256,
+    };
     let pb = indicatif::ProgressBar::hidden();
     let layers = measure::unit_mem(&enc, &set, &points, 1, Reduce::Mean, &settings, &pb).unwrap();
     assert!(!layers.is_empty());
@@ -113,7 +149,12 @@ fn main() {
 
     let set = data::open(&memprune::defaults::data(), Split::Train).unwrap();
     let enc = random_encoder(&resnet9_shapes(1));
-    let settings = ViewSettings { augment: Default::default(), normalization: data::Normalization::default_for(set.kind, 1), seed: 0, batch: 250 };
+    let settings = ViewSettings {
+        augment: Default::default(),
+        normalization: data::Normalization::default_for(set.kind, 1),
+        seed: 0,
+        batch: 250,
+    };
     let points = data::Subset::first(200, set.len()).unwrap().indices;
     let pb = indicatif::ProgressBar::hidden();
     measure::unit_mem(&enc, &set, &points[..25], 10, Reduce::Mean, &settings, &pb).unwrap();
@@ -124,18 +165,36 @@ fn main() {
             t.elapsed().as_secs_f64()
         })
         .collect();
-    println!("{:<34} K = 10, 28x28, 200 points  {:>8.1} points/s", "UnitMem, paper ResNet9 (1 ch)", 200.0 / median(times));
+    println!(
+        "{:<34} K = 10, 28x28, 200 points  {:>8.1} points/s",
+        "UnitMem, paper ResNet9 (1 ch)",
+        200.0 / median(times)
+    );
 
     if std::path::Path::new("/usr/share/datasets/fashion-mnist").exists() {
         let exe = std::env::current_exe().unwrap();
         let mut rss = Vec::new();
         for n in [1000usize, 20000] {
-            let out = std::process::Command::new(&exe).args(["--memory-child", &n.to_string()]).output().unwrap();
-            let kib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-            println!("{:<34} N = {n:>6}, K = 1        peak RSS {:>8.1} MiB", "UnitMem (mean) memory", kib as f64 / 1024.0);
+            let out = std::process::Command::new(&exe)
+                .args(["--memory-child", &n.to_string()])
+                .output()
+                .unwrap();
+            let kib: u64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            println!(
+                "{:<34} N = {n:>6}, K = 1        peak RSS {:>8.1} MiB",
+                "UnitMem (mean) memory",
+                kib as f64 / 1024.0
+            );
             rss.push(kib as f64);
         }
-        println!("{:<34} growth from N = 1,000 to 20,000: {:+.1} %", "", 100.0 * (rss[1] / rss[0] - 1.0));
+        println!(
+            "{:<34} growth from N = 1,000 to 20,000: {:+.1} %",
+            "",
+            100.0 * (rss[1] / rss[0] - 1.0)
+        );
     } else {
         println!("(memory figures need /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist)");
     }

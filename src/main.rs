@@ -85,7 +85,10 @@ struct LoadArgs {
 
 impl LoadArgs {
     fn options(&self) -> LoadOptions {
-        LoadOptions { prefix: self.prefix.clone(), stem: self.stem }
+        LoadOptions {
+            prefix: self.prefix.clone(),
+            stem: self.stem,
+        }
     }
 }
 
@@ -154,7 +157,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect { checkpoint, size, load } => {
+        Command::Inspect {
+            checkpoint,
+            size,
+            load,
+        } => {
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
             print!("{}", report::inspect(&enc, size));
@@ -184,24 +191,54 @@ fn prepare(c: &MeasureArgs, default_points: Option<usize>) -> Result<Prepared> {
     if let Some(s) = &c.std {
         normalization.std = s.clone();
     }
-    normalization.validate(set.channels).context("--mean/--std")?;
+    normalization
+        .validate(set.channels)
+        .context("--mean/--std")?;
     let augment = match &c.augment {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            serde_yaml::from_str::<AugmentConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            serde_yaml::from_str::<AugmentConfig>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
         None => AugmentConfig::default(),
     };
-    augment.validate().with_context(|| c.augment.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "augmentation".into()))?;
-    let settings = ViewSettings { augment, normalization, seed: c.seed, batch: c.batch };
-    Ok(Prepared { encoder, set, points, settings })
+    augment.validate().with_context(|| {
+        c.augment
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "augmentation".into())
+    })?;
+    let settings = ViewSettings {
+        augment,
+        normalization,
+        seed: c.seed,
+        batch: c.batch,
+    };
+    Ok(Prepared {
+        encoder,
+        set,
+        points,
+        settings,
+    })
 }
 
-fn select_points(c: &MeasureArgs, set: &ImageSet, encoder: &Encoder, default_points: Option<usize>) -> Result<Vec<usize>> {
+fn select_points(
+    c: &MeasureArgs,
+    set: &ImageSet,
+    encoder: &Encoder,
+    default_points: Option<usize>,
+) -> Result<Vec<usize>> {
     let n = set.len();
     let subset = if let Some(r) = &c.range {
-        let (a, b) = r.split_once("..").with_context(|| format!("--range {r}: expected START..END"))?;
-        let parse = |s: &str| s.trim().parse::<usize>().with_context(|| format!("--range {r}: `{s}` is not a non-negative integer"));
+        let (a, b) = r
+            .split_once("..")
+            .with_context(|| format!("--range {r}: expected START..END"))?;
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--range {r}: `{s}` is not a non-negative integer"))
+        };
         Subset::range(parse(a)?, parse(b)?, n)?
     } else if let Some(f) = &c.indices {
         Subset::from_file(f, n)?
@@ -223,7 +260,10 @@ fn select_points(c: &MeasureArgs, set: &ImageSet, encoder: &Encoder, default_poi
 
 fn check_indices(v: Vec<usize>, n: usize, path: &Path) -> Result<Vec<usize>> {
     if let Some(bad) = v.iter().find(|&&i| i >= n) {
-        bail!("{}: candidate point {bad} is outside the data ({n} points)", path.display());
+        bail!(
+            "{}: candidate point {bad} is outside the data ({n} points)",
+            path.display()
+        );
     }
     Ok(v)
 }
@@ -233,7 +273,12 @@ fn candidates_from_metadata(encoder: &Encoder) -> Result<Option<Vec<usize>>> {
     match encoder.checkpoint.metadata_json("memprune.candidates")? {
         None => Ok(None),
         Some(v) => {
-            let v: Vec<usize> = serde_json::from_value(v).with_context(|| format!("{}: metadata `memprune.candidates` is not a list of indices", encoder.checkpoint.path.display()))?;
+            let v: Vec<usize> = serde_json::from_value(v).with_context(|| {
+                format!(
+                    "{}: metadata `memprune.candidates` is not a list of indices",
+                    encoder.checkpoint.path.display()
+                )
+            })?;
             Ok(Some(v))
         }
     }
@@ -271,11 +316,29 @@ fn measure_cmd(m: Measure) -> Result<()> {
                 measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
             }
             let pb = measure::progress_bar(p.points.len(), !c.quiet, "UnitMem");
-            let layers = measure::unit_mem(&p.encoder, &p.set, &p.points, c.views, reduce, &p.settings, &pb)?;
-            println!("UnitMem of {} on {} points x {} views ({} reduction)\n", p.encoder.describe(), p.points.len(), c.views, format!("{reduce:?}").to_lowercase());
+            let layers = measure::unit_mem(
+                &p.encoder,
+                &p.set,
+                &p.points,
+                c.views,
+                reduce,
+                &p.settings,
+                &pb,
+            )?;
+            println!(
+                "UnitMem of {} on {} points x {} views ({} reduction)\n",
+                p.encoder.describe(),
+                p.points.len(),
+                c.views,
+                format!("{reduce:?}").to_lowercase()
+            );
             print!("{}", report::unit_mem_table(&layers, "UnitMem"));
             let inputs = [p.encoder.checkpoint.path.as_path()];
-            write_out(&c.csv, &report::unit_mem_csv(&layers, "argmax_point"), &inputs)?;
+            write_out(
+                &c.csv,
+                &report::unit_mem_csv(&layers, "argmax_point"),
+                &inputs,
+            )?;
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "unitmem".into();
             j["layers"] = serde_json::to_value(&layers)?;
@@ -288,17 +351,32 @@ fn measure_cmd(m: Measure) -> Result<()> {
                 measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
             }
             let pb = measure::progress_bar(p.points.len(), !c.quiet, "ClassMem");
-            let layers = measure::class_mem(&p.encoder, &p.set, &p.points, c.views, &p.settings, &pb)?;
-            println!("ClassMem of {} on {} points x {} views\n", p.encoder.describe(), p.points.len(), c.views);
+            let layers =
+                measure::class_mem(&p.encoder, &p.set, &p.points, c.views, &p.settings, &pb)?;
+            println!(
+                "ClassMem of {} on {} points x {} views\n",
+                p.encoder.describe(),
+                p.points.len(),
+                c.views
+            );
             print!("{}", report::unit_mem_table(&layers, "ClassMem"));
             let inputs = [p.encoder.checkpoint.path.as_path()];
-            write_out(&c.csv, &report::unit_mem_csv(&layers, "argmax_class"), &inputs)?;
+            write_out(
+                &c.csv,
+                &report::unit_mem_csv(&layers, "argmax_class"),
+                &inputs,
+            )?;
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "classmem".into();
             j["layers"] = serde_json::to_value(&layers)?;
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
-        Measure::Layer { common: c, reference, pairing, per_point } => {
+        Measure::Layer {
+            common: c,
+            reference,
+            pairing,
+            per_point,
+        } => {
             let p = prepare(&c, Some(100))?;
             let ref_path = match reference {
                 Some(r) => r,
@@ -310,17 +388,38 @@ fn measure_cmd(m: Measure) -> Result<()> {
             let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing});
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
-                measure::dump_views(dir, &p.set, &p.points, v, pairing == Pairing::Clean, &p.settings, &meta)?;
+                measure::dump_views(
+                    dir,
+                    &p.set,
+                    &p.points,
+                    v,
+                    pairing == Pairing::Clean,
+                    &p.settings,
+                    &meta,
+                )?;
             }
             let pb = measure::progress_bar(p.points.len(), !c.quiet, "LayerMem");
-            let (layers, points) = measure::layer_mem(&p.encoder, &g, &p.set, &p.points, c.views, pairing, &p.settings, &pb)?;
+            let (layers, points) = measure::layer_mem(
+                &p.encoder,
+                &g,
+                &p.set,
+                &p.points,
+                c.views,
+                pairing,
+                &p.settings,
+                &pb,
+            )?;
             println!(
                 "LayerMem of {} against {} on {} points x {} {}\n",
                 p.encoder.checkpoint.path.display(),
                 ref_path.display(),
                 p.points.len(),
                 c.views,
-                if pairing == Pairing::Views { "view pairs" } else { "clean/view pairs" }
+                if pairing == Pairing::Views {
+                    "view pairs"
+                } else {
+                    "clean/view pairs"
+                }
             );
             print!("{}", report::layer_mem_table(&layers));
             let names = measure::layer_names(&p.encoder);

@@ -24,7 +24,11 @@ pub fn check_reference(f: &Checkpoint, g: &Checkpoint) -> Result<()> {
     if sg.as_deref() != Some("shared+independent") {
         bail!("{gp}: trained on split `{}`, but LayerMem's reference must be trained on shared+independent", sg.unwrap_or_default());
     }
-    for key in ["memprune.split_seed", "memprune.data_hash", "memprune.data_points"] {
+    for key in [
+        "memprune.split_seed",
+        "memprune.data_hash",
+        "memprune.data_points",
+    ] {
         if get(f, key) != get(g, key) {
             bail!("{gp}: `{key}` is {:?} but {fp} has {:?}: the two encoders come from different splits", get(g, key), get(f, key));
         }

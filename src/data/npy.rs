@@ -87,8 +87,31 @@ pub fn write_npy_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
 
 /// Reads a float32, C-order `.npy` file (version 1.0 or 2.0) as (shape, values).
 pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (shape, data) = read_npy(path, "<f4", 4)?;
+    Ok((
+        shape,
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    ))
+}
+
+/// Reads an int64, C-order `.npy` file (version 1.0 or 2.0) as (shape, values).
+pub fn read_npy_i64(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
+    let (shape, data) = read_npy(path, "<i8", 8)?;
+    Ok((
+        shape,
+        data.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("chunks of 8")))
+            .collect(),
+    ))
+}
+
+/// Parses the header of a `.npy` file of dtype `descr` (`width` bytes per value) and returns
+/// the shape and the raw little-endian data.
+fn read_npy(path: &Path, descr: &str, width: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let p = path.display();
-    let b = std::fs::read(path).map_err(|e| anyhow!("{p}: cannot read: {e}"))?;
+    let mut b = std::fs::read(path).map_err(|e| anyhow!("{p}: cannot read: {e}"))?;
     if b.len() < 10 || &b[..6] != MAGIC {
         bail!("{p}: not a .npy file");
     }
@@ -110,8 +133,8 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
             .ok_or_else(|| anyhow!("{p}: header has no {key}"))?;
         Ok(dict[i + k.len()..].trim_start())
     };
-    if !field("descr")?.starts_with("'<f4'") {
-        bail!("{p}: dtype is not little-endian float32 ('<f4')");
+    if !field("descr")?.starts_with(&format!("'{descr}'")) {
+        bail!("{p}: dtype is not {descr}");
     }
     if !field("fortran_order")?.starts_with("False") {
         bail!("{p}: Fortran order is not supported");
@@ -128,17 +151,12 @@ pub fn read_npy_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         })
         .collect::<Result<Vec<_>>>()?;
     let n: usize = shape.iter().product();
-    let data = &b[body..];
-    if data.len() != 4 * n {
+    if b.len() - body != width * n {
         bail!(
-            "{p}: expected {} data bytes for shape {shape:?} got {}",
-            4 * n,
-            data.len()
+            "{p}: expected {} data bytes for shape {shape:?}, got {}",
+            width * n,
+            b.len() - body
         );
     }
-    let values = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((shape, values))
+    Ok((shape, b.split_off(body)))
 }

@@ -13,7 +13,10 @@ use super::idx::{read_idx_images, read_idx_pair};
 use super::{DatasetKind, ImageSet};
 
 /// Which half of a dataset to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
     Test,

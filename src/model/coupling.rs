@@ -42,9 +42,15 @@ impl CouplingGroup {
     pub fn slices(&self) -> Vec<Slice> {
         let mut v = Vec::new();
         for (conv, bn) in &self.producers {
-            v.push(Slice { tensor: conv.clone(), axis: 0 });
+            v.push(Slice {
+                tensor: conv.clone(),
+                axis: 0,
+            });
             for s in ["weight", "bias", "running_mean", "running_var"] {
-                v.push(Slice { tensor: format!("{bn}.{s}"), axis: 0 });
+                v.push(Slice {
+                    tensor: format!("{bn}.{s}"),
+                    axis: 0,
+                });
             }
         }
         v.extend(self.consumers.iter().cloned());
@@ -58,8 +64,17 @@ const HEAD_INPUTS: [&str; 3] = ["fc.weight", "projector.0.weight", "predictor.0.
 fn heads(enc: &Encoder) -> Vec<Slice> {
     HEAD_INPUTS
         .iter()
-        .filter(|n| enc.checkpoint.tensors.get(**n).map(|t| t.rank() == 2 && t.dims()[1] == enc.feature_dim()).unwrap_or(false))
-        .map(|n| Slice { tensor: n.to_string(), axis: 1 })
+        .filter(|n| {
+            enc.checkpoint
+                .tensors
+                .get(**n)
+                .map(|t| t.rank() == 2 && t.dims()[1] == enc.feature_dim())
+                .unwrap_or(false)
+        })
+        .map(|n| Slice {
+            tensor: n.to_string(),
+            axis: 1,
+        })
         .collect()
 }
 
@@ -68,7 +83,10 @@ fn producer(conv: &crate::model::conv_bn::ConvBn) -> (String, String) {
 }
 
 fn consumer(conv: &crate::model::conv_bn::ConvBn) -> Slice {
-    Slice { tensor: conv.conv_name.clone(), axis: 1 }
+    Slice {
+        tensor: conv.conv_name.clone(),
+        axis: 1,
+    }
 }
 
 /// The coupling groups of an encoder, in forward order.
@@ -104,7 +122,12 @@ fn resnet9_groups(m: &ResNet9, heads: Vec<Slice>) -> Vec<CouplingGroup> {
         CouplingGroup {
             name: "res6".into(),
             channels: b(6).out_channels(),
-            taps: vec!["block6".into(), "block8".into(), "res6".into(), "pool".into()],
+            taps: vec![
+                "block6".into(),
+                "block8".into(),
+                "res6".into(),
+                "pool".into(),
+            ],
             producers: vec![producer(b(6)), producer(b(8))],
             consumers: res6_consumers,
         },
@@ -161,7 +184,13 @@ fn resnet_groups(m: &ResNet, heads: Vec<Slice>) -> Vec<CouplingGroup> {
     groups.push(stream);
     // Stream groups were pushed when they ended; order all by their first tap's position.
     let order: Vec<String> = m.layers().into_iter().map(|l| l.name).collect();
-    let first = |g: &CouplingGroup| g.taps.iter().filter_map(|t| order.iter().position(|o| o == t)).min().unwrap_or(usize::MAX);
+    let first = |g: &CouplingGroup| {
+        g.taps
+            .iter()
+            .filter_map(|t| order.iter().position(|o| o == t))
+            .min()
+            .unwrap_or(usize::MAX)
+    };
     groups.sort_by_key(first);
     groups
 }

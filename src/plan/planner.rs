@@ -11,7 +11,9 @@ use crate::metrics::layer_mem::LayerMemLayer;
 use crate::metrics::unit_mem::UnitMemLayer;
 use crate::model::coupling::CouplingGroup;
 use crate::model::Encoder;
-use crate::plan::policy::{glob_match, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank, Scope};
+use crate::plan::policy::{
+    glob_match, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank, Scope,
+};
 use crate::rewrite::{GroupCut, PruneMode};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -46,7 +48,14 @@ pub struct Plan {
 
 impl Plan {
     pub fn cuts(&self) -> Vec<GroupCut> {
-        self.groups.iter().filter(|g| !g.pruned.is_empty()).map(|g| GroupCut { group: g.group.clone(), channels: g.pruned.clone() }).collect()
+        self.groups
+            .iter()
+            .filter(|g| !g.pruned.is_empty())
+            .map(|g| GroupCut {
+                group: g.group.clone(),
+                channels: g.pruned.clone(),
+            })
+            .collect()
     }
 
     pub fn units_pruned(&self) -> usize {
@@ -59,13 +68,21 @@ impl Plan {
 pub fn parameter_layers(enc: &Encoder) -> Vec<(String, Vec<String>)> {
     use crate::model::encoder::Arch;
     match &enc.arch {
-        Arch::ResNet9(m) => m.blocks.iter().enumerate().map(|(i, b)| (format!("block{}", i + 1), vec![b.conv_name.clone()])).collect(),
+        Arch::ResNet9(m) => m
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("block{}", i + 1), vec![b.conv_name.clone()]))
+            .collect(),
         Arch::ResNet(m) => {
             let mut v = vec![("conv1".to_string(), vec![m.conv1.conv_name.clone()])];
             for b in m.blocks() {
                 let n = b.convs.len();
                 for (k, c) in b.convs[..n - 1].iter().enumerate() {
-                    v.push((format!("{}.conv{}", b.name, k + 1), vec![c.conv_name.clone()]));
+                    v.push((
+                        format!("{}.conv{}", b.name, k + 1),
+                        vec![c.conv_name.clone()],
+                    ));
                 }
                 let mut own = vec![b.convs[n - 1].conv_name.clone()];
                 own.extend(b.downsample.iter().map(|d| d.conv_name.clone()));
@@ -76,7 +93,12 @@ pub fn parameter_layers(enc: &Encoder) -> Vec<(String, Vec<String>)> {
     }
 }
 
-pub fn make_plan(pf: &PolicyFile, enc: &Encoder, groups: &[CouplingGroup], scores: &Scores) -> Result<Plan> {
+pub fn make_plan(
+    pf: &PolicyFile,
+    enc: &Encoder,
+    groups: &[CouplingGroup],
+    scores: &Scores,
+) -> Result<Plan> {
     let mut pruned: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); groups.len()];
     let mut notes = Vec::new();
     let mut mode = None;
@@ -87,11 +109,17 @@ pub fn make_plan(pf: &PolicyFile, enc: &Encoder, groups: &[CouplingGroup], score
             Action::Prune(a) => {
                 mode = Some(a.mode);
                 let selected = select_groups(pf, i, a, groups)?;
-                let channel_scores: Vec<Vec<f64>> =
-                    selected.iter().map(|&g| channel_scores(pf, i, a, enc, &groups[g], g, scores)).collect::<Result<_>>()?;
+                let channel_scores: Vec<Vec<f64>> = selected
+                    .iter()
+                    .map(|&g| channel_scores(pf, i, a, enc, &groups[g], g, scores))
+                    .collect::<Result<_>>()?;
                 let picks = match a.scope {
-                    Scope::PerLayer => per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?,
-                    Scope::Global => global(pf, i, a, groups, &selected, &channel_scores, &mut notes)?,
+                    Scope::PerLayer => {
+                        per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
+                    }
+                    Scope::Global => {
+                        global(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
+                    }
                 };
                 for (g, c) in picks {
                     pruned[g].insert(c);
@@ -114,8 +142,23 @@ pub fn make_plan(pf: &PolicyFile, enc: &Encoder, groups: &[CouplingGroup], score
     }
     Ok(Plan {
         mode,
-        groups: groups.iter().zip(pruned).map(|(g, p)| GroupPlan { group: g.name.clone(), channels: g.channels, pruned: p.into_iter().collect() }).collect(),
-        trainable: trainable.map(|t| params.iter().zip(t).filter(|(_, on)| *on).map(|((n, _), _)| n.clone()).collect()),
+        groups: groups
+            .iter()
+            .zip(pruned)
+            .map(|(g, p)| GroupPlan {
+                group: g.name.clone(),
+                channels: g.channels,
+                pruned: p.into_iter().collect(),
+            })
+            .collect(),
+        trainable: trainable.map(|t| {
+            params
+                .iter()
+                .zip(t)
+                .filter(|(_, on)| *on)
+                .map(|((n, _), _)| n.clone())
+                .collect()
+        }),
         notes,
     })
 }
@@ -124,41 +167,94 @@ fn matches(pattern: &str, g: &CouplingGroup) -> bool {
     glob_match(pattern, &g.name) || g.taps.iter().any(|t| glob_match(pattern, t))
 }
 
-fn select_groups(pf: &PolicyFile, i: usize, a: &PruneAction, groups: &[CouplingGroup]) -> Result<Vec<usize>> {
-    let names = || groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+fn select_groups(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+) -> Result<Vec<usize>> {
+    let names = || {
+        groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for (key, pats) in [("layers", &a.layers), ("exclude", &a.exclude)] {
         for p in pats {
             if !groups.iter().any(|g| matches(p, g)) {
-                return Err(pf.error_at(Some(i), key, &format!("actions[{i}].prune.{key}: `{p}` matches no layer (layers: {})", names())));
+                return Err(pf.error_at(
+                    Some(i),
+                    key,
+                    &format!(
+                        "actions[{i}].prune.{key}: `{p}` matches no layer (layers: {})",
+                        names()
+                    ),
+                ));
             }
         }
     }
     let sel: Vec<usize> = (0..groups.len())
-        .filter(|&g| a.layers.iter().any(|p| matches(p, &groups[g])) && !a.exclude.iter().any(|p| matches(p, &groups[g])))
+        .filter(|&g| {
+            a.layers.iter().any(|p| matches(p, &groups[g]))
+                && !a.exclude.iter().any(|p| matches(p, &groups[g]))
+        })
         .collect();
     if sel.is_empty() {
-        return Err(pf.error_at(Some(i), "exclude", &format!("actions[{i}].prune: `exclude` leaves no layer to prune")));
+        return Err(pf.error_at(
+            Some(i),
+            "exclude",
+            &format!("actions[{i}].prune: `exclude` leaves no layer to prune"),
+        ));
     }
     Ok(sel)
 }
 
-fn channel_scores(pf: &PolicyFile, i: usize, a: &PruneAction, enc: &Encoder, g: &CouplingGroup, gi: usize, scores: &Scores) -> Result<Vec<f64>> {
+fn channel_scores(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    enc: &Encoder,
+    g: &CouplingGroup,
+    gi: usize,
+    scores: &Scores,
+) -> Result<Vec<f64>> {
     let from_units = |layers: &Option<Vec<UnitMemLayer>>, what: &str| -> Result<Vec<f64>> {
-        let layers = layers.as_ref().ok_or_else(|| anyhow!("{what} scores were not measured"))?;
-        let taps: Vec<&UnitMemLayer> = g.taps.iter().filter_map(|t| layers.iter().find(|l| &l.name == t)).collect();
+        let layers = layers
+            .as_ref()
+            .ok_or_else(|| anyhow!("{what} scores were not measured"))?;
+        let taps: Vec<&UnitMemLayer> = g
+            .taps
+            .iter()
+            .filter_map(|t| layers.iter().find(|l| &l.name == t))
+            .collect();
         if taps.is_empty() {
-            return Err(pf.error_at(Some(i), "criterion", &format!("no {what} for layer `{}`", g.name)));
+            return Err(pf.error_at(
+                Some(i),
+                "criterion",
+                &format!("no {what} for layer `{}`", g.name),
+            ));
         }
-        Ok((0..g.channels).map(|c| taps.iter().map(|l| l.units[c].score).sum::<f64>() / taps.len() as f64).collect())
+        Ok((0..g.channels)
+            .map(|c| taps.iter().map(|l| l.units[c].score).sum::<f64>() / taps.len() as f64)
+            .collect())
     };
     match a.criterion {
         Criterion::Unitmem => from_units(&scores.unit_mem, "UnitMem"),
         Criterion::Classmem => from_units(&scores.class_mem, "ClassMem"),
-        Criterion::Random => Ok((0..g.channels).map(|c| Rng::from_key(&[a.seed, gi as u64, c as u64]).next_f64()).collect()),
+        Criterion::Random => Ok((0..g.channels)
+            .map(|c| Rng::from_key(&[a.seed, gi as u64, c as u64]).next_f64())
+            .collect()),
         Criterion::L1Norm => {
             let mut s = vec![0f64; g.channels];
             for (conv, _) in &g.producers {
-                let w = enc.checkpoint.get(conv)?.flatten_from(1)?.abs()?.sum(1)?.to_vec1::<f32>()?;
+                let w = enc
+                    .checkpoint
+                    .get(conv)?
+                    .flatten_from(1)?
+                    .abs()?
+                    .sum(1)?
+                    .to_vec1::<f32>()?;
                 s.iter_mut().zip(w).for_each(|(a, b)| *a += b as f64);
             }
             Ok(s)
@@ -184,17 +280,41 @@ fn amount(a: &PruneAction, total: usize) -> usize {
     }
 }
 
-fn per_layer(pf: &PolicyFile, i: usize, a: &PruneAction, groups: &[CouplingGroup], sel: &[usize], scores: &[Vec<f64>], notes: &mut Vec<String>) -> Result<Vec<(usize, usize)>> {
+fn per_layer(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &[Vec<f64>],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(usize, usize)>> {
     let mut out = Vec::new();
     for (&g, s) in sel.iter().zip(scores) {
         let n = groups[g].channels;
         let mut k = amount(a, n);
         if k >= n {
-            let key = if a.count.is_some() { "count" } else { "fraction" };
-            return Err(pf.error_at(Some(i), key, &format!("actions[{i}].prune would empty layer `{}` ({k} of {n} units)", groups[g].name)));
+            let key = if a.count.is_some() {
+                "count"
+            } else {
+                "fraction"
+            };
+            return Err(pf.error_at(
+                Some(i),
+                key,
+                &format!(
+                    "actions[{i}].prune would empty layer `{}` ({k} of {n} units)",
+                    groups[g].name
+                ),
+            ));
         }
         if n - k < a.min_keep {
-            notes.push(format!("{}: min_keep = {} limits pruning to {} of {n} units", groups[g].name, a.min_keep, n - a.min_keep));
+            notes.push(format!(
+                "{}: min_keep = {} limits pruning to {} of {n} units",
+                groups[g].name,
+                a.min_keep,
+                n - a.min_keep
+            ));
             k = n - a.min_keep;
         }
         out.extend(order(s, a.end).into_iter().take(k).map(|c| (g, c)));
@@ -202,7 +322,15 @@ fn per_layer(pf: &PolicyFile, i: usize, a: &PruneAction, groups: &[CouplingGroup
     Ok(out)
 }
 
-fn global(pf: &PolicyFile, i: usize, a: &PruneAction, groups: &[CouplingGroup], sel: &[usize], scores: &[Vec<f64>], notes: &mut Vec<String>) -> Result<Vec<(usize, usize)>> {
+fn global(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &[Vec<f64>],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(usize, usize)>> {
     let mut all: Vec<(usize, usize, f64)> = Vec::new();
     for (&g, s) in sel.iter().zip(scores) {
         all.extend(s.iter().enumerate().map(|(c, &v)| (g, c, v)));
@@ -210,12 +338,22 @@ fn global(pf: &PolicyFile, i: usize, a: &PruneAction, groups: &[CouplingGroup], 
     let total = all.len();
     let k = amount(a, total);
     if k >= total {
-        let key = if a.count.is_some() { "count" } else { "fraction" };
-        return Err(pf.error_at(Some(i), key, &format!("actions[{i}].prune would empty the network ({k} of {total} units)")));
+        let key = if a.count.is_some() {
+            "count"
+        } else {
+            "fraction"
+        };
+        return Err(pf.error_at(
+            Some(i),
+            key,
+            &format!("actions[{i}].prune would empty the network ({k} of {total} units)"),
+        ));
     }
     all.sort_by(|x, y| {
         let o = x.2.total_cmp(&y.2);
-        (if a.end == End::Top { o.reverse() } else { o }).then(x.0.cmp(&y.0)).then(x.1.cmp(&y.1))
+        (if a.end == End::Top { o.reverse() } else { o })
+            .then(x.0.cmp(&y.0))
+            .then(x.1.cmp(&y.1))
     });
     let mut left: BTreeMap<usize, usize> = sel.iter().map(|&g| (g, groups[g].channels)).collect();
     let mut out = Vec::new();
@@ -229,20 +367,40 @@ fn global(pf: &PolicyFile, i: usize, a: &PruneAction, groups: &[CouplingGroup], 
         }
     }
     if out.len() < k {
-        notes.push(format!("min_keep = {} limits global pruning to {} of the {k} units asked for", a.min_keep, out.len()));
+        notes.push(format!(
+            "min_keep = {} limits global pruning to {} of the {k} units asked for",
+            a.min_keep,
+            out.len()
+        ));
     }
     Ok(out)
 }
 
-fn select_layers(pf: &PolicyFile, i: usize, s: &LayerSelect, params: &[(String, Vec<String>)], scores: &Scores) -> Result<Vec<usize>> {
+fn select_layers(
+    pf: &PolicyFile,
+    i: usize,
+    s: &LayerSelect,
+    params: &[(String, Vec<String>)],
+    scores: &Scores,
+) -> Result<Vec<usize>> {
     let verb = || format!("actions[{i}]");
     if let Some(pats) = &s.layers {
         let mut out = BTreeSet::new();
         for p in pats {
-            let m: Vec<usize> = (0..params.len()).filter(|&k| glob_match(p, &params[k].0)).collect();
+            let m: Vec<usize> = (0..params.len())
+                .filter(|&k| glob_match(p, &params[k].0))
+                .collect();
             if m.is_empty() {
                 let names: Vec<&str> = params.iter().map(|p| p.0.as_str()).collect();
-                return Err(pf.error_at(Some(i), "layers", &format!("{}: `{p}` matches no layer with parameters ({})", verb(), names.join(", "))));
+                return Err(pf.error_at(
+                    Some(i),
+                    "layers",
+                    &format!(
+                        "{}: `{p}` matches no layer with parameters ({})",
+                        verb(),
+                        names.join(", ")
+                    ),
+                ));
             }
             out.extend(m);
         }
@@ -252,7 +410,10 @@ fn select_layers(pf: &PolicyFile, i: usize, s: &LayerSelect, params: &[(String, 
         return Ok((params.len().saturating_sub(last)..params.len()).collect());
     }
     let (by, top) = (s.by.expect("validated"), s.top.expect("validated"));
-    let lm = scores.layer_mem.as_ref().ok_or_else(|| anyhow!("LayerMem was not measured"))?;
+    let lm = scores
+        .layer_mem
+        .as_ref()
+        .ok_or_else(|| anyhow!("LayerMem was not measured"))?;
     let mut ranked: Vec<(usize, f64)> = params
         .iter()
         .enumerate()

@@ -61,7 +61,13 @@ pub struct DataSpec {
 
 impl Default for DataSpec {
     fn default() -> Self {
-        DataSpec { path: None, split: Split::Train, points: None, range: None, indices: None }
+        DataSpec {
+            path: None,
+            split: Split::Train,
+            points: None,
+            range: None,
+            indices: None,
+        }
     }
 }
 
@@ -79,7 +85,13 @@ pub struct MetricSettings {
 
 impl Default for MetricSettings {
     fn default() -> Self {
-        MetricSettings { views: 10, seed: 0, reduce: Reduce::Mean, batch: 256, augment: AugmentConfig::default() }
+        MetricSettings {
+            views: 10,
+            seed: 0,
+            reduce: Reduce::Mean,
+            batch: 256,
+            augment: AugmentConfig::default(),
+        }
     }
 }
 
@@ -204,7 +216,12 @@ pub struct Evaluation {
 
 impl Default for Evaluation {
     fn default() -> Self {
-        Evaluation { probe: true, train: None, test: None, speed: true }
+        Evaluation {
+            probe: true,
+            train: None,
+            test: None,
+            speed: true,
+        }
     }
 }
 
@@ -230,9 +247,15 @@ pub struct PolicyFile {
 impl PolicyFile {
     /// Reads and checks a policy: YAML errors name the file, line and field.
     pub fn load(path: &Path) -> Result<PolicyFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-        let policy: Policy = serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
-        let pf = PolicyFile { path: path.to_path_buf(), text, policy };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let policy: Policy = serde_yaml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        let pf = PolicyFile {
+            path: path.to_path_buf(),
+            text,
+            policy,
+        };
         pf.validate()?;
         Ok(pf)
     }
@@ -251,11 +274,18 @@ impl PolicyFile {
         let lines: Vec<&str> = self.text.lines().collect();
         let (mut from, mut to) = (0, lines.len());
         if let Some(i) = action {
-            let start = lines.iter().position(|l| l.trim_start().starts_with("actions:"))?;
+            let start = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with("actions:"))?;
             let indent = |l: &str| l.len() - l.trim_start().len();
-            let items: Vec<usize> = (start + 1..lines.len()).filter(|&k| lines[k].trim_start().starts_with("- ")).collect();
+            let items: Vec<usize> = (start + 1..lines.len())
+                .filter(|&k| lines[k].trim_start().starts_with("- "))
+                .collect();
             let base = items.first().map(|&k| indent(lines[k]))?;
-            let items: Vec<usize> = items.into_iter().filter(|&k| indent(lines[k]) == base).collect();
+            let items: Vec<usize> = items
+                .into_iter()
+                .filter(|&k| indent(lines[k]) == base)
+                .collect();
             from = *items.get(i)?;
             to = items.get(i + 1).copied().unwrap_or(lines.len());
         }
@@ -274,19 +304,36 @@ impl PolicyFile {
         if p.metrics.batch == 0 {
             return Err(self.error_at(None, "batch", "metrics.batch must be at least 1"));
         }
-        p.metrics.augment.validate().map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        p.metrics
+            .augment
+            .validate()
+            .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
         let mut mode = None;
         for (i, a) in p.actions.iter().enumerate() {
             match a {
                 Action::Prune(pr) => {
                     match (pr.fraction, pr.count) {
-                        (Some(_), Some(_)) | (None, None) => {
-                            return Err(self.error_at(Some(i), "prune", &format!("actions[{i}].prune: give exactly one of `fraction` and `count`")))
-                        }
+                        (Some(_), Some(_)) | (None, None) => return Err(self.error_at(
+                            Some(i),
+                            "prune",
+                            &format!(
+                                "actions[{i}].prune: give exactly one of `fraction` and `count`"
+                            ),
+                        )),
                         (Some(f), None) if !(f > 0.0 && f < 1.0) => {
-                            return Err(self.error_at(Some(i), "fraction", &format!("actions[{i}].prune.fraction: {f} is outside (0, 1)")))
+                            return Err(self.error_at(
+                                Some(i),
+                                "fraction",
+                                &format!("actions[{i}].prune.fraction: {f} is outside (0, 1)"),
+                            ))
                         }
-                        (None, Some(0)) => return Err(self.error_at(Some(i), "count", &format!("actions[{i}].prune.count must be at least 1"))),
+                        (None, Some(0)) => {
+                            return Err(self.error_at(
+                                Some(i),
+                                "count",
+                                &format!("actions[{i}].prune.count must be at least 1"),
+                            ))
+                        }
                         _ => {}
                     }
                     if pr.min_keep == 0 {
@@ -298,10 +345,25 @@ impl PolicyFile {
                     mode = Some(pr.mode);
                 }
                 Action::Freeze(s) | Action::Train(s) => {
-                    let verb = if matches!(a, Action::Freeze(_)) { "freeze" } else { "train" };
-                    let ok = matches!((&s.layers, s.by, s.top, s.last), (Some(_), None, None, None) | (None, Some(_), Some(_), None) | (None, None, None, Some(_)));
+                    let verb = if matches!(a, Action::Freeze(_)) {
+                        "freeze"
+                    } else {
+                        "train"
+                    };
+                    let ok = matches!(
+                        (&s.layers, s.by, s.top, s.last),
+                        (Some(_), None, None, None)
+                            | (None, Some(_), Some(_), None)
+                            | (None, None, None, Some(_))
+                    );
                     if !ok {
-                        return Err(self.error_at(Some(i), verb, &format!("actions[{i}].{verb}: give `layers`, or `by` with `top`, or `last`")));
+                        return Err(self.error_at(
+                            Some(i),
+                            verb,
+                            &format!(
+                                "actions[{i}].{verb}: give `layers`, or `by` with `top`, or `last`"
+                            ),
+                        ));
                     }
                 }
             }
@@ -312,7 +374,11 @@ impl PolicyFile {
     /// The checkpoint to write: `output.checkpoint`, or `out/<policy stem>.safetensors`.
     pub fn output_checkpoint(&self) -> PathBuf {
         self.policy.output.checkpoint.clone().unwrap_or_else(|| {
-            let stem = self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into());
+            let stem = self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "policy".into());
             PathBuf::from("out").join(format!("{stem}.safetensors"))
         })
     }
@@ -356,7 +422,11 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 /// Errors unless `path` exists; policies name files relative to the working directory.
 pub fn check_exists(pf: &PolicyFile, key: &str, path: &Path) -> Result<()> {
     if !path.exists() {
-        return Err(pf.error_at(None, key, &format!("{key}: {} does not exist", path.display())));
+        return Err(pf.error_at(
+            None,
+            key,
+            &format!("{key}: {} does not exist", path.display()),
+        ));
     }
     Ok(())
 }

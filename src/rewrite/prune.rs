@@ -25,14 +25,23 @@ pub struct GroupCut {
 
 /// Applies `cuts` to `stored` (tensors by stripped name, in their stored dtypes) and returns
 /// the new tensors. Refuses to empty a group.
-pub fn prune_tensors(stored: &BTreeMap<String, Tensor>, groups: &[CouplingGroup], cuts: &[GroupCut], mode: PruneMode) -> Result<BTreeMap<String, Tensor>> {
+pub fn prune_tensors(
+    stored: &BTreeMap<String, Tensor>,
+    groups: &[CouplingGroup],
+    cuts: &[GroupCut],
+    mode: PruneMode,
+) -> Result<BTreeMap<String, Tensor>> {
     let mut out = stored.clone();
     for cut in cuts {
         let Some(g) = groups.iter().find(|g| g.name == cut.group) else {
             bail!("no coupling group named `{}`", cut.group);
         };
         if let Some(&c) = cut.channels.iter().find(|&&c| c >= g.channels) {
-            bail!("channel {c} of `{}` is out of range ({} channels)", g.name, g.channels);
+            bail!(
+                "channel {c} of `{}` is out of range ({} channels)",
+                g.name,
+                g.channels
+            );
         }
         let cut_set: std::collections::BTreeSet<usize> = cut.channels.iter().copied().collect();
         if cut_set.len() >= g.channels {
@@ -40,10 +49,15 @@ pub fn prune_tensors(stored: &BTreeMap<String, Tensor>, groups: &[CouplingGroup]
         }
         match mode {
             PruneMode::Remove => {
-                let keep: Vec<u32> = (0..g.channels).filter(|c| !cut_set.contains(c)).map(|c| c as u32).collect();
+                let keep: Vec<u32> = (0..g.channels)
+                    .filter(|c| !cut_set.contains(c))
+                    .map(|c| c as u32)
+                    .collect();
                 let keep = Tensor::new(keep.as_slice(), &Device::Cpu)?;
                 for s in g.slices() {
-                    let t = out.get(&s.tensor).ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", s.tensor))?;
+                    let t = out
+                        .get(&s.tensor)
+                        .ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", s.tensor))?;
                     let t = t.index_select(&keep, s.axis)?.contiguous()?;
                     out.insert(s.tensor.clone(), t);
                 }
@@ -51,7 +65,9 @@ pub fn prune_tensors(stored: &BTreeMap<String, Tensor>, groups: &[CouplingGroup]
             PruneMode::Mask => {
                 for (conv, bn) in &g.producers {
                     for name in [conv.clone(), format!("{bn}.weight"), format!("{bn}.bias")] {
-                        let t = out.get(&name).ok_or_else(|| anyhow::anyhow!("missing tensor `{name}`"))?;
+                        let t = out
+                            .get(&name)
+                            .ok_or_else(|| anyhow::anyhow!("missing tensor `{name}`"))?;
                         out.insert(name.clone(), zero_rows(t, &cut_set)?);
                     }
                 }
@@ -68,7 +84,9 @@ fn zero_rows(t: &Tensor, rows: &std::collections::BTreeSet<usize>) -> Result<Ten
     let per_row = t.elem_count() / n.max(1);
     let mut v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     for &r in rows {
-        v[r * per_row..(r + 1) * per_row].iter_mut().for_each(|x| *x = 0.0);
+        v[r * per_row..(r + 1) * per_row]
+            .iter_mut()
+            .for_each(|x| *x = 0.0);
     }
     // f16/bf16 -> f32 -> f16/bf16 is exact, so untouched rows keep their bits.
     Ok(Tensor::from_vec(v, t.dims(), &Device::Cpu)?.to_dtype(dtype)?)

@@ -9,9 +9,25 @@ use std::path::Path;
 
 /// Writes `tensors` (keyed by stripped name) under the names they had in `input`'s file, with
 /// `input`'s metadata updated by `extra`.
-pub fn write_rewritten(out: &Path, input: &Checkpoint, tensors: &BTreeMap<String, Tensor>, extra: &BTreeMap<String, String>) -> Result<()> {
-    let named: BTreeMap<String, Tensor> =
-        tensors.iter().map(|(k, t)| (input.stored_names.get(k).cloned().unwrap_or_else(|| k.clone()), t.clone())).collect();
+pub fn write_rewritten(
+    out: &Path,
+    input: &Checkpoint,
+    tensors: &BTreeMap<String, Tensor>,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let named: BTreeMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, t)| {
+            (
+                input
+                    .stored_names
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| k.clone()),
+                t.clone(),
+            )
+        })
+        .collect();
     let mut meta = input.metadata.clone();
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     meta.insert("memprune.version".into(), env!("CARGO_PKG_VERSION").into());
