@@ -313,13 +313,15 @@ impl PolicyFile {
             match a {
                 Action::Prune(pr) => {
                     match (pr.fraction, pr.count) {
-                        (Some(_), Some(_)) | (None, None) => return Err(self.error_at(
-                            Some(i),
-                            "prune",
-                            &format!(
+                        (Some(_), Some(_)) | (None, None) => {
+                            return Err(self.error_at(
+                                Some(i),
+                                "prune",
+                                &format!(
                                 "actions[{i}].prune: give exactly one of `fraction` and `count`"
                             ),
-                        )),
+                            ))
+                        }
                         (Some(f), None) if !(f > 0.0 && f < 1.0) => {
                             return Err(self.error_at(
                                 Some(i),
