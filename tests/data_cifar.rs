@@ -66,7 +66,7 @@ fn bad_sizes_and_labels_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("data_batch_1.bin");
     std::fs::write(&p, vec![0u8; 3073 + 10]).unwrap();
-    let e = format!("{:#}", read_cifar10(&[p.clone()]).unwrap_err());
+    let e = format!("{:#}", read_cifar10(std::slice::from_ref(&p)).unwrap_err());
     assert!(
         e.contains("data_batch_1.bin") && e.contains("not a multiple of the 3073-byte"),
         "{e}"
@@ -80,4 +80,16 @@ fn bad_sizes_and_labels_are_errors() {
     // Missing test batch.
     let e = format!("{:#}", open(dir.path(), Split::Test).unwrap_err());
     assert!(e.contains("test_batch.bin"), "{e}");
+}
+
+#[test]
+fn cifar100_binary_subfolder_is_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sub = tmp.path().join("cifar-100-binary");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(fixtures().join("cifar100/train.bin"), sub.join("train.bin")).unwrap();
+    let set = open(tmp.path(), Split::Train).unwrap();
+    assert_eq!(set.labels.as_deref(), Some(&[42, 99][..]));
+    let e = format!("{:#}", open(tmp.path(), Split::Test).unwrap_err());
+    assert!(e.contains("test.bin"), "{e}");
 }

@@ -150,3 +150,25 @@ fn open_reports_missing_split_and_unknown_dirs() {
     let empty = tempfile::tempdir().unwrap();
     assert!(err_of(open(empty.path(), Split::Train)).contains("not a recognised dataset"));
 }
+
+#[test]
+fn fashion_is_told_from_mnist_by_directory_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    // torchvision's layout: FashionMNIST/raw/<files>; the parent's name counts.
+    let raw = tmp.path().join("FashionMNIST/raw");
+    let plain = tmp.path().join("mnist");
+    for dir in [&raw, &plain] {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+            std::fs::copy(assets().join(f), dir.join(f)).unwrap();
+        }
+    }
+    assert_eq!(
+        open(&raw, Split::Test).unwrap().kind,
+        DatasetKind::FashionMnist
+    );
+    assert_eq!(open(&plain, Split::Test).unwrap().kind, DatasetKind::Mnist);
+    let single = open(&raw.join("t10k-images-idx3-ubyte.gz"), Split::Train).unwrap();
+    assert_eq!(single.kind, DatasetKind::FashionMnist);
+    assert_eq!(single.labels.as_ref().unwrap()[0], 9);
+}

@@ -491,7 +491,10 @@ pub fn render(
 }
 
 /// Writes view `view` of `point` (normalised, C × S × S) into `out`; a pure function of
-/// `(cfg, norm, image, seed, point, view)`.
+/// `(cfg, norm, image, seed, point, view)`. `cfg` should have passed
+/// [`AugmentConfig::validate`].
+///
+/// Panics if `out.len() != cfg.view_len(set)` or `norm` does not have `set.channels` values.
 pub fn view(
     cfg: &AugmentConfig,
     norm: &Normalization,
@@ -507,7 +510,7 @@ pub fn view(
 }
 
 /// The un-augmented image: the whole image, bilinearly resized to S × S when its size
-/// differs, normalised. No randomness.
+/// differs, normalised. No randomness. Panics as [`view`].
 pub fn clean(
     cfg: &AugmentConfig,
     norm: &Normalization,

@@ -82,7 +82,7 @@ fn parse_header(path: &Path, data: &[u8], magic: u32, ndims: usize) -> Result<Ve
 }
 
 /// Reads an IDX image file (n × rows × cols bytes) as a single-channel [`ImageSet`]
-/// without labels and with kind `Unknown` (see [`read_idx_pair`] / [`crate::data::open`]).
+/// without labels and with kind `Unknown` (see [`read_idx_pair`] / [`crate::data::open()`]).
 pub fn read_idx_images(path: &Path) -> Result<ImageSet> {
     let mut data = read_maybe_gz(path)?;
     let dims = parse_header(path, &data, IMAGES_MAGIC, 3)?;
