@@ -7,9 +7,11 @@
 pub mod checkpoint;
 pub mod data;
 pub mod defaults;
+pub mod eval;
 pub mod measure;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewrite;

@@ -4,23 +4,32 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use memprune::data::augment::AugmentConfig;
 use memprune::data::normalize::Normalization;
-use memprune::data::subset::Subset;
 use memprune::data::{self, ImageSet, Split};
-use memprune::measure::{self, ViewSettings};
+use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use memprune::metrics::layer_mem::Pairing;
 use memprune::metrics::unit_mem::Reduce;
 use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
-use memprune::{defaults, report};
+use memprune::plan::PolicyFile;
+use memprune::{defaults, pipeline, report};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(name = "memprune", version, about = "Find where self-supervised vision encoders memorize: LayerMem, dLayerMem, UnitMem and ClassMem (Wang et al., NeurIPS 2024).", long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Run a policy: measure, plan, rewrite the checkpoint, evaluate before and after.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print the detected architecture, its layers and units, parameters and MACs.
@@ -36,6 +45,11 @@ enum Command {
     /// Measure memorization: `unit` (UnitMem), `class` (ClassMem) or `layer` (LayerMem).
     #[command(subcommand)]
     Measure(Measure),
+    /// Print what a policy would do (units pruned per layer, layers trained), writing nothing.
+    Plan {
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,9 +156,6 @@ struct MeasureArgs {
     /// Write the exact view tensors used (.npy) and the point indices to this folder.
     #[arg(long)]
     dump_views: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 fn main() {
@@ -156,7 +167,34 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let quiet = cli.quiet;
+    let Some(command) = cli.command else {
+        return match cli.policy {
+            Some(p) => policy_cmd(&p, quiet),
+            None => {
+                use clap::CommandFactory;
+                Cli::command().print_help()?;
+                Ok(())
+            }
+        };
+    };
+    match command {
+        Command::Plan { policy } => {
+            let planned = pipeline::plan_policy(PolicyFile::load(&policy)?, !quiet)?;
+            println!(
+                "{}: plan for {} ({} units of {} pruned)\n",
+                policy.display(),
+                planned.encoder.checkpoint.path.display(),
+                planned.plan.units_pruned(),
+                planned.groups.iter().map(|g| g.channels).sum::<usize>()
+            );
+            print!("{}", report::plan_table(&planned.plan));
+            println!(
+                "\nwould write {}",
+                planned.policy.output_checkpoint().display()
+            );
+            Ok(())
+        }
         Command::Inspect {
             checkpoint,
             size,
@@ -167,8 +205,31 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", report::inspect(&enc, size));
             Ok(())
         }
-        Command::Measure(m) => measure_cmd(m),
+        Command::Measure(m) => measure_cmd(m, quiet),
     }
+}
+
+fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
+    let planned = pipeline::plan_policy(PolicyFile::load(path)?, !quiet)?;
+    println!(
+        "{}: {} ({} units of {} pruned)\n",
+        path.display(),
+        planned.encoder.checkpoint.path.display(),
+        planned.plan.units_pruned(),
+        planned.groups.iter().map(|g| g.channels).sum::<usize>()
+    );
+    print!("{}", report::plan_table(&planned.plan));
+    let r = pipeline::run_policy(&planned)?;
+    println!("\nwrote {}\n", r.after.checkpoint.display());
+    print!("{}", report::before_after_table(&r, None));
+    if let Some(j) = &planned.policy.policy.output.json {
+        memprune::checkpoint::write_file_atomic(
+            j,
+            serde_json::to_string_pretty(&r)?.as_bytes(),
+            &[planned.encoder.checkpoint.path.as_path()],
+        )?;
+    }
+    Ok(())
 }
 
 struct Prepared {
@@ -178,12 +239,17 @@ struct Prepared {
     settings: ViewSettings,
 }
 
-fn prepare(c: &MeasureArgs, default_points: Option<usize>) -> Result<Prepared> {
+fn prepare(c: &MeasureArgs, default_points: DefaultPoints) -> Result<Prepared> {
     let path = c.checkpoint.clone().unwrap_or_else(defaults::model_f);
     let encoder = Encoder::load(&path, &c.load.options())?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, c.split)?;
-    let points = select_points(c, &set, &encoder, default_points)?;
+    let choice = PointChoice {
+        points: c.points,
+        range: c.range.clone(),
+        indices: c.indices.clone(),
+    };
+    let points = measure::choose_points(&choice, &set, c.split, &encoder, c.seed, default_points)?;
     let mut normalization = Normalization::default_for(set.kind, set.channels);
     if let Some(m) = &c.mean {
         normalization.mean = m.clone();
@@ -223,67 +289,6 @@ fn prepare(c: &MeasureArgs, default_points: Option<usize>) -> Result<Prepared> {
     })
 }
 
-fn select_points(
-    c: &MeasureArgs,
-    set: &ImageSet,
-    encoder: &Encoder,
-    default_points: Option<usize>,
-) -> Result<Vec<usize>> {
-    let n = set.len();
-    let subset = if let Some(r) = &c.range {
-        let (a, b) = r
-            .split_once("..")
-            .with_context(|| format!("--range {r}: expected START..END"))?;
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .with_context(|| format!("--range {r}: `{s}` is not a non-negative integer"))
-        };
-        Subset::range(parse(a)?, parse(b)?, n)?
-    } else if let Some(f) = &c.indices {
-        Subset::from_file(f, n)?
-    } else if let Some(k) = c.points {
-        Subset::random(k, c.seed, n)?
-    } else if let Some(cands) = candidates_from_metadata(encoder)? {
-        if c.split != Split::Train {
-            bail!("the candidate points in {} index the training split; use --split train or choose points", encoder.checkpoint.path.display());
-        }
-        let mut v = cands;
-        let k = default_points.unwrap_or(v.len()).min(v.len());
-        v.truncate(k);
-        return check_indices(v, n, &encoder.checkpoint.path);
-    } else {
-        Subset::random(default_points.unwrap_or(1000).min(n), c.seed, n)?
-    };
-    Ok(subset.indices)
-}
-
-fn check_indices(v: Vec<usize>, n: usize, path: &Path) -> Result<Vec<usize>> {
-    if let Some(bad) = v.iter().find(|&&i| i >= n) {
-        bail!(
-            "{}: candidate point {bad} is outside the data ({n} points)",
-            path.display()
-        );
-    }
-    Ok(v)
-}
-
-/// The candidate points `memprune train --split shared+candidates` stores in f's metadata.
-fn candidates_from_metadata(encoder: &Encoder) -> Result<Option<Vec<usize>>> {
-    match encoder.checkpoint.metadata_json("memprune.candidates")? {
-        None => Ok(None),
-        Some(v) => {
-            let v: Vec<usize> = serde_json::from_value(v).with_context(|| {
-                format!(
-                    "{}: metadata `memprune.candidates` is not a list of indices",
-                    encoder.checkpoint.path.display()
-                )
-            })?;
-            Ok(Some(v))
-        }
-    }
-}
-
 fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> serde_json::Value {
     serde_json::json!({
         "memprune_version": env!("CARGO_PKG_VERSION"),
@@ -307,15 +312,15 @@ fn write_out(path: &Option<PathBuf>, text: &str, inputs: &[&Path]) -> Result<()>
     Ok(())
 }
 
-fn measure_cmd(m: Measure) -> Result<()> {
+fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
     match m {
         Measure::Unit { common: c, reduce } => {
-            let p = prepare(&c, Some(1000))?;
+            let p = prepare(&c, DefaultPoints::Random(1000))?;
             let meta = serde_json::json!({"metric": "unit", "views": c.views, "reduce": reduce, "pairing": null});
             if let Some(dir) = &c.dump_views {
                 measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
             }
-            let pb = measure::progress_bar(p.points.len(), !c.quiet, "UnitMem");
+            let pb = measure::progress_bar(p.points.len(), !quiet, "UnitMem");
             let layers = measure::unit_mem(
                 &p.encoder,
                 &p.set,
@@ -345,12 +350,12 @@ fn measure_cmd(m: Measure) -> Result<()> {
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
         Measure::Class { common: c } => {
-            let p = prepare(&c, Some(1000))?;
+            let p = prepare(&c, DefaultPoints::Random(1000))?;
             let meta = serde_json::json!({"metric": "class", "views": c.views});
             if let Some(dir) = &c.dump_views {
                 measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
             }
-            let pb = measure::progress_bar(p.points.len(), !c.quiet, "ClassMem");
+            let pb = measure::progress_bar(p.points.len(), !quiet, "ClassMem");
             let layers =
                 measure::class_mem(&p.encoder, &p.set, &p.points, c.views, &p.settings, &pb)?;
             println!(
@@ -377,7 +382,7 @@ fn measure_cmd(m: Measure) -> Result<()> {
             pairing,
             per_point,
         } => {
-            let p = prepare(&c, Some(100))?;
+            let p = prepare(&c, DefaultPoints::Candidates(100))?;
             let ref_path = match reference {
                 Some(r) => r,
                 None if c.checkpoint.is_none() => defaults::model_g(),
@@ -398,7 +403,7 @@ fn measure_cmd(m: Measure) -> Result<()> {
                     &meta,
                 )?;
             }
-            let pb = measure::progress_bar(p.points.len(), !c.quiet, "LayerMem");
+            let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
             let (layers, points) = measure::layer_mem(
                 &p.encoder,
                 &g,

@@ -66,6 +66,77 @@ impl ViewSettings {
     }
 }
 
+/// Which points to measure on, as the user gave them (at most one of the three).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PointChoice {
+    /// N points drawn at random (seeded).
+    pub points: Option<usize>,
+    /// `START..END`, global indices, END excluded.
+    pub range: Option<String>,
+    /// A file of indices.
+    pub indices: Option<std::path::PathBuf>,
+}
+
+/// The points used when the user chooses none.
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultPoints {
+    /// N points drawn at random from the split.
+    Random(usize),
+    /// The first N candidate points stored in f's metadata by `memprune train` (points f
+    /// trained on and g did not), else N random points.
+    Candidates(usize),
+}
+
+/// The global indices of the points to measure on.
+pub fn choose_points(
+    choice: &PointChoice,
+    set: &ImageSet,
+    split: crate::data::Split,
+    encoder: &Encoder,
+    seed: u64,
+    default: DefaultPoints,
+) -> Result<Vec<usize>> {
+    use crate::data::Subset;
+    let n = set.len();
+    if let Some(r) = &choice.range {
+        let (a, b) = r
+            .split_once("..")
+            .with_context(|| format!("range {r}: expected START..END"))?;
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("range {r}: `{s}` is not a non-negative integer"))
+        };
+        return Ok(Subset::range(parse(a)?, parse(b)?, n)?.indices);
+    }
+    if let Some(f) = &choice.indices {
+        return Ok(Subset::from_file(f, n)?.indices);
+    }
+    if let Some(k) = choice.points {
+        return Ok(Subset::random(k, seed, n)?.indices);
+    }
+    match default {
+        DefaultPoints::Candidates(k) => {
+            if let Some(mut v) = crate::train_meta::candidates(&encoder.checkpoint)? {
+                if split != crate::data::Split::Train {
+                    bail!("the candidate points in {} index the training split; use the train split or choose points", encoder.checkpoint.path.display());
+                }
+                if let Some(bad) = v.iter().find(|&&i| i >= n) {
+                    bail!(
+                        "{}: candidate point {bad} is outside {} ({n} points)",
+                        encoder.checkpoint.path.display(),
+                        set.source
+                    );
+                }
+                v.truncate(k);
+                return Ok(v);
+            }
+            Ok(Subset::random(k.min(n), seed, n)?.indices)
+        }
+        DefaultPoints::Random(k) => Ok(Subset::random(k.min(n), seed, n)?.indices),
+    }
+}
+
 /// A progress bar on stderr, only when asked for and stderr is a terminal.
 pub fn progress_bar(len: usize, show: bool, what: &str) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
@@ -250,6 +321,7 @@ pub fn check_pair(f: &Encoder, g: &Encoder) -> Result<()> {
 }
 
 /// SSLMem' of every point at every layer (Eq. 1-2); both encoders see identical views.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_mem_points(
     f: &Encoder,
     g: &Encoder,

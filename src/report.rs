@@ -159,6 +159,7 @@ pub fn inspect(encoder: &Encoder, size: usize) -> String {
     if !encoder.checkpoint.metadata.is_empty() {
         s.push_str("\nmetadata\n");
         for (k, v) in &encoder.checkpoint.metadata {
+            let v = v.replace('\n', " / ");
             let v = if v.len() > 100 {
                 format!(
                     "{}...",
@@ -171,4 +172,96 @@ pub fn inspect(encoder: &Encoder, size: usize) -> String {
         }
     }
     s
+}
+
+/// What a plan does, per coupling group.
+pub fn plan_table(plan: &crate::plan::Plan) -> String {
+    let rows: Vec<Vec<String>> = plan
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                g.channels.to_string(),
+                g.pruned.len().to_string(),
+                (g.channels - g.pruned.len()).to_string(),
+                format!(
+                    "{:.1}%",
+                    100.0 * g.pruned.len() as f64 / g.channels.max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    let verb = match plan.mode {
+        Some(crate::rewrite::PruneMode::Remove) => "removed",
+        Some(crate::rewrite::PruneMode::Mask) => "masked",
+        None => "pruned",
+    };
+    let mut s = table(
+        &["layer (coupling group)", "units", verb, "kept", "share"],
+        &rows,
+    );
+    if let Some(t) = &plan.trainable {
+        let _ = writeln!(
+            s,
+            "\ntrainable layers: {}",
+            if t.is_empty() {
+                "none".to_string()
+            } else {
+                t.join(", ")
+            }
+        );
+    }
+    for n in &plan.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+/// Before/after figures of a policy run; `probe` holds the accuracies when measured.
+pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64, f64)>) -> String {
+    let (b, a) = (&r.before.cost, &r.after.cost);
+    let ratio = |x: f64, y: f64| {
+        if x > 0.0 {
+            format!("{:.2}x", y / x)
+        } else {
+            "-".into()
+        }
+    };
+    let mut rows = Vec::new();
+    if let Some((pb, pa)) = probe {
+        rows.push(vec![
+            "linear-probe top-1".into(),
+            format!("{:.2}%", 100.0 * pb),
+            format!("{:.2}%", 100.0 * pa),
+            format!("{:+.2} pts", 100.0 * (pa - pb)),
+        ]);
+    }
+    rows.push(vec![
+        "parameters".into(),
+        b.params.to_string(),
+        a.params.to_string(),
+        ratio(b.params as f64, a.params as f64),
+    ]);
+    rows.push(vec![
+        "MACs / image".into(),
+        format!("{:.2} M", b.macs as f64 / 1e6),
+        format!("{:.2} M", a.macs as f64 / 1e6),
+        ratio(b.macs as f64, a.macs as f64),
+    ]);
+    rows.push(vec![
+        "file size".into(),
+        format!("{:.2} MB", b.file_bytes as f64 / 1e6),
+        format!("{:.2} MB", a.file_bytes as f64 / 1e6),
+        ratio(b.file_bytes as f64, a.file_bytes as f64),
+    ]);
+    if let (Some(x), Some(y)) = (b.images_per_s, a.images_per_s) {
+        rows.push(vec![
+            "forward images/s".into(),
+            format!("{x:.0}"),
+            format!("{y:.0}"),
+            ratio(x, y),
+        ]);
+    }
+    table(&["", "before", "after", "after/before"], &rows)
 }

@@ -8,6 +8,19 @@
 use crate::checkpoint::Checkpoint;
 use anyhow::{bail, Result};
 
+/// The candidate indices stored in f's metadata (`memprune.candidates`), if any.
+pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
+    match ckpt.metadata_json("memprune.candidates")? {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: metadata `memprune.candidates` is not a list of point indices: {e}",
+                ckpt.path.display()
+            )
+        }),
+    }
+}
+
 /// Refuses a LayerMem pair whose recorded splits do not fit: f must be trained on shared +
 /// candidates and g on shared + independent of the same split (seed, data). Checkpoints that
 /// record no split (trained elsewhere) are the user's responsibility and pass.

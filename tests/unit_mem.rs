@@ -26,7 +26,7 @@ fn hand_set_resnet9() -> Encoder {
         let mut weight = vec![0f32; w * cin * 9];
         let mut beta = vec![0f32; w];
         if i == 1 {
-            weight[0 * 9 + 4] = 1.0;
+            weight[4] = 1.0; // unit 0, centre tap
             beta[1] = 0.5;
             beta[2] = -1.0;
             weight[3 * 9 + 4] = 1.0;

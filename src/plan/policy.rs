@@ -37,6 +37,7 @@ pub struct Policy {
     pub data: DataSpec,
     #[serde(default)]
     pub metrics: MetricSettings,
+    #[serde(deserialize_with = "actions_from_maps")]
     pub actions: Vec<Action>,
     #[serde(default)]
     pub evaluation: Evaluation,
@@ -95,12 +96,40 @@ impl Default for MetricSettings {
     }
 }
 
+/// One step of a policy, written as a one-key map: `- prune: {...}`, `- freeze: {...}` or
+/// `- train: {...}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
 pub enum Action {
     Prune(PruneAction),
     Freeze(LayerSelect),
     Train(LayerSelect),
+}
+
+/// The YAML shape of an [`Action`] (serde_yaml reads enums as `!tags`; users write maps).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionMap {
+    #[serde(default)]
+    prune: Option<PruneAction>,
+    #[serde(default)]
+    freeze: Option<LayerSelect>,
+    #[serde(default)]
+    train: Option<LayerSelect>,
+}
+
+fn actions_from_maps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
+    let maps: Vec<ActionMap> = Deserialize::deserialize(d)?;
+    maps.into_iter()
+        .enumerate()
+        .map(|(i, m)| match (m.prune, m.freeze, m.train) {
+            (Some(p), None, None) => Ok(Action::Prune(p)),
+            (None, Some(f), None) => Ok(Action::Freeze(f)),
+            (None, None, Some(t)) => Ok(Action::Train(t)),
+            _ => Err(serde::de::Error::custom(format!(
+                "actions[{i}]: each action is exactly one of `prune`, `freeze`, `train`"
+            ))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,3 @@
+//! The evaluator: what a model costs ([`cost`]).
+
+pub mod cost;
