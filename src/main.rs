@@ -52,9 +52,26 @@ enum Command {
     },
 }
 
+/// Where METRICS.md leaves a choice, memprune makes this one (also in the README).
+const CHOICES: &str = "Choices where the paper is silent:
+  act_u       the spatial mean of a channel of the layer's output as the network passes it
+              on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
+  dead unit   mu_max <= 0: UnitMem 0, counted as dead
+  signed      a layer with negative activations is flagged `(signed)`; its ratio is reported
+              as computed (0 when the denominator is 0)
+  ties        the maximum goes to the smallest point index (shard merging stays exact)
+  median      numpy's (mean of the two middle values)
+  LayerMem    reps are layer outputs flattened and scaled to unit L2 norm (a zero output stays
+              zero); pair j = views 2j and 2j+1; SSL_f + SSL_g = 0 scores 0; the top/bottom
+              halves are ranked once, by SSLMem' of the last layer
+  views       view v of point i is a pure function of (seed, i, v): RandomResizedCrop as
+              torchvision (bilinear, no antialias), flip, colour jitter in random order,
+              grayscale; results do not depend on --batch or the thread count";
+
 #[derive(Subcommand)]
 enum Measure {
     /// UnitMem of every unit of every layer (METRICS.md Eq. 5-8).
+    #[command(after_long_help = CHOICES)]
     Unit {
         #[command(flatten)]
         common: MeasureArgs,
@@ -64,11 +81,13 @@ enum Measure {
         reduce: Reduce,
     },
     /// ClassMem, the supervised counterpart of UnitMem (needs labels).
+    #[command(after_long_help = CHOICES)]
     Class {
         #[command(flatten)]
         common: MeasureArgs,
     },
     /// LayerMem and dLayerMem of every layer (Eq. 1-4), against a reference encoder.
+    #[command(after_long_help = CHOICES)]
     Layer {
         #[command(flatten)]
         common: MeasureArgs,

@@ -1,4 +1,7 @@
-//! Reports: readable tables for the terminal, CSV per unit, and JSON with everything.
+//! Reports: readable tables for the terminal, CSV per unit, JSON with everything, and SVG
+//! charts ([`chart`]).
+
+pub mod chart;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;
