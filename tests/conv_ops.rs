@@ -48,6 +48,7 @@ struct Case {
     p: ConvParams,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn case(
     n: usize,
     c: usize,

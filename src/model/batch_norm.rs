@@ -11,6 +11,11 @@ use std::sync::{Arc, Mutex};
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
 
 fn fast(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -160,11 +165,10 @@ impl CustomOp3 for BnTrain {
                 let invstd = 1.0 / (var + eps).sqrt();
                 let scale = gamma[ch] * invstd as f32;
                 let shift = beta[ch] - mean as f32 * scale;
-                let yp = yp;
                 for b in 0..n {
                     let off = (b * c + ch) * hw;
                     // SAFETY: each (b, ch) plane is written by exactly one task.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(off), hw) };
+                    let dst = unsafe { std::slice::from_raw_parts_mut(yp.get().add(off), hw) };
                     for (d, s) in dst.iter_mut().zip(&xs[off..off + hw]) {
                         *d = s * scale + shift;
                     }
@@ -236,12 +240,11 @@ impl CustomOp3 for BnTrain {
                                 let k1 = gs[ch] * invstd;
                                 let mdy = sdy / m;
                                 let k2 = sdyx * invstd * invstd / m;
-                                let dxp = dxp;
                                 for b in 0..n {
                                     let off = (b * c + ch) * hw;
                                     // SAFETY: one task per channel writes its planes.
                                     let dst = unsafe {
-                                        std::slice::from_raw_parts_mut(dxp.0.add(off), hw)
+                                        std::slice::from_raw_parts_mut(dxp.get().add(off), hw)
                                     };
                                     for ((d, xv), dv) in dst
                                         .iter_mut()
