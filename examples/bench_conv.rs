@@ -499,6 +499,9 @@ fn main() -> Result<()> {
         rayon::current_num_threads(),
         candle_core::utils::get_num_threads()
     );
+    let a = Tensor::randn(0f32, 1., (2048, 2048), &Device::Cpu)?;
+    let t = time(runs, || a.matmul(&a).map(|_| ()))?;
+    println!("calibration: candle matmul 2048^3 {:.1} GFLOP/s (same run)", 2.0 * 2048f64.powi(3) / t / 1e9);
     if env_usize("LAYERS", 1) != 0 {
         bench_layers(runs)?;
     }
