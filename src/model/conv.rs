@@ -70,8 +70,16 @@ pub fn conv2d_stock(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -
     }
 }
 
+/// `MEMPRUNE_CONV=stock` sends every convolution through candle's stock op: the way to
+/// check any memprune result against the reference implementation.
+pub fn stock_forced() -> bool {
+    static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STOCK.get_or_init(|| std::env::var("MEMPRUNE_CONV").is_ok_and(|v| v == "stock"))
+}
+
 fn use_fast_path(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
-    x.device().is_cpu()
+    !stock_forced()
+        && x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && b.is_none_or(|b| b.dtype() == DType::F32)
