@@ -4,7 +4,8 @@
 //!
 //! Env: BENCH_DATA (weights/inputs from /work/shared/bench/gen.py; whole-model part is
 //! skipped without it), RUNS (timed runs per figure, default 5), STOCK_TRAIN=0 to skip
-//! the (slow) stock-candle training step, LAYERS=0 / MODELS=0 to skip a part.
+//! the (slow) stock-candle training step, LAYERS=0 / MODELS=0 / R18=0 to skip a part,
+//! R9FWD_ONLY=1 for just the ResNet9 forward.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -427,6 +428,9 @@ fn bench_models(dir: &str, runs: usize) -> Result<()> {
             rel_err(&out, &ref9)?
         );
     }
+    if env_usize("R9FWD_ONLY", 0) != 0 {
+        return Ok(());
+    }
     let stock_train = env_usize("STOCK_TRAIN", 1) != 0;
     for im in [Impl::Ours, Impl::Stock] {
         if im == Impl::Stock && !stock_train {
@@ -459,6 +463,9 @@ fn bench_models(dir: &str, runs: usize) -> Result<()> {
                 .map(|l| (l * 1e4).round() / 1e4)
                 .collect::<Vec<_>>()
         );
+    }
+    if env_usize("R18", 1) == 0 {
+        return Ok(());
     }
     let w18 = load("r18")?;
     let x18 = get(&load("x18")?, "x")?;
