@@ -7,8 +7,10 @@
 pub mod checkpoint;
 pub mod data;
 pub mod defaults;
+pub mod eval;
 pub mod measure;
 pub mod metrics;
 pub mod model;
 pub mod report;
+pub mod train;
 pub mod train_meta;

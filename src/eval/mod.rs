@@ -1,0 +1,3 @@
+//! Evaluation of encoders: the linear probe.
+
+pub mod probe;
