@@ -7,7 +7,7 @@ Train it anywhere (SimCLR, supervised, ...), then hand it to memprune:
     model = ResNet9()                     # or ResNet9(in_channels=1) for Fashion-MNIST
     ...                                   # train
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, "ckpt.safetensors")
-    # memprune unit --model ckpt.safetensors ...
+    # memprune measure unit ckpt.safetensors
 
 The tensor names (`block{i}.conv.weight`, `block{i}.bn.{weight,bias,running_mean,
 running_var,num_batches_tracked}`, i = 1..8) are the layout memprune reads. The widths

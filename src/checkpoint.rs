@@ -18,8 +18,9 @@ pub struct Checkpoint {
     /// Tensors by name after prefix stripping. Floating tensors are converted to f32 on
     /// the CPU; integer tensors (such as `num_batches_tracked`) keep their type.
     pub tensors: BTreeMap<String, Tensor>,
-    /// The stored dtype of each tensor, by stripped name.
-    pub stored_dtypes: BTreeMap<String, DType>,
+    /// Each tensor as stored (its own dtype), by stripped name: what a rewrite copies bit
+    /// for bit. Shares memory with `tensors` where the stored dtype is already f32.
+    pub stored: BTreeMap<String, Tensor>,
     /// The name each tensor has in the file, by stripped name.
     pub stored_names: BTreeMap<String, String>,
     /// The safetensors `__metadata__` (empty for `.pth`).
@@ -41,14 +42,14 @@ impl Checkpoint {
             bail!("{shown}: the checkpoint holds no tensors");
         }
         let mut tensors = BTreeMap::new();
-        let mut stored_dtypes = BTreeMap::new();
+        let mut stored = BTreeMap::new();
         let mut stored_names = BTreeMap::new();
         for (name, t) in raw {
             let stripped = strip_prefix(&name, prefix);
             if tensors.contains_key(&stripped) {
                 bail!("{shown}: tensors `{}` and `{name}` have the same name `{stripped}` once the prefix is stripped (use --prefix)", stored_names[&stripped]);
             }
-            stored_dtypes.insert(stripped.clone(), t.dtype());
+            stored.insert(stripped.clone(), t.clone());
             let t = match t.dtype() {
                 DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
                 _ => t,
@@ -56,7 +57,13 @@ impl Checkpoint {
             stored_names.insert(stripped.clone(), name);
             tensors.insert(stripped, t);
         }
-        Ok(Checkpoint { path: path.to_path_buf(), tensors, stored_dtypes, stored_names, metadata })
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            tensors,
+            stored,
+            stored_names,
+            metadata,
+        })
     }
 
     /// The f32 tensor `name`, or an error naming the file and the missing tensor.
@@ -66,11 +73,32 @@ impl Checkpoint {
             .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.path.display()))
     }
 
+    /// A checkpoint made in memory (tests, training): every tensor stored as given.
+    pub fn from_tensors(
+        path: &Path,
+        tensors: BTreeMap<String, Tensor>,
+        metadata: BTreeMap<String, String>,
+    ) -> Checkpoint {
+        let stored_names = tensors.keys().map(|k| (k.clone(), k.clone())).collect();
+        Checkpoint {
+            path: path.to_path_buf(),
+            stored: tensors.clone(),
+            tensors,
+            stored_names,
+            metadata,
+        }
+    }
+
     /// `get` plus a check of the shape.
     pub fn get_shaped(&self, name: &str, dims: &[usize]) -> Result<&Tensor> {
         let t = self.get(name)?;
         if t.dims() != dims {
-            bail!("{}: tensor `{name}` has shape {:?}, expected {:?}", self.path.display(), t.dims(), dims);
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {:?}",
+                self.path.display(),
+                t.dims(),
+                dims
+            );
         }
         Ok(t)
     }
@@ -83,9 +111,12 @@ impl Checkpoint {
     pub fn metadata_json(&self, key: &str) -> Result<Option<serde_json::Value>> {
         match self.metadata.get(key) {
             None => Ok(None),
-            Some(s) => serde_json::from_str(s)
-                .map(Some)
-                .map_err(|e| anyhow!("{}: metadata `{key}` is not valid JSON: {e}", self.path.display())),
+            Some(s) => serde_json::from_str(s).map(Some).map_err(|e| {
+                anyhow!(
+                    "{}: metadata `{key}` is not valid JSON: {e}",
+                    self.path.display()
+                )
+            }),
         }
     }
 }
@@ -122,18 +153,34 @@ fn read_safetensors(path: &Path) -> Result<(RawTensors, BTreeMap<String, String>
     let file = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
     // SAFETY: the map is read-only and dropped before this function returns; a file changed
     // underneath us while loading is the user's race, as with any mmap-based loader.
-    let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }.with_context(|| format!("{shown}: cannot map"))?;
-    let st = safetensors::SafeTensors::deserialize(&mmap)
-        .map_err(|e| anyhow!("{shown}: not a valid safetensors file ({})", describe_st_error(&e, mmap.len())))?;
+    let mmap = unsafe { memmap2::MmapOptions::new().map(&file) }
+        .with_context(|| format!("{shown}: cannot map"))?;
+    let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| {
+        anyhow!(
+            "{shown}: not a valid safetensors file ({})",
+            describe_st_error(&e, mmap.len())
+        )
+    })?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
-        let t = Tensor::from_raw_buffer(view.data(), st_dtype(view.dtype(), &name, path)?, view.shape(), &Device::Cpu)
-            .map_err(|e| anyhow!("{shown}: tensor `{name}`: {e}"))?;
+        let t = Tensor::from_raw_buffer(
+            view.data(),
+            st_dtype(view.dtype(), &name, path)?,
+            view.shape(),
+            &Device::Cpu,
+        )
+        .map_err(|e| anyhow!("{shown}: tensor `{name}`: {e}"))?;
         out.push((name, t));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| anyhow!("{shown}: {e}"))?;
-    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| anyhow!("{shown}: {e}"))?;
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok((out, metadata))
 }
 
@@ -141,10 +188,14 @@ fn describe_st_error(e: &safetensors::SafeTensorError, len: usize) -> String {
     use safetensors::SafeTensorError as E;
     match e {
         E::MetadataIncompleteBuffer | E::InvalidOffset(_) => {
-            format!("truncated or corrupt: the header describes more data than the file's {len} bytes")
+            format!(
+                "truncated or corrupt: the header describes more data than the file's {len} bytes"
+            )
         }
         E::HeaderTooSmall => format!("too short for a safetensors header ({len} bytes)"),
-        E::HeaderTooLarge | E::InvalidHeaderLength => "the header length is impossible: not safetensors, or corrupt".into(),
+        E::HeaderTooLarge | E::InvalidHeaderLength => {
+            "the header length is impossible: not safetensors, or corrupt".into()
+        }
         other => other.to_string(),
     }
 }
@@ -159,7 +210,10 @@ fn st_dtype(d: safetensors::Dtype, name: &str, path: &Path) -> Result<DType> {
         S::I64 => DType::I64,
         S::U8 => DType::U8,
         S::U32 => DType::U32,
-        other => bail!("{}: tensor `{name}` has dtype {other:?}, which memprune does not read", path.display()),
+        other => bail!(
+            "{}: tensor `{name}` has dtype {other:?}, which memprune does not read",
+            path.display()
+        ),
     })
 }
 
@@ -167,7 +221,12 @@ fn read_pth(path: &Path) -> Result<RawTensors> {
     let shown = path.display();
     // Lightning and many training scripts nest the weights under a key.
     let mut last_err = None;
-    for key in [None, Some("state_dict"), Some("model"), Some("model_state_dict")] {
+    for key in [
+        None,
+        Some("state_dict"),
+        Some("model"),
+        Some("model_state_dict"),
+    ] {
         match candle_core::pickle::read_all_with_key(path, key) {
             Ok(v) if !v.is_empty() => {
                 let mut v = v;
@@ -194,8 +253,10 @@ pub fn write_safetensors_atomic(
     inputs: &[&Path],
 ) -> Result<()> {
     let meta: std::collections::HashMap<String, String> = metadata.clone().into_iter().collect();
-    let contiguous: Vec<(String, Tensor)> =
-        tensors.iter().map(|(k, t)| Ok((k.clone(), t.contiguous()?))).collect::<candle_core::Result<_>>()?;
+    let contiguous: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
+        .collect::<candle_core::Result<_>>()?;
     let bytes = safetensors::serialize(contiguous.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
         .map_err(|e| anyhow!("{}: cannot serialize: {e}", path.display()))?;
     write_file_atomic(path, &bytes, inputs)
@@ -209,11 +270,19 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<
         let _ = std::fs::remove_file(&tmp);
         bail!("{}: cannot write: {e}", path.display());
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename the temporary file into place", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| {
+        format!(
+            "{}: cannot rename the temporary file into place",
+            path.display()
+        )
+    })
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 fn asset(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(rel)
 }
 
 /// The embedded Fashion-MNIST subset (10,000 training and 2,000 test images).

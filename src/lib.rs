@@ -1,7 +1,7 @@
 //! memprune: find where self-supervised vision encoders memorize, and act on it.
 //!
 //! The modules follow the pipeline: [`data`] -> [`model`] -> [`metrics`] (driven by
-//! [`measure`]) -> plan -> rewrite -> eval, with [`report`] for output. [`checkpoint`] reads
+//! [`measure`]) -> [`plan`] -> [`rewrite`] -> eval, with [`report`] for output. [`checkpoint`] reads
 //! and writes the files, [`defaults`] names the embedded model and data.
 
 pub mod checkpoint;
@@ -11,6 +11,9 @@ pub mod eval;
 pub mod measure;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
+pub mod plan;
 pub mod report;
+pub mod rewrite;
 pub mod train;
 pub mod train_meta;

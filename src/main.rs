@@ -4,23 +4,32 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use memprune::data::augment::AugmentConfig;
 use memprune::data::normalize::Normalization;
-use memprune::data::subset::Subset;
 use memprune::data::{self, ImageSet, Split};
-use memprune::measure::{self, ViewSettings};
+use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use memprune::metrics::layer_mem::Pairing;
 use memprune::metrics::unit_mem::Reduce;
 use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
-use memprune::{defaults, report};
+use memprune::plan::PolicyFile;
+use memprune::{defaults, pipeline, report};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(name = "memprune", version, about = "Find where self-supervised vision encoders memorize: LayerMem, dLayerMem, UnitMem and ClassMem (Wang et al., NeurIPS 2024).", long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Run a policy: measure, plan, rewrite the checkpoint, evaluate before and after.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print the detected architecture, its layers and units, parameters and MACs.
@@ -36,6 +45,11 @@ enum Command {
     /// Measure memorization: `unit` (UnitMem), `class` (ClassMem) or `layer` (LayerMem).
     #[command(subcommand)]
     Measure(Measure),
+    /// Print what a policy would do (units pruned per layer, layers trained), writing nothing.
+    Plan {
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+    },
     /// Train a ResNet9 encoder (SimCLR, SimSiam or supervised), e.g. LayerMem's f and g.
     Train(Box<TrainArgs>),
     /// Linear-probe top-1 accuracy of a frozen encoder (or of raw pixels with --raw).
@@ -89,7 +103,10 @@ struct LoadArgs {
 
 impl LoadArgs {
     fn options(&self) -> LoadOptions {
-        LoadOptions { prefix: self.prefix.clone(), stem: self.stem }
+        LoadOptions {
+            prefix: self.prefix.clone(),
+            stem: self.stem,
+        }
     }
 }
 
@@ -143,9 +160,6 @@ struct MeasureArgs {
     /// Write the exact view tensors used (.npy) and the point indices to this folder.
     #[arg(long)]
     dump_views: Option<PathBuf>,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 fn main() {
@@ -157,17 +171,71 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Inspect { checkpoint, size, load } => {
+    let quiet = cli.quiet;
+    let Some(command) = cli.command else {
+        return match cli.policy {
+            Some(p) => policy_cmd(&p, quiet),
+            None => {
+                use clap::CommandFactory;
+                Cli::command().print_help()?;
+                Ok(())
+            }
+        };
+    };
+    match command {
+        Command::Plan { policy } => {
+            let planned = pipeline::plan_policy(PolicyFile::load(&policy)?, !quiet)?;
+            println!(
+                "{}: plan for {} ({} units of {} pruned)\n",
+                policy.display(),
+                planned.encoder.checkpoint.path.display(),
+                planned.plan.units_pruned(),
+                planned.groups.iter().map(|g| g.channels).sum::<usize>()
+            );
+            print!("{}", report::plan_table(&planned.plan));
+            println!(
+                "\nwould write {}",
+                planned.policy.output_checkpoint().display()
+            );
+            Ok(())
+        }
+        Command::Inspect {
+            checkpoint,
+            size,
+            load,
+        } => {
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
             print!("{}", report::inspect(&enc, size));
             Ok(())
         }
-        Command::Measure(m) => measure_cmd(m),
-        Command::Train(a) => train_cmd(*a),
+        Command::Measure(m) => measure_cmd(m, quiet),
+        Command::Train(a) => train_cmd(*a, quiet),
         Command::Probe(a) => probe_cmd(a),
     }
+}
+
+fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
+    let planned = pipeline::plan_policy(PolicyFile::load(path)?, !quiet)?;
+    println!(
+        "{}: {} ({} units of {} pruned)\n",
+        path.display(),
+        planned.encoder.checkpoint.path.display(),
+        planned.plan.units_pruned(),
+        planned.groups.iter().map(|g| g.channels).sum::<usize>()
+    );
+    print!("{}", report::plan_table(&planned.plan));
+    let r = pipeline::run_policy(&planned)?;
+    println!("\nwrote {}\n", r.after.checkpoint.display());
+    print!("{}", report::before_after_table(&r, None));
+    if let Some(j) = &planned.policy.policy.output.json {
+        memprune::checkpoint::write_file_atomic(
+            j,
+            serde_json::to_string_pretty(&r)?.as_bytes(),
+            &[planned.encoder.checkpoint.path.as_path()],
+        )?;
+    }
+    Ok(())
 }
 
 struct Prepared {
@@ -177,12 +245,17 @@ struct Prepared {
     settings: ViewSettings,
 }
 
-fn prepare(c: &MeasureArgs, default_points: Option<usize>) -> Result<Prepared> {
+fn prepare(c: &MeasureArgs, default_points: DefaultPoints) -> Result<Prepared> {
     let path = c.checkpoint.clone().unwrap_or_else(defaults::model_f);
     let encoder = Encoder::load(&path, &c.load.options())?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, c.split)?;
-    let points = select_points(c, &set, &encoder, default_points)?;
+    let choice = PointChoice {
+        points: c.points,
+        range: c.range.clone(),
+        indices: c.indices.clone(),
+    };
+    let points = measure::choose_points(&choice, &set, c.split, &encoder, c.seed, default_points)?;
     let mut normalization = Normalization::default_for(set.kind, set.channels);
     if let Some(m) = &c.mean {
         normalization.mean = m.clone();
@@ -190,59 +263,36 @@ fn prepare(c: &MeasureArgs, default_points: Option<usize>) -> Result<Prepared> {
     if let Some(s) = &c.std {
         normalization.std = s.clone();
     }
-    normalization.validate(set.channels).context("--mean/--std")?;
+    normalization
+        .validate(set.channels)
+        .context("--mean/--std")?;
     let augment = match &c.augment {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            serde_yaml::from_str::<AugmentConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            serde_yaml::from_str::<AugmentConfig>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
         None => AugmentConfig::default(),
     };
-    augment.validate().with_context(|| c.augment.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "augmentation".into()))?;
-    let settings = ViewSettings { augment, normalization, seed: c.seed, batch: c.batch };
-    Ok(Prepared { encoder, set, points, settings })
-}
-
-fn select_points(c: &MeasureArgs, set: &ImageSet, encoder: &Encoder, default_points: Option<usize>) -> Result<Vec<usize>> {
-    let n = set.len();
-    let subset = if let Some(r) = &c.range {
-        let (a, b) = r.split_once("..").with_context(|| format!("--range {r}: expected START..END"))?;
-        let parse = |s: &str| s.trim().parse::<usize>().with_context(|| format!("--range {r}: `{s}` is not a non-negative integer"));
-        Subset::range(parse(a)?, parse(b)?, n)?
-    } else if let Some(f) = &c.indices {
-        Subset::from_file(f, n)?
-    } else if let Some(k) = c.points {
-        Subset::random(k, c.seed, n)?
-    } else if let Some(cands) = candidates_from_metadata(encoder)? {
-        if c.split != Split::Train {
-            bail!("the candidate points in {} index the training split; use --split train or choose points", encoder.checkpoint.path.display());
-        }
-        let mut v = cands;
-        let k = default_points.unwrap_or(v.len()).min(v.len());
-        v.truncate(k);
-        return check_indices(v, n, &encoder.checkpoint.path);
-    } else {
-        Subset::random(default_points.unwrap_or(1000).min(n), c.seed, n)?
+    augment.validate().with_context(|| {
+        c.augment
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "augmentation".into())
+    })?;
+    let settings = ViewSettings {
+        augment,
+        normalization,
+        seed: c.seed,
+        batch: c.batch,
     };
-    Ok(subset.indices)
-}
-
-fn check_indices(v: Vec<usize>, n: usize, path: &Path) -> Result<Vec<usize>> {
-    if let Some(bad) = v.iter().find(|&&i| i >= n) {
-        bail!("{}: candidate point {bad} is outside the data ({n} points)", path.display());
-    }
-    Ok(v)
-}
-
-/// The candidate points `memprune train --split shared+candidates` stores in f's metadata.
-fn candidates_from_metadata(encoder: &Encoder) -> Result<Option<Vec<usize>>> {
-    match encoder.checkpoint.metadata_json("memprune.candidates")? {
-        None => Ok(None),
-        Some(v) => {
-            let v: Vec<usize> = serde_json::from_value(v).with_context(|| format!("{}: metadata `memprune.candidates` is not a list of indices", encoder.checkpoint.path.display()))?;
-            Ok(Some(v))
-        }
-    }
+    Ok(Prepared {
+        encoder,
+        set,
+        points,
+        settings,
+    })
 }
 
 fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> serde_json::Value {
@@ -268,44 +318,77 @@ fn write_out(path: &Option<PathBuf>, text: &str, inputs: &[&Path]) -> Result<()>
     Ok(())
 }
 
-fn measure_cmd(m: Measure) -> Result<()> {
+fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
     match m {
         Measure::Unit { common: c, reduce } => {
-            let p = prepare(&c, Some(1000))?;
+            let p = prepare(&c, DefaultPoints::Random(1000))?;
             let meta = serde_json::json!({"metric": "unit", "views": c.views, "reduce": reduce, "pairing": null});
             if let Some(dir) = &c.dump_views {
                 measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
             }
-            let pb = measure::progress_bar(p.points.len(), !c.quiet, "UnitMem");
-            let layers = measure::unit_mem(&p.encoder, &p.set, &p.points, c.views, reduce, &p.settings, &pb)?;
-            println!("UnitMem of {} on {} points x {} views ({} reduction)\n", p.encoder.describe(), p.points.len(), c.views, format!("{reduce:?}").to_lowercase());
+            let pb = measure::progress_bar(p.points.len(), !quiet, "UnitMem");
+            let layers = measure::unit_mem(
+                &p.encoder,
+                &p.set,
+                &p.points,
+                c.views,
+                reduce,
+                &p.settings,
+                &pb,
+            )?;
+            println!(
+                "UnitMem of {} on {} points x {} views ({} reduction)\n",
+                p.encoder.describe(),
+                p.points.len(),
+                c.views,
+                format!("{reduce:?}").to_lowercase()
+            );
             print!("{}", report::unit_mem_table(&layers, "UnitMem"));
             let inputs = [p.encoder.checkpoint.path.as_path()];
-            write_out(&c.csv, &report::unit_mem_csv(&layers, "argmax_point"), &inputs)?;
+            write_out(
+                &c.csv,
+                &report::unit_mem_csv(&layers, "argmax_point"),
+                &inputs,
+            )?;
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "unitmem".into();
             j["layers"] = serde_json::to_value(&layers)?;
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
         Measure::Class { common: c } => {
-            let p = prepare(&c, Some(1000))?;
+            let p = prepare(&c, DefaultPoints::Random(1000))?;
             let meta = serde_json::json!({"metric": "class", "views": c.views});
             if let Some(dir) = &c.dump_views {
                 measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
             }
-            let pb = measure::progress_bar(p.points.len(), !c.quiet, "ClassMem");
-            let layers = measure::class_mem(&p.encoder, &p.set, &p.points, c.views, &p.settings, &pb)?;
-            println!("ClassMem of {} on {} points x {} views\n", p.encoder.describe(), p.points.len(), c.views);
+            let pb = measure::progress_bar(p.points.len(), !quiet, "ClassMem");
+            let layers =
+                measure::class_mem(&p.encoder, &p.set, &p.points, c.views, &p.settings, &pb)?;
+            println!(
+                "ClassMem of {} on {} points x {} views\n",
+                p.encoder.describe(),
+                p.points.len(),
+                c.views
+            );
             print!("{}", report::unit_mem_table(&layers, "ClassMem"));
             let inputs = [p.encoder.checkpoint.path.as_path()];
-            write_out(&c.csv, &report::unit_mem_csv(&layers, "argmax_class"), &inputs)?;
+            write_out(
+                &c.csv,
+                &report::unit_mem_csv(&layers, "argmax_class"),
+                &inputs,
+            )?;
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "classmem".into();
             j["layers"] = serde_json::to_value(&layers)?;
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
-        Measure::Layer { common: c, reference, pairing, per_point } => {
-            let p = prepare(&c, Some(100))?;
+        Measure::Layer {
+            common: c,
+            reference,
+            pairing,
+            per_point,
+        } => {
+            let p = prepare(&c, DefaultPoints::Candidates(100))?;
             let ref_path = match reference {
                 Some(r) => r,
                 None if c.checkpoint.is_none() => defaults::model_g(),
@@ -316,17 +399,38 @@ fn measure_cmd(m: Measure) -> Result<()> {
             let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing});
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
-                measure::dump_views(dir, &p.set, &p.points, v, pairing == Pairing::Clean, &p.settings, &meta)?;
+                measure::dump_views(
+                    dir,
+                    &p.set,
+                    &p.points,
+                    v,
+                    pairing == Pairing::Clean,
+                    &p.settings,
+                    &meta,
+                )?;
             }
-            let pb = measure::progress_bar(p.points.len(), !c.quiet, "LayerMem");
-            let (layers, points) = measure::layer_mem(&p.encoder, &g, &p.set, &p.points, c.views, pairing, &p.settings, &pb)?;
+            let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
+            let (layers, points) = measure::layer_mem(
+                &p.encoder,
+                &g,
+                &p.set,
+                &p.points,
+                c.views,
+                pairing,
+                &p.settings,
+                &pb,
+            )?;
             println!(
                 "LayerMem of {} against {} on {} points x {} {}\n",
                 p.encoder.checkpoint.path.display(),
                 ref_path.display(),
                 p.points.len(),
                 c.views,
-                if pairing == Pairing::Views { "view pairs" } else { "clean/view pairs" }
+                if pairing == Pairing::Views {
+                    "view pairs"
+                } else {
+                    "clean/view pairs"
+                }
             );
             print!("{}", report::layer_mem_table(&layers));
             let names = measure::layer_names(&p.encoder);
@@ -416,9 +520,6 @@ struct TrainArgs {
     /// CPU threads (default: all).
     #[arg(long)]
     threads: Option<usize>,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 fn set_threads(threads: Option<usize>) -> Result<()> {
@@ -432,7 +533,7 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-fn train_cmd(a: TrainArgs) -> Result<()> {
+fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     use memprune::train::{optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer};
     set_threads(a.threads)?;
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
@@ -477,7 +578,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
-    if !a.quiet {
+    if !quiet {
         eprintln!(
             "training {} resnet9 {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
             a.framework.name(),
@@ -496,7 +597,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         );
     }
     use std::io::IsTerminal;
-    let s = trainer.run(&a.out, std::io::stderr().is_terminal(), a.quiet)?;
+    let s = trainer.run(&a.out, std::io::stderr().is_terminal(), quiet)?;
     println!(
         "trained {} epochs in {:.1} s ({:.1} s/epoch), final loss {:.4}: {}",
         s.epochs,
@@ -552,13 +653,8 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         ("raw pixels".to_string(), raw_pixel_accuracy(&train, &test, &settings)?)
     } else if let Some(w) = &a.random_init {
         let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
-        let ckpt = memprune::checkpoint::Checkpoint {
-            path: PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed)),
-            tensors: t,
-            stored_dtypes: Default::default(),
-            stored_names: Default::default(),
-            metadata: Default::default(),
-        };
+        let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
+        let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
         let enc = Encoder::from_checkpoint(ckpt, &LoadOptions::default())?;
         (enc.checkpoint.path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
     } else {

@@ -37,7 +37,11 @@ impl ViewSettings {
     pub fn views(&self, set: &ImageSet, items: &[(usize, u64)]) -> Result<Tensor> {
         let s = self.size(set);
         let data = augment::views_batch(&self.augment, &self.normalization, set, items, self.seed);
-        Ok(Tensor::from_vec(data, (items.len(), set.channels, s, s), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            data,
+            (items.len(), set.channels, s, s),
+            &Device::Cpu,
+        )?)
     }
 
     /// The clean (unaugmented, normalised) images of `points`.
@@ -46,9 +50,90 @@ impl ViewSettings {
         let n = set.channels * s * s;
         let mut data = vec![0f32; points.len() * n];
         for (k, &p) in points.iter().enumerate() {
-            augment::clean(&self.augment, &self.normalization, set, p, &mut data[k * n..(k + 1) * n]);
+            augment::clean(
+                &self.augment,
+                &self.normalization,
+                set,
+                p,
+                &mut data[k * n..(k + 1) * n],
+            );
         }
-        Ok(Tensor::from_vec(data, (points.len(), set.channels, s, s), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            data,
+            (points.len(), set.channels, s, s),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+/// Which points to measure on, as the user gave them (at most one of the three).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PointChoice {
+    /// N points drawn at random (seeded).
+    pub points: Option<usize>,
+    /// `START..END`, global indices, END excluded.
+    pub range: Option<String>,
+    /// A file of indices.
+    pub indices: Option<std::path::PathBuf>,
+}
+
+/// The points used when the user chooses none.
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultPoints {
+    /// N points drawn at random from the split.
+    Random(usize),
+    /// The first N candidate points stored in f's metadata by `memprune train` (points f
+    /// trained on and g did not), else N random points.
+    Candidates(usize),
+}
+
+/// The global indices of the points to measure on.
+pub fn choose_points(
+    choice: &PointChoice,
+    set: &ImageSet,
+    split: crate::data::Split,
+    encoder: &Encoder,
+    seed: u64,
+    default: DefaultPoints,
+) -> Result<Vec<usize>> {
+    use crate::data::Subset;
+    let n = set.len();
+    if let Some(r) = &choice.range {
+        let (a, b) = r
+            .split_once("..")
+            .with_context(|| format!("range {r}: expected START..END"))?;
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("range {r}: `{s}` is not a non-negative integer"))
+        };
+        return Ok(Subset::range(parse(a)?, parse(b)?, n)?.indices);
+    }
+    if let Some(f) = &choice.indices {
+        return Ok(Subset::from_file(f, n)?.indices);
+    }
+    if let Some(k) = choice.points {
+        return Ok(Subset::random(k, seed, n)?.indices);
+    }
+    match default {
+        DefaultPoints::Candidates(k) => {
+            if let Some(mut v) = crate::train_meta::candidates(&encoder.checkpoint)? {
+                if split != crate::data::Split::Train {
+                    bail!("the candidate points in {} index the training split; use the train split or choose points", encoder.checkpoint.path.display());
+                }
+                if let Some(bad) = v.iter().find(|&&i| i >= n) {
+                    bail!(
+                        "{}: candidate point {bad} is outside {} ({n} points)",
+                        encoder.checkpoint.path.display(),
+                        set.source
+                    );
+                }
+                v.truncate(k);
+                return Ok(v);
+            }
+            Ok(Subset::random(k.min(n), seed, n)?.indices)
+        }
+        DefaultPoints::Random(k) => Ok(Subset::random(k.min(n), seed, n)?.indices),
     }
 }
 
@@ -60,9 +145,11 @@ pub fn progress_bar(len: usize, show: bool, what: &str) -> indicatif::ProgressBa
     }
     let pb = indicatif::ProgressBar::new(len as u64);
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -101,7 +188,10 @@ pub fn for_each_point_mean_acts(
     }
     let per_chunk = (settings.batch / k).max(1);
     for chunk in points.chunks(per_chunk) {
-        let items: Vec<(usize, u64)> = chunk.iter().flat_map(|&p| (0..k as u64).map(move |v| (p, v))).collect();
+        let items: Vec<(usize, u64)> = chunk
+            .iter()
+            .flat_map(|&p| (0..k as u64).map(move |v| (p, v)))
+            .collect();
         let x = settings.views(set, &items)?;
         for (mu, &p) in mean_acts_of_views(encoder, &x, k)?.into_iter().zip(chunk) {
             sink(p, mu)?;
@@ -115,7 +205,11 @@ pub fn for_each_point_mean_acts(
 /// `x` holds `k` consecutive views of each of several points; returns per point, per layer,
 /// per unit the mean activation over its views (Eq. 5), accumulated in f64.
 pub fn mean_acts_of_views(encoder: &Encoder, x: &Tensor, k: usize) -> Result<Vec<Vec<Vec<f64>>>> {
-    let acts: Vec<Vec<Vec<f32>>> = encoder.forward_unit_acts(x)?.iter().map(|t| t.to_vec2::<f32>()).collect::<candle_core::Result<_>>()?;
+    let acts: Vec<Vec<Vec<f32>>> = encoder
+        .forward_unit_acts(x)?
+        .iter()
+        .map(|t| t.to_vec2::<f32>())
+        .collect::<candle_core::Result<_>>()?;
     let n = x.dim(0)? / k;
     Ok((0..n)
         .map(|pi| {
@@ -178,11 +272,18 @@ pub fn class_mem(
     settings: &ViewSettings,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<UnitMemLayer>> {
-    let labels = set.labels.as_ref().with_context(|| format!("{}: ClassMem needs labels and this data set has none", set.source))?;
+    let labels = set.labels.as_ref().with_context(|| {
+        format!(
+            "{}: ClassMem needs labels and this data set has none",
+            set.source
+        )
+    })?;
     let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
     let mut acc = ClassMemAccumulator::new(&units, classes);
-    for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| acc.push(labels[p] as usize, &mu))?;
+    for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| {
+        acc.push(labels[p] as usize, &mu)
+    })?;
     acc.finish(&layer_names(encoder))
 }
 
@@ -201,7 +302,12 @@ pub fn layer_mem_views(pairing: Pairing, k: usize) -> usize {
 
 /// Refuses a reference encoder whose layers differ from `f`'s.
 pub fn check_pair(f: &Encoder, g: &Encoder) -> Result<()> {
-    let names = |e: &Encoder| e.layers.iter().map(|l| (l.name.clone(), l.units)).collect::<Vec<_>>();
+    let names = |e: &Encoder| {
+        e.layers
+            .iter()
+            .map(|l| (l.name.clone(), l.units))
+            .collect::<Vec<_>>()
+    };
     if f.arch_id() != g.arch_id() || names(f) != names(g) {
         bail!(
             "{}: the reference is a {} with layers that differ from {} ({}): LayerMem compares the same layers of two encoders",
@@ -215,6 +321,7 @@ pub fn check_pair(f: &Encoder, g: &Encoder) -> Result<()> {
 }
 
 /// SSLMem' of every point at every layer (Eq. 1-2); both encoders see identical views.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_mem_points(
     f: &Encoder,
     g: &Encoder,
@@ -234,7 +341,10 @@ pub fn layer_mem_points(
     let per_chunk = (settings.batch / (v + 1)).max(1);
     let mut out = Vec::with_capacity(points.len());
     for chunk in points.chunks(per_chunk) {
-        let items: Vec<(usize, u64)> = chunk.iter().flat_map(|&p| (0..v as u64).map(move |j| (p, j))).collect();
+        let items: Vec<(usize, u64)> = chunk
+            .iter()
+            .flat_map(|&p| (0..v as u64).map(move |j| (p, j)))
+            .collect();
         let mut x = settings.views(set, &items)?;
         if pairing == Pairing::Clean {
             x = Tensor::cat(&[&x, &settings.clean(set, chunk)?], 0)?;
@@ -249,17 +359,33 @@ pub fn layer_mem_points(
 /// SSLMem' per layer of `points` from their views `x`: for `views` pairing, 2k consecutive
 /// views per point (pair j = views 2j, 2j+1); for `clean`, k views per point followed by the
 /// clean images of all points, in order.
-pub fn point_scores_of_views(f: &Encoder, g: &Encoder, x: &Tensor, points: &[usize], k: usize, pairing: Pairing) -> Result<Vec<PointScores>> {
+pub fn point_scores_of_views(
+    f: &Encoder,
+    g: &Encoder,
+    x: &Tensor,
+    points: &[usize],
+    k: usize,
+    pairing: Pairing,
+) -> Result<Vec<PointScores>> {
     let v = layer_mem_views(pairing, k);
     let nl = f.layers.len();
-    let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> { e.forward_taps(x)?.iter().map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?)).collect() };
+    let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> {
+        e.forward_taps(x)?
+            .iter()
+            .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
+            .collect()
+    };
     let (rf, rg) = (rows(f)?, rows(g)?);
     let n_views = points.len() * v;
     let mean_d = |r: &Vec<Vec<f32>>, pi: usize| -> f64 {
         let base = pi * v;
         let total: f64 = match pairing {
-            Pairing::Views => (0..k).map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1])).sum(),
-            Pairing::Clean => (0..k).map(|j| normalized_distance(&r[n_views + pi], &r[base + j])).sum(),
+            Pairing::Views => (0..k)
+                .map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1]))
+                .sum(),
+            Pairing::Clean => (0..k)
+                .map(|j| normalized_distance(&r[n_views + pi], &r[base + j]))
+                .sum(),
         };
         total / k as f64
     };
@@ -269,8 +395,17 @@ pub fn point_scores_of_views(f: &Encoder, g: &Encoder, x: &Tensor, points: &[usi
         .map(|(pi, &p)| {
             let ssl_f: Vec<f64> = (0..nl).map(|l| mean_d(&rf[l], pi)).collect();
             let ssl_g: Vec<f64> = (0..nl).map(|l| mean_d(&rg[l], pi)).collect();
-            let sslmem = ssl_f.iter().zip(&ssl_g).map(|(&a, &b)| layer_mem::ssl_mem(a, b)).collect();
-            PointScores { point: p, ssl_f, ssl_g, sslmem }
+            let sslmem = ssl_f
+                .iter()
+                .zip(&ssl_g)
+                .map(|(&a, &b)| layer_mem::ssl_mem(a, b))
+                .collect();
+            PointScores {
+                point: p,
+                ssl_f,
+                ssl_g,
+                sslmem,
+            }
         })
         .collect())
 }
@@ -294,18 +429,47 @@ pub fn layer_mem(
 /// Writes the exact views a run uses, so another implementation can recompute its numbers:
 /// `points.npy` (int64, P), `views.npy` (float32, P x V x C x S x S), for `clean` pairing
 /// also `clean.npy` (P x C x S x S), and `meta.json`.
-pub fn dump_views(dir: &Path, set: &ImageSet, points: &[usize], views_per_point: usize, with_clean: bool, settings: &ViewSettings, meta: &serde_json::Value) -> Result<()> {
+pub fn dump_views(
+    dir: &Path,
+    set: &ImageSet,
+    points: &[usize],
+    views_per_point: usize,
+    with_clean: bool,
+    settings: &ViewSettings,
+    meta: &serde_json::Value,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let s = settings.size(set);
-    let items: Vec<(usize, u64)> = points.iter().flat_map(|&p| (0..views_per_point as u64).map(move |v| (p, v))).collect();
-    let data = augment::views_batch(&settings.augment, &settings.normalization, set, &items, settings.seed);
+    let items: Vec<(usize, u64)> = points
+        .iter()
+        .flat_map(|&p| (0..views_per_point as u64).map(move |v| (p, v)))
+        .collect();
+    let data = augment::views_batch(
+        &settings.augment,
+        &settings.normalization,
+        set,
+        &items,
+        settings.seed,
+    );
     let pts: Vec<i64> = points.iter().map(|&p| p as i64).collect();
     crate::data::npy::write_npy_i64(&dir.join("points.npy"), &[points.len()], &pts)?;
-    crate::data::npy::write_npy_f32(&dir.join("views.npy"), &[points.len(), views_per_point, set.channels, s, s], &data)?;
+    crate::data::npy::write_npy_f32(
+        &dir.join("views.npy"),
+        &[points.len(), views_per_point, set.channels, s, s],
+        &data,
+    )?;
     if with_clean {
-        let clean = settings.clean(set, points)?.flatten_all()?.to_vec1::<f32>()?;
-        crate::data::npy::write_npy_f32(&dir.join("clean.npy"), &[points.len(), set.channels, s, s], &clean)?;
+        let clean = settings
+            .clean(set, points)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        crate::data::npy::write_npy_f32(
+            &dir.join("clean.npy"),
+            &[points.len(), set.channels, s, s],
+            &clean,
+        )?;
     }
-    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(meta)?).with_context(|| format!("{}: cannot write meta.json", dir.display()))?;
+    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(meta)?)
+        .with_context(|| format!("{}: cannot write meta.json", dir.display()))?;
     Ok(())
 }

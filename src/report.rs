@@ -26,7 +26,15 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.push('\n');
     };
     line(header.to_vec(), &mut out);
-    line(w.iter().map(|&k| "-".repeat(k)).collect::<Vec<_>>().iter().map(|s| s.as_str()).collect(), &mut out);
+    line(
+        w.iter()
+            .map(|&k| "-".repeat(k))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|s| s.as_str())
+            .collect(),
+        &mut out,
+    );
     for r in rows {
         line(r.iter().map(|s| s.as_str()).collect(), &mut out);
     }
@@ -50,7 +58,10 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
         })
         .collect();
     let mean = format!("{metric} mean");
-    table(&["layer", "units", &mean, "median", "max", "> 0.5", "dead"], &rows)
+    table(
+        &["layer", "units", &mean, "median", "max", "> 0.5", "dead"],
+        &rows,
+    )
 }
 
 /// One line per unit: layer, unit, score, argmax, mu_max, mu_rest, dead.
@@ -58,7 +69,11 @@ pub fn unit_mem_csv(layers: &[UnitMemLayer], argmax_name: &str) -> String {
     let mut s = format!("layer,unit,score,{argmax_name},mu_max,mu_rest,dead\n");
     for l in layers {
         for (u, x) in l.units.iter().enumerate() {
-            let _ = writeln!(s, "{},{u},{},{},{},{},{}", l.name, x.score, x.argmax, x.mu_max, x.mu_rest, x.dead);
+            let _ = writeln!(
+                s,
+                "{},{u},{},{},{},{},{}",
+                l.name, x.score, x.argmax, x.mu_max, x.mu_rest, x.dead
+            );
         }
     }
     s
@@ -72,13 +87,24 @@ pub fn layer_mem_table(layers: &[LayerMemLayer]) -> String {
             vec![
                 l.name.clone(),
                 format!("{:.4}", l.layer_mem),
-                l.dlayer_mem.map(|d| format!("{d:+.4}")).unwrap_or_else(|| "-".into()),
+                l.dlayer_mem
+                    .map(|d| format!("{d:+.4}"))
+                    .unwrap_or_else(|| "-".into()),
                 format!("{:.4}", l.layer_mem_top_half),
                 format!("{:.4}", l.layer_mem_bottom_half),
             ]
         })
         .collect();
-    table(&["layer", "LayerMem", "dLayerMem", "LM top half", "LM bottom half"], &rows)
+    table(
+        &[
+            "layer",
+            "LayerMem",
+            "dLayerMem",
+            "LM top half",
+            "LM bottom half",
+        ],
+        &rows,
+    )
 }
 
 /// One line per point: point, then SSLMem' per layer.
@@ -95,25 +121,147 @@ pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
 pub fn inspect(encoder: &Encoder, size: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "checkpoint  {}", encoder.checkpoint.path.display());
-    let _ = writeln!(s, "encoder     {} ({} input channel(s))", encoder.describe(), encoder.in_channels());
+    let _ = writeln!(
+        s,
+        "encoder     {} ({} input channel(s))",
+        encoder.describe(),
+        encoder.in_channels()
+    );
     let _ = writeln!(s, "parameters  {} (encoder)", encoder.params());
-    let _ = writeln!(s, "MACs        {:.1} M per image at {size}x{size}", encoder.macs(size) as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "MACs        {:.1} M per image at {size}x{size}",
+        encoder.macs(size) as f64 / 1e6
+    );
     let rows: Vec<Vec<String>> = encoder
         .layers
         .iter()
-        .map(|l| vec![l.name.clone(), serde_json::to_value(l.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), l.units.to_string()])
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                serde_json::to_value(l.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                l.units.to_string(),
+            ]
+        })
         .collect();
     s.push('\n');
     s.push_str(&table(&["layer", "kind", "units"], &rows));
     if !encoder.unused.is_empty() {
-        let _ = writeln!(s, "\nnot part of the encoder (left alone): {}", encoder.unused.join(", "));
+        let _ = writeln!(
+            s,
+            "\nnot part of the encoder (left alone): {}",
+            encoder.unused.join(", ")
+        );
     }
     if !encoder.checkpoint.metadata.is_empty() {
         s.push_str("\nmetadata\n");
         for (k, v) in &encoder.checkpoint.metadata {
-            let v = if v.len() > 100 { format!("{}...", &v[..v.char_indices().nth(100).map(|c| c.0).unwrap_or(v.len())]) } else { v.clone() };
+            let v = v.replace('\n', " / ");
+            let v = if v.len() > 100 {
+                format!(
+                    "{}...",
+                    &v[..v.char_indices().nth(100).map(|c| c.0).unwrap_or(v.len())]
+                )
+            } else {
+                v.clone()
+            };
             let _ = writeln!(s, "  {k}: {v}");
         }
     }
     s
+}
+
+/// What a plan does, per coupling group.
+pub fn plan_table(plan: &crate::plan::Plan) -> String {
+    let rows: Vec<Vec<String>> = plan
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                g.channels.to_string(),
+                g.pruned.len().to_string(),
+                (g.channels - g.pruned.len()).to_string(),
+                format!(
+                    "{:.1}%",
+                    100.0 * g.pruned.len() as f64 / g.channels.max(1) as f64
+                ),
+            ]
+        })
+        .collect();
+    let verb = match plan.mode {
+        Some(crate::rewrite::PruneMode::Remove) => "removed",
+        Some(crate::rewrite::PruneMode::Mask) => "masked",
+        None => "pruned",
+    };
+    let mut s = table(
+        &["layer (coupling group)", "units", verb, "kept", "share"],
+        &rows,
+    );
+    if let Some(t) = &plan.trainable {
+        let _ = writeln!(
+            s,
+            "\ntrainable layers: {}",
+            if t.is_empty() {
+                "none".to_string()
+            } else {
+                t.join(", ")
+            }
+        );
+    }
+    for n in &plan.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+/// Before/after figures of a policy run; `probe` holds the accuracies when measured.
+pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64, f64)>) -> String {
+    let (b, a) = (&r.before.cost, &r.after.cost);
+    let ratio = |x: f64, y: f64| {
+        if x > 0.0 {
+            format!("{:.2}x", y / x)
+        } else {
+            "-".into()
+        }
+    };
+    let mut rows = Vec::new();
+    if let Some((pb, pa)) = probe {
+        rows.push(vec![
+            "linear-probe top-1".into(),
+            format!("{:.2}%", 100.0 * pb),
+            format!("{:.2}%", 100.0 * pa),
+            format!("{:+.2} pts", 100.0 * (pa - pb)),
+        ]);
+    }
+    rows.push(vec![
+        "parameters".into(),
+        b.params.to_string(),
+        a.params.to_string(),
+        ratio(b.params as f64, a.params as f64),
+    ]);
+    rows.push(vec![
+        "MACs / image".into(),
+        format!("{:.2} M", b.macs as f64 / 1e6),
+        format!("{:.2} M", a.macs as f64 / 1e6),
+        ratio(b.macs as f64, a.macs as f64),
+    ]);
+    rows.push(vec![
+        "file size".into(),
+        format!("{:.2} MB", b.file_bytes as f64 / 1e6),
+        format!("{:.2} MB", a.file_bytes as f64 / 1e6),
+        ratio(b.file_bytes as f64, a.file_bytes as f64),
+    ]);
+    if let (Some(x), Some(y)) = (b.images_per_s, a.images_per_s) {
+        rows.push(vec![
+            "forward images/s".into(),
+            format!("{x:.0}"),
+            format!("{y:.0}"),
+            ratio(x, y),
+        ]);
+    }
+    table(&["", "before", "after", "after/before"], &rows)
 }

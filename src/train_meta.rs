@@ -8,6 +8,19 @@
 use crate::checkpoint::Checkpoint;
 use anyhow::{bail, Result};
 
+/// The candidate indices stored in f's metadata (`memprune.candidates`), if any.
+pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
+    match ckpt.metadata_json("memprune.candidates")? {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: metadata `memprune.candidates` is not a list of point indices: {e}",
+                ckpt.path.display()
+            )
+        }),
+    }
+}
+
 /// Refuses a LayerMem pair whose recorded splits do not fit: f must be trained on shared +
 /// candidates and g on shared + independent of the same split (seed, data). Checkpoints that
 /// record no split (trained elsewhere) are the user's responsibility and pass.
@@ -24,7 +37,11 @@ pub fn check_reference(f: &Checkpoint, g: &Checkpoint) -> Result<()> {
     if sg.as_deref() != Some("shared+independent") {
         bail!("{gp}: trained on split `{}`, but LayerMem's reference must be trained on shared+independent", sg.unwrap_or_default());
     }
-    for key in ["memprune.split_seed", "memprune.data_hash", "memprune.data_points"] {
+    for key in [
+        "memprune.split_seed",
+        "memprune.data_hash",
+        "memprune.data_points",
+    ] {
         if get(f, key) != get(g, key) {
             bail!("{gp}: `{key}` is {:?} but {fp} has {:?}: the two encoders come from different splits", get(g, key), get(f, key));
         }

@@ -14,11 +14,19 @@ fn model() -> PathBuf {
 }
 
 fn memprune(args: &[&str], threads: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_memprune")).args(args).env("RAYON_NUM_THREADS", threads).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_memprune"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "memprune failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "memprune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -32,7 +40,23 @@ fn unit_mem_is_identical_across_threads_and_batch_sizes() {
     let m = model();
     let run = |threads: &str, batch: &str, name: &str| {
         let out = dir.path().join(name);
-        ok(&memprune(&["measure", "unit", m.to_str().unwrap(), "--points", "24", "--views", "3", "--batch", batch, "--json", out.to_str().unwrap(), "-q"], threads));
+        ok(&memprune(
+            &[
+                "measure",
+                "unit",
+                m.to_str().unwrap(),
+                "--points",
+                "24",
+                "--views",
+                "3",
+                "--batch",
+                batch,
+                "--json",
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            threads,
+        ));
         json(&out)["layers"].clone()
     };
     let a = run("1", "256", "a.json");
@@ -47,7 +71,23 @@ fn layer_mem_of_an_encoder_against_itself_is_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("l.json");
     let m = model();
-    let text = ok(&memprune(&["measure", "layer", m.to_str().unwrap(), "--reference", m.to_str().unwrap(), "--points", "6", "--views", "2", "--json", out.to_str().unwrap(), "-q"], "2"));
+    let text = ok(&memprune(
+        &[
+            "measure",
+            "layer",
+            m.to_str().unwrap(),
+            "--reference",
+            m.to_str().unwrap(),
+            "--points",
+            "6",
+            "--views",
+            "2",
+            "--json",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+        "2",
+    ));
     assert!(text.contains("LayerMem"), "{text}");
     for l in json(&out)["layers"].as_array().unwrap() {
         assert_eq!(l["layer_mem"].as_f64().unwrap(), 0.0, "{l}");
@@ -59,7 +99,21 @@ fn dump_views_writes_what_the_run_used() {
     let dir = tempfile::tempdir().unwrap();
     let views = dir.path().join("views");
     let m = model();
-    ok(&memprune(&["measure", "unit", m.to_str().unwrap(), "--range", "5..9", "--views", "2", "--dump-views", views.to_str().unwrap(), "-q"], "2"));
+    ok(&memprune(
+        &[
+            "measure",
+            "unit",
+            m.to_str().unwrap(),
+            "--range",
+            "5..9",
+            "--views",
+            "2",
+            "--dump-views",
+            views.to_str().unwrap(),
+            "-q",
+        ],
+        "2",
+    ));
     let (shape, _) = memprune::data::npy::read_npy_f32(&views.join("views.npy")).unwrap();
     assert_eq!(shape, vec![4, 2, 1, 28, 28]);
     let (_, points) = memprune::data::npy::read_npy_i64(&views.join("points.npy")).unwrap();
@@ -79,12 +133,76 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let rgb = root().join("tests/fixtures/parity/resnet9_narrow.safetensors");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["measure", "unit", cut.to_str().unwrap(), "--json", o], "truncated"),
-        (vec!["measure", "unit", rgb.to_str().unwrap(), "--points", "4", "--json", o], "channel"),
-        (vec!["measure", "unit", m.to_str().unwrap(), "--range", "9990..10001", "--json", o], "10001"),
-        (vec!["measure", "unit", m.to_str().unwrap(), "--points", "4", "--views", "0", "--json", o], "--views"),
-        (vec!["measure", "unit", m.to_str().unwrap(), "--points", "4", "--std", "0", "--json", o], "std"),
-        (vec!["measure", "layer", m.to_str().unwrap(), "--reference", rgb.to_str().unwrap(), "--points", "4", "--json", o], "reference"),
+        (
+            vec!["measure", "unit", cut.to_str().unwrap(), "--json", o],
+            "truncated",
+        ),
+        (
+            vec![
+                "measure",
+                "unit",
+                rgb.to_str().unwrap(),
+                "--points",
+                "4",
+                "--json",
+                o,
+            ],
+            "channel",
+        ),
+        (
+            vec![
+                "measure",
+                "unit",
+                m.to_str().unwrap(),
+                "--range",
+                "9990..10001",
+                "--json",
+                o,
+            ],
+            "10001",
+        ),
+        (
+            vec![
+                "measure",
+                "unit",
+                m.to_str().unwrap(),
+                "--points",
+                "4",
+                "--views",
+                "0",
+                "--json",
+                o,
+            ],
+            "--views",
+        ),
+        (
+            vec![
+                "measure",
+                "unit",
+                m.to_str().unwrap(),
+                "--points",
+                "4",
+                "--std",
+                "0",
+                "--json",
+                o,
+            ],
+            "std",
+        ),
+        (
+            vec![
+                "measure",
+                "layer",
+                m.to_str().unwrap(),
+                "--reference",
+                rgb.to_str().unwrap(),
+                "--points",
+                "4",
+                "--json",
+                o,
+            ],
+            "reference",
+        ),
     ];
     for (args, needle) in cases {
         let r = memprune(&args, "2");

@@ -7,24 +7,61 @@ use memprune::model::{Encoder, LoadOptions};
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(name)
 }
 
 fn check(name: &str, expect_arch: &str) {
-    let enc = Encoder::load(&fixture(&format!("{name}.safetensors")), &LoadOptions::default()).unwrap();
-    assert!(enc.describe().starts_with(expect_arch), "{name}: detected {}", enc.describe());
-    let io = candle_core::safetensors::load(fixture(&format!("{name}_io.safetensors")), &Device::Cpu).unwrap();
+    let enc = Encoder::load(
+        &fixture(&format!("{name}.safetensors")),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        enc.describe().starts_with(expect_arch),
+        "{name}: detected {}",
+        enc.describe()
+    );
+    let io =
+        candle_core::safetensors::load(fixture(&format!("{name}_io.safetensors")), &Device::Cpu)
+            .unwrap();
     let x = io["input"].to_dtype(candle_core::DType::F32).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
     assert_eq!(taps.len(), enc.layers.len());
     let expected_taps = io.keys().filter(|k| k.starts_with("tap.")).count();
-    assert_eq!(expected_taps, enc.layers.len(), "{name}: the fixture has {expected_taps} taps, memprune {}", enc.layers.len());
+    assert_eq!(
+        expected_taps,
+        enc.layers.len(),
+        "{name}: the fixture has {expected_taps} taps, memprune {}",
+        enc.layers.len()
+    );
     for (layer, tap) in enc.layers.iter().zip(&taps) {
-        let want: &Tensor = io.get(&format!("tap.{}", layer.name)).unwrap_or_else(|| panic!("{name}: no tap {}", layer.name));
+        let want: &Tensor = io
+            .get(&format!("tap.{}", layer.name))
+            .unwrap_or_else(|| panic!("{name}: no tap {}", layer.name));
         assert_eq!(tap.dims(), want.dims(), "{name}/{}", layer.name);
-        let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
-        let err = (tap - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(err <= 1e-4 * scale, "{name}/{}: max error {err} (scale {scale})", layer.name);
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1.0);
+        let err = (tap - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            err <= 1e-4 * scale,
+            "{name}/{}: max error {err} (scale {scale})",
+            layer.name
+        );
     }
 }
 
@@ -50,17 +87,26 @@ fn resnet9_bfloat16_weights_match_pytorch() {
 
 #[test]
 fn resnet18_imagenet_stem_matches_pytorch() {
-    check("resnet18_imagenet", "resnet18 (basic blocks [2, 2, 2, 2], imagenet stem)");
+    check(
+        "resnet18_imagenet",
+        "resnet18 (basic blocks [2, 2, 2, 2], imagenet stem)",
+    );
 }
 
 #[test]
 fn resnet18_cifar_stem_matches_pytorch() {
-    check("resnet18_cifar", "resnet18 (basic blocks [2, 2, 2, 2], cifar stem)");
+    check(
+        "resnet18_cifar",
+        "resnet18 (basic blocks [2, 2, 2, 2], cifar stem)",
+    );
 }
 
 #[test]
 fn bottleneck_resnet_with_downsample_matches_pytorch() {
-    check("resnet50_bottleneck", "resnet17 (bottleneck blocks [2, 1, 1, 1], imagenet stem)");
+    check(
+        "resnet50_bottleneck",
+        "resnet17 (bottleneck blocks [2, 1, 1, 1], imagenet stem)",
+    );
 }
 
 /// The real torchvision layouts (names and shapes, zero weights) are detected as such.
@@ -72,39 +118,80 @@ fn zeros_from_keys(file: &str) -> memprune::checkpoint::Checkpoint {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["name"].as_str().unwrap().to_string(), serde_json::from_value(t["shape"].clone()).unwrap()))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                serde_json::from_value(t["shape"].clone()).unwrap(),
+            )
+        })
         .collect();
     for (k, shape) in entries {
-        let t = if k.ends_with("running_var") || k.ends_with("bn1.weight") { Tensor::ones(shape, candle_core::DType::F32, &Device::Cpu) } else { Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu) };
-        let t = if k.ends_with("num_batches_tracked") { Tensor::zeros((), candle_core::DType::I64, &Device::Cpu) } else { t };
+        let t = if k.ends_with("running_var") || k.ends_with("bn1.weight") {
+            Tensor::ones(shape, candle_core::DType::F32, &Device::Cpu)
+        } else {
+            Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu)
+        };
+        let t = if k.ends_with("num_batches_tracked") {
+            Tensor::zeros((), candle_core::DType::I64, &Device::Cpu)
+        } else {
+            t
+        };
         tensors.insert(k, t.unwrap());
     }
-    memprune::checkpoint::Checkpoint { path: fixture(file), tensors, stored_dtypes: Default::default(), stored_names: Default::default(), metadata: Default::default() }
+    memprune::checkpoint::Checkpoint::from_tensors(&fixture(file), tensors, Default::default())
 }
 
 #[test]
 fn real_torchvision_resnet18_layout_is_detected() {
-    let enc = Encoder::from_checkpoint(zeros_from_keys("resnet18_keys.json"), &LoadOptions::default()).unwrap();
-    assert_eq!(enc.describe(), "resnet18 (basic blocks [2, 2, 2, 2], imagenet stem)");
+    let enc = Encoder::from_checkpoint(
+        zeros_from_keys("resnet18_keys.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        enc.describe(),
+        "resnet18 (basic blocks [2, 2, 2, 2], imagenet stem)"
+    );
     assert_eq!(enc.feature_dim(), 512);
-    assert_eq!(enc.params(), 11_176_512, "resnet18 without fc has 11,176,512 parameters");
+    assert_eq!(
+        enc.params(),
+        11_176_512,
+        "resnet18 without fc has 11,176,512 parameters"
+    );
     // torchvision's figure: 1.82 GMACs at 224x224 including fc (0.5 M).
     let macs = enc.macs(224) as f64 / 1e9;
     assert!((macs - 1.8136).abs() < 0.01, "{macs}");
-    assert_eq!(enc.unused, vec!["fc.bias".to_string(), "fc.weight".to_string()]);
+    assert_eq!(
+        enc.unused,
+        vec!["fc.bias".to_string(), "fc.weight".to_string()]
+    );
 }
 
 #[test]
 fn real_torchvision_resnet50_layout_is_detected() {
-    let enc = Encoder::from_checkpoint(zeros_from_keys("resnet50_keys.json"), &LoadOptions::default()).unwrap();
-    assert_eq!(enc.describe(), "resnet50 (bottleneck blocks [3, 4, 6, 3], imagenet stem)");
+    let enc = Encoder::from_checkpoint(
+        zeros_from_keys("resnet50_keys.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        enc.describe(),
+        "resnet50 (bottleneck blocks [3, 4, 6, 3], imagenet stem)"
+    );
     assert_eq!(enc.feature_dim(), 2048);
 }
 
 #[test]
 fn paper_resnet9_layout_is_detected() {
-    let enc = Encoder::from_checkpoint(zeros_from_keys("resnet9_keys.json"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::from_checkpoint(
+        zeros_from_keys("resnet9_keys.json"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(enc.describe(), "resnet9");
     let units: Vec<usize> = enc.layers.iter().map(|l| l.units).collect();
-    assert_eq!(units, vec![32, 64, 64, 64, 64, 128, 256, 256, 256, 256, 256]);
+    assert_eq!(
+        units,
+        vec![32, 64, 64, 64, 64, 128, 256, 256, 256, 256, 256]
+    );
 }

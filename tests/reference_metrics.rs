@@ -9,7 +9,9 @@ use memprune::model::{Encoder, LoadOptions};
 use std::path::{Path, PathBuf};
 
 fn fx(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(rel)
 }
 
 fn load(name: &str) -> Encoder {
@@ -21,8 +23,17 @@ fn views(dir: &str) -> (Vec<usize>, Tensor, usize) {
     let (pshape, points) = npy::read_npy_i64(&fx(&format!("{dir}/points.npy"))).unwrap();
     let (shape, data) = npy::read_npy_f32(&fx(&format!("{dir}/views.npy"))).unwrap();
     assert_eq!(pshape[0], shape[0]);
-    let x = Tensor::from_vec(data, (shape[0] * shape[1], shape[2], shape[3], shape[4]), &Device::Cpu).unwrap();
-    (points.into_iter().map(|p| p as usize).collect(), x, shape[1])
+    let x = Tensor::from_vec(
+        data,
+        (shape[0] * shape[1], shape[2], shape[3], shape[4]),
+        &Device::Cpu,
+    )
+    .unwrap();
+    (
+        points.into_iter().map(|p| p as usize).collect(),
+        x,
+        shape[1],
+    )
 }
 
 fn expected(rel: &str) -> serde_json::Value {
@@ -53,7 +64,11 @@ fn unit_mem_matches(reduce: Reduce, file: &str) {
             close(s.score, w["unit_mem"][u].as_f64().unwrap(), &what);
             close(s.mu_max, w["mu_max"][u].as_f64().unwrap(), &what);
             close(s.mu_rest, w["mu_rest"][u].as_f64().unwrap(), &what);
-            assert_eq!(s.argmax as u64, w["argmax"][u].as_u64().unwrap(), "{what}: argmax");
+            assert_eq!(
+                s.argmax as u64,
+                w["argmax"][u].as_u64().unwrap(),
+                "{what}: argmax"
+            );
         }
     }
 }
@@ -92,8 +107,17 @@ fn layer_mem_matches(dir: &str, pairing: Pairing) {
     }
     for (s, w) in scores.iter().zip(want["per_point"].as_array().unwrap()) {
         assert_eq!(s.point as u64, w["point"].as_u64().unwrap());
-        for (l, (a, b)) in s.sslmem.iter().zip(w["sslmem"].as_array().unwrap()).enumerate() {
-            close(*a, b.as_f64().unwrap(), &format!("point {} layer {l}", s.point));
+        for (l, (a, b)) in s
+            .sslmem
+            .iter()
+            .zip(w["sslmem"].as_array().unwrap())
+            .enumerate()
+        {
+            close(
+                *a,
+                b.as_f64().unwrap(),
+                &format!("point {} layer {l}", s.point),
+            );
         }
     }
 }

@@ -26,7 +26,7 @@ fn hand_set_resnet9() -> Encoder {
         let mut weight = vec![0f32; w * cin * 9];
         let mut beta = vec![0f32; w];
         if i == 1 {
-            weight[0 * 9 + 4] = 1.0;
+            weight[4] = 1.0; // unit 0, centre tap
             beta[1] = 0.5;
             beta[2] = -1.0;
             weight[3 * 9 + 4] = 1.0;
@@ -36,13 +36,28 @@ fn hand_set_resnet9() -> Encoder {
                 *x = ((k * 7 % 11) as f32 - 5.0) * 0.01;
             }
         }
-        put(&format!("block{i}.conv.weight"), Tensor::from_vec(weight, (w, cin, 3, 3), &dev).unwrap());
-        put(&format!("block{i}.bn.weight"), Tensor::ones(w, DType::F32, &dev).unwrap());
-        put(&format!("block{i}.bn.bias"), Tensor::from_vec(beta, w, &dev).unwrap());
-        put(&format!("block{i}.bn.running_mean"), Tensor::zeros(w, DType::F32, &dev).unwrap());
-        put(&format!("block{i}.bn.running_var"), Tensor::full(1.0f32 - 1e-5, w, &dev).unwrap());
+        put(
+            &format!("block{i}.conv.weight"),
+            Tensor::from_vec(weight, (w, cin, 3, 3), &dev).unwrap(),
+        );
+        put(
+            &format!("block{i}.bn.weight"),
+            Tensor::ones(w, DType::F32, &dev).unwrap(),
+        );
+        put(
+            &format!("block{i}.bn.bias"),
+            Tensor::from_vec(beta, w, &dev).unwrap(),
+        );
+        put(
+            &format!("block{i}.bn.running_mean"),
+            Tensor::zeros(w, DType::F32, &dev).unwrap(),
+        );
+        put(
+            &format!("block{i}.bn.running_var"),
+            Tensor::full(1.0f32 - 1e-5, w, &dev).unwrap(),
+        );
     }
-    let ckpt = Checkpoint { path: "hand-set".into(), tensors: t, stored_dtypes: Default::default(), stored_names: Default::default(), metadata: Default::default() };
+    let ckpt = Checkpoint::from_tensors(std::path::Path::new("hand-set"), t, Default::default());
     Encoder::from_checkpoint(ckpt, &LoadOptions::default()).unwrap()
 }
 
@@ -77,20 +92,44 @@ fn hand_set_units_have_known_unit_mem() {
 
 /// A small deterministic generator for test data.
 fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (*seed >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn random_mus(points: usize, units: &[usize], seed: u64) -> Vec<(usize, Vec<Vec<f64>>)> {
     let mut s = seed;
-    (0..points).map(|p| (p * 3 + 1, units.iter().map(|&n| (0..n).map(|_| lcg(&mut s) * lcg(&mut s)).collect()).collect())).collect()
+    (0..points)
+        .map(|p| {
+            (
+                p * 3 + 1,
+                units
+                    .iter()
+                    .map(|&n| (0..n).map(|_| lcg(&mut s) * lcg(&mut s)).collect())
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 /// METRICS.md Eq. 6-8 straight from all values in memory.
 fn direct(mus: &[(usize, Vec<Vec<f64>>)], layer: usize, unit: usize, reduce: Reduce) -> UnitScore {
     let vals: Vec<(usize, f64)> = mus.iter().map(|(p, m)| (*p, m[layer][unit])).collect();
-    let (k, max) = vals.iter().fold((usize::MAX, f64::NEG_INFINITY), |a, &(p, v)| if v > a.1 || (v == a.1 && p < a.0) { (p, v) } else { a });
-    let mut others: Vec<f64> = vals.iter().filter(|(p, _)| *p != k).map(|(_, v)| *v).collect();
+    let (k, max) = vals
+        .iter()
+        .fold((usize::MAX, f64::NEG_INFINITY), |a, &(p, v)| {
+            if v > a.1 || (v == a.1 && p < a.0) {
+                (p, v)
+            } else {
+                a
+            }
+        });
+    let mut others: Vec<f64> = vals
+        .iter()
+        .filter(|(p, _)| *p != k)
+        .map(|(_, v)| *v)
+        .collect();
     let rest = match reduce {
         Reduce::Mean => others.iter().sum::<f64>() / others.len() as f64,
         Reduce::Median => memprune::metrics::summary::median(&mut others),
@@ -113,7 +152,12 @@ fn streaming_equals_all_in_memory() {
             for (u, got) in layer.units.iter().enumerate() {
                 let want = direct(&mus, l, u, reduce);
                 assert_eq!(got.argmax, want.argmax);
-                assert!((got.score - want.score).abs() < 1e-12, "{reduce:?} {l}/{u}: {} vs {}", got.score, want.score);
+                assert!(
+                    (got.score - want.score).abs() < 1e-12,
+                    "{reduce:?} {l}/{u}: {} vs {}",
+                    got.score,
+                    want.score
+                );
             }
         }
     }
@@ -160,5 +204,9 @@ fn ties_go_to_the_smallest_point_and_signed_layers_are_flagged() {
 fn one_point_is_an_error() {
     let mut acc = UnitMemAccumulator::new(&[2], Reduce::Mean);
     acc.push(0, &[vec![1.0, 2.0]]);
-    assert!(acc.finish(&["x".into()]).unwrap_err().to_string().contains("at least 2 points"));
+    assert!(acc
+        .finish(&["x".into()])
+        .unwrap_err()
+        .to_string()
+        .contains("at least 2 points"));
 }

@@ -1,3 +1,5 @@
-//! Evaluation of encoders: the linear probe.
+//! The evaluator: what a model costs ([`cost`]) and how well its features serve a linear
+//! probe ([`probe`]).
 
+pub mod cost;
 pub mod probe;

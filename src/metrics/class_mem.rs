@@ -73,7 +73,10 @@ impl ClassMemAccumulator {
     pub fn finish(&self, names: &[String]) -> Result<Vec<UnitMemLayer>> {
         let present: Vec<usize> = (0..self.classes).filter(|&c| self.counts[c] > 0).collect();
         if present.len() < 2 {
-            bail!("ClassMem needs points of at least 2 classes, got {}", present.len());
+            bail!(
+                "ClassMem needs points of at least 2 classes, got {}",
+                present.len()
+            );
         }
         Ok(self
             .sums
@@ -81,15 +84,28 @@ impl ClassMemAccumulator {
             .zip(names)
             .zip(&self.signed)
             .map(|((sums, name), &signed)| {
-                let units: Vec<UnitScore> = (0..sums[0].len())
-                    .map(|u| {
-                        let means: Vec<(usize, f64)> = present.iter().map(|&c| (c, sums[c][u] / self.counts[c] as f64)).collect();
-                        let (arg, max) = means.iter().fold((usize::MAX, f64::NEG_INFINITY), |acc, &(c, m)| if m > acc.1 { (c, m) } else { acc });
-                        let rest = (means.iter().map(|m| m.1).sum::<f64>() - max) / (means.len() - 1) as f64;
-                        UnitScore::new(max, rest, arg)
-                    })
-                    .collect();
-                UnitMemLayer { name: name.clone(), signed, summary: LayerSummary::of(&units), units }
+                let units: Vec<UnitScore> =
+                    (0..sums[0].len())
+                        .map(|u| {
+                            let means: Vec<(usize, f64)> = present
+                                .iter()
+                                .map(|&c| (c, sums[c][u] / self.counts[c] as f64))
+                                .collect();
+                            let (arg, max) = means.iter().fold(
+                                (usize::MAX, f64::NEG_INFINITY),
+                                |acc, &(c, m)| if m > acc.1 { (c, m) } else { acc },
+                            );
+                            let rest = (means.iter().map(|m| m.1).sum::<f64>() - max)
+                                / (means.len() - 1) as f64;
+                            UnitScore::new(max, rest, arg)
+                        })
+                        .collect();
+                UnitMemLayer {
+                    name: name.clone(),
+                    signed,
+                    summary: LayerSummary::of(&units),
+                    units,
+                }
             })
             .collect())
     }

@@ -26,11 +26,20 @@ pub enum Pairing {
 
 /// Euclidean distance between `a` and `b` after scaling each to unit L2 norm, in f64.
 pub fn normalized_distance(a: &[f32], b: &[f32]) -> f64 {
-    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let norm = |v: &[f32]| {
+        v.iter()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt()
+    };
     let (na, nb) = (norm(a), norm(b));
     let inv = |n: f64| if n > 0.0 { 1.0 / n } else { 0.0 };
     let (ia, ib) = (inv(na), inv(nb));
-    a.iter().zip(b).map(|(&x, &y)| (x as f64 * ia - y as f64 * ib).powi(2)).sum::<f64>().sqrt()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 * ia - y as f64 * ib).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Eq. 2 for one point and layer.
@@ -71,10 +80,20 @@ pub fn layer_mem(names: &[String], points: &[PointScores]) -> Vec<LayerMemLayer>
     let last = names.len().saturating_sub(1);
     let mut order: Vec<&PointScores> = points.iter().collect();
     // Most memorized first; ties by point index so the halves are reproducible.
-    order.sort_by(|a, b| b.sslmem[last].total_cmp(&a.sslmem[last]).then(a.point.cmp(&b.point)));
+    order.sort_by(|a, b| {
+        b.sslmem[last]
+            .total_cmp(&a.sslmem[last])
+            .then(a.point.cmp(&b.point))
+    });
     let half = (order.len() / 2).max(1).min(order.len());
     let (top, bottom) = (&order[..half], &order[order.len() - half..]);
-    let mean = |s: &[&PointScores], l: usize| if s.is_empty() { 0.0 } else { s.iter().map(|p| p.sslmem[l]).sum::<f64>() / s.len() as f64 };
+    let mean = |s: &[&PointScores], l: usize| {
+        if s.is_empty() {
+            0.0
+        } else {
+            s.iter().map(|p| p.sslmem[l]).sum::<f64>() / s.len() as f64
+        }
+    };
     let mut out: Vec<LayerMemLayer> = Vec::new();
     for (l, name) in names.iter().enumerate() {
         let lm = mean(&order, l);

@@ -21,8 +21,18 @@ impl UnitScore {
     pub fn new(mu_max: f64, mu_rest: f64, argmax: usize) -> UnitScore {
         let dead = mu_max <= 0.0;
         let denom = mu_max + mu_rest;
-        let score = if dead || denom == 0.0 { 0.0 } else { (mu_max - mu_rest) / denom };
-        UnitScore { score, argmax, mu_max, mu_rest, dead }
+        let score = if dead || denom == 0.0 {
+            0.0
+        } else {
+            (mu_max - mu_rest) / denom
+        };
+        UnitScore {
+            score,
+            argmax,
+            mu_max,
+            mu_rest,
+            dead,
+        }
     }
 }
 

@@ -94,7 +94,11 @@ impl LayerAccumulator {
                 let rest = match &self.values {
                     None => (self.sum[u] - self.max[u]) / (self.points - 1) as f64,
                     Some(v) => {
-                        let mut others: Vec<f64> = v[u].iter().filter(|(p, _)| *p != self.argmax[u]).map(|(_, m)| *m).collect();
+                        let mut others: Vec<f64> = v[u]
+                            .iter()
+                            .filter(|(p, _)| *p != self.argmax[u])
+                            .map(|(_, m)| *m)
+                            .collect();
                         median(&mut others)
                     }
                 };
@@ -123,7 +127,13 @@ pub struct UnitMemLayer {
 impl UnitMemAccumulator {
     /// `units[l]` is the number of units of layer `l`.
     pub fn new(units: &[usize], reduce: Reduce) -> Self {
-        UnitMemAccumulator { reduce, layers: units.iter().map(|&n| LayerAccumulator::new(n, reduce)).collect() }
+        UnitMemAccumulator {
+            reduce,
+            layers: units
+                .iter()
+                .map(|&n| LayerAccumulator::new(n, reduce))
+                .collect(),
+        }
     }
 
     /// Adds point `point` (its global index); `mu[l][u]` is `mu_u(x)` of Eq. 5.
@@ -135,7 +145,14 @@ impl UnitMemAccumulator {
 
     /// Adds the result of a disjoint shard of points. Exact: max of maxes, sum of sums.
     pub fn merge(&mut self, other: &UnitMemAccumulator) -> Result<()> {
-        if self.reduce != other.reduce || self.layers.len() != other.layers.len() || self.layers.iter().zip(&other.layers).any(|(a, b)| a.max.len() != b.max.len()) {
+        if self.reduce != other.reduce
+            || self.layers.len() != other.layers.len()
+            || self
+                .layers
+                .iter()
+                .zip(&other.layers)
+                .any(|(a, b)| a.max.len() != b.max.len())
+        {
             bail!("cannot merge UnitMem results of different layers or reductions");
         }
         for (a, b) in self.layers.iter_mut().zip(&other.layers) {
@@ -159,7 +176,12 @@ impl UnitMemAccumulator {
             .zip(names)
             .map(|(acc, name)| {
                 let units = acc.finish();
-                UnitMemLayer { name: name.clone(), signed: acc.signed, summary: LayerSummary::of(&units), units }
+                UnitMemLayer {
+                    name: name.clone(),
+                    signed: acc.signed,
+                    summary: LayerSummary::of(&units),
+                    units,
+                }
             })
             .collect())
     }

@@ -16,7 +16,12 @@ pub struct ConvParams {
 
 impl Default for ConvParams {
     fn default() -> Self {
-        ConvParams { stride: 1, padding: 0, dilation: 1, groups: 1 }
+        ConvParams {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
     }
 }
 
@@ -32,7 +37,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -> Resu
 
 /// Inference: `relu(conv(x, w) + b)` when `relu`, else `conv(x, w) + b`. The models
 /// fold BatchNorm into `w` and `b` before calling this.
-pub fn conv2d_bias_act(x: &Tensor, w: &Tensor, b: &Tensor, p: ConvParams, relu: bool) -> Result<Tensor> {
+pub fn conv2d_bias_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    p: ConvParams,
+    relu: bool,
+) -> Result<Tensor> {
     let y = conv2d(x, w, Some(b), p)?;
     if relu {
         y.relu()

@@ -52,11 +52,20 @@ pub struct ConvBn {
 impl ConvBn {
     /// Reads `conv_name` and `bn_name.{weight,bias,running_mean,running_var}`; `in_channels`
     /// is what the previous layer produces, checked against the weight's shape.
-    pub fn load(ckpt: &Checkpoint, conv_name: &str, bn_name: &str, in_channels: usize, params: ConvParams) -> Result<ConvBn> {
+    pub fn load(
+        ckpt: &Checkpoint,
+        conv_name: &str,
+        bn_name: &str,
+        in_channels: usize,
+        params: ConvParams,
+    ) -> Result<ConvBn> {
         let weight = ckpt.get(conv_name)?.clone();
         let dims = weight.dims().to_vec();
         if dims.len() != 4 {
-            bail!("{}: tensor `{conv_name}` has shape {dims:?}, expected a 4-d conv weight", ckpt.path.display());
+            bail!(
+                "{}: tensor `{conv_name}` has shape {dims:?}, expected a 4-d conv weight",
+                ckpt.path.display()
+            );
         }
         if dims[1] * params.groups != in_channels {
             bail!(
@@ -67,17 +76,44 @@ impl ConvBn {
         }
         let c = dims[0];
         let v = |s: &str| ckpt.get_shaped(&format!("{bn_name}.{s}"), &[c]).cloned();
-        let (bn_weight, bn_bias, bn_mean, bn_var) = (v("weight")?, v("bias")?, v("running_mean")?, v("running_var")?);
-        for (s, t) in [("weight", &weight), ("bn.weight", &bn_weight), ("bn.bias", &bn_bias), ("running_mean", &bn_mean), ("running_var", &bn_var)] {
-            let bad = t.flatten_all()?.to_vec1::<f32>()?.iter().any(|x| !x.is_finite());
+        let (bn_weight, bn_bias, bn_mean, bn_var) = (
+            v("weight")?,
+            v("bias")?,
+            v("running_mean")?,
+            v("running_var")?,
+        );
+        for (s, t) in [
+            ("weight", &weight),
+            ("bn.weight", &bn_weight),
+            ("bn.bias", &bn_bias),
+            ("running_mean", &bn_mean),
+            ("running_var", &bn_var),
+        ] {
+            let bad = t
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .any(|x| !x.is_finite());
             if bad {
-                bail!("{}: `{conv_name}` ({s}) holds NaN or infinite values", ckpt.path.display());
+                bail!(
+                    "{}: `{conv_name}` ({s}) holds NaN or infinite values",
+                    ckpt.path.display()
+                );
             }
         }
-        if bn_var.flatten_all()?.to_vec1::<f32>()?.iter().any(|&x| x < 0.0) {
-            bail!("{}: `{bn_name}.running_var` has negative entries", ckpt.path.display());
+        if bn_var
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .any(|&x| x < 0.0)
+        {
+            bail!(
+                "{}: `{bn_name}.running_var` has negative entries",
+                ckpt.path.display()
+            );
         }
-        let (folded_weight, folded_bias) = fold_bn(&weight, &bn_weight, &bn_bias, &bn_mean, &bn_var)?;
+        let (folded_weight, folded_bias) =
+            fold_bn(&weight, &bn_weight, &bn_bias, &bn_mean, &bn_var)?;
         Ok(ConvBn {
             conv_name: conv_name.to_string(),
             bn_name: bn_name.to_string(),
@@ -114,7 +150,11 @@ impl ConvBn {
             Mode::Train(stats) => {
                 let y = conv2d(x, &self.weight, None, self.params)?;
                 let (y, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias)?;
-                stats.push(BatchStats { bn_name: self.bn_name.clone(), mean, var });
+                stats.push(BatchStats {
+                    bn_name: self.bn_name.clone(),
+                    mean,
+                    var,
+                });
                 if relu {
                     y.relu()
                 } else {
@@ -146,7 +186,13 @@ impl ConvBn {
     /// The names of every tensor this block reads, including `num_batches_tracked`.
     pub fn tensor_names(&self) -> Vec<String> {
         let mut v = vec![self.conv_name.clone()];
-        for s in ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"] {
+        for s in [
+            "weight",
+            "bias",
+            "running_mean",
+            "running_var",
+            "num_batches_tracked",
+        ] {
             v.push(format!("{}.{s}", self.bn_name));
         }
         v
@@ -154,7 +200,13 @@ impl ConvBn {
 }
 
 /// Folds eval-mode BatchNorm into the preceding conv (exact up to rounding).
-pub fn fold_bn(w: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, var: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+pub fn fold_bn(
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let f = |t: &Tensor| t.to_dtype(DType::F64);
     let scale = f(gamma)?.div(&(f(var)? + BN_EPS)?.sqrt()?)?;
     let c = scale.dim(0)?;
@@ -165,14 +217,20 @@ pub fn fold_bn(w: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, var: &T
 
 /// Training-mode BatchNorm over (N, H, W) per channel: returns the normalised output and
 /// the batch mean and unbiased variance (detached, for the running statistics).
-pub fn batch_norm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let c = x.dim(1)?;
     let n = (x.elem_count() / c) as f64;
     let mean = x.mean_keepdim((0, 2, 3))?;
     let centered = x.broadcast_sub(&mean)?;
     let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
     let y = centered.broadcast_div(&(var.clone() + BN_EPS)?.sqrt()?)?;
-    let y = y.broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let y = y
+        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
     let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
     Ok((y, mean.detach().flatten_all()?, unbiased))
 }

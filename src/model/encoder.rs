@@ -34,7 +34,11 @@ pub struct Layer {
 
 impl Layer {
     pub fn new(name: &str, kind: LayerKind, units: usize) -> Layer {
-        Layer { name: name.to_string(), kind, units }
+        Layer {
+            name: name.to_string(),
+            kind,
+            units,
+        }
     }
 }
 
@@ -76,8 +80,18 @@ impl Encoder {
             Arch::ResNet(ResNet::load(&ckpt, opts.stem)?)
         } else {
             // Conv weights (4-d) say most about a layout; list those first.
-            let mut names: Vec<&String> = ckpt.tensors.iter().filter(|(_, t)| t.rank() == 4).map(|(k, _)| k).collect();
-            names.extend(ckpt.tensors.iter().filter(|(_, t)| t.rank() != 4).map(|(k, _)| k));
+            let mut names: Vec<&String> = ckpt
+                .tensors
+                .iter()
+                .filter(|(_, t)| t.rank() == 4)
+                .map(|(k, _)| k)
+                .collect();
+            names.extend(
+                ckpt.tensors
+                    .iter()
+                    .filter(|(_, t)| t.rank() != 4)
+                    .map(|(k, _)| k),
+            );
             let found: Vec<&str> = names.iter().take(6).map(|s| s.as_str()).collect();
             bail!(
                 "{}: unknown encoder layout: found tensors {found:?}{}; expected memprune's ResNet9 (`block1.conv.weight` .. `block8`) or a torchvision ResNet (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`); use --prefix if the names carry another prefix",
@@ -89,14 +103,22 @@ impl Encoder {
             Arch::ResNet9(m) => m.layers(),
             Arch::ResNet(m) => m.layers(),
         };
-        let used: std::collections::BTreeSet<String> = match &arch {
-            Arch::ResNet9(m) => m.tensor_names(),
-            Arch::ResNet(m) => m.tensor_names(),
-        }
-        .into_iter()
-        .collect();
-        let unused = ckpt.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
-        Ok(Encoder { arch, layers, checkpoint: ckpt, unused })
+        let used: std::collections::BTreeSet<String> = conv_bns(&arch)
+            .iter()
+            .flat_map(|c| c.tensor_names())
+            .collect();
+        let unused = ckpt
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        Ok(Encoder {
+            arch,
+            layers,
+            checkpoint: ckpt,
+            unused,
+        })
     }
 
     /// A short name of the architecture, e.g. `resnet9` or `resnet18 (basic, cifar stem)`.
@@ -105,7 +127,11 @@ impl Encoder {
             Arch::ResNet9(_) => "resnet9".to_string(),
             Arch::ResNet(m) => {
                 let counts: Vec<usize> = m.stages.iter().map(|s| s.len()).collect();
-                let per_block = if m.block_kind == crate::model::resnet::BlockKind::Basic { 2 } else { 3 };
+                let per_block = if m.block_kind == crate::model::resnet::BlockKind::Basic {
+                    2
+                } else {
+                    3
+                };
                 let depth = counts.iter().sum::<usize>() * per_block + 2;
                 let kind = match m.block_kind {
                     crate::model::resnet::BlockKind::Basic => "basic",
@@ -147,7 +173,11 @@ impl Encoder {
     }
 
     /// Forward in either BatchNorm mode (training records batch statistics in `mode`).
-    pub fn forward_taps_mode(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
+    pub fn forward_taps_mode(
+        &self,
+        x: &Tensor,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Vec<Tensor>> {
         match &self.arch {
             Arch::ResNet9(m) => m.forward_taps(x, mode),
             Arch::ResNet(m) => m.forward_taps(x, mode),
@@ -156,10 +186,7 @@ impl Encoder {
 
     /// Every conv + BatchNorm of the encoder, in forward order.
     pub fn conv_bns(&self) -> Vec<&ConvBn> {
-        match &self.arch {
-            Arch::ResNet9(m) => m.blocks.iter().collect(),
-            Arch::ResNet(m) => std::iter::once(&m.conv1).chain(m.blocks().flat_map(|b| b.convs.iter().chain(b.downsample.iter()))).collect(),
-        }
+        conv_bns(&self.arch)
     }
 
     /// Per layer, the activation of every unit for every image: (N, units), the spatial
@@ -167,7 +194,13 @@ impl Encoder {
     pub fn forward_unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         self.forward_taps(x)?
             .into_iter()
-            .map(|t| if t.rank() == 4 { crate::model::conv::channel_means(&t) } else { Ok(t) })
+            .map(|t| {
+                if t.rank() == 4 {
+                    crate::model::conv::channel_means(&t)
+                } else {
+                    Ok(t)
+                }
+            })
             .collect()
     }
 
@@ -179,14 +212,26 @@ impl Encoder {
 
     /// Multiply-accumulates of one forward pass of one image of side `size`.
     pub fn macs(&self, size: usize) -> u64 {
-        match &self.arch {
-            Arch::ResNet9(m) => m.macs(size),
-            Arch::ResNet(m) => m.macs(size),
-        }
+        crate::model::coupling::per_conv_macs(self, size)
+            .iter()
+            .map(|(_, m)| m)
+            .sum()
     }
 
     /// Learnable parameters of the encoder (conv weights, BatchNorm affine).
     pub fn params(&self) -> usize {
         self.conv_bns().iter().map(|c| c.params()).sum()
+    }
+}
+
+fn conv_bns(arch: &Arch) -> Vec<&ConvBn> {
+    match arch {
+        Arch::ResNet9(m) => m.blocks.iter().collect(),
+        Arch::ResNet(m) => std::iter::once(&m.conv1)
+            .chain(
+                m.blocks()
+                    .flat_map(|b| b.convs.iter().chain(b.downsample.iter())),
+            )
+            .collect(),
     }
 }

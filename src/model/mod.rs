@@ -2,6 +2,7 @@
 
 pub mod conv;
 pub mod conv_bn;
+pub mod coupling;
 pub mod encoder;
 pub mod resnet;
 pub mod resnet9;

@@ -20,7 +20,9 @@ use crate::model::encoder::{Layer, LayerKind};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stem {
     /// 7x7 stride-2 conv, then 3x3 stride-2 max-pool (torchvision).
@@ -70,14 +72,32 @@ impl ResNet {
         let path = ckpt.path.display();
         let w1 = ckpt.get("conv1.weight")?;
         if w1.dims().len() != 4 {
-            bail!("{path}: `conv1.weight` has shape {:?}, expected a 4-d conv weight", w1.dims());
+            bail!(
+                "{path}: `conv1.weight` has shape {:?}, expected a 4-d conv weight",
+                w1.dims()
+            );
         }
         let k = w1.dims()[2];
         let stem = stem.unwrap_or(if k >= 5 { Stem::Imagenet } else { Stem::Cifar });
         let stride = if stem == Stem::Imagenet { 2 } else { 1 };
         let in_channels = w1.dims()[1];
-        let conv1 = ConvBn::load(ckpt, "conv1.weight", "bn1", in_channels, ConvParams { stride, padding: k / 2, dilation: 1, groups: 1 })?;
-        let block_kind = if ckpt.contains("layer1.0.conv3.weight") { BlockKind::Bottleneck } else { BlockKind::Basic };
+        let conv1 = ConvBn::load(
+            ckpt,
+            "conv1.weight",
+            "bn1",
+            in_channels,
+            ConvParams {
+                stride,
+                padding: k / 2,
+                dilation: 1,
+                groups: 1,
+            },
+        )?;
+        let block_kind = if ckpt.contains("layer1.0.conv3.weight") {
+            BlockKind::Bottleneck
+        } else {
+            BlockKind::Basic
+        };
         let mut stages = Vec::new();
         let mut cin = conv1.out_channels();
         let mut s = 1;
@@ -94,7 +114,13 @@ impl ResNet {
             stages.push(blocks);
             s += 1;
         }
-        Ok(ResNet { stem, block_kind, conv1, stages, in_channels })
+        Ok(ResNet {
+            stem,
+            block_kind,
+            conv1,
+            stages,
+            in_channels,
+        })
     }
 
     pub fn blocks(&self) -> impl Iterator<Item = &Block> {
@@ -102,15 +128,31 @@ impl ResNet {
     }
 
     pub fn layers(&self) -> Vec<Layer> {
-        let mut v = vec![Layer::new("conv1", LayerKind::ConvBlock, self.conv1.out_channels())];
+        let mut v = vec![Layer::new(
+            "conv1",
+            LayerKind::ConvBlock,
+            self.conv1.out_channels(),
+        )];
         for b in self.blocks() {
             let n = b.convs.len();
             for (i, c) in b.convs[..n - 1].iter().enumerate() {
-                v.push(Layer::new(&format!("{}.conv{}", b.name, i + 1), LayerKind::ConvBlock, c.out_channels()));
+                v.push(Layer::new(
+                    &format!("{}.conv{}", b.name, i + 1),
+                    LayerKind::ConvBlock,
+                    c.out_channels(),
+                ));
             }
-            v.push(Layer::new(&b.name, LayerKind::ResidualSum, b.out_channels()));
+            v.push(Layer::new(
+                &b.name,
+                LayerKind::ResidualSum,
+                b.out_channels(),
+            ));
         }
-        let last = self.blocks().last().map(|b| b.out_channels()).unwrap_or(self.conv1.out_channels());
+        let last = self
+            .blocks()
+            .last()
+            .map(|b| b.out_channels())
+            .unwrap_or(self.conv1.out_channels());
         v.push(Layer::new("pool", LayerKind::Pool, last));
         v
     }
@@ -120,7 +162,10 @@ impl ResNet {
         match self.stem {
             // torchvision's MaxPool2d(3, 2, padding=1); the input is post-ReLU (>= 0), so
             // zero padding gives the same maxima as PyTorch's -inf padding.
-            Stem::Imagenet => y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2),
+            Stem::Imagenet => y
+                .pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2),
             Stem::Cifar => Ok(y),
         }
     }
@@ -148,42 +193,23 @@ impl ResNet {
         taps.push(h.mean((2, 3))?);
         Ok(taps)
     }
-
-    /// Multiply-accumulates per image of side `size`.
-    pub fn macs(&self, size: usize) -> u64 {
-        let mut total = self.conv1.macs(size);
-        let mut s = self.conv1.out_size(size);
-        if self.stem == Stem::Imagenet {
-            s = (s + 2 - 3) / 2 + 1;
-        }
-        for b in self.blocks() {
-            let mut t = s;
-            for c in &b.convs {
-                total += c.macs(t);
-                t = c.out_size(t);
-            }
-            if let Some(d) = &b.downsample {
-                total += d.macs(s);
-            }
-            s = t;
-        }
-        total
-    }
-
-    pub fn tensor_names(&self) -> Vec<String> {
-        let mut v = self.conv1.tensor_names();
-        for b in self.blocks() {
-            for c in b.convs.iter().chain(b.downsample.iter()) {
-                v.extend(c.tensor_names());
-            }
-        }
-        v
-    }
 }
 
-fn load_block(ckpt: &Checkpoint, s: usize, j: usize, cin: usize, stride: usize, kind: BlockKind) -> Result<Block> {
+fn load_block(
+    ckpt: &Checkpoint,
+    s: usize,
+    j: usize,
+    cin: usize,
+    stride: usize,
+    kind: BlockKind,
+) -> Result<Block> {
     let name = format!("layer{s}.{j}");
-    let p = |stride: usize, k: usize| ConvParams { stride, padding: k / 2, dilation: 1, groups: 1 };
+    let p = |stride: usize, k: usize| ConvParams {
+        stride,
+        padding: k / 2,
+        dilation: 1,
+        groups: 1,
+    };
     let n = if kind == BlockKind::Bottleneck { 3 } else { 2 };
     let mut convs: Vec<ConvBn> = Vec::new();
     let mut c = cin;
@@ -200,10 +226,19 @@ fn load_block(ckpt: &Checkpoint, s: usize, j: usize, cin: usize, stride: usize, 
         convs.push(cb);
     }
     if kind == BlockKind::Basic && ckpt.contains(&format!("{name}.conv3.weight")) {
-        bail!("{}: `{name}.conv3.weight` found in a BasicBlock network (layer1.0 has no conv3)", ckpt.path.display());
+        bail!(
+            "{}: `{name}.conv3.weight` found in a BasicBlock network (layer1.0 has no conv3)",
+            ckpt.path.display()
+        );
     }
     let downsample = if ckpt.contains(&format!("{name}.downsample.0.weight")) {
-        Some(ConvBn::load(ckpt, &format!("{name}.downsample.0.weight"), &format!("{name}.downsample.1"), cin, p(stride, 1))?)
+        Some(ConvBn::load(
+            ckpt,
+            &format!("{name}.downsample.0.weight"),
+            &format!("{name}.downsample.1"),
+            cin,
+            p(stride, 1),
+        )?)
     } else {
         None
     };
@@ -218,5 +253,9 @@ fn load_block(ckpt: &Checkpoint, s: usize, j: usize, cin: usize, stride: usize, 
         ),
         _ => {}
     }
-    Ok(Block { name, convs, downsample })
+    Ok(Block {
+        name,
+        convs,
+        downsample,
+    })
 }

@@ -36,19 +36,42 @@ impl ResNet9 {
     }
 
     pub fn load(ckpt: &Checkpoint) -> Result<ResNet9> {
-        let p = ConvParams { stride: 1, padding: 1, dilation: 1, groups: 1 };
+        let p = ConvParams {
+            stride: 1,
+            padding: 1,
+            dilation: 1,
+            groups: 1,
+        };
         let first = ckpt.get("block1.conv.weight")?;
         if first.dims().len() != 4 {
-            bail!("{}: `block1.conv.weight` has shape {:?}, expected a 4-d conv weight", ckpt.path.display(), first.dims());
+            bail!(
+                "{}: `block1.conv.weight` has shape {:?}, expected a 4-d conv weight",
+                ckpt.path.display(),
+                first.dims()
+            );
         }
         let in_channels = first.dims()[1];
         let mut blocks: Vec<ConvBn> = Vec::with_capacity(8);
         for i in 1..=8 {
             // Block 5 reads Res2, blocks 3/4 read block 2/3, block 7 reads block 6, etc.
-            let cin = if i == 1 { in_channels } else { blocks[i - 2].out_channels() };
-            let b = ConvBn::load(ckpt, &format!("block{i}.conv.weight"), &format!("block{i}.bn"), cin, p)?;
+            let cin = if i == 1 {
+                in_channels
+            } else {
+                blocks[i - 2].out_channels()
+            };
+            let b = ConvBn::load(
+                ckpt,
+                &format!("block{i}.conv.weight"),
+                &format!("block{i}.bn"),
+                cin,
+                p,
+            )?;
             if b.kernel() != 3 || b.weight.dims()[3] != 3 {
-                bail!("{}: `block{i}.conv.weight` has shape {:?}, expected 3x3 kernels", ckpt.path.display(), b.weight.dims());
+                bail!(
+                    "{}: `block{i}.conv.weight` has shape {:?}, expected 3x3 kernels",
+                    ckpt.path.display(),
+                    b.weight.dims()
+                );
             }
             blocks.push(b);
         }
@@ -59,9 +82,15 @@ impl ResNet9 {
             }
         }
         if ckpt.contains("block9.conv.weight") {
-            bail!("{}: found `block9.conv.weight`: ResNet9 has 8 blocks", ckpt.path.display());
+            bail!(
+                "{}: found `block9.conv.weight`: ResNet9 has 8 blocks",
+                ckpt.path.display()
+            );
         }
-        Ok(ResNet9 { blocks, in_channels })
+        Ok(ResNet9 {
+            blocks,
+            in_channels,
+        })
     }
 
     pub fn layers(&self) -> Vec<Layer> {
@@ -105,22 +134,5 @@ impl ResNet9 {
         let res6 = (&o6 + &o8)?;
         let pool = res6.mean((2, 3))?;
         Ok(vec![o1, o2, o3, o4, res2, o5, o6, o7, o8, res6, pool])
-    }
-
-    /// Multiply-accumulates per image of side `size`.
-    pub fn macs(&self, size: usize) -> u64 {
-        let mut s = size;
-        let mut total = 0;
-        for (k, b) in self.blocks.iter().enumerate() {
-            total += b.macs(s);
-            if POOLED_BLOCKS.contains(&(k + 1)) {
-                s /= 2;
-            }
-        }
-        total
-    }
-
-    pub fn tensor_names(&self) -> Vec<String> {
-        self.blocks.iter().flat_map(|b| b.tensor_names()).collect()
     }
 }

@@ -90,13 +90,7 @@ impl TrainModel {
                 vars.insert(k.clone(), v);
             }
         }
-        let ckpt = Checkpoint {
-            path: path.to_path_buf(),
-            tensors: ckpt_tensors,
-            stored_dtypes: BTreeMap::new(),
-            stored_names: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-        };
+        let ckpt = Checkpoint::from_tensors(path, ckpt_tensors, BTreeMap::new());
         let encoder = Encoder::from_checkpoint(ckpt, &LoadOptions::default()).context("building the encoder to train")?;
         let model = TrainModel { framework, vars, buffers, encoder };
         let need: &[&str] = match framework {
@@ -210,13 +204,7 @@ impl TrainModel {
 
     /// An inference encoder (BatchNorm folded with the current running statistics).
     pub fn eval_encoder(&self, path: &Path) -> Result<Encoder> {
-        let ckpt = Checkpoint {
-            path: path.to_path_buf(),
-            tensors: self.tensors()?,
-            stored_dtypes: BTreeMap::new(),
-            stored_names: BTreeMap::new(),
-            metadata: BTreeMap::new(),
-        };
+        let ckpt = Checkpoint::from_tensors(path, self.tensors()?, BTreeMap::new());
         Encoder::from_checkpoint(ckpt, &LoadOptions::default())
     }
 }

@@ -1,0 +1,223 @@
+//! memprune's main job: a policy file -> measure -> plan -> rewrite -> evaluate.
+
+use crate::data::{self, ImageSet, Split};
+use crate::eval::cost::{cost, Cost};
+use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
+use crate::metrics::layer_mem::Pairing;
+use crate::model::coupling::{coupling_groups, CouplingGroup};
+use crate::model::{Encoder, LoadOptions};
+use crate::plan::policy::check_exists;
+use crate::plan::{make_plan, Plan, PolicyFile, Scores};
+use crate::rewrite::{prune_tensors, write_rewritten};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Everything a policy needs before it writes: the model, its groups, the scores, the plan.
+pub struct Planned {
+    pub policy: PolicyFile,
+    pub encoder: Encoder,
+    pub groups: Vec<CouplingGroup>,
+    pub scores: Scores,
+    pub plan: Plan,
+    pub data: ImageSet,
+    pub points: Vec<usize>,
+}
+
+/// Measures what the policy ranks by and makes the plan. Writes nothing.
+pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
+    let p = &pf.policy;
+    let model_path = p.model.clone().unwrap_or_else(crate::defaults::model_f);
+    check_exists(&pf, "model", &model_path)?;
+    let encoder = Encoder::load(&model_path, &LoadOptions::default())?;
+    let groups = coupling_groups(&encoder);
+    let data_path = p.data.path.clone().unwrap_or_else(crate::defaults::data);
+    check_exists(&pf, "path", &data_path)?;
+    let data = data::open(&data_path, p.data.split)?;
+    let (need_unit, need_class, need_layer) = pf.needs();
+    let choice = PointChoice {
+        points: p.data.points,
+        range: p.data.range.clone(),
+        indices: p.data.indices.clone(),
+    };
+    let default = if need_layer && !need_unit && !need_class {
+        DefaultPoints::Candidates(100)
+    } else {
+        DefaultPoints::Random(1000)
+    };
+    let points = measure::choose_points(
+        &choice,
+        &data,
+        p.data.split,
+        &encoder,
+        p.metrics.seed,
+        default,
+    )
+    .with_context(|| pf.path.display().to_string())?;
+    let settings = ViewSettings {
+        augment: p.metrics.augment.clone(),
+        normalization: data::Normalization::default_for(data.kind, data.channels),
+        seed: p.metrics.seed,
+        batch: p.metrics.batch,
+    };
+    let k = p.metrics.views;
+    let mut scores = Scores::default();
+    if need_unit {
+        let pb = measure::progress_bar(points.len(), progress, "UnitMem");
+        scores.unit_mem = Some(measure::unit_mem(
+            &encoder,
+            &data,
+            &points,
+            k,
+            p.metrics.reduce,
+            &settings,
+            &pb,
+        )?);
+    }
+    if need_class {
+        let pb = measure::progress_bar(points.len(), progress, "ClassMem");
+        scores.class_mem = Some(measure::class_mem(
+            &encoder, &data, &points, k, &settings, &pb,
+        )?);
+    }
+    if need_layer {
+        let ref_path = match &p.reference {
+            Some(r) => r.clone(),
+            None if p.model.is_none() => crate::defaults::model_g(),
+            None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
+        };
+        check_exists(&pf, "reference", &ref_path)?;
+        let g = Encoder::load(&ref_path, &LoadOptions::default())?;
+        measure::check_pair(&encoder, &g)
+            .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
+        crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
+        let pb = measure::progress_bar(points.len(), progress, "LayerMem");
+        let (layers, _) = measure::layer_mem(
+            &encoder,
+            &g,
+            &data,
+            &points,
+            k,
+            Pairing::Views,
+            &settings,
+            &pb,
+        )?;
+        scores.layer_mem = Some(layers);
+    }
+    let plan = make_plan(&pf, &encoder, &groups, &scores)?;
+    Ok(Planned {
+        policy: pf,
+        encoder,
+        groups,
+        scores,
+        plan,
+        data,
+        points,
+    })
+}
+
+/// The model before or after, as evaluated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluated {
+    pub checkpoint: PathBuf,
+    pub cost: Cost,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    pub policy: PathBuf,
+    pub plan: Plan,
+    pub before: Evaluated,
+    pub after: Evaluated,
+}
+
+/// The metadata memprune adds to a rewritten checkpoint.
+pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
+    let pf = &planned.policy;
+    let mut m = BTreeMap::new();
+    m.insert("memprune.policy".into(), pf.text.clone());
+    m.insert(
+        "memprune.policy_sha256".into(),
+        format!("{:x}", sha2::Sha256::digest(pf.text.as_bytes())),
+    );
+    m.insert(
+        "memprune.source".into(),
+        planned.encoder.checkpoint.path.display().to_string(),
+    );
+    let removed: BTreeMap<&str, &Vec<usize>> = planned
+        .plan
+        .groups
+        .iter()
+        .filter(|g| !g.pruned.is_empty())
+        .map(|g| (g.group.as_str(), &g.pruned))
+        .collect();
+    if let Some(mode) = planned.plan.mode {
+        m.insert(
+            "memprune.prune_mode".into(),
+            serde_json::to_value(mode)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        m.insert("memprune.pruned".into(), serde_json::to_string(&removed)?);
+    }
+    if let Some(t) = &planned.plan.trainable {
+        m.insert("memprune.trainable".into(), serde_json::to_string(t)?);
+    }
+    Ok(m)
+}
+
+/// Writes the rewritten checkpoint and evaluates the model before and after.
+pub fn run_policy(planned: &Planned) -> Result<PolicyReport> {
+    let pf = &planned.policy;
+    let out = pf.output_checkpoint();
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let enc = &planned.encoder;
+    let tensors = match planned.plan.mode {
+        Some(mode) => prune_tensors(
+            &enc.checkpoint.stored,
+            &planned.groups,
+            &planned.plan.cuts(),
+            mode,
+        )?,
+        None => enc.checkpoint.stored.clone(),
+    };
+    write_rewritten(&out, &enc.checkpoint, &tensors, &rewrite_metadata(planned)?)?;
+    // The rewritten file goes back through detection like any other checkpoint.
+    let after = Encoder::load(&out, &LoadOptions::default())
+        .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
+    let size = planned.data.height;
+    let speed = pf.policy.evaluation.speed;
+    Ok(PolicyReport {
+        policy: pf.path.clone(),
+        plan: planned.plan.clone(),
+        before: Evaluated {
+            checkpoint: enc.checkpoint.path.clone(),
+            cost: cost(enc, size, speed, 256, 5)?,
+        },
+        after: Evaluated {
+            checkpoint: out.clone(),
+            cost: cost(&after, size, speed, 256, 5)?,
+        },
+    })
+}
+
+/// The probe's default data: the policy's data path, train and test splits.
+pub fn probe_sets(planned: &Planned) -> Result<(ImageSet, ImageSet)> {
+    let e = &planned.policy.policy.evaluation;
+    let base = planned
+        .policy
+        .policy
+        .data
+        .path
+        .clone()
+        .unwrap_or_else(crate::defaults::data);
+    let train = data::open(e.train.as_ref().unwrap_or(&base), Split::Train)?;
+    let test = data::open(e.test.as_ref().unwrap_or(&base), Split::Test)?;
+    Ok((train, test))
+}

@@ -1,0 +1,432 @@
+//! The planner: scores + policy -> which channels to remove or mask, which layers to train.
+//!
+//! A channel's score under `unitmem` (or `classmem`) is the mean of its UnitMem over the
+//! taps of its coupling group: for ResNet9's `res2` group, channel c scores the mean of
+//! UnitMem of unit c in block2, block4 and res2. `l1-norm` sums the L1 norms of the
+//! channel's producing filters. Ties are broken by layer order, then channel index, so a plan
+//! is reproducible.
+
+use crate::data::rng::Rng;
+use crate::metrics::layer_mem::LayerMemLayer;
+use crate::metrics::unit_mem::UnitMemLayer;
+use crate::model::coupling::CouplingGroup;
+use crate::model::Encoder;
+use crate::plan::policy::{
+    glob_match, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank, Scope,
+};
+use crate::rewrite::{GroupCut, PruneMode};
+use anyhow::{anyhow, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The measurements a plan may rank by.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    pub unit_mem: Option<Vec<UnitMemLayer>>,
+    pub class_mem: Option<Vec<UnitMemLayer>>,
+    pub layer_mem: Option<Vec<LayerMemLayer>>,
+}
+
+/// What a policy does to one coupling group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupPlan {
+    pub group: String,
+    pub channels: usize,
+    pub pruned: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// `None` when the policy prunes nothing.
+    pub mode: Option<PruneMode>,
+    pub groups: Vec<GroupPlan>,
+    /// Layers marked trainable (the rest frozen), when the policy has freeze/train actions.
+    pub trainable: Option<Vec<String>>,
+    /// Things the user should know (a floor that limited a layer, ...).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn cuts(&self) -> Vec<GroupCut> {
+        self.groups
+            .iter()
+            .filter(|g| !g.pruned.is_empty())
+            .map(|g| GroupCut {
+                group: g.group.clone(),
+                channels: g.pruned.clone(),
+            })
+            .collect()
+    }
+
+    pub fn units_pruned(&self) -> usize {
+        self.groups.iter().map(|g| g.pruned.len()).sum()
+    }
+}
+
+/// Layers that own parameters, in forward order, with the conv weights they own: what
+/// freeze/train select and rank.
+pub fn parameter_layers(enc: &Encoder) -> Vec<(String, Vec<String>)> {
+    use crate::model::encoder::Arch;
+    match &enc.arch {
+        Arch::ResNet9(m) => m
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("block{}", i + 1), vec![b.conv_name.clone()]))
+            .collect(),
+        Arch::ResNet(m) => {
+            let mut v = vec![("conv1".to_string(), vec![m.conv1.conv_name.clone()])];
+            for b in m.blocks() {
+                let n = b.convs.len();
+                for (k, c) in b.convs[..n - 1].iter().enumerate() {
+                    v.push((
+                        format!("{}.conv{}", b.name, k + 1),
+                        vec![c.conv_name.clone()],
+                    ));
+                }
+                let mut own = vec![b.convs[n - 1].conv_name.clone()];
+                own.extend(b.downsample.iter().map(|d| d.conv_name.clone()));
+                v.push((b.name.clone(), own));
+            }
+            v
+        }
+    }
+}
+
+pub fn make_plan(
+    pf: &PolicyFile,
+    enc: &Encoder,
+    groups: &[CouplingGroup],
+    scores: &Scores,
+) -> Result<Plan> {
+    let mut pruned: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); groups.len()];
+    let mut notes = Vec::new();
+    let mut mode = None;
+    let params = parameter_layers(enc);
+    let mut trainable: Option<Vec<bool>> = None;
+    for (i, action) in pf.policy.actions.iter().enumerate() {
+        match action {
+            Action::Prune(a) => {
+                mode = Some(a.mode);
+                let selected = select_groups(pf, i, a, groups)?;
+                let channel_scores: Vec<Vec<f64>> = selected
+                    .iter()
+                    .map(|&g| channel_scores(pf, i, a, enc, &groups[g], g, scores))
+                    .collect::<Result<_>>()?;
+                let picks = match a.scope {
+                    Scope::PerLayer => {
+                        per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
+                    }
+                    Scope::Global => {
+                        global(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
+                    }
+                };
+                for (g, c) in picks {
+                    pruned[g].insert(c);
+                }
+                for (g, set) in pruned.iter().enumerate() {
+                    if groups[g].channels - set.len() < a.min_keep {
+                        return Err(pf.error_at(Some(i), "prune", &format!("the prune actions together would leave `{}` with fewer than min_keep = {} units", groups[g].name, a.min_keep)));
+                    }
+                }
+            }
+            Action::Freeze(s) | Action::Train(s) => {
+                let on = matches!(action, Action::Train(_));
+                let chosen = select_layers(pf, i, s, &params, scores)?;
+                let t = trainable.get_or_insert_with(|| vec![true; params.len()]);
+                for k in chosen {
+                    t[k] = on;
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        mode,
+        groups: groups
+            .iter()
+            .zip(pruned)
+            .map(|(g, p)| GroupPlan {
+                group: g.name.clone(),
+                channels: g.channels,
+                pruned: p.into_iter().collect(),
+            })
+            .collect(),
+        trainable: trainable.map(|t| {
+            params
+                .iter()
+                .zip(t)
+                .filter(|(_, on)| *on)
+                .map(|((n, _), _)| n.clone())
+                .collect()
+        }),
+        notes,
+    })
+}
+
+fn matches(pattern: &str, g: &CouplingGroup) -> bool {
+    glob_match(pattern, &g.name) || g.taps.iter().any(|t| glob_match(pattern, t))
+}
+
+fn select_groups(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+) -> Result<Vec<usize>> {
+    let names = || {
+        groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (key, pats) in [("layers", &a.layers), ("exclude", &a.exclude)] {
+        for p in pats {
+            if !groups.iter().any(|g| matches(p, g)) {
+                return Err(pf.error_at(
+                    Some(i),
+                    key,
+                    &format!(
+                        "actions[{i}].prune.{key}: `{p}` matches no layer (layers: {})",
+                        names()
+                    ),
+                ));
+            }
+        }
+    }
+    let sel: Vec<usize> = (0..groups.len())
+        .filter(|&g| {
+            a.layers.iter().any(|p| matches(p, &groups[g]))
+                && !a.exclude.iter().any(|p| matches(p, &groups[g]))
+        })
+        .collect();
+    if sel.is_empty() {
+        return Err(pf.error_at(
+            Some(i),
+            "exclude",
+            &format!("actions[{i}].prune: `exclude` leaves no layer to prune"),
+        ));
+    }
+    Ok(sel)
+}
+
+fn channel_scores(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    enc: &Encoder,
+    g: &CouplingGroup,
+    gi: usize,
+    scores: &Scores,
+) -> Result<Vec<f64>> {
+    let from_units = |layers: &Option<Vec<UnitMemLayer>>, what: &str| -> Result<Vec<f64>> {
+        let layers = layers
+            .as_ref()
+            .ok_or_else(|| anyhow!("{what} scores were not measured"))?;
+        let taps: Vec<&UnitMemLayer> = g
+            .taps
+            .iter()
+            .filter_map(|t| layers.iter().find(|l| &l.name == t))
+            .collect();
+        if taps.is_empty() {
+            return Err(pf.error_at(
+                Some(i),
+                "criterion",
+                &format!("no {what} for layer `{}`", g.name),
+            ));
+        }
+        Ok((0..g.channels)
+            .map(|c| taps.iter().map(|l| l.units[c].score).sum::<f64>() / taps.len() as f64)
+            .collect())
+    };
+    match a.criterion {
+        Criterion::Unitmem => from_units(&scores.unit_mem, "UnitMem"),
+        Criterion::Classmem => from_units(&scores.class_mem, "ClassMem"),
+        Criterion::Random => Ok((0..g.channels)
+            .map(|c| Rng::from_key(&[a.seed, gi as u64, c as u64]).next_f64())
+            .collect()),
+        Criterion::L1Norm => {
+            let mut s = vec![0f64; g.channels];
+            for (conv, _) in &g.producers {
+                let w = enc
+                    .checkpoint
+                    .get(conv)?
+                    .flatten_from(1)?
+                    .abs()?
+                    .sum(1)?
+                    .to_vec1::<f32>()?;
+                s.iter_mut().zip(w).for_each(|(a, b)| *a += b as f64);
+            }
+            Ok(s)
+        }
+    }
+}
+
+/// Channels in pruning order: highest score first for `top`, lowest first for `low`.
+fn order(scores: &[f64], end: End) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&x, &y| {
+        let o = scores[x].total_cmp(&scores[y]);
+        (if end == End::Top { o.reverse() } else { o }).then(x.cmp(&y))
+    });
+    idx
+}
+
+fn amount(a: &PruneAction, total: usize) -> usize {
+    match (a.fraction, a.count) {
+        (Some(f), _) => (f * total as f64).round() as usize,
+        (None, Some(c)) => c,
+        (None, None) => 0,
+    }
+}
+
+fn per_layer(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &[Vec<f64>],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    for (&g, s) in sel.iter().zip(scores) {
+        let n = groups[g].channels;
+        let mut k = amount(a, n);
+        if k >= n {
+            let key = if a.count.is_some() {
+                "count"
+            } else {
+                "fraction"
+            };
+            return Err(pf.error_at(
+                Some(i),
+                key,
+                &format!(
+                    "actions[{i}].prune would empty layer `{}` ({k} of {n} units)",
+                    groups[g].name
+                ),
+            ));
+        }
+        if n - k < a.min_keep {
+            notes.push(format!(
+                "{}: min_keep = {} limits pruning to {} of {n} units",
+                groups[g].name,
+                a.min_keep,
+                n - a.min_keep
+            ));
+            k = n - a.min_keep;
+        }
+        out.extend(order(s, a.end).into_iter().take(k).map(|c| (g, c)));
+    }
+    Ok(out)
+}
+
+fn global(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &[Vec<f64>],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(usize, usize)>> {
+    let mut all: Vec<(usize, usize, f64)> = Vec::new();
+    for (&g, s) in sel.iter().zip(scores) {
+        all.extend(s.iter().enumerate().map(|(c, &v)| (g, c, v)));
+    }
+    let total = all.len();
+    let k = amount(a, total);
+    if k >= total {
+        let key = if a.count.is_some() {
+            "count"
+        } else {
+            "fraction"
+        };
+        return Err(pf.error_at(
+            Some(i),
+            key,
+            &format!("actions[{i}].prune would empty the network ({k} of {total} units)"),
+        ));
+    }
+    all.sort_by(|x, y| {
+        let o = x.2.total_cmp(&y.2);
+        (if a.end == End::Top { o.reverse() } else { o })
+            .then(x.0.cmp(&y.0))
+            .then(x.1.cmp(&y.1))
+    });
+    let mut left: BTreeMap<usize, usize> = sel.iter().map(|&g| (g, groups[g].channels)).collect();
+    let mut out = Vec::new();
+    for (g, c, _) in all {
+        if out.len() == k {
+            break;
+        }
+        if left[&g] > a.min_keep {
+            *left.get_mut(&g).expect("selected") -= 1;
+            out.push((g, c));
+        }
+    }
+    if out.len() < k {
+        notes.push(format!(
+            "min_keep = {} limits global pruning to {} of the {k} units asked for",
+            a.min_keep,
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+fn select_layers(
+    pf: &PolicyFile,
+    i: usize,
+    s: &LayerSelect,
+    params: &[(String, Vec<String>)],
+    scores: &Scores,
+) -> Result<Vec<usize>> {
+    let verb = || format!("actions[{i}]");
+    if let Some(pats) = &s.layers {
+        let mut out = BTreeSet::new();
+        for p in pats {
+            let m: Vec<usize> = (0..params.len())
+                .filter(|&k| glob_match(p, &params[k].0))
+                .collect();
+            if m.is_empty() {
+                let names: Vec<&str> = params.iter().map(|p| p.0.as_str()).collect();
+                return Err(pf.error_at(
+                    Some(i),
+                    "layers",
+                    &format!(
+                        "{}: `{p}` matches no layer with parameters ({})",
+                        verb(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+            out.extend(m);
+        }
+        return Ok(out.into_iter().collect());
+    }
+    if let Some(last) = s.last {
+        return Ok((params.len().saturating_sub(last)..params.len()).collect());
+    }
+    let (by, top) = (s.by.expect("validated"), s.top.expect("validated"));
+    let lm = scores
+        .layer_mem
+        .as_ref()
+        .ok_or_else(|| anyhow!("LayerMem was not measured"))?;
+    let mut ranked: Vec<(usize, f64)> = params
+        .iter()
+        .enumerate()
+        .filter_map(|(k, (name, _))| {
+            let l = lm.iter().find(|l| &l.name == name)?;
+            // The first layer has no dLayerMem: its increase over the input is its LayerMem.
+            let v = match by {
+                Rank::Layermem => l.layer_mem,
+                Rank::Dlayermem => l.dlayer_mem.unwrap_or(l.layer_mem),
+            };
+            Some((k, v))
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(ranked.into_iter().take(top).map(|(k, _)| k).collect())
+}

@@ -1,0 +1,463 @@
+//! Policy files: what to measure, what to prune, mask, freeze or train, how to evaluate and
+//! where to write. YAML, unknown keys refused; every field has a default except `actions`.
+//!
+//! ```yaml
+//! model: assets/models/resnet9-simclr-f.safetensors   # default: the embedded f
+//! reference: assets/models/resnet9-simclr-g.safetensors  # only for layermem/dlayermem ranks
+//! data: {path: assets/fashion-mnist, split: train, points: 1000}
+//! metrics: {views: 10, seed: 0, reduce: mean, batch: 256}
+//! actions:
+//!   - prune: {criterion: unitmem, end: low, fraction: 0.1, scope: per-layer, mode: remove}
+//!   - freeze: {layers: ["*"]}
+//!   - train: {by: dlayermem, top: 2}
+//! evaluation: {probe: true, speed: true}
+//! output: {checkpoint: out/pruned.safetensors, json: out/report.json, chart: out/report.svg}
+//! ```
+
+use crate::data::augment::AugmentConfig;
+use crate::data::Split;
+use crate::metrics::unit_mem::Reduce;
+use crate::rewrite::PruneMode;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The encoder to rewrite. Default: the embedded SimCLR ResNet9 f.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// The reference encoder g for LayerMem ranks. Default: the embedded g when the model
+    /// is the embedded f.
+    #[serde(default)]
+    pub reference: Option<PathBuf>,
+    /// The points the scores are measured on.
+    #[serde(default)]
+    pub data: DataSpec,
+    #[serde(default)]
+    pub metrics: MetricSettings,
+    #[serde(deserialize_with = "actions_from_maps")]
+    pub actions: Vec<Action>,
+    #[serde(default)]
+    pub evaluation: Evaluation,
+    #[serde(default)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSpec {
+    /// Default: the embedded Fashion-MNIST subset.
+    pub path: Option<PathBuf>,
+    pub split: Split,
+    /// N points drawn at random (seeded by metrics.seed). Default 1000; the candidates in
+    /// f's metadata are used for LayerMem when neither `points`, `range` nor `indices` is set.
+    pub points: Option<usize>,
+    /// `START..END`
+    pub range: Option<String>,
+    /// A file of point indices.
+    pub indices: Option<PathBuf>,
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        DataSpec {
+            path: None,
+            split: Split::Train,
+            points: None,
+            range: None,
+            indices: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricSettings {
+    /// K views per point (LayerMem: K pairs).
+    pub views: usize,
+    pub seed: u64,
+    pub reduce: Reduce,
+    pub batch: usize,
+    /// Default: METRICS.md's SSL augmentation.
+    pub augment: AugmentConfig,
+}
+
+impl Default for MetricSettings {
+    fn default() -> Self {
+        MetricSettings {
+            views: 10,
+            seed: 0,
+            reduce: Reduce::Mean,
+            batch: 256,
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+/// One step of a policy, written as a one-key map: `- prune: {...}`, `- freeze: {...}` or
+/// `- train: {...}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Action {
+    Prune(PruneAction),
+    Freeze(LayerSelect),
+    Train(LayerSelect),
+}
+
+/// The YAML shape of an [`Action`] (serde_yaml reads enums as `!tags`; users write maps).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionMap {
+    #[serde(default)]
+    prune: Option<PruneAction>,
+    #[serde(default)]
+    freeze: Option<LayerSelect>,
+    #[serde(default)]
+    train: Option<LayerSelect>,
+}
+
+fn actions_from_maps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
+    let maps: Vec<ActionMap> = Deserialize::deserialize(d)?;
+    maps.into_iter()
+        .enumerate()
+        .map(|(i, m)| match (m.prune, m.freeze, m.train) {
+            (Some(p), None, None) => Ok(Action::Prune(p)),
+            (None, Some(f), None) => Ok(Action::Freeze(f)),
+            (None, None, Some(t)) => Ok(Action::Train(t)),
+            _ => Err(serde::de::Error::custom(format!(
+                "actions[{i}]: each action is exactly one of `prune`, `freeze`, `train`"
+            ))),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Criterion {
+    /// UnitMem of each channel (mean over the group's taps).
+    Unitmem,
+    /// ClassMem (needs labels).
+    Classmem,
+    /// Uniform random scores from `seed`.
+    Random,
+    /// L1 norm of the producing filters (Li et al. 2017), the classic baseline.
+    L1Norm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum End {
+    /// The highest scores (most memorizing units) go.
+    Top,
+    /// The lowest scores go.
+    Low,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// The amount is taken from each layer (coupling group).
+    PerLayer,
+    /// All selected channels are ranked together.
+    Global,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneAction {
+    pub criterion: Criterion,
+    #[serde(default = "default_end")]
+    pub end: End,
+    /// Share of units to prune, in (0, 1). Give `fraction` or `count`.
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Number of units to prune (per layer, or in all for `global`).
+    #[serde(default)]
+    pub count: Option<usize>,
+    #[serde(default = "default_scope")]
+    pub scope: Scope,
+    /// Layer (coupling group) names or globs (`*`, `?`); a group matches if its name or
+    /// any of its taps does. Default: all.
+    #[serde(default = "all_layers")]
+    pub layers: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default = "default_mode")]
+    pub mode: PruneMode,
+    /// Units kept in every layer at least.
+    #[serde(default = "one")]
+    pub min_keep: usize,
+    /// Seed of the `random` criterion.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_end() -> End {
+    End::Low
+}
+fn default_scope() -> Scope {
+    Scope::PerLayer
+}
+fn all_layers() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_mode() -> PruneMode {
+    PruneMode::Remove
+}
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rank {
+    Layermem,
+    Dlayermem,
+}
+
+/// Layers chosen by name (`layers`), by rank (`by` + `top`), or the last `last`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSelect {
+    #[serde(default)]
+    pub layers: Option<Vec<String>>,
+    #[serde(default)]
+    pub by: Option<Rank>,
+    #[serde(default)]
+    pub top: Option<usize>,
+    #[serde(default)]
+    pub last: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Evaluation {
+    /// Linear-probe accuracy before and after.
+    pub probe: bool,
+    /// Probe training data. Default: the train split of the policy's data path.
+    pub train: Option<PathBuf>,
+    /// Probe test data. Default: the test split of the policy's data path.
+    pub test: Option<PathBuf>,
+    /// Measured forward images/s before and after.
+    pub speed: bool,
+}
+
+impl Default for Evaluation {
+    fn default() -> Self {
+        Evaluation {
+            probe: true,
+            train: None,
+            test: None,
+            speed: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Output {
+    /// The rewritten checkpoint. Default: `out/<policy file name>.safetensors`.
+    pub checkpoint: Option<PathBuf>,
+    /// Everything as JSON (optional).
+    pub json: Option<PathBuf>,
+    /// A chart (SVG) of UnitMem per layer and units pruned (optional).
+    pub chart: Option<PathBuf>,
+}
+
+/// A parsed policy with its source, for error messages.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub policy: Policy,
+}
+
+impl PolicyFile {
+    /// Reads and checks a policy: YAML errors name the file, line and field.
+    pub fn load(path: &Path) -> Result<PolicyFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let policy: Policy = serde_yaml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+        let pf = PolicyFile {
+            path: path.to_path_buf(),
+            text,
+            policy,
+        };
+        pf.validate()?;
+        Ok(pf)
+    }
+
+    /// A one-line error at the line of `key` inside action `action` (or anywhere).
+    pub fn error_at(&self, action: Option<usize>, key: &str, msg: &str) -> anyhow::Error {
+        match self.line_of(action, key) {
+            Some(l) => anyhow::anyhow!("{}: line {l}: {msg}", self.path.display()),
+            None => anyhow::anyhow!("{}: {msg}", self.path.display()),
+        }
+    }
+
+    /// The 1-based line where `key:` appears within action `action` (the action's list item
+    /// under `actions:`), or anywhere when `action` is None.
+    fn line_of(&self, action: Option<usize>, key: &str) -> Option<usize> {
+        let lines: Vec<&str> = self.text.lines().collect();
+        let (mut from, mut to) = (0, lines.len());
+        if let Some(i) = action {
+            let start = lines
+                .iter()
+                .position(|l| l.trim_start().starts_with("actions:"))?;
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let items: Vec<usize> = (start + 1..lines.len())
+                .filter(|&k| lines[k].trim_start().starts_with("- "))
+                .collect();
+            let base = items.first().map(|&k| indent(lines[k]))?;
+            let items: Vec<usize> = items
+                .into_iter()
+                .filter(|&k| indent(lines[k]) == base)
+                .collect();
+            from = *items.get(i)?;
+            to = items.get(i + 1).copied().unwrap_or(lines.len());
+        }
+        let pat = format!("{key}:");
+        (from..to).find(|&k| lines[k].contains(&pat)).map(|k| k + 1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let p = &self.policy;
+        if p.actions.is_empty() {
+            return Err(self.error_at(None, "actions", "actions: the policy has no action"));
+        }
+        if p.metrics.views == 0 {
+            return Err(self.error_at(None, "views", "metrics.views must be at least 1"));
+        }
+        if p.metrics.batch == 0 {
+            return Err(self.error_at(None, "batch", "metrics.batch must be at least 1"));
+        }
+        p.metrics
+            .augment
+            .validate()
+            .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        let mut mode = None;
+        for (i, a) in p.actions.iter().enumerate() {
+            match a {
+                Action::Prune(pr) => {
+                    match (pr.fraction, pr.count) {
+                        (Some(_), Some(_)) | (None, None) => {
+                            return Err(self.error_at(
+                                Some(i),
+                                "prune",
+                                &format!(
+                                "actions[{i}].prune: give exactly one of `fraction` and `count`"
+                            ),
+                            ))
+                        }
+                        (Some(f), None) if !(f > 0.0 && f < 1.0) => {
+                            return Err(self.error_at(
+                                Some(i),
+                                "fraction",
+                                &format!("actions[{i}].prune.fraction: {f} is outside (0, 1)"),
+                            ))
+                        }
+                        (None, Some(0)) => {
+                            return Err(self.error_at(
+                                Some(i),
+                                "count",
+                                &format!("actions[{i}].prune.count must be at least 1"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                    if pr.min_keep == 0 {
+                        return Err(self.error_at(Some(i), "min_keep", &format!("actions[{i}].prune.min_keep must be at least 1: a layer is never emptied")));
+                    }
+                    if mode.is_some_and(|m| m != pr.mode) {
+                        return Err(self.error_at(Some(i), "mode", &format!("actions[{i}].prune.mode: all prune actions of a policy must use the same mode")));
+                    }
+                    mode = Some(pr.mode);
+                }
+                Action::Freeze(s) | Action::Train(s) => {
+                    let verb = if matches!(a, Action::Freeze(_)) {
+                        "freeze"
+                    } else {
+                        "train"
+                    };
+                    let ok = matches!(
+                        (&s.layers, s.by, s.top, s.last),
+                        (Some(_), None, None, None)
+                            | (None, Some(_), Some(_), None)
+                            | (None, None, None, Some(_))
+                    );
+                    if !ok {
+                        return Err(self.error_at(
+                            Some(i),
+                            verb,
+                            &format!(
+                                "actions[{i}].{verb}: give `layers`, or `by` with `top`, or `last`"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint to write: `output.checkpoint`, or `out/<policy stem>.safetensors`.
+    pub fn output_checkpoint(&self) -> PathBuf {
+        self.policy.output.checkpoint.clone().unwrap_or_else(|| {
+            let stem = self
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "policy".into());
+            PathBuf::from("out").join(format!("{stem}.safetensors"))
+        })
+    }
+
+    /// Does any action need UnitMem / ClassMem / LayerMem?
+    pub fn needs(&self) -> (bool, bool, bool) {
+        let mut n = (false, false, false);
+        for a in &self.policy.actions {
+            match a {
+                Action::Prune(p) if p.criterion == Criterion::Unitmem => n.0 = true,
+                Action::Prune(p) if p.criterion == Criterion::Classmem => n.1 = true,
+                Action::Freeze(s) | Action::Train(s) if s.by.is_some() => n.2 = true,
+                _ => {}
+            }
+        }
+        n
+    }
+}
+
+/// serde_yaml errors may span lines; users get one.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Glob match with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn rec(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => rec(&p[1..], n) || (!n.is_empty() && rec(p, &n[1..])),
+            (Some('?'), Some(_)) => rec(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => rec(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    rec(&p, &n)
+}
+
+/// Errors unless `path` exists; policies name files relative to the working directory.
+pub fn check_exists(pf: &PolicyFile, key: &str, path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(pf.error_at(
+            None,
+            key,
+            &format!("{key}: {} does not exist", path.display()),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Removing units (shapes shrink) or masking them (zeroed in place, shapes kept).
+
+use crate::model::coupling::CouplingGroup;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneMode {
+    /// Remove the channels: every producer row and consumer column goes, shapes shrink.
+    Remove,
+    /// Zero the channels' conv weights and BatchNorm affine (weight and bias), so their
+    /// output is exactly 0 everywhere; shapes stay. Equivalent to `remove` in every output.
+    Mask,
+}
+
+/// The channels of one coupling group to remove or mask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCut {
+    pub group: String,
+    pub channels: Vec<usize>,
+}
+
+/// Applies `cuts` to `stored` (tensors by stripped name, in their stored dtypes) and returns
+/// the new tensors. Refuses to empty a group.
+pub fn prune_tensors(
+    stored: &BTreeMap<String, Tensor>,
+    groups: &[CouplingGroup],
+    cuts: &[GroupCut],
+    mode: PruneMode,
+) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = stored.clone();
+    for cut in cuts {
+        let Some(g) = groups.iter().find(|g| g.name == cut.group) else {
+            bail!("no coupling group named `{}`", cut.group);
+        };
+        if let Some(&c) = cut.channels.iter().find(|&&c| c >= g.channels) {
+            bail!(
+                "channel {c} of `{}` is out of range ({} channels)",
+                g.name,
+                g.channels
+            );
+        }
+        let cut_set: std::collections::BTreeSet<usize> = cut.channels.iter().copied().collect();
+        if cut_set.len() >= g.channels {
+            bail!("the plan would remove every channel of `{}`", g.name);
+        }
+        match mode {
+            PruneMode::Remove => {
+                let keep: Vec<u32> = (0..g.channels)
+                    .filter(|c| !cut_set.contains(c))
+                    .map(|c| c as u32)
+                    .collect();
+                let keep = Tensor::new(keep.as_slice(), &Device::Cpu)?;
+                for s in g.slices() {
+                    let t = out
+                        .get(&s.tensor)
+                        .ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", s.tensor))?;
+                    let t = t.index_select(&keep, s.axis)?.contiguous()?;
+                    out.insert(s.tensor.clone(), t);
+                }
+            }
+            PruneMode::Mask => {
+                for (conv, bn) in &g.producers {
+                    for name in [conv.clone(), format!("{bn}.weight"), format!("{bn}.bias")] {
+                        let t = out
+                            .get(&name)
+                            .ok_or_else(|| anyhow::anyhow!("missing tensor `{name}`"))?;
+                        out.insert(name.clone(), zero_rows(t, &cut_set)?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `t` with rows (axis 0) in `rows` set to +0, in `t`'s own dtype.
+fn zero_rows(t: &Tensor, rows: &std::collections::BTreeSet<usize>) -> Result<Tensor> {
+    let dtype = t.dtype();
+    let n = t.dim(0)?;
+    let per_row = t.elem_count() / n.max(1);
+    let mut v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    for &r in rows {
+        v[r * per_row..(r + 1) * per_row]
+            .iter_mut()
+            .for_each(|x| *x = 0.0);
+    }
+    // f16/bf16 -> f32 -> f16/bf16 is exact, so untouched rows keep their bits.
+    Ok(Tensor::from_vec(v, t.dims(), &Device::Cpu)?.to_dtype(dtype)?)
+}
