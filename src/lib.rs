@@ -15,4 +15,5 @@ pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod rewrite;
+pub mod train;
 pub mod train_meta;

@@ -50,6 +50,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
     },
+    /// Train a ResNet9 encoder (SimCLR, SimSiam or supervised), e.g. LayerMem's f and g.
+    Train(Box<TrainArgs>),
+    /// Linear-probe top-1 accuracy of a frozen encoder (or of raw pixels with --raw).
+    Probe(ProbeArgs),
 }
 
 /// Where METRICS.md leaves a choice, memprune makes this one (also in the README).
@@ -225,6 +229,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Measure(m) => measure_cmd(m, quiet),
+        Command::Train(a) => train_cmd(*a, quiet),
+        Command::Probe(a) => probe_cmd(a),
     }
 }
 
@@ -463,4 +469,231 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
     }
+}
+
+// ---- memprune train / memprune probe ----
+
+#[derive(Args)]
+struct TrainArgs {
+    #[arg(long, value_enum)]
+    framework: memprune::train::Framework,
+    /// Architecture (only `resnet9`).
+    #[arg(long, default_value = "resnet9", value_parser = ["resnet9"])]
+    arch: String,
+    /// The 8 ResNet9 block widths, comma separated (blocks 2 and 4, 6 and 8 must match).
+    #[arg(long, value_delimiter = ',', default_value = "32,64,64,64,128,256,256,256")]
+    widths: Vec<usize>,
+    /// Training data (the train split is read). Default: the embedded Fashion-MNIST subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Images per step (SSL: 2 views each).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Peak learning rate. Default: simclr 0.3 (LARS) or 0.5 (sgd) or 1e-3 (adamw);
+    /// simsiam 0.05; supervised 0.1 (sgd) or 1e-3 (adamw); each times batch/256 except adamw.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight decay (on conv and linear weights only). Default: simclr 1e-6, else 5e-4.
+    #[arg(long)]
+    wd: Option<f64>,
+    /// Default: lars for simclr, sgd otherwise.
+    #[arg(long, value_enum)]
+    optimizer: Option<memprune::train::optim::OptimizerKind>,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long)]
+    nesterov: bool,
+    /// LARS trust coefficient.
+    #[arg(long, default_value_t = 0.02)]
+    lars_eta: f64,
+    /// Linear warm-up (epochs, may be fractional), then cosine decay to 0.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_epochs: f64,
+    /// NT-Xent temperature (SimCLR).
+    #[arg(long, default_value_t = 0.5)]
+    temperature: f64,
+    /// Seed of the initialisation, views and data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// all, shared+candidates (LayerMem's f) or shared+independent (LayerMem's g).
+    #[arg(long, value_enum, default_value_t = memprune::train::split::SplitKind::All)]
+    split: memprune::train::split::SplitKind,
+    /// Seed of the 80/10/10 split (f and g must share it).
+    #[arg(long, default_value_t = 0)]
+    split_seed: u64,
+    /// Augmentation settings as YAML (as `measure --augment`). Default: METRICS.md's SSL
+    /// augmentation; supervised: crop scale 0.5..1 and flips only.
+    #[arg(long)]
+    augment: Option<PathBuf>,
+    /// Checkpoint to write (a resume state `<out>.state.safetensors` is written beside it).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from this checkpoint (or its resume state) up to --epochs.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Store the weights as f16 (half the size; the resume state stays f32).
+    #[arg(long)]
+    f16: bool,
+    /// CPU threads (default: all).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            bail!("--threads must be > 0");
+        }
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+    }
+    Ok(())
+}
+
+fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
+    use memprune::train::{optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer};
+    set_threads(a.threads)?;
+    let data_path = a.data.clone().unwrap_or_else(defaults::data);
+    let set = data::open(&data_path, Split::Train)?;
+    let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr { OptimizerKind::Lars } else { OptimizerKind::Sgd });
+    let scale = a.batch as f64 / 256.0;
+    let lr = a.lr.unwrap_or(match (a.framework, kind) {
+        (_, OptimizerKind::Adamw) => 1e-3,
+        (Framework::Simclr, OptimizerKind::Lars) => 0.3 * scale,
+        (Framework::Simclr, _) => 0.5 * scale,
+        (Framework::Simsiam, _) => 0.05 * scale,
+        (Framework::Supervised, _) => 0.1 * scale,
+    });
+    let wd = a.wd.unwrap_or(if a.framework == Framework::Simclr { 1e-6 } else { 5e-4 });
+    let mut optimizer = OptimizerConfig::new(kind, wd);
+    optimizer.momentum = a.momentum;
+    optimizer.nesterov = a.nesterov;
+    optimizer.eta = a.lars_eta;
+    let augment = match &a.augment {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+            serde_yaml::from_str::<AugmentConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => a.framework.default_augment(),
+    };
+    memprune::train::init::check_widths(&a.widths)?;
+    let cfg = TrainConfig {
+        framework: a.framework,
+        widths: a.widths.clone(),
+        epochs: a.epochs,
+        batch: a.batch,
+        lr,
+        optimizer,
+        warmup_epochs: a.warmup_epochs,
+        seed: a.seed,
+        split: a.split,
+        split_seed: a.split_seed,
+        temperature: a.temperature,
+        augment,
+        normalization: Normalization::default_for(set.kind, set.channels),
+        save_dtype: if a.f16 { candle_core::DType::F16 } else { candle_core::DType::F32 },
+    };
+    let label = data_path.display().to_string();
+    let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
+    if !quiet {
+        eprintln!(
+            "training {} resnet9 {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
+            a.framework.name(),
+            a.widths,
+            trainer.points.len(),
+            set.len(),
+            label,
+            a.split.name(),
+            a.epochs,
+            trainer.steps_per_epoch(),
+            trainer.batch_size(),
+            kind.name(),
+            lr,
+            wd,
+            if trainer.epochs_done > 0 { format!(", resuming after epoch {}", trainer.epochs_done) } else { String::new() }
+        );
+    }
+    use std::io::IsTerminal;
+    let s = trainer.run(&a.out, std::io::stderr().is_terminal(), quiet)?;
+    println!(
+        "trained {} epochs in {:.1} s ({:.1} s/epoch), final loss {:.4}: {}",
+        s.epochs,
+        s.seconds,
+        if s.epoch_seconds.is_empty() { 0.0 } else { s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len() as f64 },
+        s.final_loss,
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// Encoder checkpoint. Default: the embedded encoder f.
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Labelled data with train and test splits. Default: the embedded Fashion-MNIST subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Probe the raw pixels instead of an encoder (the floor).
+    #[arg(long)]
+    raw: bool,
+    /// Probe a freshly initialised ResNet9 with these widths (seeded by --init-seed) instead
+    /// of a checkpoint: the random-init baseline.
+    #[arg(long, value_delimiter = ',', conflicts_with = "raw")]
+    random_init: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 0)]
+    init_seed: u64,
+    /// Full-batch Adam steps of the logistic regression.
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// L2 penalty on the probe's weights.
+    #[arg(long, default_value_t = 1e-4)]
+    l2: f64,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write the result as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn probe_cmd(a: ProbeArgs) -> Result<()> {
+    use memprune::eval::probe::{probe_accuracy, raw_pixel_accuracy, ProbeSettings};
+    set_threads(a.threads)?;
+    let data_path = a.data.clone().unwrap_or_else(defaults::data);
+    let train = data::open(&data_path, Split::Train)?;
+    let test = data::open(&data_path, Split::Test)?;
+    let settings = ProbeSettings { steps: a.steps, lr: a.lr, l2: a.l2, ..ProbeSettings::default() };
+    let (what, r) = if a.raw {
+        ("raw pixels".to_string(), raw_pixel_accuracy(&train, &test, &settings)?)
+    } else if let Some(w) = &a.random_init {
+        let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
+        let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
+        let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
+        let enc = Encoder::from_checkpoint(ckpt, &LoadOptions::default())?;
+        (enc.checkpoint.path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
+    } else {
+        let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+        let enc = Encoder::load(&path, &a.load.options())?;
+        (path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
+    };
+    println!(
+        "linear probe of {what} on {}: top-1 {:.2} % on {} test images (train {:.2} %, {} images, {} features, {} classes)",
+        data_path.display(),
+        100.0 * r.test_accuracy,
+        r.test_points,
+        100.0 * r.train_accuracy,
+        r.train_points,
+        r.features,
+        r.classes
+    );
+    if let Some(p) = &a.json {
+        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r});
+        memprune::checkpoint::write_file_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes(), &[])?;
+    }
+    Ok(())
 }

@@ -1,3 +1,5 @@
-//! The evaluator: what a model costs ([`cost`]).
+//! The evaluator: what a model costs ([`cost`]) and how well its features serve a linear
+//! probe ([`probe`]).
 
 pub mod cost;
+pub mod probe;

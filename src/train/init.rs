@@ -1,0 +1,128 @@
+//! Seeded, deterministic initialisation of a fresh ResNet9 and of the training heads.
+//!
+//! Conv weights: Kaiming normal, fan_out, gain sqrt(2) (torchvision's ResNet init).
+//! BatchNorm: weight 1, bias 0, running mean 0, running variance 1. Linear layers:
+//! PyTorch's default `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weight and bias. Every tensor
+//! draws from its own stream keyed by (seed, tensor name), so adding a head never changes
+//! the encoder's initial weights.
+
+use crate::data::rng::{hash_key, Rng};
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use std::collections::BTreeMap;
+
+/// The paper's ResNet9 widths.
+pub const PAPER_WIDTHS: [usize; 8] = [32, 64, 64, 64, 128, 256, 256, 256];
+
+const INIT_TAG: u64 = 0x494E_4954_5245_5339; // "INITRES9"
+
+fn name_key(name: &str) -> u64 {
+    let words: Vec<u64> = name.bytes().map(u64::from).collect();
+    hash_key(&words)
+}
+
+fn rng_for(seed: u64, name: &str) -> Rng {
+    Rng::from_key(&[INIT_TAG, seed, name_key(name)])
+}
+
+/// Standard normal draws (Box-Muller).
+fn normals(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n + 1);
+    while v.len() < n {
+        let u1 = 1.0 - rng.next_f64(); // (0, 1]
+        let u2 = rng.next_f64();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = 2.0 * std::f64::consts::PI * u2;
+        v.push((r * t.cos()) as f32);
+        v.push((r * t.sin()) as f32);
+    }
+    v.truncate(n);
+    v
+}
+
+/// Checks ResNet9 widths: 8 positive values, with the residual sums' widths equal.
+pub fn check_widths(widths: &[usize]) -> Result<()> {
+    if widths.len() != 8 {
+        bail!("ResNet9 needs 8 widths (one per conv block), got {}", widths.len());
+    }
+    if widths.contains(&0) {
+        bail!("ResNet9 widths must be > 0, got {widths:?}");
+    }
+    if widths[1] != widths[3] || widths[5] != widths[7] {
+        bail!("ResNet9 widths {widths:?}: blocks 2 and 4, and blocks 6 and 8, are added (Res2, Res6) and need equal widths");
+    }
+    Ok(())
+}
+
+fn cpu() -> Device {
+    Device::Cpu
+}
+
+fn kaiming_conv(seed: u64, name: &str, cout: usize, cin: usize, k: usize) -> Result<Tensor> {
+    let fan_out = (cout * k * k) as f64;
+    let std = (2.0 / fan_out).sqrt() as f32;
+    let v: Vec<f32> = normals(&mut rng_for(seed, name), cout * cin * k * k).into_iter().map(|x| x * std).collect();
+    Ok(Tensor::from_vec(v, (cout, cin, k, k), &cpu())?)
+}
+
+/// Adds `prefix.{weight,bias,running_mean,running_var}` of a fresh BatchNorm with `c` channels.
+pub fn batch_norm(out: &mut BTreeMap<String, Tensor>, prefix: &str, c: usize) -> Result<()> {
+    let d = cpu();
+    out.insert(format!("{prefix}.weight"), Tensor::ones(c, candle_core::DType::F32, &d)?);
+    out.insert(format!("{prefix}.bias"), Tensor::zeros(c, candle_core::DType::F32, &d)?);
+    out.insert(format!("{prefix}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &d)?);
+    out.insert(format!("{prefix}.running_var"), Tensor::ones(c, candle_core::DType::F32, &d)?);
+    Ok(())
+}
+
+/// Adds `prefix.weight` (out, in) and, with `bias`, `prefix.bias` (out): PyTorch's default
+/// Linear initialisation.
+pub fn linear(out: &mut BTreeMap<String, Tensor>, seed: u64, prefix: &str, fan_in: usize, fan_out: usize, bias: bool) -> Result<()> {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    let mut rng = rng_for(seed, prefix);
+    let w: Vec<f32> = (0..fan_in * fan_out).map(|_| rng.uniform(-bound, bound) as f32).collect();
+    out.insert(format!("{prefix}.weight"), Tensor::from_vec(w, (fan_out, fan_in), &cpu())?);
+    if bias {
+        let b: Vec<f32> = (0..fan_out).map(|_| rng.uniform(-bound, bound) as f32).collect();
+        out.insert(format!("{prefix}.bias"), Tensor::from_vec(b, fan_out, &cpu())?);
+    }
+    Ok(())
+}
+
+/// A fresh ResNet9 (`block{i}.conv.weight`, `block{i}.bn.*`) for `in_channels` inputs.
+pub fn resnet9(in_channels: usize, widths: &[usize], seed: u64) -> Result<BTreeMap<String, Tensor>> {
+    check_widths(widths)?;
+    let mut out = BTreeMap::new();
+    let mut cin = in_channels;
+    for (i, &w) in widths.iter().enumerate() {
+        let name = format!("block{}.conv.weight", i + 1);
+        out.insert(name.clone(), kaiming_conv(seed, &name, w, cin, 3)?);
+        batch_norm(&mut out, &format!("block{}.bn", i + 1), w)?;
+        cin = w;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normals_have_unit_variance() {
+        let v = normals(&mut Rng::from_key(&[1]), 20000);
+        let m = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!(m.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{m} {var}");
+    }
+
+    #[test]
+    fn init_is_seeded() {
+        let a = resnet9(1, &[4, 4, 4, 4, 4, 8, 8, 8], 3).unwrap();
+        let b = resnet9(1, &[4, 4, 4, 4, 4, 8, 8, 8], 3).unwrap();
+        let c = resnet9(1, &[4, 4, 4, 4, 4, 8, 8, 8], 4).unwrap();
+        let v = |m: &BTreeMap<String, Tensor>| m["block3.conv.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&a), v(&b));
+        assert_ne!(v(&a), v(&c));
+        assert!(check_widths(&[4, 4, 4, 5, 4, 8, 8, 8]).is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! `memprune train`: SimCLR, SimSiam and supervised training of ResNet9 encoders on the CPU,
+//! with the paper's f/g split for LayerMem, deterministic given the seed and thread count.
+//!
+//! - Views come from [`crate::data::augment`]'s counter-based generator: epoch `e` uses views
+//!   `2e` and `2e + 1` of every point (supervised: view `e`), under a view seed derived from
+//!   `--seed`, so they never coincide with the views `measure` draws under the same seed.
+//! - Each epoch visits the training points in an order drawn from (seed, epoch); the last
+//!   incomplete batch is dropped (as SimCLR does), unless the data is smaller than a batch.
+//! - BatchNorm runs in training mode (batch statistics, running statistics with momentum 0.1).
+//! - Learning rate: linear warm-up then cosine decay to 0, per step.
+//! - After every epoch the checkpoint (`--out`) and a resume state beside it
+//!   (`<out>.state.safetensors`: f32 weights, running statistics, optimizer state) are written
+//!   atomically, so an interrupted run continues with `--resume <out>`.
+
+pub mod init;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod split;
+
+use crate::checkpoint::{write_safetensors_atomic, Checkpoint};
+use crate::data::augment::{clean_batch, views_batch, AugmentConfig};
+use crate::data::rng::{hash_key, Rng};
+use crate::data::{ImageSet, Normalization};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use model::TrainModel;
+use optim::{lr_at, Optimizer, OptimizerConfig};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use split::SplitKind;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const VIEW_TAG: u64 = 0x5452_4149_4E56_4945; // "TRAINVIE"
+const SHUFFLE_TAG: u64 = 0x5348_5546_464C_4521; // "SHUFFLE!"
+
+/// The training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    /// SimCLR: NT-Xent over two views, projection head `projector.{0,1,3}`.
+    Simclr,
+    /// SimSiam: projector + predictor, stop-gradient, symmetric negative cosine.
+    Simsiam,
+    /// Cross-entropy with a linear classifier `fc` on the pooled features.
+    Supervised,
+}
+
+impl Framework {
+    pub fn name(self) -> &'static str {
+        match self {
+            Framework::Simclr => "simclr",
+            Framework::Simsiam => "simsiam",
+            Framework::Supervised => "supervised",
+        }
+    }
+
+    pub fn is_ssl(self) -> bool {
+        self != Framework::Supervised
+    }
+
+    /// The augmentation this framework trains with: METRICS.md's SSL augmentation for the
+    /// SSL frameworks; for supervised training a milder one (random resized crop with scale
+    /// 0.5..1, horizontal flip, no colour jitter or grayscale).
+    pub fn default_augment(self) -> AugmentConfig {
+        match self {
+            Framework::Supervised => AugmentConfig { crop_scale: (0.5, 1.0), jitter_p: 0.0, grayscale_p: 0.0, ..AugmentConfig::default() },
+            _ => AugmentConfig::default(),
+        }
+    }
+}
+
+/// Everything that decides a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub framework: Framework,
+    pub widths: Vec<usize>,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    pub optimizer: OptimizerConfig,
+    pub warmup_epochs: f64,
+    pub seed: u64,
+    pub split: SplitKind,
+    pub split_seed: u64,
+    /// NT-Xent temperature (SimCLR).
+    pub temperature: f64,
+    pub augment: AugmentConfig,
+    pub normalization: Normalization,
+    /// Dtype of the weights in the written checkpoint (the resume state is always f32).
+    #[serde(skip, default = "f32_dtype")]
+    pub save_dtype: DType,
+}
+
+fn f32_dtype() -> DType {
+    DType::F32
+}
+
+/// SHA-256 of a set's geometry, pixels and labels, hex.
+pub fn data_hash(set: &ImageSet) -> String {
+    let mut h = Sha256::new();
+    for d in [set.len(), set.channels, set.height, set.width] {
+        h.update((d as u64).to_le_bytes());
+    }
+    h.update(&set.pixels);
+    if let Some(l) = &set.labels {
+        for x in l {
+            h.update(x.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The path of the resume state written beside a checkpoint.
+pub fn state_path(ckpt: &Path) -> PathBuf {
+    let mut s = ckpt.as_os_str().to_os_string();
+    s.push(".state.safetensors");
+    PathBuf::from(s)
+}
+
+/// Classes of a labelled set (max label + 1), 0 when unlabelled.
+pub fn num_classes(set: &ImageSet) -> usize {
+    set.labels.as_ref().and_then(|l| l.iter().max()).map(|&m| m as usize + 1).unwrap_or(0)
+}
+
+/// The state of a run: model, optimizer, and where it is in the schedule.
+pub struct Trainer<'a> {
+    pub cfg: TrainConfig,
+    pub set: &'a ImageSet,
+    /// A label for `memprune.data` (the path the user gave).
+    pub data_label: String,
+    pub model: TrainModel,
+    pub optimizer: Optimizer,
+    /// The training points (indices into `set`), sorted.
+    pub points: Vec<usize>,
+    pub candidates: Option<Vec<usize>>,
+    pub epochs_done: usize,
+    pub data_hash: String,
+    view_seed: u64,
+}
+
+impl<'a> Trainer<'a> {
+    /// A fresh run (initialised from `cfg.seed`), or one resumed from a checkpoint or its
+    /// resume state.
+    pub fn new(cfg: TrainConfig, set: &'a ImageSet, data_label: &str, resume: Option<&Path>) -> Result<Trainer<'a>> {
+        if set.is_empty() {
+            bail!("{}: no images", set.source);
+        }
+        if cfg.batch < 2 {
+            bail!("--batch must be at least 2 (BatchNorm and contrastive losses need pairs)");
+        }
+        if cfg.framework == Framework::Supervised && set.labels.is_none() {
+            bail!("{}: supervised training needs labels", set.source);
+        }
+        cfg.augment.validate()?;
+        cfg.normalization.validate(set.channels)?;
+        let hash = data_hash(set);
+        let sp = split::split(set.len(), cfg.split_seed);
+        let points = sp.train_points(cfg.split);
+        let candidates = (cfg.split == SplitKind::SharedCandidates).then(|| sp.candidates.clone());
+        let mut optimizer = Optimizer::new(cfg.optimizer.clone());
+        let (model, epochs_done) = match resume {
+            None => {
+                let mut t = init::resnet9(set.channels, &cfg.widths, cfg.seed)?;
+                let d = *cfg.widths.last().unwrap_or(&0);
+                t.extend(model::init_heads(cfg.framework, d, num_classes(set), cfg.seed)?);
+                (TrainModel::from_tensors(cfg.framework, &t, Path::new("<fresh>"))?, 0)
+            }
+            Some(p) => {
+                let sp = state_path(p);
+                let (path, state) = if sp.exists() { (sp.clone(), Checkpoint::load(&sp, Some(""))?) } else { (p.to_path_buf(), Checkpoint::load(p, Some(""))?) };
+                let m = &state.metadata;
+                let want = [
+                    ("memprune.framework", cfg.framework.name().to_string()),
+                    ("memprune.split", cfg.split.name().to_string()),
+                    ("memprune.split_seed", cfg.split_seed.to_string()),
+                    ("memprune.seed", cfg.seed.to_string()),
+                    ("memprune.data_hash", hash.clone()),
+                    ("memprune.optimizer", cfg.optimizer.kind.name().to_string()),
+                ];
+                for (k, v) in want {
+                    if m.get(k) != Some(&v) {
+                        bail!("{}: cannot resume: `{k}` is {:?} but this run has {v:?}", path.display(), m.get(k));
+                    }
+                }
+                let done: usize = m.get("memprune.epochs").and_then(|s| s.parse().ok()).context("no `memprune.epochs` in the resume state")?;
+                let steps: u64 = m.get("memprune.optimizer_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+                if !state.tensors.keys().any(|k| k.starts_with("optimizer.")) && done > 0 {
+                    bail!("{}: no optimizer state (expected the resume state {} beside it)", p.display(), sp.display());
+                }
+                optimizer.load_state(&state.tensors, steps)?;
+                (TrainModel::from_tensors(cfg.framework, &state.tensors, &path)?, done)
+            }
+        };
+        let widths: Vec<usize> = model.encoder.conv_bns().iter().map(|c| c.out_channels()).collect();
+        if resume.is_some() && widths != cfg.widths {
+            bail!("cannot resume: the checkpoint has widths {widths:?}, this run asks for {:?}", cfg.widths);
+        }
+        if model.encoder.in_channels() != set.channels {
+            bail!("the encoder takes {} channels, the data has {}", model.encoder.in_channels(), set.channels);
+        }
+        let view_seed = hash_key(&[VIEW_TAG, cfg.seed]);
+        Ok(Trainer { cfg, set, data_label: data_label.to_string(), model, optimizer, points, candidates, epochs_done, data_hash: hash, view_seed })
+    }
+
+    /// Batch size actually used (the data may be smaller than `--batch`).
+    pub fn batch_size(&self) -> usize {
+        self.cfg.batch.min(self.points.len())
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        (self.points.len() / self.batch_size()).max(1)
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        (self.steps_per_epoch() * self.cfg.epochs) as u64
+    }
+
+    /// Training points in epoch `epoch`'s order.
+    pub fn epoch_order(&self, epoch: usize) -> Vec<usize> {
+        let mut v = self.points.clone();
+        let mut rng = Rng::from_key(&[SHUFFLE_TAG, self.cfg.seed, epoch as u64]);
+        for i in (1..v.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+
+    /// Input tensor (and labels) of one batch of points in epoch `epoch`.
+    pub fn batch_input(&self, points: &[usize], epoch: usize) -> Result<(Tensor, Option<Tensor>)> {
+        let s = self.cfg.augment.output_size(self.set);
+        let c = self.set.channels;
+        let e = epoch as u64;
+        let (items, n): (Vec<(usize, u64)>, usize) = if self.cfg.framework.is_ssl() {
+            let mut items: Vec<(usize, u64)> = points.iter().map(|&p| (p, 2 * e)).collect();
+            items.extend(points.iter().map(|&p| (p, 2 * e + 1)));
+            (items, 2 * points.len())
+        } else {
+            (points.iter().map(|&p| (p, e)).collect(), points.len())
+        };
+        let data = views_batch(&self.cfg.augment, &self.cfg.normalization, self.set, &items, self.view_seed);
+        let x = Tensor::from_vec(data, (n, c, s, s), &Device::Cpu)?;
+        let labels = match &self.set.labels {
+            Some(l) if self.cfg.framework == Framework::Supervised => {
+                let v: Vec<u32> = points.iter().map(|&p| l[p]).collect();
+                Some(Tensor::from_vec(v, points.len(), &Device::Cpu)?)
+            }
+            _ => None,
+        };
+        Ok((x, labels))
+    }
+
+    /// One optimisation step on `points` (views of epoch `epoch`); returns the loss.
+    pub fn step(&mut self, points: &[usize], epoch: usize) -> Result<f64> {
+        let (x, labels) = self.batch_input(points, epoch)?;
+        let (loss, stats) = self.model.loss(&x, labels.as_ref(), self.cfg.temperature)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            bail!("the loss became {value} at step {} (lower --lr?)", self.optimizer.steps + 1);
+        }
+        let grads = loss.backward()?;
+        let spe = self.steps_per_epoch() as f64;
+        let warmup = (self.cfg.warmup_epochs * spe).round() as u64;
+        let lr = lr_at(self.cfg.lr, self.optimizer.steps, warmup, self.total_steps());
+        self.optimizer.step(&self.model.vars, &grads, lr)?;
+        self.model.update_running_stats(&stats)?;
+        Ok(value)
+    }
+
+    /// Metadata of the checkpoint after `self.epochs_done` epochs.
+    pub fn metadata(&self, final_loss: f64) -> BTreeMap<String, String> {
+        let c = &self.cfg;
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(format!("memprune.{k}"), v);
+        };
+        put("arch", "resnet9".into());
+        put("widths", serde_json::to_string(&c.widths).unwrap_or_default());
+        put("framework", c.framework.name().into());
+        put("data", self.data_label.clone());
+        put("data_hash", self.data_hash.clone());
+        put("data_points", self.set.len().to_string());
+        put("train_points", self.points.len().to_string());
+        put("split", c.split.name().into());
+        put("split_seed", c.split_seed.to_string());
+        put("seed", c.seed.to_string());
+        put("epochs", self.epochs_done.to_string());
+        put("epochs_planned", c.epochs.to_string());
+        put("batch", c.batch.to_string());
+        put("lr", c.lr.to_string());
+        put("optimizer", c.optimizer.kind.name().into());
+        put("optimizer_config", serde_json::to_string(&c.optimizer).unwrap_or_default());
+        put("optimizer_steps", self.optimizer.steps.to_string());
+        put("warmup_epochs", c.warmup_epochs.to_string());
+        put("temperature", c.temperature.to_string());
+        put("augment", serde_json::to_string(&c.augment).unwrap_or_default());
+        put("normalization", serde_json::to_string(&c.normalization).unwrap_or_default());
+        put("final_loss", format!("{final_loss}"));
+        put("version", env!("CARGO_PKG_VERSION").into());
+        if let Some(cands) = &self.candidates {
+            put("candidates", serde_json::to_string(cands).unwrap_or_default());
+        }
+        m
+    }
+
+    /// Writes the checkpoint (weights in `save_dtype`) and the resume state beside it.
+    pub fn save(&self, out: &Path, final_loss: f64) -> Result<()> {
+        let meta = self.metadata(final_loss);
+        let tensors = self.model.tensors()?;
+        let saved: BTreeMap<String, Tensor> =
+            tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_dtype(self.cfg.save_dtype)?))).collect::<candle_core::Result<_>>()?;
+        write_safetensors_atomic(out, &saved, &meta, &[])?;
+        let mut state = tensors;
+        state.extend(self.optimizer.state_tensors());
+        write_safetensors_atomic(&state_path(out), &state, &meta, &[])
+    }
+
+    /// Trains up to `cfg.epochs`, saving after each epoch; returns the mean loss of the last
+    /// epoch. `progress`: a bar on stderr; otherwise, unless `quiet`, one line per epoch.
+    pub fn run(&mut self, out: &Path, progress: bool, quiet: bool) -> Result<TrainSummary> {
+        let spe = self.steps_per_epoch();
+        let b = self.batch_size();
+        let views = if self.cfg.framework.is_ssl() { 2 } else { 1 };
+        let start = Instant::now();
+        let mut last = f64::NAN;
+        let mut epoch_secs = Vec::new();
+        while self.epochs_done < self.cfg.epochs {
+            let epoch = self.epochs_done;
+            let order = self.epoch_order(epoch);
+            let t0 = Instant::now();
+            let pb = if progress && !quiet {
+                let pb = indicatif::ProgressBar::new(spe as u64);
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                pb.set_prefix(format!("{}/{}", epoch + 1, self.cfg.epochs));
+                Some(pb)
+            } else {
+                None
+            };
+            let mut sum = 0.0;
+            for k in 0..spe {
+                let l = self.step(&order[k * b..(k + 1) * b], epoch)?;
+                sum += l;
+                if let Some(pb) = &pb {
+                    let ips = ((k + 1) * b) as f64 / t0.elapsed().as_secs_f64();
+                    pb.set_message(format!("loss {l:.4} {ips:.0} img/s"));
+                    pb.inc(1);
+                }
+            }
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            last = sum / spe as f64;
+            self.epochs_done += 1;
+            let secs = t0.elapsed().as_secs_f64();
+            epoch_secs.push(secs);
+            self.save(out, last)?;
+            if !quiet {
+                eprintln!(
+                    "epoch {}/{}: loss {last:.4}, {secs:.1} s, {:.0} img/s ({} views each), lr {:.4}",
+                    self.epochs_done,
+                    self.cfg.epochs,
+                    (spe * b) as f64 / secs,
+                    views,
+                    lr_at(self.cfg.lr, self.optimizer.steps.saturating_sub(1), (self.cfg.warmup_epochs * spe as f64).round() as u64, self.total_steps())
+                );
+            }
+        }
+        if self.epochs_done == self.cfg.epochs && epoch_secs.is_empty() && !out.exists() {
+            self.save(out, last)?;
+        }
+        Ok(TrainSummary { epochs: self.epochs_done, final_loss: last, seconds: start.elapsed().as_secs_f64(), epoch_seconds: epoch_secs, train_points: self.points.len() })
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub epoch_seconds: Vec<f64>,
+    pub train_points: usize,
+}
+
+/// Clean (un-augmented) normalised images of `points` as an (N, C, S, S) tensor.
+pub fn clean_tensor(cfg: &AugmentConfig, norm: &Normalization, set: &ImageSet, points: &[usize]) -> Result<Tensor> {
+    let s = cfg.output_size(set);
+    let v = clean_batch(cfg, norm, set, points);
+    Ok(Tensor::from_vec(v, (points.len(), set.channels, s, s), &Device::Cpu)?)
+}

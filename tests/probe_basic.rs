@@ -1,0 +1,71 @@
+//! The linear probe: deterministic, and well above chance on separable data.
+
+use candle_core::{Device, Tensor};
+use memprune::checkpoint::Checkpoint;
+use memprune::data::{DatasetKind, ImageSet, Normalization};
+use memprune::eval::probe::{fit, probe_accuracy, raw_pixel_accuracy, ProbeSettings};
+use memprune::model::{Encoder, LoadOptions};
+use std::path::Path;
+
+/// Two Gaussian blobs in 5-d, `n` points each.
+fn blobs(n: usize, key: u64) -> (Tensor, Vec<u32>) {
+    let mut r = memprune::data::rng::Rng::from_key(&[key]);
+    let mut v = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..2 * n {
+        let k = (i % 2) as u32;
+        for d in 0..5 {
+            let centre = if d == 0 { 2.0 * k as f64 - 1.0 } else { 0.0 };
+            v.push((centre + r.uniform(-1.0, 1.0)) as f32);
+        }
+        y.push(k);
+    }
+    (Tensor::from_vec(v, (2 * n, 5), &Device::Cpu).unwrap(), y)
+}
+
+#[test]
+fn probe_is_deterministic_and_beats_chance_on_separable_features() {
+    let (xtr, ytr) = blobs(100, 1);
+    let (xte, yte) = blobs(50, 2);
+    let s = ProbeSettings { steps: 300, ..ProbeSettings::default() };
+    let a = fit(&xtr, &ytr, &xte, &yte, &s).unwrap();
+    let b = fit(&xtr, &ytr, &xte, &yte, &s).unwrap();
+    assert_eq!(a.test_accuracy, b.test_accuracy);
+    assert_eq!(a.final_loss, b.final_loss);
+    assert!(a.test_accuracy > 0.9, "{a:?}");
+    assert_eq!((a.classes, a.features, a.test_points), (2, 5, 100));
+}
+
+fn images(n: usize, key: u64) -> ImageSet {
+    let s = 8;
+    let mut r = memprune::data::rng::Rng::from_key(&[key]);
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let k = (i % 2) as u32;
+        labels.push(k);
+        for y in 0..s {
+            for _x in 0..s {
+                let on = (k == 0) == (y < s / 2);
+                pixels.push(((if on { 190 } else { 40 }) + r.below(50) as i32 - 25) as u8);
+            }
+        }
+    }
+    ImageSet { source: "tiny".into(), pixels, labels: Some(labels), class_names: None, channels: 1, height: s, width: s, kind: DatasetKind::Unknown }
+}
+
+#[test]
+fn encoder_and_raw_pixel_probes_work_on_a_tiny_image_set() {
+    let (train, test) = (images(60, 3), images(30, 4));
+    let t = memprune::train::init::resnet9(1, &[4, 8, 8, 8, 8, 16, 16, 16], 0).unwrap();
+    let enc = Encoder::from_checkpoint(Checkpoint::from_tensors(Path::new("<init>"), t, Default::default()), &LoadOptions::default()).unwrap();
+    let s = ProbeSettings { steps: 200, normalization: Some(Normalization { mean: vec![0.5], std: vec![0.25] }), ..ProbeSettings::default() };
+    let a = probe_accuracy(&enc, &train, &test, &s).unwrap();
+    let b = probe_accuracy(&enc, &train, &test, &s).unwrap();
+    assert_eq!(a.test_accuracy, b.test_accuracy);
+    assert!(a.test_accuracy > 0.8, "{a:?}");
+    assert_eq!(a.features, 16);
+    let raw = raw_pixel_accuracy(&train, &test, &s).unwrap();
+    assert!(raw.test_accuracy > 0.9, "{raw:?}");
+    assert_eq!(raw.features, 64);
+}
