@@ -11,6 +11,7 @@ use memprune::metrics::unit_mem::Reduce;
 use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::plan::PolicyFile;
+use memprune::rewrite::PruneMode;
 use memprune::{defaults, pipeline, report};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,9 @@ enum Command {
     /// Measure memorization: `unit` (UnitMem), `class` (ClassMem) or `layer` (LayerMem).
     #[command(subcommand)]
     Measure(Measure),
+    /// Reproduce the paper's experiments on the embedded default (or your model).
+    #[command(subcommand)]
+    Experiment(Experiment),
     /// Print what a policy would do (units pruned per layer, layers trained), writing nothing.
     Plan {
         #[arg(long, value_name = "FILE")]
@@ -106,6 +110,37 @@ enum Measure {
         /// Also print (and put in --json) SSLMem' of every point at every layer.
         #[arg(long)]
         per_point: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Experiment {
+    /// Table 6: prune the highest-UnitMem, random and lowest-UnitMem units (per layer 10 % and
+    /// 20 %, whole network 10 %) and compare linear-probe accuracy.
+    Prune {
+        /// The SSL encoder. Default: the embedded f.
+        checkpoint: Option<PathBuf>,
+        /// Data (train split for UnitMem and the probe, test split for the probe).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training points UnitMem is measured on (the paper: 5000).
+        #[arg(long, default_value_t = 5000)]
+        points: usize,
+        #[arg(long, default_value_t = 10)]
+        views: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Random draws for the random strategy (the paper: 10).
+        #[arg(long, default_value_t = 10)]
+        draws: usize,
+        /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
+        #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
+        modes: Vec<String>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Accuracy against units pruned, as SVG.
+        #[arg(long)]
+        chart: Option<PathBuf>,
     },
 }
 
@@ -229,9 +264,75 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Measure(m) => measure_cmd(m, quiet),
+        Command::Experiment(e) => experiment_cmd(e, quiet),
         Command::Train(a) => train_cmd(*a, quiet),
         Command::Probe(a) => probe_cmd(a),
     }
+}
+
+fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
+    let Experiment::Prune {
+        checkpoint,
+        data: data_path,
+        points,
+        views,
+        seed,
+        draws,
+        modes,
+        json,
+        chart,
+    } = e;
+    let modes: Vec<PruneMode> = modes
+        .iter()
+        .map(|m| match m.as_str() {
+            "mask" => Ok(PruneMode::Mask),
+            "remove" => Ok(PruneMode::Remove),
+            other => bail!("--modes: `{other}` is neither mask nor remove"),
+        })
+        .collect::<Result<_>>()?;
+    let path = checkpoint.unwrap_or_else(defaults::model_f);
+    let enc = Encoder::load(&path, &LoadOptions::default())?;
+    let data_path = data_path.unwrap_or_else(defaults::data);
+    let train = data::open(&data_path, Split::Train)?;
+    let test = data::open(&data_path, Split::Test)?;
+    let pts = memprune::data::Subset::random(points.min(train.len()), seed, train.len())?.indices;
+    let settings = ViewSettings {
+        augment: AugmentConfig::default(),
+        normalization: Normalization::default_for(train.kind, train.channels),
+        seed,
+        batch: 250,
+    };
+    let pb = measure::progress_bar(pts.len(), !quiet, "UnitMem");
+    let unit = measure::unit_mem(&enc, &train, &pts, views, Reduce::Mean, &settings, &pb)?;
+    let probe = memprune::eval::probe::ProbeSettings::default();
+    let t = memprune::eval::experiment::table6(
+        &enc,
+        &unit,
+        &train,
+        &test,
+        &probe,
+        draws,
+        &modes,
+        |line| {
+            if !quiet {
+                eprintln!("{line}");
+            }
+        },
+    )?;
+    println!("Table 6 on {} ({} units), UnitMem on {} training points x {views} views; linear-probe top-1 on the {} test images of {}\n", path.display(), t.total_units, pts.len(), test.len(), test.source);
+    print!("{}", report::table6(&t));
+    let inputs = [path.as_path()];
+    if let Some(j) = &json {
+        memprune::checkpoint::write_file_atomic(
+            j,
+            serde_json::to_string_pretty(&t)?.as_bytes(),
+            &inputs,
+        )?;
+    }
+    if let Some(c) = &chart {
+        report::chart::write_svg(c, &report::table6_chart(&t)?, &inputs)?;
+    }
+    Ok(())
 }
 
 fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
@@ -244,15 +345,21 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
         planned.groups.iter().map(|g| g.channels).sum::<usize>()
     );
     print!("{}", report::plan_table(&planned.plan));
-    let r = pipeline::run_policy(&planned)?;
+    let mut r = pipeline::run_policy(&planned)?;
     println!("\nwrote {}\n", r.after.checkpoint.display());
-    print!("{}", report::before_after_table(&r, None));
-    if let Some(j) = &planned.policy.policy.output.json {
+    let probe = pipeline::probe_before_after(&planned, &mut r)?;
+    print!("{}", report::before_after_table(&r, probe));
+    let out = &planned.policy.policy.output;
+    let inputs = [planned.encoder.checkpoint.path.as_path()];
+    if let Some(j) = &out.json {
         memprune::checkpoint::write_file_atomic(
             j,
             serde_json::to_string_pretty(&r)?.as_bytes(),
-            &[planned.encoder.checkpoint.path.as_path()],
+            &inputs,
         )?;
+    }
+    if let (Some(c), Some(u)) = (&out.chart, &planned.scores.unit_mem) {
+        report::chart::write_svg(c, &report::unit_mem_chart(u)?, &inputs)?;
     }
     Ok(())
 }
@@ -481,7 +588,11 @@ struct TrainArgs {
     #[arg(long, default_value = "resnet9", value_parser = ["resnet9"])]
     arch: String,
     /// The 8 ResNet9 block widths, comma separated (blocks 2 and 4, 6 and 8 must match).
-    #[arg(long, value_delimiter = ',', default_value = "32,64,64,64,128,256,256,256")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "32,64,64,64,128,256,256,256"
+    )]
     widths: Vec<usize>,
     /// Training data (the train split is read). Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
@@ -547,17 +658,26 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
             bail!("--threads must be > 0");
         }
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
     }
     Ok(())
 }
 
 fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
-    use memprune::train::{optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer};
+    use memprune::train::{
+        optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
+    };
     set_threads(a.threads)?;
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;
-    let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr { OptimizerKind::Lars } else { OptimizerKind::Sgd });
+    let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr {
+        OptimizerKind::Lars
+    } else {
+        OptimizerKind::Sgd
+    });
     let scale = a.batch as f64 / 256.0;
     let lr = a.lr.unwrap_or(match (a.framework, kind) {
         (_, OptimizerKind::Adamw) => 1e-3,
@@ -566,15 +686,21 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         (Framework::Simsiam, _) => 0.05 * scale,
         (Framework::Supervised, _) => 0.1 * scale,
     });
-    let wd = a.wd.unwrap_or(if a.framework == Framework::Simclr { 1e-6 } else { 5e-4 });
+    let wd = a.wd.unwrap_or(if a.framework == Framework::Simclr {
+        1e-6
+    } else {
+        5e-4
+    });
     let mut optimizer = OptimizerConfig::new(kind, wd);
     optimizer.momentum = a.momentum;
     optimizer.nesterov = a.nesterov;
     optimizer.eta = a.lars_eta;
     let augment = match &a.augment {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            serde_yaml::from_str::<AugmentConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            serde_yaml::from_str::<AugmentConfig>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
         None => a.framework.default_augment(),
     };
@@ -593,7 +719,11 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         temperature: a.temperature,
         augment,
         normalization: Normalization::default_for(set.kind, set.channels),
-        save_dtype: if a.f16 { candle_core::DType::F16 } else { candle_core::DType::F32 },
+        save_dtype: if a.f16 {
+            candle_core::DType::F16
+        } else {
+            candle_core::DType::F32
+        },
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
@@ -621,7 +751,11 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         "trained {} epochs in {:.1} s ({:.1} s/epoch), final loss {:.4}: {}",
         s.epochs,
         s.seconds,
-        if s.epoch_seconds.is_empty() { 0.0 } else { s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len() as f64 },
+        if s.epoch_seconds.is_empty() {
+            0.0
+        } else {
+            s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len() as f64
+        },
         s.final_loss,
         a.out.display()
     );
@@ -667,19 +801,33 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
-    let settings = ProbeSettings { steps: a.steps, lr: a.lr, l2: a.l2, ..ProbeSettings::default() };
+    let settings = ProbeSettings {
+        steps: a.steps,
+        lr: a.lr,
+        l2: a.l2,
+        ..ProbeSettings::default()
+    };
     let (what, r) = if a.raw {
-        ("raw pixels".to_string(), raw_pixel_accuracy(&train, &test, &settings)?)
+        (
+            "raw pixels".to_string(),
+            raw_pixel_accuracy(&train, &test, &settings)?,
+        )
     } else if let Some(w) = &a.random_init {
         let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
         let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
         let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
         let enc = Encoder::from_checkpoint(ckpt, &LoadOptions::default())?;
-        (enc.checkpoint.path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
+        (
+            enc.checkpoint.path.display().to_string(),
+            probe_accuracy(&enc, &train, &test, &settings)?,
+        )
     } else {
         let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
         let enc = Encoder::load(&path, &a.load.options())?;
-        (path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
+        (
+            path.display().to_string(),
+            probe_accuracy(&enc, &train, &test, &settings)?,
+        )
     };
     println!(
         "linear probe of {what} on {}: top-1 {:.2} % on {} test images (train {:.2} %, {} images, {} features, {} classes)",
@@ -693,7 +841,11 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     );
     if let Some(p) = &a.json {
         let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r});
-        memprune::checkpoint::write_file_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes(), &[])?;
+        memprune::checkpoint::write_file_atomic(
+            p,
+            serde_json::to_string_pretty(&j)?.as_bytes(),
+            &[],
+        )?;
     }
     Ok(())
 }

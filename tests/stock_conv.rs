@@ -15,7 +15,11 @@ fn run(args: &[&str], stock: bool) -> String {
         c.env("MEMPRUNE_CONV", "stock");
     }
     let out = c.output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -53,12 +57,45 @@ fn measure_unit_and_layer_are_unchanged_against_the_stock_conv() {
     let g = root().join("tests/fixtures/parity/resnet9_c1_bf16.safetensors");
     for (stock, name) in [(false, "fast"), (true, "stock")] {
         let u = dir.path().join(format!("unit-{name}.json"));
-        run(&["measure", "unit", f.to_str().unwrap(), "--points", "12", "--views", "2", "--json", u.to_str().unwrap(), "-q"], stock);
+        run(
+            &[
+                "measure",
+                "unit",
+                f.to_str().unwrap(),
+                "--points",
+                "12",
+                "--views",
+                "2",
+                "--json",
+                u.to_str().unwrap(),
+                "-q",
+            ],
+            stock,
+        );
         let l = dir.path().join(format!("layer-{name}.json"));
-        run(&["measure", "layer", f.to_str().unwrap(), "--reference", g.to_str().unwrap(), "--points", "6", "--views", "2", "--json", l.to_str().unwrap(), "-q"], stock);
+        run(
+            &[
+                "measure",
+                "layer",
+                f.to_str().unwrap(),
+                "--reference",
+                g.to_str().unwrap(),
+                "--points",
+                "6",
+                "--views",
+                "2",
+                "--json",
+                l.to_str().unwrap(),
+                "-q",
+            ],
+            stock,
+        );
     }
     for m in ["unit", "layer"] {
-        let (a, b) = (json(&dir.path().join(format!("{m}-fast.json"))), json(&dir.path().join(format!("{m}-stock.json"))));
+        let (a, b) = (
+            json(&dir.path().join(format!("{m}-fast.json"))),
+            json(&dir.path().join(format!("{m}-stock.json"))),
+        );
         close(&a["layers"], &b["layers"], 1e-4, m);
     }
 }

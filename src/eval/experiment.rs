@@ -24,9 +24,18 @@ pub struct Setting {
 
 /// The paper's three settings.
 pub const SETTINGS: [Setting; 3] = [
-    Setting { scope: Scope::PerLayer, fraction_pct: 10 },
-    Setting { scope: Scope::PerLayer, fraction_pct: 20 },
-    Setting { scope: Scope::Global, fraction_pct: 10 },
+    Setting {
+        scope: Scope::PerLayer,
+        fraction_pct: 10,
+    },
+    Setting {
+        scope: Scope::PerLayer,
+        fraction_pct: 20,
+    },
+    Setting {
+        scope: Scope::Global,
+        fraction_pct: 10,
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,7 +81,13 @@ pub struct Table6 {
 }
 
 /// A policy with one prune action, as the planner takes it.
-fn one_action(criterion: Criterion, end: End, s: Setting, mode: PruneMode, seed: u64) -> PolicyFile {
+fn one_action(
+    criterion: Criterion,
+    end: End,
+    s: Setting,
+    mode: PruneMode,
+    seed: u64,
+) -> PolicyFile {
     let action = PruneAction {
         criterion,
         end,
@@ -95,7 +110,11 @@ fn one_action(criterion: Criterion, end: End, s: Setting, mode: PruneMode, seed:
         output: Default::default(),
     };
     let text = serde_yaml::to_string(&policy).unwrap_or_default();
-    PolicyFile { path: "experiment".into(), text, policy }
+    PolicyFile {
+        path: "experiment".into(),
+        text,
+        policy,
+    }
 }
 
 /// Runs every (setting, strategy, draw, mode) and probes each pruned encoder. `progress`
@@ -112,41 +131,74 @@ pub fn table6(
     mut progress: impl FnMut(&str),
 ) -> Result<Table6> {
     let groups: Vec<CouplingGroup> = coupling_groups(enc);
-    let scores = Scores { unit_mem: Some(unit_mem.to_vec()), ..Default::default() };
+    let scores = Scores {
+        unit_mem: Some(unit_mem.to_vec()),
+        ..Default::default()
+    };
     let baseline = probe::probe_accuracy(enc, train, test, settings)?.test_accuracy;
     progress(&format!("unpruned: {:.2}%", 100.0 * baseline));
     let mut rows = Vec::new();
     for &s in &SETTINGS {
         for &mode in modes {
             for strategy in [Strategy::Top, Strategy::Random, Strategy::Low] {
-                let n = if strategy == Strategy::Random { draws } else { 1 };
+                let n = if strategy == Strategy::Random {
+                    draws
+                } else {
+                    1
+                };
                 let mut accuracies = Vec::new();
                 let (mut units, mut params) = (0, 0);
                 for draw in 0..n {
                     let pf = match strategy {
                         Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0),
                         Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0),
-                        Strategy::Random => one_action(Criterion::Random, End::Top, s, mode, draw as u64),
+                        Strategy::Random => {
+                            one_action(Criterion::Random, End::Top, s, mode, draw as u64)
+                        }
                     };
                     let plan = make_plan(&pf, enc, &groups, &scores)?;
-                    let tensors = prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
+                    let tensors =
+                        prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
                     let pruned = in_memory_encoder(enc, tensors)?;
                     let acc = probe::probe_accuracy(&pruned, train, test, settings)?.test_accuracy;
-                    progress(&format!("{:?} {}% {:?} {:?} draw {draw}: {:.2}%", s.scope, s.fraction_pct, mode, strategy, 100.0 * acc));
+                    progress(&format!(
+                        "{:?} {}% {:?} {:?} draw {draw}: {:.2}%",
+                        s.scope,
+                        s.fraction_pct,
+                        mode,
+                        strategy,
+                        100.0 * acc
+                    ));
                     accuracies.push(acc);
                     units = plan.units_pruned();
                     params = pruned.params();
                 }
-                rows.push(Row { setting: s, strategy, mode, accuracies, units_pruned: units, params_after: params });
+                rows.push(Row {
+                    setting: s,
+                    strategy,
+                    mode,
+                    accuracies,
+                    units_pruned: units,
+                    params_after: params,
+                });
             }
         }
     }
-    Ok(Table6 { baseline, total_units: groups.iter().map(|g| g.channels).sum(), rows })
+    Ok(Table6 {
+        baseline,
+        total_units: groups.iter().map(|g| g.channels).sum(),
+        rows,
+    })
 }
 
-fn in_memory_encoder(enc: &Encoder, tensors: std::collections::BTreeMap<String, Tensor>) -> Result<Encoder> {
-    let ckpt = Checkpoint::from_tensors(&enc.checkpoint.path, tensors, enc.checkpoint.metadata.clone());
-    // from_tensors keeps stored dtypes; the encoder computes in f32.
-    let ckpt = Checkpoint { tensors: ckpt.tensors.into_iter().map(|(k, t)| Ok((k, t.to_dtype(candle_core::DType::F32)?))).collect::<Result<_>>()?, ..ckpt };
+fn in_memory_encoder(
+    enc: &Encoder,
+    tensors: std::collections::BTreeMap<String, Tensor>,
+) -> Result<Encoder> {
+    let ckpt = Checkpoint::from_tensors(
+        &enc.checkpoint.path,
+        tensors,
+        enc.checkpoint.metadata.clone(),
+    );
     Encoder::from_checkpoint(ckpt, &LoadOptions::default())
 }
