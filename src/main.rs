@@ -217,6 +217,11 @@ struct MeasureArgs {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, so printing into a closed pipe would panic; restore the default.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
