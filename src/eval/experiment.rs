@@ -117,8 +117,9 @@ fn one_action(
     }
 }
 
-/// Runs every (setting, strategy, draw, mode) and probes each pruned encoder. `progress`
-/// is called after each probe with a line of text.
+/// Runs every (setting, strategy, draw, mode) and probes each pruned encoder, two probes at a
+/// time (the probe's small matrix products leave a core idle). `progress` gets a line after
+/// each probe.
 #[allow(clippy::too_many_arguments)]
 pub fn table6(
     enc: &Encoder,
@@ -128,8 +129,9 @@ pub fn table6(
     settings: &ProbeSettings,
     draws: usize,
     modes: &[PruneMode],
-    mut progress: impl FnMut(&str),
+    progress: impl Fn(&str) + Sync,
 ) -> Result<Table6> {
+    use rayon::prelude::*;
     let groups: Vec<CouplingGroup> = coupling_groups(enc);
     let scores = Scores {
         unit_mem: Some(unit_mem.to_vec()),
@@ -137,7 +139,7 @@ pub fn table6(
     };
     let baseline = probe::probe_accuracy(enc, train, test, settings)?.test_accuracy;
     progress(&format!("unpruned: {:.2}%", 100.0 * baseline));
-    let mut rows = Vec::new();
+    let mut jobs = Vec::new();
     for &s in &SETTINGS {
         for &mode in modes {
             for strategy in [Strategy::Top, Strategy::Random, Strategy::Low] {
@@ -146,42 +148,51 @@ pub fn table6(
                 } else {
                     1
                 };
-                let mut accuracies = Vec::new();
-                let (mut units, mut params) = (0, 0);
-                for draw in 0..n {
-                    let pf = match strategy {
-                        Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0),
-                        Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0),
-                        Strategy::Random => {
-                            one_action(Criterion::Random, End::Top, s, mode, draw as u64)
-                        }
-                    };
-                    let plan = make_plan(&pf, enc, &groups, &scores)?;
-                    let tensors =
-                        prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
-                    let pruned = in_memory_encoder(enc, tensors)?;
-                    let acc = probe::probe_accuracy(&pruned, train, test, settings)?.test_accuracy;
-                    progress(&format!(
-                        "{:?} {}% {:?} {:?} draw {draw}: {:.2}%",
-                        s.scope,
-                        s.fraction_pct,
-                        mode,
-                        strategy,
-                        100.0 * acc
-                    ));
-                    accuracies.push(acc);
-                    units = plan.units_pruned();
-                    params = pruned.params();
-                }
-                rows.push(Row {
-                    setting: s,
-                    strategy,
-                    mode,
-                    accuracies,
-                    units_pruned: units,
-                    params_after: params,
-                });
+                jobs.extend((0..n).map(|draw| (s, mode, strategy, draw)));
             }
+        }
+    }
+    let results: Vec<(f64, usize, usize)> = jobs
+        .par_iter()
+        .with_max_len(1)
+        .map(|&(s, mode, strategy, draw)| {
+            let pf = match strategy {
+                Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0),
+                Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0),
+                Strategy::Random => one_action(Criterion::Random, End::Top, s, mode, draw as u64),
+            };
+            let plan = make_plan(&pf, enc, &groups, &scores)?;
+            let tensors = prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
+            let pruned = in_memory_encoder(enc, tensors)?;
+            let acc = probe::probe_accuracy(&pruned, train, test, settings)?.test_accuracy;
+            progress(&format!(
+                "{:?} {}% {:?} {:?} draw {draw}: {:.2}%",
+                s.scope,
+                s.fraction_pct,
+                mode,
+                strategy,
+                100.0 * acc
+            ));
+            Ok((acc, plan.units_pruned(), pruned.params()))
+        })
+        .collect::<Result<_>>()?;
+    let mut rows: Vec<Row> = Vec::new();
+    for (&(setting, mode, strategy, _), &(acc, units_pruned, params_after)) in
+        jobs.iter().zip(&results)
+    {
+        match rows
+            .last_mut()
+            .filter(|r| r.setting == setting && r.mode == mode && r.strategy == strategy)
+        {
+            Some(r) => r.accuracies.push(acc),
+            None => rows.push(Row {
+                setting,
+                strategy,
+                mode,
+                accuracies: vec![acc],
+                units_pruned,
+                params_after,
+            }),
         }
     }
     Ok(Table6 {
