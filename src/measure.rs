@@ -320,9 +320,10 @@ pub fn check_pair(f: &Encoder, g: &Encoder) -> Result<()> {
     Ok(())
 }
 
-/// SSLMem' of every point at every layer (Eq. 1-2); both encoders see identical views.
+/// LayerMem and dLayerMem per layer (Eq. 3-4), with the per-point SSLMem' (Eq. 1-2) they come
+/// from; both encoders see identical views.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_mem_points(
+pub fn layer_mem(
     f: &Encoder,
     g: &Encoder,
     set: &ImageSet,
@@ -331,7 +332,7 @@ pub fn layer_mem_points(
     pairing: Pairing,
     settings: &ViewSettings,
     progress: &indicatif::ProgressBar,
-) -> Result<Vec<PointScores>> {
+) -> Result<(Vec<LayerMemLayer>, Vec<PointScores>)> {
     check_input(f, set, settings)?;
     check_pair(f, g)?;
     if k == 0 {
@@ -353,7 +354,7 @@ pub fn layer_mem_points(
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
-    Ok(out)
+    Ok((layer_mem::layer_mem(&layer_names(f), &out), out))
 }
 
 /// SSLMem' per layer of `points` from their views `x`: for `views` pairing, 2k consecutive
@@ -408,22 +409,6 @@ pub fn point_scores_of_views(
             }
         })
         .collect())
-}
-
-/// LayerMem and dLayerMem per layer, with the per-point scores they came from.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_mem(
-    f: &Encoder,
-    g: &Encoder,
-    set: &ImageSet,
-    points: &[usize],
-    k: usize,
-    pairing: Pairing,
-    settings: &ViewSettings,
-    progress: &indicatif::ProgressBar,
-) -> Result<(Vec<LayerMemLayer>, Vec<PointScores>)> {
-    let scores = layer_mem_points(f, g, set, points, k, pairing, settings, progress)?;
-    Ok((layer_mem::layer_mem(&layer_names(f), &scores), scores))
 }
 
 /// Writes the exact views a run uses, so another implementation can recompute its numbers:

@@ -280,6 +280,15 @@ fn amount(a: &PruneAction, total: usize) -> usize {
     }
 }
 
+/// The policy key that set the amount, for error lines.
+fn amount_key(a: &PruneAction) -> &'static str {
+    if a.count.is_some() {
+        "count"
+    } else {
+        "fraction"
+    }
+}
+
 fn per_layer(
     pf: &PolicyFile,
     i: usize,
@@ -294,11 +303,7 @@ fn per_layer(
         let n = groups[g].channels;
         let mut k = amount(a, n);
         if k >= n {
-            let key = if a.count.is_some() {
-                "count"
-            } else {
-                "fraction"
-            };
+            let key = amount_key(a);
             return Err(pf.error_at(
                 Some(i),
                 key,
@@ -338,11 +343,7 @@ fn global(
     let total = all.len();
     let k = amount(a, total);
     if k >= total {
-        let key = if a.count.is_some() {
-            "count"
-        } else {
-            "fraction"
-        };
+        let key = amount_key(a);
         return Err(pf.error_at(
             Some(i),
             key,
