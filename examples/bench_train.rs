@@ -46,7 +46,10 @@ fn main() -> anyhow::Result<()> {
         if k > 0 {
             rates.push(batch as f64 / dt);
         }
-        eprintln!("step {k}: loss {loss:.4}, {dt:.2} s, {:.1} img/s", batch as f64 / dt);
+        eprintln!(
+            "step {k}: loss {loss:.4}, {dt:.2} s, {:.1} img/s",
+            batch as f64 / dt
+        );
     }
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let med = rates[rates.len() / 2];

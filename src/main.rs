@@ -462,7 +462,11 @@ struct TrainArgs {
     #[arg(long, default_value = "resnet9", value_parser = ["resnet9"])]
     arch: String,
     /// The 8 ResNet9 block widths, comma separated (blocks 2 and 4, 6 and 8 must match).
-    #[arg(long, value_delimiter = ',', default_value = "32,64,64,64,128,256,256,256")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "32,64,64,64,128,256,256,256"
+    )]
     widths: Vec<usize>,
     /// Training data (the train split is read). Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
@@ -528,17 +532,26 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
             bail!("--threads must be > 0");
         }
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
     }
     Ok(())
 }
 
 fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
-    use memprune::train::{optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer};
+    use memprune::train::{
+        optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
+    };
     set_threads(a.threads)?;
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;
-    let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr { OptimizerKind::Lars } else { OptimizerKind::Sgd });
+    let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr {
+        OptimizerKind::Lars
+    } else {
+        OptimizerKind::Sgd
+    });
     let scale = a.batch as f64 / 256.0;
     let lr = a.lr.unwrap_or(match (a.framework, kind) {
         (_, OptimizerKind::Adamw) => 1e-3,
@@ -547,15 +560,21 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         (Framework::Simsiam, _) => 0.05 * scale,
         (Framework::Supervised, _) => 0.1 * scale,
     });
-    let wd = a.wd.unwrap_or(if a.framework == Framework::Simclr { 1e-6 } else { 5e-4 });
+    let wd = a.wd.unwrap_or(if a.framework == Framework::Simclr {
+        1e-6
+    } else {
+        5e-4
+    });
     let mut optimizer = OptimizerConfig::new(kind, wd);
     optimizer.momentum = a.momentum;
     optimizer.nesterov = a.nesterov;
     optimizer.eta = a.lars_eta;
     let augment = match &a.augment {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            serde_yaml::from_str::<AugmentConfig>(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            serde_yaml::from_str::<AugmentConfig>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
         }
         None => a.framework.default_augment(),
     };
@@ -574,7 +593,11 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         temperature: a.temperature,
         augment,
         normalization: Normalization::default_for(set.kind, set.channels),
-        save_dtype: if a.f16 { candle_core::DType::F16 } else { candle_core::DType::F32 },
+        save_dtype: if a.f16 {
+            candle_core::DType::F16
+        } else {
+            candle_core::DType::F32
+        },
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
@@ -602,7 +625,11 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         "trained {} epochs in {:.1} s ({:.1} s/epoch), final loss {:.4}: {}",
         s.epochs,
         s.seconds,
-        if s.epoch_seconds.is_empty() { 0.0 } else { s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len() as f64 },
+        if s.epoch_seconds.is_empty() {
+            0.0
+        } else {
+            s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len() as f64
+        },
         s.final_loss,
         a.out.display()
     );
@@ -648,19 +675,33 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
-    let settings = ProbeSettings { steps: a.steps, lr: a.lr, l2: a.l2, ..ProbeSettings::default() };
+    let settings = ProbeSettings {
+        steps: a.steps,
+        lr: a.lr,
+        l2: a.l2,
+        ..ProbeSettings::default()
+    };
     let (what, r) = if a.raw {
-        ("raw pixels".to_string(), raw_pixel_accuracy(&train, &test, &settings)?)
+        (
+            "raw pixels".to_string(),
+            raw_pixel_accuracy(&train, &test, &settings)?,
+        )
     } else if let Some(w) = &a.random_init {
         let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
         let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
         let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
         let enc = Encoder::from_checkpoint(ckpt, &LoadOptions::default())?;
-        (enc.checkpoint.path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
+        (
+            enc.checkpoint.path.display().to_string(),
+            probe_accuracy(&enc, &train, &test, &settings)?,
+        )
     } else {
         let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
         let enc = Encoder::load(&path, &a.load.options())?;
-        (path.display().to_string(), probe_accuracy(&enc, &train, &test, &settings)?)
+        (
+            path.display().to_string(),
+            probe_accuracy(&enc, &train, &test, &settings)?,
+        )
     };
     println!(
         "linear probe of {what} on {}: top-1 {:.2} % on {} test images (train {:.2} %, {} images, {} features, {} classes)",
@@ -674,7 +715,11 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     );
     if let Some(p) = &a.json {
         let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r});
-        memprune::checkpoint::write_file_atomic(p, serde_json::to_string_pretty(&j)?.as_bytes(), &[])?;
+        memprune::checkpoint::write_file_atomic(
+            p,
+            serde_json::to_string_pretty(&j)?.as_bytes(),
+            &[],
+        )?;
     }
     Ok(())
 }

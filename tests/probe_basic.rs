@@ -27,7 +27,10 @@ fn blobs(n: usize, key: u64) -> (Tensor, Vec<u32>) {
 fn probe_is_deterministic_and_beats_chance_on_separable_features() {
     let (xtr, ytr) = blobs(100, 1);
     let (xte, yte) = blobs(50, 2);
-    let s = ProbeSettings { steps: 300, ..ProbeSettings::default() };
+    let s = ProbeSettings {
+        steps: 300,
+        ..ProbeSettings::default()
+    };
     let a = fit(&xtr, &ytr, &xte, &yte, &s).unwrap();
     let b = fit(&xtr, &ytr, &xte, &yte, &s).unwrap();
     assert_eq!(a.test_accuracy, b.test_accuracy);
@@ -51,15 +54,35 @@ fn images(n: usize, key: u64) -> ImageSet {
             }
         }
     }
-    ImageSet { source: "tiny".into(), pixels, labels: Some(labels), class_names: None, channels: 1, height: s, width: s, kind: DatasetKind::Unknown }
+    ImageSet {
+        source: "tiny".into(),
+        pixels,
+        labels: Some(labels),
+        class_names: None,
+        channels: 1,
+        height: s,
+        width: s,
+        kind: DatasetKind::Unknown,
+    }
 }
 
 #[test]
 fn encoder_and_raw_pixel_probes_work_on_a_tiny_image_set() {
     let (train, test) = (images(60, 3), images(30, 4));
     let t = memprune::train::init::resnet9(1, &[4, 8, 8, 8, 8, 16, 16, 16], 0).unwrap();
-    let enc = Encoder::from_checkpoint(Checkpoint::from_tensors(Path::new("<init>"), t, Default::default()), &LoadOptions::default()).unwrap();
-    let s = ProbeSettings { steps: 200, normalization: Some(Normalization { mean: vec![0.5], std: vec![0.25] }), ..ProbeSettings::default() };
+    let enc = Encoder::from_checkpoint(
+        Checkpoint::from_tensors(Path::new("<init>"), t, Default::default()),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let s = ProbeSettings {
+        steps: 200,
+        normalization: Some(Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        }),
+        ..ProbeSettings::default()
+    };
     let a = probe_accuracy(&enc, &train, &test, &s).unwrap();
     let b = probe_accuracy(&enc, &train, &test, &s).unwrap();
     assert_eq!(a.test_accuracy, b.test_accuracy);

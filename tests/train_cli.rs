@@ -5,11 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn memprune(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_memprune")).args(args).env("RAYON_NUM_THREADS", "2").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_memprune"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "memprune failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "memprune failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -40,8 +48,18 @@ fn tiny_idx(dir: &Path, n: usize) -> PathBuf {
                 }
             }
         }
-        write_idx(&d.join(format!("{prefix}-images-idx3-ubyte")), 0x803, &[count as u32, 8, 8], &px);
-        write_idx(&d.join(format!("{prefix}-labels-idx1-ubyte")), 0x801, &[count as u32], &labels);
+        write_idx(
+            &d.join(format!("{prefix}-images-idx3-ubyte")),
+            0x803,
+            &[count as u32, 8, 8],
+            &px,
+        );
+        write_idx(
+            &d.join(format!("{prefix}-labels-idx1-ubyte")),
+            0x801,
+            &[count as u32],
+            &labels,
+        );
     }
     d
 }
@@ -49,7 +67,20 @@ fn tiny_idx(dir: &Path, n: usize) -> PathBuf {
 const W: &str = "2,4,4,4,4,8,8,8";
 
 fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["train", "--framework", "simclr", "--widths", W, "--data", data.to_str().unwrap(), "--batch", "16", "--out", out.to_str().unwrap(), "-q"];
+    let mut args = vec![
+        "train",
+        "--framework",
+        "simclr",
+        "--widths",
+        W,
+        "--data",
+        data.to_str().unwrap(),
+        "--batch",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
     args.extend(extra);
     memprune(&args)
 }
@@ -57,7 +88,11 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
 fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(k, t)| (k, t.data().to_vec())).collect();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, t)| (k, t.data().to_vec()))
+        .collect();
     v.sort();
     v
 }
@@ -66,7 +101,11 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
 fn resume_continues_exactly_and_runs_are_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_idx(dir.path(), 40);
-    let (a, b, c) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"), dir.path().join("c.safetensors"));
+    let (a, b, c) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+        dir.path().join("c.safetensors"),
+    );
     ok(&train(&data, &a, &["--epochs", "2"]));
     ok(&train(&data, &c, &["--epochs", "2"]));
     assert_eq!(tensors(&a), tensors(&c), "two identical runs differ");
@@ -74,11 +113,30 @@ fn resume_continues_exactly_and_runs_are_deterministic() {
     assert_ne!(tensors(&a), tensors(&b));
     // One epoch of a two-epoch schedule, interrupted, then resumed: same as straight through.
     ok(&train(&data, &b, &["--epochs", "1"]));
-    let out = train(&data, &b, &["--epochs", "2", "--resume", b.to_str().unwrap()]);
+    let out = train(
+        &data,
+        &b,
+        &["--epochs", "2", "--resume", b.to_str().unwrap()],
+    );
     ok(&out);
-    assert_eq!(tensors(&a), tensors(&b), "resumed run differs from the straight one");
+    assert_eq!(
+        tensors(&a),
+        tensors(&b),
+        "resumed run differs from the straight one"
+    );
     // Resuming with another split is refused.
-    let out = train(&data, &b, &["--epochs", "3", "--split", "shared+candidates", "--resume", b.to_str().unwrap()]);
+    let out = train(
+        &data,
+        &b,
+        &[
+            "--epochs",
+            "3",
+            "--split",
+            "shared+candidates",
+            "--resume",
+            b.to_str().unwrap(),
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("memprune.split"));
     // The checkpoint is a measurable encoder with its training recorded.
@@ -91,12 +149,55 @@ fn measure_layer_refuses_mismatched_f_g_pairs() {
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_idx(dir.path(), 40);
     let p = |n: &str| dir.path().join(n);
-    ok(&train(&data, &p("f.st"), &["--epochs", "1", "--split", "shared+candidates"]));
-    ok(&train(&data, &p("f2.st"), &["--epochs", "1", "--split", "shared+candidates", "--seed", "1"]));
-    ok(&train(&data, &p("g.st"), &["--epochs", "1", "--split", "shared+independent"]));
-    ok(&train(&data, &p("g1.st"), &["--epochs", "1", "--split", "shared+independent", "--split-seed", "1"]));
+    ok(&train(
+        &data,
+        &p("f.st"),
+        &["--epochs", "1", "--split", "shared+candidates"],
+    ));
+    ok(&train(
+        &data,
+        &p("f2.st"),
+        &[
+            "--epochs",
+            "1",
+            "--split",
+            "shared+candidates",
+            "--seed",
+            "1",
+        ],
+    ));
+    ok(&train(
+        &data,
+        &p("g.st"),
+        &["--epochs", "1", "--split", "shared+independent"],
+    ));
+    ok(&train(
+        &data,
+        &p("g1.st"),
+        &[
+            "--epochs",
+            "1",
+            "--split",
+            "shared+independent",
+            "--split-seed",
+            "1",
+        ],
+    ));
     let d = data.to_str().unwrap();
-    let layer = |f: &str, g: &str| memprune(&["measure", "layer", p(f).to_str().unwrap(), "--reference", p(g).to_str().unwrap(), "--data", d, "--views", "1", "-q"]);
+    let layer = |f: &str, g: &str| {
+        memprune(&[
+            "measure",
+            "layer",
+            p(f).to_str().unwrap(),
+            "--reference",
+            p(g).to_str().unwrap(),
+            "--data",
+            d,
+            "--views",
+            "1",
+            "-q",
+        ])
+    };
     let out = layer("f.st", "f2.st");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -104,7 +205,10 @@ fn measure_layer_refuses_mismatched_f_g_pairs() {
     let out = layer("f.st", "g1.st");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("split_seed") && err.contains("different splits"), "{err}");
+    assert!(
+        err.contains("split_seed") && err.contains("different splits"),
+        "{err}"
+    );
     let out = layer("g.st", "f.st");
     assert!(!out.status.success());
     // The matching pair runs, on f's recorded candidates (40 / 10 = 4 points).
@@ -119,12 +223,28 @@ fn probe_cli_reports_accuracy_as_json() {
     let m = dir.path().join("m.st");
     ok(&train(&data, &m, &["--epochs", "1"]));
     let j = dir.path().join("p.json");
-    let text = ok(&memprune(&["probe", m.to_str().unwrap(), "--data", data.to_str().unwrap(), "--steps", "100", "--json", j.to_str().unwrap()]));
+    let text = ok(&memprune(&[
+        "probe",
+        m.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "100",
+        "--json",
+        j.to_str().unwrap(),
+    ]));
     assert!(text.contains("top-1"), "{text}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
     let acc = v["result"]["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(v["result"]["test_points"], 20);
-    let raw = ok(&memprune(&["probe", "--raw", "--data", data.to_str().unwrap(), "--steps", "100"]));
+    let raw = ok(&memprune(&[
+        "probe",
+        "--raw",
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "100",
+    ]));
     assert!(raw.contains("raw pixels"), "{raw}");
 }

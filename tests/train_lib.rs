@@ -24,11 +24,21 @@ fn tiny_set() -> ImageSet {
             for x in 0..s {
                 let on = if k == 0 { y < 4 } else { x < 4 };
                 let base = if on { 200 } else { 30 };
-                pixels[i * s * s + y * s + x] = (base + r.below(40) as i32 - 20).clamp(0, 255) as u8;
+                pixels[i * s * s + y * s + x] =
+                    (base + r.below(40) as i32 - 20).clamp(0, 255) as u8;
             }
         }
     }
-    ImageSet { source: "tiny".into(), pixels, labels: Some(labels), class_names: None, channels: 1, height: s, width: s, kind: DatasetKind::Unknown }
+    ImageSet {
+        source: "tiny".into(),
+        pixels,
+        labels: Some(labels),
+        class_names: None,
+        channels: 1,
+        height: s,
+        width: s,
+        kind: DatasetKind::Unknown,
+    }
 }
 
 fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
@@ -45,7 +55,10 @@ fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
         split_seed: 0,
         temperature: 0.5,
         augment: framework.default_augment(),
-        normalization: Normalization { mean: vec![0.5], std: vec![0.25] },
+        normalization: Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        },
         save_dtype: candle_core::DType::F32,
     }
 }
@@ -119,7 +132,12 @@ fn sgd_momentum_matches_a_hand_computed_two_step_update() {
         let l = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
         opt.step(&vars, &l.backward().unwrap(), 0.5).unwrap();
     }
-    let got = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got = var
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     for (g, w) in got.iter().zip([-0.2925f32, -0.585]) {
         assert!((g - w).abs() < 1e-6, "{got:?}");
     }
@@ -140,7 +158,13 @@ fn split_is_disjoint_covering_and_reproducible() {
     for n in [0, 7, 10, 1001] {
         let s = split(n, 5);
         assert_eq!(s, split(n, 5));
-        let mut all: Vec<usize> = s.shared.iter().chain(&s.candidates).chain(&s.independent).copied().collect();
+        let mut all: Vec<usize> = s
+            .shared
+            .iter()
+            .chain(&s.candidates)
+            .chain(&s.independent)
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..n).collect::<Vec<_>>(), "n = {n}");
         assert_eq!(s.candidates.len(), n / 10);
@@ -148,7 +172,10 @@ fn split_is_disjoint_covering_and_reproducible() {
         let f = s.train_points(SplitKind::SharedCandidates);
         let g = s.train_points(SplitKind::SharedIndependent);
         assert!(s.candidates.iter().all(|c| f.contains(c) && !g.contains(c)));
-        assert!(s.independent.iter().all(|c| g.contains(c) && !f.contains(c)));
+        assert!(s
+            .independent
+            .iter()
+            .all(|c| g.contains(c) && !f.contains(c)));
         assert_eq!(s.train_points(SplitKind::All).len(), n);
     }
     assert_ne!(split(1000, 0).candidates, split(1000, 1).candidates);
@@ -157,7 +184,13 @@ fn split_is_disjoint_covering_and_reproducible() {
 #[test]
 fn simclr_steps_decrease_the_loss() {
     let set = tiny_set();
-    let mut t = Trainer::new(tiny_cfg(Framework::Simclr, OptimizerKind::Adamw, 3e-3), &set, "tiny", None).unwrap();
+    let mut t = Trainer::new(
+        tiny_cfg(Framework::Simclr, OptimizerKind::Adamw, 3e-3),
+        &set,
+        "tiny",
+        None,
+    )
+    .unwrap();
     let pts: Vec<usize> = (0..16).collect();
     let first = t.step(&pts, 0).unwrap();
     let mut last = first;
@@ -187,10 +220,20 @@ fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
     let set = tiny_set();
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
-        let mut t = Trainer::new(tiny_cfg(Framework::Simclr, OptimizerKind::Lars, 0.3), &set, "tiny", None).unwrap();
+        let mut t = Trainer::new(
+            tiny_cfg(Framework::Simclr, OptimizerKind::Lars, 0.3),
+            &set,
+            "tiny",
+            None,
+        )
+        .unwrap();
         let out = dir.path().join(name);
         t.run(&out, false, true).unwrap();
-        (t.model.tensors().unwrap(), t.model.eval_encoder(&out).unwrap(), out)
+        (
+            t.model.tensors().unwrap(),
+            t.model.eval_encoder(&out).unwrap(),
+            out,
+        )
     };
     let (a, enc_a, path_a) = run("a.safetensors");
     let (b, _, _) = run("b.safetensors");
@@ -201,9 +244,30 @@ fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
     }
     // The written checkpoint loads as an encoder with the trained model's outputs.
     let loaded = Encoder::load(&path_a, &LoadOptions::default()).unwrap();
-    let x = memprune::train::clean_tensor(&memprune::data::AugmentConfig::identity(), &Normalization { mean: vec![0.5], std: vec![0.25] }, &set, &[0, 1, 2, 3]).unwrap();
-    let fa = enc_a.features(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let fl = loaded.features(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let x = memprune::train::clean_tensor(
+        &memprune::data::AugmentConfig::identity(),
+        &Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        },
+        &set,
+        &[0, 1, 2, 3],
+    )
+    .unwrap();
+    let fa = enc_a
+        .features(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let fl = loaded
+        .features(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(fa, fl);
     let meta = &loaded.checkpoint.metadata;
     assert_eq!(meta["memprune.framework"], "simclr");

@@ -30,7 +30,13 @@ pub struct ProbeSettings {
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { steps: 1000, lr: 0.01, l2: 1e-4, batch: 500, normalization: None }
+        ProbeSettings {
+            steps: 1000,
+            lr: 0.01,
+            l2: 1e-4,
+            batch: 500,
+            normalization: None,
+        }
     }
 }
 
@@ -48,7 +54,9 @@ pub struct ProbeResult {
 }
 
 fn norm_for(set: &ImageSet, s: &ProbeSettings) -> Normalization {
-    s.normalization.clone().unwrap_or_else(|| Normalization::default_for(set.kind, set.channels))
+    s.normalization
+        .clone()
+        .unwrap_or_else(|| Normalization::default_for(set.kind, set.channels))
 }
 
 fn clean_images(set: &ImageSet, norm: &Normalization, points: &[usize]) -> Result<Tensor> {
@@ -56,11 +64,20 @@ fn clean_images(set: &ImageSet, norm: &Normalization, points: &[usize]) -> Resul
 }
 
 /// Pooled features (N, d) of every image of `set` (clean, eval mode).
-pub fn encoder_features(encoder: &Encoder, set: &ImageSet, settings: &ProbeSettings) -> Result<Tensor> {
+pub fn encoder_features(
+    encoder: &Encoder,
+    set: &ImageSet,
+    settings: &ProbeSettings,
+) -> Result<Tensor> {
     let norm = norm_for(set, settings);
     norm.validate(set.channels)?;
     if encoder.in_channels() != set.channels {
-        bail!("the encoder takes {} channels, {} has {}", encoder.in_channels(), set.source, set.channels);
+        bail!(
+            "the encoder takes {} channels, {} has {}",
+            encoder.in_channels(),
+            set.source,
+            set.channels
+        );
     }
     let mut parts = Vec::new();
     let all: Vec<usize> = (0..set.len()).collect();
@@ -87,7 +104,13 @@ fn labels(set: &ImageSet) -> Result<Vec<u32>> {
 }
 
 /// Fits the probe on `train_x` (N, d) / `train_y` and scores it on the test features.
-pub fn fit(train_x: &Tensor, train_y: &[u32], test_x: &Tensor, test_y: &[u32], settings: &ProbeSettings) -> Result<ProbeResult> {
+pub fn fit(
+    train_x: &Tensor,
+    train_y: &[u32],
+    test_x: &Tensor,
+    test_y: &[u32],
+    settings: &ProbeSettings,
+) -> Result<ProbeResult> {
     let dev = Device::Cpu;
     let (n, d) = train_x.dims2()?;
     if n != train_y.len() || test_x.dim(0)? != test_y.len() || test_x.dim(1)? != d {
@@ -96,13 +119,23 @@ pub fn fit(train_x: &Tensor, train_y: &[u32], test_x: &Tensor, test_y: &[u32], s
     if n == 0 || test_y.is_empty() {
         bail!("probe: no training or test points");
     }
-    let classes = train_y.iter().chain(test_y).max().map(|&m| m as usize + 1).unwrap_or(0);
+    let classes = train_y
+        .iter()
+        .chain(test_y)
+        .max()
+        .map(|&m| m as usize + 1)
+        .unwrap_or(0);
     // Standardise with the training statistics (f64 for the statistics).
     let x64 = train_x.to_dtype(DType::F64)?;
     let mean = x64.mean_keepdim(0)?;
     let std = x64.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?.sqrt()?;
     let std = std.maximum(1e-6)?;
-    let standardise = |x: &Tensor| -> Result<Tensor> { Ok(x.to_dtype(DType::F64)?.broadcast_sub(&mean)?.broadcast_div(&std)?.to_dtype(DType::F32)?) };
+    let standardise = |x: &Tensor| -> Result<Tensor> {
+        Ok(x.to_dtype(DType::F64)?
+            .broadcast_sub(&mean)?
+            .broadcast_div(&std)?
+            .to_dtype(DType::F32)?)
+    };
     let xtr = standardise(train_x)?;
     let xte = standardise(test_x)?;
     let mut onehot = vec![0f32; n * classes];
@@ -135,7 +168,11 @@ pub fn fit(train_x: &Tensor, train_y: &[u32], test_x: &Tensor, test_y: &[u32], s
     let ce = -((logp * &y)?.sum_all()?.to_scalar::<f32>()? as f64) / n as f64;
     let reg = 0.5 * settings.l2 * w.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
     let acc = |x: &Tensor, ys: &[u32]| -> Result<f64> {
-        let pred = x.matmul(&w)?.broadcast_add(&b)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let pred = x
+            .matmul(&w)?
+            .broadcast_add(&b)?
+            .argmax(D::Minus1)?
+            .to_vec1::<u32>()?;
         Ok(pred.iter().zip(ys).filter(|(a, b)| a == b).count() as f64 / ys.len() as f64)
     };
     Ok(ProbeResult {
@@ -150,7 +187,12 @@ pub fn fit(train_x: &Tensor, train_y: &[u32], test_x: &Tensor, test_y: &[u32], s
 }
 
 /// Linear-probe accuracy of a frozen `encoder`: fitted on `train`, scored on `test`.
-pub fn probe_accuracy(encoder: &Encoder, train: &ImageSet, test: &ImageSet, settings: &ProbeSettings) -> Result<ProbeResult> {
+pub fn probe_accuracy(
+    encoder: &Encoder,
+    train: &ImageSet,
+    test: &ImageSet,
+    settings: &ProbeSettings,
+) -> Result<ProbeResult> {
     let (ytr, yte) = (labels(train)?, labels(test)?);
     let ftr = encoder_features(encoder, train, settings)?;
     let fte = encoder_features(encoder, test, settings)?;
@@ -158,7 +200,17 @@ pub fn probe_accuracy(encoder: &Encoder, train: &ImageSet, test: &ImageSet, sett
 }
 
 /// The raw-pixel floor: the same probe on the normalised pixels.
-pub fn raw_pixel_accuracy(train: &ImageSet, test: &ImageSet, settings: &ProbeSettings) -> Result<ProbeResult> {
+pub fn raw_pixel_accuracy(
+    train: &ImageSet,
+    test: &ImageSet,
+    settings: &ProbeSettings,
+) -> Result<ProbeResult> {
     let (ytr, yte) = (labels(train)?, labels(test)?);
-    fit(&pixel_features(train, settings)?, &ytr, &pixel_features(test, settings)?, &yte, settings)
+    fit(
+        &pixel_features(train, settings)?,
+        &ytr,
+        &pixel_features(test, settings)?,
+        &yte,
+        settings,
+    )
 }

@@ -43,7 +43,10 @@ fn normals(rng: &mut Rng, n: usize) -> Vec<f32> {
 /// Checks ResNet9 widths: 8 positive values, with the residual sums' widths equal.
 pub fn check_widths(widths: &[usize]) -> Result<()> {
     if widths.len() != 8 {
-        bail!("ResNet9 needs 8 widths (one per conv block), got {}", widths.len());
+        bail!(
+            "ResNet9 needs 8 widths (one per conv block), got {}",
+            widths.len()
+        );
     }
     if widths.contains(&0) {
         bail!("ResNet9 widths must be > 0, got {widths:?}");
@@ -61,36 +64,72 @@ fn cpu() -> Device {
 fn kaiming_conv(seed: u64, name: &str, cout: usize, cin: usize, k: usize) -> Result<Tensor> {
     let fan_out = (cout * k * k) as f64;
     let std = (2.0 / fan_out).sqrt() as f32;
-    let v: Vec<f32> = normals(&mut rng_for(seed, name), cout * cin * k * k).into_iter().map(|x| x * std).collect();
+    let v: Vec<f32> = normals(&mut rng_for(seed, name), cout * cin * k * k)
+        .into_iter()
+        .map(|x| x * std)
+        .collect();
     Ok(Tensor::from_vec(v, (cout, cin, k, k), &cpu())?)
 }
 
 /// Adds `prefix.{weight,bias,running_mean,running_var}` of a fresh BatchNorm with `c` channels.
 pub fn batch_norm(out: &mut BTreeMap<String, Tensor>, prefix: &str, c: usize) -> Result<()> {
     let d = cpu();
-    out.insert(format!("{prefix}.weight"), Tensor::ones(c, candle_core::DType::F32, &d)?);
-    out.insert(format!("{prefix}.bias"), Tensor::zeros(c, candle_core::DType::F32, &d)?);
-    out.insert(format!("{prefix}.running_mean"), Tensor::zeros(c, candle_core::DType::F32, &d)?);
-    out.insert(format!("{prefix}.running_var"), Tensor::ones(c, candle_core::DType::F32, &d)?);
+    out.insert(
+        format!("{prefix}.weight"),
+        Tensor::ones(c, candle_core::DType::F32, &d)?,
+    );
+    out.insert(
+        format!("{prefix}.bias"),
+        Tensor::zeros(c, candle_core::DType::F32, &d)?,
+    );
+    out.insert(
+        format!("{prefix}.running_mean"),
+        Tensor::zeros(c, candle_core::DType::F32, &d)?,
+    );
+    out.insert(
+        format!("{prefix}.running_var"),
+        Tensor::ones(c, candle_core::DType::F32, &d)?,
+    );
     Ok(())
 }
 
 /// Adds `prefix.weight` (out, in) and, with `bias`, `prefix.bias` (out): PyTorch's default
 /// Linear initialisation.
-pub fn linear(out: &mut BTreeMap<String, Tensor>, seed: u64, prefix: &str, fan_in: usize, fan_out: usize, bias: bool) -> Result<()> {
+pub fn linear(
+    out: &mut BTreeMap<String, Tensor>,
+    seed: u64,
+    prefix: &str,
+    fan_in: usize,
+    fan_out: usize,
+    bias: bool,
+) -> Result<()> {
     let bound = 1.0 / (fan_in as f64).sqrt();
     let mut rng = rng_for(seed, prefix);
-    let w: Vec<f32> = (0..fan_in * fan_out).map(|_| rng.uniform(-bound, bound) as f32).collect();
-    out.insert(format!("{prefix}.weight"), Tensor::from_vec(w, (fan_out, fan_in), &cpu())?);
+    let w: Vec<f32> = (0..fan_in * fan_out)
+        .map(|_| rng.uniform(-bound, bound) as f32)
+        .collect();
+    out.insert(
+        format!("{prefix}.weight"),
+        Tensor::from_vec(w, (fan_out, fan_in), &cpu())?,
+    );
     if bias {
-        let b: Vec<f32> = (0..fan_out).map(|_| rng.uniform(-bound, bound) as f32).collect();
-        out.insert(format!("{prefix}.bias"), Tensor::from_vec(b, fan_out, &cpu())?);
+        let b: Vec<f32> = (0..fan_out)
+            .map(|_| rng.uniform(-bound, bound) as f32)
+            .collect();
+        out.insert(
+            format!("{prefix}.bias"),
+            Tensor::from_vec(b, fan_out, &cpu())?,
+        );
     }
     Ok(())
 }
 
 /// A fresh ResNet9 (`block{i}.conv.weight`, `block{i}.bn.*`) for `in_channels` inputs.
-pub fn resnet9(in_channels: usize, widths: &[usize], seed: u64) -> Result<BTreeMap<String, Tensor>> {
+pub fn resnet9(
+    in_channels: usize,
+    widths: &[usize],
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>> {
     check_widths(widths)?;
     let mut out = BTreeMap::new();
     let mut cin = in_channels;
@@ -120,7 +159,13 @@ mod tests {
         let a = resnet9(1, &[4, 4, 4, 4, 4, 8, 8, 8], 3).unwrap();
         let b = resnet9(1, &[4, 4, 4, 4, 4, 8, 8, 8], 3).unwrap();
         let c = resnet9(1, &[4, 4, 4, 4, 4, 8, 8, 8], 4).unwrap();
-        let v = |m: &BTreeMap<String, Tensor>| m["block3.conv.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let v = |m: &BTreeMap<String, Tensor>| {
+            m["block3.conv.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         assert_eq!(v(&a), v(&b));
         assert_ne!(v(&a), v(&c));
         assert!(check_widths(&[4, 4, 4, 5, 4, 8, 8, 8]).is_err());

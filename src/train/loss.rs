@@ -4,7 +4,11 @@ use candle_core::{DType, Device, Result, Tensor, D};
 
 /// Rows scaled to unit L2 norm (with a small floor, as `F.normalize`'s eps = 1e-12).
 pub fn l2_normalize(z: &Tensor) -> Result<Tensor> {
-    let norm = z.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    let norm = z
+        .sqr()?
+        .sum_keepdim(1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
     z.broadcast_div(&norm)
 }
 

@@ -66,7 +66,12 @@ impl Framework {
     /// 0.5..1, horizontal flip, no colour jitter or grayscale).
     pub fn default_augment(self) -> AugmentConfig {
         match self {
-            Framework::Supervised => AugmentConfig { crop_scale: (0.5, 1.0), jitter_p: 0.0, grayscale_p: 0.0, ..AugmentConfig::default() },
+            Framework::Supervised => AugmentConfig {
+                crop_scale: (0.5, 1.0),
+                jitter_p: 0.0,
+                grayscale_p: 0.0,
+                ..AugmentConfig::default()
+            },
             _ => AugmentConfig::default(),
         }
     }
@@ -123,7 +128,11 @@ pub fn state_path(ckpt: &Path) -> PathBuf {
 
 /// Classes of a labelled set (max label + 1), 0 when unlabelled.
 pub fn num_classes(set: &ImageSet) -> usize {
-    set.labels.as_ref().and_then(|l| l.iter().max()).map(|&m| m as usize + 1).unwrap_or(0)
+    set.labels
+        .as_ref()
+        .and_then(|l| l.iter().max())
+        .map(|&m| m as usize + 1)
+        .unwrap_or(0)
 }
 
 /// The state of a run: model, optimizer, and where it is in the schedule.
@@ -145,7 +154,12 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// A fresh run (initialised from `cfg.seed`), or one resumed from a checkpoint or its
     /// resume state.
-    pub fn new(cfg: TrainConfig, set: &'a ImageSet, data_label: &str, resume: Option<&Path>) -> Result<Trainer<'a>> {
+    pub fn new(
+        cfg: TrainConfig,
+        set: &'a ImageSet,
+        data_label: &str,
+        resume: Option<&Path>,
+    ) -> Result<Trainer<'a>> {
         if set.is_empty() {
             bail!("{}: no images", set.source);
         }
@@ -166,12 +180,24 @@ impl<'a> Trainer<'a> {
             None => {
                 let mut t = init::resnet9(set.channels, &cfg.widths, cfg.seed)?;
                 let d = *cfg.widths.last().unwrap_or(&0);
-                t.extend(model::init_heads(cfg.framework, d, num_classes(set), cfg.seed)?);
-                (TrainModel::from_tensors(cfg.framework, &t, Path::new("<fresh>"))?, 0)
+                t.extend(model::init_heads(
+                    cfg.framework,
+                    d,
+                    num_classes(set),
+                    cfg.seed,
+                )?);
+                (
+                    TrainModel::from_tensors(cfg.framework, &t, Path::new("<fresh>"))?,
+                    0,
+                )
             }
             Some(p) => {
                 let sp = state_path(p);
-                let (path, state) = if sp.exists() { (sp.clone(), Checkpoint::load(&sp, Some(""))?) } else { (p.to_path_buf(), Checkpoint::load(p, Some(""))?) };
+                let (path, state) = if sp.exists() {
+                    (sp.clone(), Checkpoint::load(&sp, Some(""))?)
+                } else {
+                    (p.to_path_buf(), Checkpoint::load(p, Some(""))?)
+                };
                 let m = &state.metadata;
                 let want = [
                     ("memprune.framework", cfg.framework.name().to_string()),
@@ -183,27 +209,67 @@ impl<'a> Trainer<'a> {
                 ];
                 for (k, v) in want {
                     if m.get(k) != Some(&v) {
-                        bail!("{}: cannot resume: `{k}` is {:?} but this run has {v:?}", path.display(), m.get(k));
+                        bail!(
+                            "{}: cannot resume: `{k}` is {:?} but this run has {v:?}",
+                            path.display(),
+                            m.get(k)
+                        );
                     }
                 }
-                let done: usize = m.get("memprune.epochs").and_then(|s| s.parse().ok()).context("no `memprune.epochs` in the resume state")?;
-                let steps: u64 = m.get("memprune.optimizer_steps").and_then(|s| s.parse().ok()).unwrap_or(0);
+                let done: usize = m
+                    .get("memprune.epochs")
+                    .and_then(|s| s.parse().ok())
+                    .context("no `memprune.epochs` in the resume state")?;
+                let steps: u64 = m
+                    .get("memprune.optimizer_steps")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if !state.tensors.keys().any(|k| k.starts_with("optimizer.")) && done > 0 {
-                    bail!("{}: no optimizer state (expected the resume state {} beside it)", p.display(), sp.display());
+                    bail!(
+                        "{}: no optimizer state (expected the resume state {} beside it)",
+                        p.display(),
+                        sp.display()
+                    );
                 }
                 optimizer.load_state(&state.tensors, steps)?;
-                (TrainModel::from_tensors(cfg.framework, &state.tensors, &path)?, done)
+                (
+                    TrainModel::from_tensors(cfg.framework, &state.tensors, &path)?,
+                    done,
+                )
             }
         };
-        let widths: Vec<usize> = model.encoder.conv_bns().iter().map(|c| c.out_channels()).collect();
+        let widths: Vec<usize> = model
+            .encoder
+            .conv_bns()
+            .iter()
+            .map(|c| c.out_channels())
+            .collect();
         if resume.is_some() && widths != cfg.widths {
-            bail!("cannot resume: the checkpoint has widths {widths:?}, this run asks for {:?}", cfg.widths);
+            bail!(
+                "cannot resume: the checkpoint has widths {widths:?}, this run asks for {:?}",
+                cfg.widths
+            );
         }
         if model.encoder.in_channels() != set.channels {
-            bail!("the encoder takes {} channels, the data has {}", model.encoder.in_channels(), set.channels);
+            bail!(
+                "the encoder takes {} channels, the data has {}",
+                model.encoder.in_channels(),
+                set.channels
+            );
         }
         let view_seed = hash_key(&[VIEW_TAG, cfg.seed]);
-        Ok(Trainer { cfg, set, data_label: data_label.to_string(), model, optimizer, points, candidates, epochs_done, data_hash: hash, view_seed })
+        Ok(Trainer {
+            cfg,
+            set,
+            data_label: data_label.to_string(),
+            model,
+            optimizer,
+            points,
+            candidates,
+            epochs_done,
+            data_hash: hash,
+            view_seed,
+        })
     }
 
     /// Batch size actually used (the data may be smaller than `--batch`).
@@ -242,7 +308,13 @@ impl<'a> Trainer<'a> {
         } else {
             (points.iter().map(|&p| (p, e)).collect(), points.len())
         };
-        let data = views_batch(&self.cfg.augment, &self.cfg.normalization, self.set, &items, self.view_seed);
+        let data = views_batch(
+            &self.cfg.augment,
+            &self.cfg.normalization,
+            self.set,
+            &items,
+            self.view_seed,
+        );
         let x = Tensor::from_vec(data, (n, c, s, s), &Device::Cpu)?;
         let labels = match &self.set.labels {
             Some(l) if self.cfg.framework == Framework::Supervised => {
@@ -260,12 +332,20 @@ impl<'a> Trainer<'a> {
         let (loss, stats) = self.model.loss(&x, labels.as_ref(), self.cfg.temperature)?;
         let value = loss.to_scalar::<f32>()? as f64;
         if !value.is_finite() {
-            bail!("the loss became {value} at step {} (lower --lr?)", self.optimizer.steps + 1);
+            bail!(
+                "the loss became {value} at step {} (lower --lr?)",
+                self.optimizer.steps + 1
+            );
         }
         let grads = loss.backward()?;
         let spe = self.steps_per_epoch() as f64;
         let warmup = (self.cfg.warmup_epochs * spe).round() as u64;
-        let lr = lr_at(self.cfg.lr, self.optimizer.steps, warmup, self.total_steps());
+        let lr = lr_at(
+            self.cfg.lr,
+            self.optimizer.steps,
+            warmup,
+            self.total_steps(),
+        );
         self.optimizer.step(&self.model.vars, &grads, lr)?;
         self.model.update_running_stats(&stats)?;
         Ok(value)
@@ -279,7 +359,10 @@ impl<'a> Trainer<'a> {
             m.insert(format!("memprune.{k}"), v);
         };
         put("arch", "resnet9".into());
-        put("widths", serde_json::to_string(&c.widths).unwrap_or_default());
+        put(
+            "widths",
+            serde_json::to_string(&c.widths).unwrap_or_default(),
+        );
         put("framework", c.framework.name().into());
         put("data", self.data_label.clone());
         put("data_hash", self.data_hash.clone());
@@ -293,16 +376,28 @@ impl<'a> Trainer<'a> {
         put("batch", c.batch.to_string());
         put("lr", c.lr.to_string());
         put("optimizer", c.optimizer.kind.name().into());
-        put("optimizer_config", serde_json::to_string(&c.optimizer).unwrap_or_default());
+        put(
+            "optimizer_config",
+            serde_json::to_string(&c.optimizer).unwrap_or_default(),
+        );
         put("optimizer_steps", self.optimizer.steps.to_string());
         put("warmup_epochs", c.warmup_epochs.to_string());
         put("temperature", c.temperature.to_string());
-        put("augment", serde_json::to_string(&c.augment).unwrap_or_default());
-        put("normalization", serde_json::to_string(&c.normalization).unwrap_or_default());
+        put(
+            "augment",
+            serde_json::to_string(&c.augment).unwrap_or_default(),
+        );
+        put(
+            "normalization",
+            serde_json::to_string(&c.normalization).unwrap_or_default(),
+        );
         put("final_loss", format!("{final_loss}"));
         put("version", env!("CARGO_PKG_VERSION").into());
         if let Some(cands) = &self.candidates {
-            put("candidates", serde_json::to_string(cands).unwrap_or_default());
+            put(
+                "candidates",
+                serde_json::to_string(cands).unwrap_or_default(),
+            );
         }
         m
     }
@@ -311,8 +406,10 @@ impl<'a> Trainer<'a> {
     pub fn save(&self, out: &Path, final_loss: f64) -> Result<()> {
         let meta = self.metadata(final_loss);
         let tensors = self.model.tensors()?;
-        let saved: BTreeMap<String, Tensor> =
-            tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_dtype(self.cfg.save_dtype)?))).collect::<candle_core::Result<_>>()?;
+        let saved: BTreeMap<String, Tensor> = tensors
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_dtype(self.cfg.save_dtype)?)))
+            .collect::<candle_core::Result<_>>()?;
         write_safetensors_atomic(out, &saved, &meta, &[])?;
         let mut state = tensors;
         state.extend(self.optimizer.state_tensors());
@@ -335,9 +432,11 @@ impl<'a> Trainer<'a> {
             let pb = if progress && !quiet {
                 let pb = indicatif::ProgressBar::new(spe as u64);
                 pb.set_style(
-                    indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 pb.set_prefix(format!("{}/{}", epoch + 1, self.cfg.epochs));
                 Some(pb)
@@ -376,7 +475,13 @@ impl<'a> Trainer<'a> {
         if self.epochs_done == self.cfg.epochs && epoch_secs.is_empty() && !out.exists() {
             self.save(out, last)?;
         }
-        Ok(TrainSummary { epochs: self.epochs_done, final_loss: last, seconds: start.elapsed().as_secs_f64(), epoch_seconds: epoch_secs, train_points: self.points.len() })
+        Ok(TrainSummary {
+            epochs: self.epochs_done,
+            final_loss: last,
+            seconds: start.elapsed().as_secs_f64(),
+            epoch_seconds: epoch_secs,
+            train_points: self.points.len(),
+        })
     }
 }
 
@@ -391,8 +496,17 @@ pub struct TrainSummary {
 }
 
 /// Clean (un-augmented) normalised images of `points` as an (N, C, S, S) tensor.
-pub fn clean_tensor(cfg: &AugmentConfig, norm: &Normalization, set: &ImageSet, points: &[usize]) -> Result<Tensor> {
+pub fn clean_tensor(
+    cfg: &AugmentConfig,
+    norm: &Normalization,
+    set: &ImageSet,
+    points: &[usize],
+) -> Result<Tensor> {
     let s = cfg.output_size(set);
     let v = clean_batch(cfg, norm, set, points);
-    Ok(Tensor::from_vec(v, (points.len(), set.channels, s, s), &Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        v,
+        (points.len(), set.channels, s, s),
+        &Device::Cpu,
+    )?)
 }

@@ -26,11 +26,18 @@ pub const PRED_HIDDEN: usize = 64;
 
 /// Buffers: BatchNorm running statistics and counters, not trained by gradient.
 pub fn is_buffer(name: &str) -> bool {
-    name.ends_with(".running_mean") || name.ends_with(".running_var") || name.ends_with(".num_batches_tracked")
+    name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with(".num_batches_tracked")
 }
 
 /// Fresh heads of `framework` for features of width `d`.
-pub fn init_heads(framework: Framework, d: usize, classes: usize, seed: u64) -> Result<BTreeMap<String, Tensor>> {
+pub fn init_heads(
+    framework: Framework,
+    d: usize,
+    classes: usize,
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>> {
     use crate::train::init::{batch_norm, linear};
     let mut m = BTreeMap::new();
     match framework {
@@ -68,7 +75,11 @@ pub struct TrainModel {
 impl TrainModel {
     /// From named tensors (encoder + heads + running statistics); `optimizer.*` tensors are
     /// ignored.
-    pub fn from_tensors(framework: Framework, tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<TrainModel> {
+    pub fn from_tensors(
+        framework: Framework,
+        tensors: &BTreeMap<String, Tensor>,
+        path: &Path,
+    ) -> Result<TrainModel> {
         let mut vars = BTreeMap::new();
         let mut buffers = BTreeMap::new();
         let mut ckpt_tensors = BTreeMap::new();
@@ -91,23 +102,41 @@ impl TrainModel {
             }
         }
         let ckpt = Checkpoint::from_tensors(path, ckpt_tensors, BTreeMap::new());
-        let encoder = Encoder::from_checkpoint(ckpt, &LoadOptions::default()).context("building the encoder to train")?;
-        let model = TrainModel { framework, vars, buffers, encoder };
+        let encoder = Encoder::from_checkpoint(ckpt, &LoadOptions::default())
+            .context("building the encoder to train")?;
+        let model = TrainModel {
+            framework,
+            vars,
+            buffers,
+            encoder,
+        };
         let need: &[&str] = match framework {
             Framework::Simclr => &["projector.0.weight", "projector.3.weight"],
-            Framework::Simsiam => &["projector.0.weight", "projector.4.weight", "predictor.0.weight", "predictor.3.weight"],
+            Framework::Simsiam => &[
+                "projector.0.weight",
+                "projector.4.weight",
+                "predictor.0.weight",
+                "predictor.3.weight",
+            ],
             Framework::Supervised => &["fc.weight", "fc.bias"],
         };
         for n in need {
             if !model.vars.contains_key(*n) {
-                bail!("{}: no `{n}`: not a {} training checkpoint", path.display(), framework.name());
+                bail!(
+                    "{}: no `{n}`: not a {} training checkpoint",
+                    path.display(),
+                    framework.name()
+                );
             }
         }
         Ok(model)
     }
 
     fn var(&self, name: &str) -> Result<&Tensor> {
-        self.vars.get(name).map(|v| v.as_tensor()).with_context(|| format!("missing parameter `{name}`"))
+        self.vars
+            .get(name)
+            .map(|v| v.as_tensor())
+            .with_context(|| format!("missing parameter `{name}`"))
     }
 
     fn linear(&self, x: &Tensor, prefix: &str) -> Result<Tensor> {
@@ -127,9 +156,15 @@ impl TrainModel {
         let c = x.broadcast_sub(&mean)?;
         let var = c.sqr()?.mean_keepdim(0)?;
         let y = c.broadcast_div(&(var.clone() + crate::model::conv_bn::BN_EPS)?.sqrt()?)?;
-        let y = y.broadcast_mul(self.var(&format!("{prefix}.weight"))?)?.broadcast_add(self.var(&format!("{prefix}.bias"))?)?;
+        let y = y
+            .broadcast_mul(self.var(&format!("{prefix}.weight"))?)?
+            .broadcast_add(self.var(&format!("{prefix}.bias"))?)?;
         let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-        stats.push(BatchStats { bn_name: prefix.to_string(), mean: mean.detach().flatten_all()?, var: unbiased });
+        stats.push(BatchStats {
+            bn_name: prefix.to_string(),
+            mean: mean.detach().flatten_all()?,
+            var: unbiased,
+        });
         Ok(y)
     }
 
@@ -153,10 +188,21 @@ impl TrainModel {
     /// The training loss of one batch. SSL frameworks: `x` holds 2N views, the first N the
     /// views 0 of the N images and the last N their views 1 (BatchNorm sees all 2N together).
     /// Supervised: N views and their `labels`.
-    pub fn loss(&self, x: &Tensor, labels: Option<&Tensor>, temperature: f64) -> Result<(Tensor, Vec<BatchStats>)> {
+    pub fn loss(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        temperature: f64,
+    ) -> Result<(Tensor, Vec<BatchStats>)> {
         let mut mode = Mode::Train(Vec::new());
-        let h = self.encoder.forward_taps_mode(x, &mut mode)?.pop().context("encoder has no pool tap")?;
-        let Mode::Train(mut stats) = mode else { unreachable!() };
+        let h = self
+            .encoder
+            .forward_taps_mode(x, &mut mode)?
+            .pop()
+            .context("encoder has no pool tap")?;
+        let Mode::Train(mut stats) = mode else {
+            unreachable!()
+        };
         let loss = match self.framework {
             Framework::Simclr => {
                 let n = x.dim(0)? / 2;
@@ -167,7 +213,12 @@ impl TrainModel {
                 let n = x.dim(0)? / 2;
                 let z = self.projector(&h, &mut stats)?;
                 let p = self.predictor(&z, &mut stats)?;
-                loss::simsiam(&p.narrow(0, 0, n)?, &p.narrow(0, n, n)?, &z.narrow(0, 0, n)?, &z.narrow(0, n, n)?)?
+                loss::simsiam(
+                    &p.narrow(0, 0, n)?,
+                    &p.narrow(0, n, n)?,
+                    &z.narrow(0, 0, n)?,
+                    &z.narrow(0, n, n)?,
+                )?
             }
             Framework::Supervised => {
                 let logits = self.linear(&h, "fc")?;
@@ -182,7 +233,10 @@ impl TrainModel {
         for s in stats {
             for (suffix, batch) in [("running_mean", &s.mean), ("running_var", &s.var)] {
                 let key = format!("{}.{suffix}", s.bn_name);
-                let old = self.buffers.get(&key).with_context(|| format!("missing buffer `{key}`"))?;
+                let old = self
+                    .buffers
+                    .get(&key)
+                    .with_context(|| format!("missing buffer `{key}`"))?;
                 let new = ((old * (1.0 - BN_MOMENTUM))? + (batch * BN_MOMENTUM)?)?;
                 self.buffers.insert(key, new);
             }

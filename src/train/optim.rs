@@ -48,7 +48,16 @@ pub struct OptimizerConfig {
 
 impl OptimizerConfig {
     pub fn new(kind: OptimizerKind, weight_decay: f64) -> Self {
-        OptimizerConfig { kind, weight_decay, momentum: 0.9, nesterov: false, beta1: 0.9, beta2: 0.999, eps: 1e-8, eta: 0.02 }
+        OptimizerConfig {
+            kind,
+            weight_decay,
+            momentum: 0.9,
+            nesterov: false,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            eta: 0.02,
+        }
     }
 }
 
@@ -67,7 +76,11 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig) -> Self {
-        Optimizer { config, state: BTreeMap::new(), steps: 0 }
+        Optimizer {
+            config,
+            state: BTreeMap::new(),
+            steps: 0,
+        }
     }
 
     fn state_names(&self) -> &'static [&'static str] {
@@ -82,24 +95,38 @@ impl Optimizer {
         self.steps += 1;
         let c = self.config.clone();
         for (name, var) in vars {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let p = var.as_tensor();
             let decay = decays(p);
             let wd = if decay { c.weight_decay } else { 0.0 };
             let new = match c.kind {
                 OptimizerKind::Sgd | OptimizerKind::Lars => {
-                    let mut d = if wd != 0.0 { (g + (p * wd)?)? } else { g.clone() };
+                    let mut d = if wd != 0.0 {
+                        (g + (p * wd)?)?
+                    } else {
+                        g.clone()
+                    };
                     if c.kind == OptimizerKind::Lars && decay {
                         let pn = p.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
                         let gn = d.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64;
-                        let trust = if pn > 0.0 && gn > 0.0 { c.eta * pn / gn } else { 1.0 };
+                        let trust = if pn > 0.0 && gn > 0.0 {
+                            c.eta * pn / gn
+                        } else {
+                            1.0
+                        };
                         d = (d * trust)?;
                     }
                     let buf = match self.state.get(name) {
                         Some(s) => ((&s[0] * c.momentum)? + &d)?,
                         None => d.clone(),
                     };
-                    let upd = if c.nesterov { (&d + (&buf * c.momentum)?)? } else { buf.clone() };
+                    let upd = if c.nesterov {
+                        (&d + (&buf * c.momentum)?)?
+                    } else {
+                        buf.clone()
+                    };
                     self.state.insert(name.clone(), vec![buf]);
                     (p - (upd * lr)?)?
                 }
@@ -141,12 +168,20 @@ impl Optimizer {
         self.state.clear();
         let mut vars: BTreeMap<String, Vec<Option<Tensor>>> = BTreeMap::new();
         for (k, t) in tensors {
-            let Some(rest) = k.strip_prefix("optimizer.") else { continue };
-            let (var, which) = rest.rsplit_once('.').ok_or_else(|| anyhow!("bad optimizer tensor name `{k}`"))?;
-            let Some(i) = names.iter().position(|n| *n == which) else {
-                bail!("optimizer tensor `{k}` does not belong to a {} optimizer", self.config.kind.name());
+            let Some(rest) = k.strip_prefix("optimizer.") else {
+                continue;
             };
-            vars.entry(var.to_string()).or_insert_with(|| vec![None; names.len()])[i] = Some(t.clone());
+            let (var, which) = rest
+                .rsplit_once('.')
+                .ok_or_else(|| anyhow!("bad optimizer tensor name `{k}`"))?;
+            let Some(i) = names.iter().position(|n| *n == which) else {
+                bail!(
+                    "optimizer tensor `{k}` does not belong to a {} optimizer",
+                    self.config.kind.name()
+                );
+            };
+            vars.entry(var.to_string())
+                .or_insert_with(|| vec![None; names.len()])[i] = Some(t.clone());
         }
         for (var, ts) in vars {
             let ts: Option<Vec<Tensor>> = ts.into_iter().collect();

@@ -35,7 +35,13 @@ impl SplitKind {
     }
 
     pub fn from_name(s: &str) -> Option<SplitKind> {
-        [SplitKind::All, SplitKind::SharedCandidates, SplitKind::SharedIndependent].into_iter().find(|k| k.name() == s)
+        [
+            SplitKind::All,
+            SplitKind::SharedCandidates,
+            SplitKind::SharedIndependent,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
     }
 }
 
@@ -63,7 +69,11 @@ pub fn split(n: usize, seed: u64) -> DataSplit {
     candidates.sort_unstable();
     independent.sort_unstable();
     shared.sort_unstable();
-    DataSplit { shared, candidates, independent }
+    DataSplit {
+        shared,
+        candidates,
+        independent,
+    }
 }
 
 impl DataSplit {
