@@ -50,10 +50,7 @@ impl Checkpoint {
                 bail!("{shown}: tensors `{}` and `{name}` have the same name `{stripped}` once the prefix is stripped (use --prefix)", stored_names[&stripped]);
             }
             stored.insert(stripped.clone(), t.clone());
-            let t = match t.dtype() {
-                DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32)?,
-                _ => t,
-            };
+            let t = for_compute(t)?;
             stored_names.insert(stripped.clone(), name);
             tensors.insert(stripped, t);
         }
@@ -118,6 +115,14 @@ impl Checkpoint {
                 )
             }),
         }
+    }
+}
+
+/// Floating tensors as f32 (what the models compute in); others unchanged.
+fn for_compute(t: Tensor) -> candle_core::Result<Tensor> {
+    match t.dtype() {
+        DType::F16 | DType::BF16 | DType::F64 => t.to_dtype(DType::F32),
+        _ => Ok(t),
     }
 }
 

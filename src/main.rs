@@ -11,6 +11,7 @@ use memprune::metrics::unit_mem::Reduce;
 use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::plan::PolicyFile;
+use memprune::rewrite::PruneMode;
 use memprune::{defaults, pipeline, report};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,9 @@ enum Command {
     /// Measure memorization: `unit` (UnitMem), `class` (ClassMem) or `layer` (LayerMem).
     #[command(subcommand)]
     Measure(Measure),
+    /// Reproduce the paper's experiments on the embedded default (or your model).
+    #[command(subcommand)]
+    Experiment(Experiment),
     /// Print what a policy would do (units pruned per layer, layers trained), writing nothing.
     Plan {
         #[arg(long, value_name = "FILE")]
@@ -56,9 +60,26 @@ enum Command {
     Probe(ProbeArgs),
 }
 
+/// Where METRICS.md leaves a choice, memprune makes this one (also in the README).
+const CHOICES: &str = "Choices where the paper is silent:
+  act_u       the spatial mean of a channel of the layer's output as the network passes it
+              on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
+  dead unit   mu_max <= 0: UnitMem 0, counted as dead
+  signed      a layer with negative activations is flagged `(signed)`; its ratio is reported
+              as computed (0 when the denominator is 0)
+  ties        the maximum goes to the smallest point index (shard merging stays exact)
+  median      numpy's (mean of the two middle values)
+  LayerMem    reps are layer outputs flattened and scaled to unit L2 norm (a zero output stays
+              zero); pair j = views 2j and 2j+1; SSL_f + SSL_g = 0 scores 0; the top/bottom
+              halves are ranked once, by SSLMem' of the last layer
+  views       view v of point i is a pure function of (seed, i, v): RandomResizedCrop as
+              torchvision (bilinear, no antialias), flip, colour jitter in random order,
+              grayscale; results do not depend on --batch or the thread count";
+
 #[derive(Subcommand)]
 enum Measure {
     /// UnitMem of every unit of every layer (METRICS.md Eq. 5-8).
+    #[command(after_long_help = CHOICES)]
     Unit {
         #[command(flatten)]
         common: MeasureArgs,
@@ -68,11 +89,13 @@ enum Measure {
         reduce: Reduce,
     },
     /// ClassMem, the supervised counterpart of UnitMem (needs labels).
+    #[command(after_long_help = CHOICES)]
     Class {
         #[command(flatten)]
         common: MeasureArgs,
     },
     /// LayerMem and dLayerMem of every layer (Eq. 1-4), against a reference encoder.
+    #[command(after_long_help = CHOICES)]
     Layer {
         #[command(flatten)]
         common: MeasureArgs,
@@ -87,6 +110,37 @@ enum Measure {
         /// Also print (and put in --json) SSLMem' of every point at every layer.
         #[arg(long)]
         per_point: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Experiment {
+    /// Table 6: prune the highest-UnitMem, random and lowest-UnitMem units (per layer 10 % and
+    /// 20 %, whole network 10 %) and compare linear-probe accuracy.
+    Prune {
+        /// The SSL encoder. Default: the embedded f.
+        checkpoint: Option<PathBuf>,
+        /// Data (train split for UnitMem and the probe, test split for the probe).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training points UnitMem is measured on (the paper: 5000).
+        #[arg(long, default_value_t = 5000)]
+        points: usize,
+        #[arg(long, default_value_t = 10)]
+        views: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Random draws for the random strategy (the paper: 10).
+        #[arg(long, default_value_t = 10)]
+        draws: usize,
+        /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
+        #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
+        modes: Vec<String>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Accuracy against units pruned, as SVG.
+        #[arg(long)]
+        chart: Option<PathBuf>,
     },
 }
 
@@ -163,6 +217,11 @@ struct MeasureArgs {
 }
 
 fn main() {
+    // Rust ignores SIGPIPE, so printing into a closed pipe would panic; restore the default.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
@@ -210,9 +269,75 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Measure(m) => measure_cmd(m, quiet),
+        Command::Experiment(e) => experiment_cmd(e, quiet),
         Command::Train(a) => train_cmd(*a, quiet),
         Command::Probe(a) => probe_cmd(a),
     }
+}
+
+fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
+    let Experiment::Prune {
+        checkpoint,
+        data: data_path,
+        points,
+        views,
+        seed,
+        draws,
+        modes,
+        json,
+        chart,
+    } = e;
+    let modes: Vec<PruneMode> = modes
+        .iter()
+        .map(|m| match m.as_str() {
+            "mask" => Ok(PruneMode::Mask),
+            "remove" => Ok(PruneMode::Remove),
+            other => bail!("--modes: `{other}` is neither mask nor remove"),
+        })
+        .collect::<Result<_>>()?;
+    let path = checkpoint.unwrap_or_else(defaults::model_f);
+    let enc = Encoder::load(&path, &LoadOptions::default())?;
+    let data_path = data_path.unwrap_or_else(defaults::data);
+    let train = data::open(&data_path, Split::Train)?;
+    let test = data::open(&data_path, Split::Test)?;
+    let pts = memprune::data::Subset::random(points.min(train.len()), seed, train.len())?.indices;
+    let settings = ViewSettings {
+        augment: AugmentConfig::default(),
+        normalization: Normalization::default_for(train.kind, train.channels),
+        seed,
+        batch: 250,
+    };
+    let pb = measure::progress_bar(pts.len(), !quiet, "UnitMem");
+    let unit = measure::unit_mem(&enc, &train, &pts, views, Reduce::Mean, &settings, &pb)?;
+    let probe = memprune::eval::probe::ProbeSettings::default();
+    let t = memprune::eval::experiment::table6(
+        &enc,
+        &unit,
+        &train,
+        &test,
+        &probe,
+        draws,
+        &modes,
+        |line| {
+            if !quiet {
+                eprintln!("{line}");
+            }
+        },
+    )?;
+    println!("Table 6 on {} ({} units), UnitMem on {} training points x {views} views; linear-probe top-1 on the {} test images of {}\n", path.display(), t.total_units, pts.len(), test.len(), test.source);
+    print!("{}", report::table6(&t));
+    let inputs = [path.as_path()];
+    if let Some(j) = &json {
+        memprune::checkpoint::write_file_atomic(
+            j,
+            serde_json::to_string_pretty(&t)?.as_bytes(),
+            &inputs,
+        )?;
+    }
+    if let Some(c) = &chart {
+        report::chart::write_svg(c, &report::table6_chart(&t)?, &inputs)?;
+    }
+    Ok(())
 }
 
 fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
@@ -225,15 +350,21 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
         planned.groups.iter().map(|g| g.channels).sum::<usize>()
     );
     print!("{}", report::plan_table(&planned.plan));
-    let r = pipeline::run_policy(&planned)?;
+    let mut r = pipeline::run_policy(&planned)?;
     println!("\nwrote {}\n", r.after.checkpoint.display());
-    print!("{}", report::before_after_table(&r, None));
-    if let Some(j) = &planned.policy.policy.output.json {
+    let probe = pipeline::probe_before_after(&planned, &mut r)?;
+    print!("{}", report::before_after_table(&r, probe));
+    let out = &planned.policy.policy.output;
+    let inputs = [planned.encoder.checkpoint.path.as_path()];
+    if let Some(j) = &out.json {
         memprune::checkpoint::write_file_atomic(
             j,
             serde_json::to_string_pretty(&r)?.as_bytes(),
-            &[planned.encoder.checkpoint.path.as_path()],
+            &inputs,
         )?;
+    }
+    if let (Some(c), Some(u)) = (&out.chart, &planned.scores.unit_mem) {
+        report::chart::write_svg(c, &report::unit_mem_chart(u)?, &inputs)?;
     }
     Ok(())
 }

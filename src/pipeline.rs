@@ -123,6 +123,8 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
 pub struct Evaluated {
     pub checkpoint: PathBuf,
     pub cost: Cost,
+    /// Linear-probe top-1 on the test split, when evaluated.
+    pub probe_accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,10 +201,12 @@ pub fn run_policy(planned: &Planned) -> Result<PolicyReport> {
         before: Evaluated {
             checkpoint: enc.checkpoint.path.clone(),
             cost: cost(enc, size, speed, 256, 5)?,
+            probe_accuracy: None,
         },
         after: Evaluated {
             checkpoint: out.clone(),
             cost: cost(&after, size, speed, 256, 5)?,
+            probe_accuracy: None,
         },
     })
 }
@@ -220,4 +224,45 @@ pub fn probe_sets(planned: &Planned) -> Result<(ImageSet, ImageSet)> {
     let train = data::open(e.train.as_ref().unwrap_or(&base), Split::Train)?;
     let test = data::open(e.test.as_ref().unwrap_or(&base), Split::Test)?;
     Ok((train, test))
+}
+
+/// Linear-probe accuracy of the model before (features cached under `out/cache`) and after,
+/// on the same data and settings; `None` when the policy turns the probe off.
+pub fn probe_before_after(
+    planned: &Planned,
+    report: &mut PolicyReport,
+) -> Result<Option<(f64, f64)>> {
+    use crate::eval::probe::{fit, ProbeSettings};
+    if !planned.policy.policy.evaluation.probe {
+        return Ok(None);
+    }
+    let (train, test) = probe_sets(planned)?;
+    let labels = |s: &ImageSet| {
+        s.labels
+            .clone()
+            .with_context(|| format!("{}: the linear probe needs labels", s.source))
+    };
+    let (ytr, yte) = (labels(&train)?, labels(&test)?);
+    let settings = ProbeSettings::default();
+    let cache = PathBuf::from("out").join("cache");
+    let before = &planned.encoder;
+    let after = Encoder::load(&report.after.checkpoint, &LoadOptions::default())?;
+    let acc = |e: &Encoder, cached: bool| -> Result<f64> {
+        let (ftr, fte) = if cached {
+            (
+                crate::eval::feature_cache::features(e, &train, &settings, &cache)?,
+                crate::eval::feature_cache::features(e, &test, &settings, &cache)?,
+            )
+        } else {
+            (
+                crate::eval::probe::encoder_features(e, &train, &settings)?,
+                crate::eval::probe::encoder_features(e, &test, &settings)?,
+            )
+        };
+        Ok(fit(&ftr, &ytr, &fte, &yte, &settings)?.test_accuracy)
+    };
+    let (b, a) = (acc(before, true)?, acc(&after, false)?);
+    report.before.probe_accuracy = Some(b);
+    report.after.probe_accuracy = Some(a);
+    Ok(Some((b, a)))
 }

@@ -2,4 +2,6 @@
 //! probe ([`probe`]).
 
 pub mod cost;
+pub mod experiment;
+pub mod feature_cache;
 pub mod probe;

@@ -1,6 +1,7 @@
 //! A convolution followed by BatchNorm: the building block of every ResNet.
 
 use crate::checkpoint::Checkpoint;
+use crate::model::batch_norm::fold_batch_norm;
 use crate::model::conv::{conv2d, conv2d_bias_act, ConvParams};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -199,7 +200,7 @@ impl ConvBn {
     }
 }
 
-/// Folds eval-mode BatchNorm into the preceding conv (exact up to rounding).
+/// Folds eval-mode BatchNorm into the preceding conv, in f64 (exact up to rounding).
 pub fn fold_bn(
     w: &Tensor,
     gamma: &Tensor,
@@ -208,10 +209,15 @@ pub fn fold_bn(
     var: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let f = |t: &Tensor| t.to_dtype(DType::F64);
-    let scale = f(gamma)?.div(&(f(var)? + BN_EPS)?.sqrt()?)?;
-    let c = scale.dim(0)?;
-    let w = f(w)?.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
-    let b = (f(beta)? - f(mean)?.mul(&scale)?)?;
+    let (w, b) = fold_batch_norm(
+        &f(w)?,
+        None,
+        &f(gamma)?,
+        &f(beta)?,
+        &f(mean)?,
+        &f(var)?,
+        BN_EPS,
+    )?;
     Ok((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?))
 }
 
@@ -222,15 +228,7 @@ pub fn batch_norm_train(
     gamma: &Tensor,
     beta: &Tensor,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let c = x.dim(1)?;
-    let n = (x.elem_count() / c) as f64;
-    let mean = x.mean_keepdim((0, 2, 3))?;
-    let centered = x.broadcast_sub(&mean)?;
-    let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
-    let y = centered.broadcast_div(&(var.clone() + BN_EPS)?.sqrt()?)?;
-    let y = y
-        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
-        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
-    let unbiased = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
-    Ok((y, mean.detach().flatten_all()?, unbiased))
+    let m = (x.elem_count() / x.dim(1)?) as f64;
+    let (y, mean, biased) = crate::model::batch_norm::batch_norm_train(x, gamma, beta, BN_EPS)?;
+    Ok((y, mean, (biased * (m / (m - 1.0).max(1.0)))?))
 }

@@ -1,9 +1,11 @@
 //! Models: the encoders memprune reads, built from a checkpoint's names and shapes.
 
+pub mod batch_norm;
 pub mod conv;
 pub mod conv_bn;
 pub mod coupling;
 pub mod encoder;
+pub mod pool;
 pub mod resnet;
 pub mod resnet9;
 

@@ -114,7 +114,7 @@ impl ResNet9 {
     fn block(&self, i: usize, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let y = self.blocks[i - 1].forward(x, true, mode)?;
         if POOLED_BLOCKS.contains(&i) {
-            y.max_pool2d(2)
+            crate::model::pool::max_pool2d(&y, 2, 2, 0)
         } else {
             Ok(y)
         }

@@ -1,4 +1,7 @@
-//! Reports: readable tables for the terminal, CSV per unit, and JSON with everything.
+//! Reports: readable tables for the terminal, CSV per unit, JSON with everything, and SVG
+//! charts ([`chart`]).
+
+pub mod chart;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;
@@ -264,4 +267,157 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
         ]);
     }
     table(&["", "before", "after", "after/before"], &rows)
+}
+
+/// The paper's Table 6, CIFAR10 column (mean, std for random), in the order of
+/// [`crate::eval::experiment::SETTINGS`] x (top, random, low).
+const PAPER_TABLE6: [(f64, f64); 9] = [
+    (53.04, 0.0),
+    (58.09, 1.76),
+    (62.58, 0.0),
+    (48.30, 0.0),
+    (51.34, 1.21),
+    (54.84, 0.0),
+    (49.16, 0.0),
+    (56.77, 2.09),
+    (62.62, 0.0),
+];
+
+/// Table 6 beside the paper's CIFAR10 numbers.
+pub fn table6(t: &crate::eval::experiment::Table6) -> String {
+    use crate::eval::experiment::{Strategy, SETTINGS};
+    use crate::plan::policy::Scope;
+    let modes: Vec<crate::rewrite::PruneMode> = {
+        let mut m: Vec<_> = t.rows.iter().map(|r| r.mode).collect();
+        m.dedup();
+        m.sort_by_key(|m| format!("{m:?}"));
+        m.dedup();
+        m
+    };
+    let mut header = vec!["strategy".to_string(), "units".to_string()];
+    header.extend(modes.iter().map(|m| {
+        format!(
+            "memprune ({})",
+            serde_json::to_value(m)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        )
+    }));
+    header.push("paper (CIFAR10)".into());
+    let mut rows = vec![{
+        let mut r = vec!["none".to_string(), "-".to_string()];
+        r.extend(modes.iter().map(|_| format!("{:.2}", 100.0 * t.baseline)));
+        r.push("70.44".into());
+        r
+    }];
+    for (si, s) in SETTINGS.iter().enumerate() {
+        for (k, strategy) in [Strategy::Top, Strategy::Random, Strategy::Low]
+            .iter()
+            .enumerate()
+        {
+            let scope = if s.scope == Scope::PerLayer {
+                "per layer"
+            } else {
+                "whole net"
+            };
+            let name = format!(
+                "{} {scope}",
+                serde_json::to_value(strategy)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            );
+            let mut r = vec![name, format!("{} %", s.fraction_pct)];
+            for m in &modes {
+                let cell = t
+                    .rows
+                    .iter()
+                    .find(|x| x.setting == *s && x.strategy == *strategy && x.mode == *m)
+                    .map(|x| {
+                        if x.accuracies.len() > 1 {
+                            format!("{:.2} ± {:.2}", 100.0 * x.mean(), 100.0 * x.std())
+                        } else {
+                            format!("{:.2}", 100.0 * x.mean())
+                        }
+                    })
+                    .unwrap_or_else(|| "-".into());
+                r.push(cell);
+            }
+            let (pm, ps) = PAPER_TABLE6[si * 3 + k];
+            r.push(if ps > 0.0 {
+                format!("{pm:.2} ± {ps:.2}")
+            } else {
+                format!("{pm:.2}")
+            });
+            rows.push(r);
+        }
+    }
+    let h: Vec<&str> = header.iter().map(|s| s.as_str()).collect();
+    table(&h, &rows)
+}
+
+/// Accuracy against the share of units pruned per layer (0, 10, 20 %), one line per strategy.
+pub fn table6_chart(t: &crate::eval::experiment::Table6) -> anyhow::Result<String> {
+    use crate::eval::experiment::Strategy;
+    use crate::plan::policy::Scope;
+    let mode = t.rows.first().map(|r| r.mode);
+    let series: Vec<chart::Series> = [Strategy::Top, Strategy::Random, Strategy::Low]
+        .iter()
+        .map(|s| {
+            let mut points = vec![(0.0, 100.0 * t.baseline)];
+            points.extend(
+                t.rows
+                    .iter()
+                    .filter(|r| {
+                        r.strategy == *s
+                            && r.setting.scope == Scope::PerLayer
+                            && Some(r.mode) == mode
+                    })
+                    .map(|r| (r.setting.fraction_pct as f64, 100.0 * r.mean())),
+            );
+            chart::Series {
+                name: format!("{s:?} UnitMem pruned")
+                    .replace("Random UnitMem pruned", "random units pruned"),
+                points,
+            }
+        })
+        .collect();
+    chart::line_chart_svg(
+        "Linear-probe accuracy after pruning units per layer",
+        "units pruned per layer (%)",
+        "top-1 accuracy (%)",
+        &series,
+    )
+}
+
+/// Mean UnitMem per layer (and share of units above 0.5), for the policy report's chart.
+pub fn unit_mem_chart(layers: &[UnitMemLayer]) -> anyhow::Result<String> {
+    let mean = chart::Series {
+        name: "mean UnitMem".into(),
+        points: layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ((i + 1) as f64, l.summary.mean))
+            .collect(),
+    };
+    let share = chart::Series {
+        name: "share of units > 0.5".into(),
+        points: layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ((i + 1) as f64, l.summary.share_above_half))
+            .collect(),
+    };
+    let first_last = format!(
+        "{} .. {}",
+        layers.first().map(|l| l.name.as_str()).unwrap_or(""),
+        layers.last().map(|l| l.name.as_str()).unwrap_or("")
+    );
+    chart::line_chart_svg(
+        "UnitMem per layer",
+        &format!("layer in forward order ({first_last})"),
+        "UnitMem",
+        &[mean, share],
+    )
 }

@@ -1,0 +1,204 @@
+//! `memprune experiment prune`: the paper's Table 6. Prune the units with the highest
+//! UnitMem, random units (several draws) or the lowest, per layer at 10 % and 20 % and over
+//! the whole network at 10 %, and compare linear-probe accuracy.
+
+use crate::checkpoint::Checkpoint;
+use crate::data::ImageSet;
+use crate::eval::probe::{self, ProbeSettings};
+use crate::metrics::unit_mem::UnitMemLayer;
+use crate::model::coupling::{coupling_groups, CouplingGroup};
+use crate::model::{Encoder, LoadOptions};
+use crate::plan::policy::{Action, Criterion, End, Policy, PruneAction, Scope};
+use crate::plan::{make_plan, PolicyFile, Scores};
+use crate::rewrite::{prune_tensors, PruneMode};
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::Serialize;
+
+/// One row of Table 6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub scope: Scope,
+    pub fraction_pct: u32,
+}
+
+/// The paper's three settings.
+pub const SETTINGS: [Setting; 3] = [
+    Setting {
+        scope: Scope::PerLayer,
+        fraction_pct: 10,
+    },
+    Setting {
+        scope: Scope::PerLayer,
+        fraction_pct: 20,
+    },
+    Setting {
+        scope: Scope::Global,
+        fraction_pct: 10,
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Top,
+    Random,
+    Low,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub setting: Setting,
+    pub strategy: Strategy,
+    pub mode: PruneMode,
+    /// One accuracy per draw (one for top and low).
+    pub accuracies: Vec<f64>,
+    pub units_pruned: usize,
+    pub params_after: usize,
+}
+
+impl Row {
+    pub fn mean(&self) -> f64 {
+        self.accuracies.iter().sum::<f64>() / self.accuracies.len().max(1) as f64
+    }
+
+    /// Sample standard deviation (n - 1), 0 for one draw.
+    pub fn std(&self) -> f64 {
+        let n = self.accuracies.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.accuracies.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Table6 {
+    pub baseline: f64,
+    pub total_units: usize,
+    pub rows: Vec<Row>,
+}
+
+/// A policy with one prune action, as the planner takes it.
+fn one_action(
+    criterion: Criterion,
+    end: End,
+    s: Setting,
+    mode: PruneMode,
+    seed: u64,
+) -> PolicyFile {
+    let action = PruneAction {
+        criterion,
+        end,
+        fraction: Some(s.fraction_pct as f64 / 100.0),
+        count: None,
+        scope: s.scope,
+        layers: vec!["*".into()],
+        exclude: vec![],
+        mode,
+        min_keep: 1,
+        seed,
+    };
+    let policy = Policy {
+        model: None,
+        reference: None,
+        data: Default::default(),
+        metrics: Default::default(),
+        actions: vec![Action::Prune(action)],
+        evaluation: Default::default(),
+        output: Default::default(),
+    };
+    let text = serde_yaml::to_string(&policy).unwrap_or_default();
+    PolicyFile {
+        path: "experiment".into(),
+        text,
+        policy,
+    }
+}
+
+/// Runs every (setting, strategy, draw, mode) and probes each pruned encoder. `progress`
+/// is called after each probe with a line of text.
+#[allow(clippy::too_many_arguments)]
+pub fn table6(
+    enc: &Encoder,
+    unit_mem: &[UnitMemLayer],
+    train: &ImageSet,
+    test: &ImageSet,
+    settings: &ProbeSettings,
+    draws: usize,
+    modes: &[PruneMode],
+    mut progress: impl FnMut(&str),
+) -> Result<Table6> {
+    let groups: Vec<CouplingGroup> = coupling_groups(enc);
+    let scores = Scores {
+        unit_mem: Some(unit_mem.to_vec()),
+        ..Default::default()
+    };
+    let baseline = probe::probe_accuracy(enc, train, test, settings)?.test_accuracy;
+    progress(&format!("unpruned: {:.2}%", 100.0 * baseline));
+    let mut rows = Vec::new();
+    for &s in &SETTINGS {
+        for &mode in modes {
+            for strategy in [Strategy::Top, Strategy::Random, Strategy::Low] {
+                let n = if strategy == Strategy::Random {
+                    draws
+                } else {
+                    1
+                };
+                let mut accuracies = Vec::new();
+                let (mut units, mut params) = (0, 0);
+                for draw in 0..n {
+                    let pf = match strategy {
+                        Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0),
+                        Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0),
+                        Strategy::Random => {
+                            one_action(Criterion::Random, End::Top, s, mode, draw as u64)
+                        }
+                    };
+                    let plan = make_plan(&pf, enc, &groups, &scores)?;
+                    let tensors =
+                        prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
+                    let pruned = in_memory_encoder(enc, tensors)?;
+                    let acc = probe::probe_accuracy(&pruned, train, test, settings)?.test_accuracy;
+                    progress(&format!(
+                        "{:?} {}% {:?} {:?} draw {draw}: {:.2}%",
+                        s.scope,
+                        s.fraction_pct,
+                        mode,
+                        strategy,
+                        100.0 * acc
+                    ));
+                    accuracies.push(acc);
+                    units = plan.units_pruned();
+                    params = pruned.params();
+                }
+                rows.push(Row {
+                    setting: s,
+                    strategy,
+                    mode,
+                    accuracies,
+                    units_pruned: units,
+                    params_after: params,
+                });
+            }
+        }
+    }
+    Ok(Table6 {
+        baseline,
+        total_units: groups.iter().map(|g| g.channels).sum(),
+        rows,
+    })
+}
+
+fn in_memory_encoder(
+    enc: &Encoder,
+    tensors: std::collections::BTreeMap<String, Tensor>,
+) -> Result<Encoder> {
+    let ckpt = Checkpoint::from_tensors(
+        &enc.checkpoint.path,
+        tensors,
+        enc.checkpoint.metadata.clone(),
+    );
+    Encoder::from_checkpoint(ckpt, &LoadOptions::default())
+}

@@ -1,0 +1,136 @@
+//! Max pooling for NCHW `f32` tensors on the CPU, with padding (as torchvision's
+//! resnet stem needs) and a backward that routes each gradient to the first maximum of
+//! its window (PyTorch's rule). Other devices/dtypes use candle's `max_pool2d`.
+
+use crate::model::conv::{cpu_slice, with_f32};
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `max_pool2d(x, kernel, stride, padding)`, NCHW, padding counts as `-inf`.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if kernel == 0
+        || stride == 0
+        || h + 2 * padding < kernel
+        || w + 2 * padding < kernel
+        || padding * 2 > kernel
+    {
+        bail!("max_pool2d: bad geometry k={kernel} s={stride} p={padding} on {h}x{w}")
+    }
+    if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+        if padding != 0 {
+            bail!("max_pool2d: padding needs a CPU f32 tensor")
+        }
+        return x.max_pool2d_with_stride(kernel, stride);
+    }
+    x.contiguous()?.apply_op1(MaxPool {
+        k: kernel,
+        s: stride,
+        p: padding,
+    })
+}
+
+struct MaxPool {
+    k: usize,
+    s: usize,
+    p: usize,
+}
+
+impl MaxPool {
+    fn out(&self, h: usize, w: usize) -> (usize, usize) {
+        (
+            (h + 2 * self.p - self.k) / self.s + 1,
+            (w + 2 * self.p - self.k) / self.s + 1,
+        )
+    }
+    /// Calls `f(out_index, argmax_input_index, max)` for every output of one plane.
+    #[inline]
+    fn plane(&self, x: &[f32], h: usize, w: usize, mut f: impl FnMut(usize, usize, f32)) {
+        let (oh, ow) = self.out(h, w);
+        if self.k == 2 && self.s == 2 && self.p == 0 {
+            for oy in 0..oh {
+                let r0 = &x[2 * oy * w..][..w];
+                let r1 = &x[(2 * oy + 1) * w..][..w];
+                for ox in 0..ow {
+                    let cands = [
+                        (r0[2 * ox], 0),
+                        (r0[2 * ox + 1], 1),
+                        (r1[2 * ox], w),
+                        (r1[2 * ox + 1], w + 1),
+                    ];
+                    let mut best = cands[0];
+                    for c in &cands[1..] {
+                        if c.0 > best.0 {
+                            best = *c;
+                        }
+                    }
+                    f(oy * ow + ox, 2 * oy * w + 2 * ox + best.1, best.0);
+                }
+            }
+            return;
+        }
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut best, mut bi) = (f32::NEG_INFINITY, usize::MAX);
+                for i in 0..self.k {
+                    let iy = (oy * self.s + i) as isize - self.p as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for j in 0..self.k {
+                        let ix = (ox * self.s + j) as isize - self.p as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let idx = iy as usize * w + ix as usize;
+                        let v = x[idx];
+                        if v > best || bi == usize::MAX {
+                            best = v;
+                            bi = idx;
+                        }
+                    }
+                }
+                f(oy * ow + ox, bi, best);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "memprune-max-pool2d"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let (oh, ow) = self.out(h, w);
+        let xs = cpu_slice(s, l)?;
+        let mut y = vec![0f32; n * c * oh * ow];
+        if oh * ow > 0 {
+            y.par_chunks_mut(oh * ow)
+                .zip(xs.par_chunks(h * w))
+                .with_min_len(8)
+                .for_each(|(d, s)| {
+                    self.plane(s, h, w, |o, _, v| d[o] = v);
+                });
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (n, c, h, w) = arg.dims4()?;
+        let (oh, ow) = self.out(h, w);
+        let dx = with_f32(arg, |xs| {
+            with_f32(grad, |gs| {
+                let mut dx = vec![0f32; n * c * h * w];
+                if oh * ow > 0 {
+                    dx.par_chunks_mut(h * w)
+                        .zip(xs.par_chunks(h * w))
+                        .zip(gs.par_chunks(oh * ow))
+                        .with_min_len(8)
+                        .for_each(|((d, s), g)| self.plane(s, h, w, |o, i, _| d[i] += g[o]));
+                }
+                dx
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dx, (n, c, h, w), arg.device())?))
+    }
+}

@@ -1,0 +1,101 @@
+//! Every path that runs convolutions gives the same numbers with memprune's fast op as with
+//! candle's stock conv (`MEMPRUNE_CONV=stock`).
+
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str], stock: bool) -> String {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_memprune"));
+    c.args(args).current_dir(root());
+    if stock {
+        c.env("MEMPRUNE_CONV", "stock");
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// All numbers of two JSON values agree to `tol` (relative to max(1, |b|)).
+fn close(a: &serde_json::Value, b: &serde_json::Value, tol: f64, at: &str) {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Number(x), V::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{at}: {x} vs {y}");
+        }
+        (V::Array(x), V::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                close(p, q, tol, &format!("{at}[{i}]"));
+            }
+        }
+        (V::Object(x), V::Object(y)) => {
+            for (k, v) in x {
+                close(v, &y[k], tol, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+#[test]
+fn measure_unit_and_layer_are_unchanged_against_the_stock_conv() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = root().join("tests/fixtures/parity/resnet9_c1.safetensors");
+    let g = root().join("tests/fixtures/parity/resnet9_c1_bf16.safetensors");
+    for (stock, name) in [(false, "fast"), (true, "stock")] {
+        let u = dir.path().join(format!("unit-{name}.json"));
+        run(
+            &[
+                "measure",
+                "unit",
+                f.to_str().unwrap(),
+                "--points",
+                "12",
+                "--views",
+                "2",
+                "--json",
+                u.to_str().unwrap(),
+                "-q",
+            ],
+            stock,
+        );
+        let l = dir.path().join(format!("layer-{name}.json"));
+        run(
+            &[
+                "measure",
+                "layer",
+                f.to_str().unwrap(),
+                "--reference",
+                g.to_str().unwrap(),
+                "--points",
+                "6",
+                "--views",
+                "2",
+                "--json",
+                l.to_str().unwrap(),
+                "-q",
+            ],
+            stock,
+        );
+    }
+    for m in ["unit", "layer"] {
+        let (a, b) = (
+            json(&dir.path().join(format!("{m}-fast.json"))),
+            json(&dir.path().join(format!("{m}-stock.json"))),
+        );
+        close(&a["layers"], &b["layers"], 1e-4, m);
+    }
+}
