@@ -177,7 +177,8 @@ struct MeasureArgs {
     /// Which split of --data to read.
     #[arg(long, value_enum, default_value_t = Split::Train)]
     split: Split,
-    /// Measure on N points drawn at random (seeded by --seed) from the split.
+    /// Measure on N points drawn at random (seeded by --seed) from the split; for `layer`, the
+    /// first N of the candidate points recorded in f (default 100) when f records them.
     #[arg(long, conflicts_with_all = ["range", "indices"])]
     points: Option<usize>,
     /// Measure on the points START..END (global indices, END excluded).

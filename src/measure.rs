@@ -83,7 +83,7 @@ pub enum DefaultPoints {
     /// N points drawn at random from the split.
     Random(usize),
     /// The first N candidate points stored in f's metadata by `memprune train` (points f
-    /// trained on and g did not), else N random points.
+    /// trained on and g did not), else N random points. A user's `points` sets N.
     Candidates(usize),
 }
 
@@ -112,12 +112,24 @@ pub fn choose_points(
     if let Some(f) = &choice.indices {
         return Ok(Subset::from_file(f, n)?.indices);
     }
-    if let Some(k) = choice.points {
+    let candidates = match default {
+        DefaultPoints::Candidates(_) => crate::train_meta::candidates(&encoder.checkpoint)?,
+        DefaultPoints::Random(_) => None,
+    };
+    if let (Some(k), None) = (choice.points, &candidates) {
         return Ok(Subset::random(k, seed, n)?.indices);
     }
     match default {
         DefaultPoints::Candidates(k) => {
-            if let Some(mut v) = crate::train_meta::candidates(&encoder.checkpoint)? {
+            let k = choice.points.unwrap_or(k);
+            if let Some(mut v) = candidates {
+                if k > v.len() {
+                    bail!(
+                        "{} records {} candidate points; asked for {k}",
+                        encoder.checkpoint.path.display(),
+                        v.len()
+                    );
+                }
                 if split != crate::data::Split::Train {
                     bail!("the candidate points in {} index the training split; use the train split or choose points", encoder.checkpoint.path.display());
                 }
