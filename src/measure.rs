@@ -121,9 +121,10 @@ pub fn choose_points(
     }
     match default {
         DefaultPoints::Candidates(k) => {
-            let k = choice.points.unwrap_or(k);
+            let asked = choice.points;
+            let k = asked.unwrap_or(k);
             if let Some(mut v) = candidates {
-                if k > v.len() {
+                if asked.is_some_and(|a| a > v.len()) {
                     bail!(
                         "{} records {} candidate points; asked for {k}",
                         encoder.checkpoint.path.display(),

@@ -99,3 +99,59 @@ fn measure_unit_and_layer_are_unchanged_against_the_stock_conv() {
         close(&a["layers"], &b["layers"], 1e-4, m);
     }
 }
+
+mod common;
+
+fn final_loss(stdout: &str) -> f64 {
+    let s = stdout.split("final loss ").nth(1).unwrap();
+    s.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn train_and_probe_are_unchanged_against_the_stock_conv() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::tiny_idx(dir.path(), 64);
+    let d = data.to_str().unwrap();
+    let mut losses = Vec::new();
+    let mut accs = Vec::new();
+    for (stock, name) in [(false, "fast"), (true, "stock")] {
+        let ckpt = dir.path().join(format!("{name}.safetensors"));
+        let args = [
+            "train",
+            "--framework",
+            "simclr",
+            "--widths",
+            "4,8,8,8,8,8,8,8",
+            "--data",
+            d,
+            "--batch",
+            "16",
+            "--epochs",
+            "2",
+            "--out",
+            ckpt.to_str().unwrap(),
+            "-q",
+        ];
+        losses.push(final_loss(&run(&args, stock)));
+        // Both probes read the same (fast-trained) encoder.
+        let probe = dir.path().join(format!("probe-{name}.json"));
+        let fast = dir.path().join("fast.safetensors");
+        run(
+            &[
+                "probe",
+                fast.to_str().unwrap(),
+                "--data",
+                d,
+                "--json",
+                probe.to_str().unwrap(),
+            ],
+            stock,
+        );
+        accs.push(json(&probe));
+    }
+    assert!(
+        (losses[0] - losses[1]).abs() <= 1e-3 * losses[1].abs().max(1.0),
+        "train loss {losses:?}"
+    );
+    close(&accs[0], &accs[1], 1e-3, "probe");
+}
