@@ -1,7 +1,7 @@
 //! `memprune train` and `memprune probe` end to end on a tiny IDX data set: exact resume,
 //! determinism, the split metadata that `measure layer` checks, and the probe's output.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;
