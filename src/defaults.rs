@@ -3,7 +3,13 @@
 
 use std::path::PathBuf;
 
+/// `assets/REL` relative to the working directory when run from the repository (shorter in
+/// messages), else under the directory memprune was built from.
 fn asset(rel: &str) -> PathBuf {
+    let local = PathBuf::from("assets").join(rel);
+    if local.exists() {
+        return local;
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("assets")
         .join(rel)

@@ -3,7 +3,9 @@
 //! and clear errors that write nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::{json, ok};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -14,24 +16,7 @@ fn model() -> PathBuf {
 }
 
 fn memprune(args: &[&str], threads: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_memprune"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", threads)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "memprune failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    common::memprune_threads(args, threads)
 }
 
 #[test]

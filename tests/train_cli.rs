@@ -2,26 +2,12 @@
 //! determinism, the split metadata that `measure layer` checks, and the probe's output.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-use common::tiny_idx;
+use common::{ok, tiny_idx};
 
 fn memprune(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_memprune"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "memprune failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+    common::memprune_threads(args, "2")
 }
 
 const W: &str = "2,4,4,4,4,8,8,8";

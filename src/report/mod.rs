@@ -376,9 +376,13 @@ pub fn table6_chart(t: &crate::eval::experiment::Table6) -> anyhow::Result<Strin
                     })
                     .map(|r| (r.setting.fraction_pct as f64, 100.0 * r.mean())),
             );
+            let name = match s {
+                Strategy::Top => "highest-UnitMem units pruned",
+                Strategy::Random => "random units pruned",
+                Strategy::Low => "lowest-UnitMem units pruned",
+            };
             chart::Series {
-                name: format!("{s:?} UnitMem pruned")
-                    .replace("Random UnitMem pruned", "random units pruned"),
+                name: name.into(),
                 points,
             }
         })
