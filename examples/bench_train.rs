@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     let set = data::open(&memprune::defaults::data(), Split::Train)?;
     let batch = 256;
     let cfg = TrainConfig {
+        arch: memprune::train::init::TrainArch::Resnet9,
         framework: Framework::Simclr,
         widths: widths.clone(),
         epochs: 1,

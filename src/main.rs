@@ -590,16 +590,14 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
 struct TrainArgs {
     #[arg(long, value_enum)]
     framework: memprune::train::Framework,
-    /// Architecture (only `resnet9`).
-    #[arg(long, default_value = "resnet9", value_parser = ["resnet9"])]
-    arch: String,
-    /// The 8 ResNet9 block widths, comma separated (blocks 2 and 4, 6 and 8 must match).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "32,64,64,64,128,256,256,256"
-    )]
-    widths: Vec<usize>,
+    /// Architecture: the paper's ResNet9, or torchvision's resnet18/34/50 (CIFAR stem for
+    /// images of 64 pixels or less, else the ImageNet stem).
+    #[arg(long, value_enum, default_value_t = memprune::train::init::TrainArch::Resnet9)]
+    arch: memprune::train::init::TrainArch,
+    /// ResNet9: the 8 block widths (blocks 2 and 4, 6 and 8 must match; default the paper's
+    /// 32,64,64,64,128,256,256,256). ResNets: the 4 stage widths (default 64,128,256,512).
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<usize>>,
     /// Training data (the train split is read). Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -710,10 +708,12 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         }
         None => a.framework.default_augment(),
     };
-    memprune::train::init::check_widths(&a.widths)?;
+    let widths = a.widths.clone().unwrap_or_else(|| a.arch.default_widths());
+    a.arch.check_widths(&widths)?;
     let cfg = TrainConfig {
         framework: a.framework,
-        widths: a.widths.clone(),
+        arch: a.arch,
+        widths: widths.clone(),
         epochs: a.epochs,
         batch: a.batch,
         lr,
@@ -735,9 +735,10 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
     if !quiet {
         eprintln!(
-            "training {} resnet9 {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
+            "training {} {} {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
             a.framework.name(),
-            a.widths,
+            a.arch.name(),
+            widths,
             trainer.points.len(),
             set.len(),
             label,

@@ -194,3 +194,60 @@ fn probe_cli_reports_accuracy_as_json() {
     ]));
     assert!(raw.contains("raw pixels"), "{raw}");
 }
+
+#[test]
+fn torchvision_resnets_train_and_load_back_as_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_idx(dir.path(), 40);
+    for (arch, want) in [
+        (
+            "resnet18",
+            "resnet18 (basic blocks [2, 2, 2, 2], cifar stem)",
+        ),
+        (
+            "resnet50",
+            "resnet50 (bottleneck blocks [3, 4, 6, 3], cifar stem)",
+        ),
+    ] {
+        let out = dir.path().join(format!("{arch}.safetensors"));
+        let args = [
+            "train",
+            "--framework",
+            "simclr",
+            "--arch",
+            arch,
+            "--widths",
+            "2,4,4,4",
+            "--data",
+            data.to_str().unwrap(),
+            "--batch",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        ok(&memprune(&args));
+        let enc = memprune::model::Encoder::load(&out, &Default::default()).unwrap();
+        assert_eq!(enc.describe(), want);
+        assert_eq!(enc.checkpoint.metadata["memprune.arch"], arch);
+        assert!(enc.unused.iter().any(|k| k.starts_with("projector.")));
+    }
+    let bad = memprune(&[
+        "train",
+        "--framework",
+        "simclr",
+        "--arch",
+        "resnet18",
+        "--widths",
+        "2,4,4",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("x.safetensors").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("4 positive stage widths"));
+}

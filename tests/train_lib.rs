@@ -43,6 +43,7 @@ fn tiny_set() -> ImageSet {
 
 fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
     TrainConfig {
+        arch: memprune::train::init::TrainArch::Resnet9,
         framework,
         widths: TINY.to_vec(),
         epochs: 2,

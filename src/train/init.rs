@@ -1,4 +1,5 @@
-//! Seeded, deterministic initialisation of a fresh ResNet9 and of the training heads.
+//! Seeded, deterministic initialisation of a fresh encoder (ResNet9 or a torchvision-layout
+//! ResNet) and of the training heads.
 //!
 //! Conv weights: Kaiming normal, fan_out, gain sqrt(2) (torchvision's ResNet init).
 //! BatchNorm: weight 1, bias 0, running mean 0, running variance 1. Linear layers:
@@ -122,6 +123,200 @@ pub fn linear(
         );
     }
     Ok(())
+}
+
+/// The architectures `memprune train` builds from scratch.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainArch {
+    /// The paper's ResNet9; `--widths` gives its 8 block widths.
+    Resnet9,
+    /// torchvision resnet18 (BasicBlock [2, 2, 2, 2]); `--widths` gives the 4 stage widths.
+    Resnet18,
+    /// torchvision resnet34 (BasicBlock [3, 4, 6, 3]).
+    Resnet34,
+    /// torchvision resnet50 (Bottleneck [3, 4, 6, 3], expansion 4).
+    Resnet50,
+}
+
+impl TrainArch {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainArch::Resnet9 => "resnet9",
+            TrainArch::Resnet18 => "resnet18",
+            TrainArch::Resnet34 => "resnet34",
+            TrainArch::Resnet50 => "resnet50",
+        }
+    }
+
+    /// The paper's ResNet9 widths, or torchvision's stage widths.
+    pub fn default_widths(self) -> Vec<usize> {
+        match self {
+            TrainArch::Resnet9 => PAPER_WIDTHS.to_vec(),
+            _ => vec![64, 128, 256, 512],
+        }
+    }
+
+    fn blocks(self) -> (&'static [usize], bool) {
+        match self {
+            TrainArch::Resnet9 => (&[], false),
+            TrainArch::Resnet18 => (&[2, 2, 2, 2], false),
+            TrainArch::Resnet34 => (&[3, 4, 6, 3], false),
+            TrainArch::Resnet50 => (&[3, 4, 6, 3], true),
+        }
+    }
+
+    /// Checks `widths` for this architecture.
+    pub fn check_widths(self, widths: &[usize]) -> Result<()> {
+        match self {
+            TrainArch::Resnet9 => check_widths(widths),
+            _ if widths.len() != 4 || widths.contains(&0) => {
+                bail!(
+                    "{} needs 4 positive stage widths, got {widths:?}",
+                    self.name()
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Width of the representation (the pooled features).
+    pub fn feature_dim(self, widths: &[usize]) -> usize {
+        let last = widths.last().copied().unwrap_or(0);
+        if self.blocks().1 {
+            4 * last
+        } else {
+            last
+        }
+    }
+
+    /// A fresh encoder; ResNets get the CIFAR stem (3x3 stride 1, no max-pool) when
+    /// `small_images`, else the ImageNet stem.
+    pub fn init(
+        self,
+        in_channels: usize,
+        widths: &[usize],
+        small_images: bool,
+        seed: u64,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        self.check_widths(widths)?;
+        match self {
+            TrainArch::Resnet9 => resnet9(in_channels, widths, seed),
+            _ => {
+                let (blocks, bottleneck) = self.blocks();
+                resnet(in_channels, blocks, bottleneck, widths, small_images, seed)
+            }
+        }
+    }
+}
+
+fn conv_bn(
+    out: &mut BTreeMap<String, Tensor>,
+    seed: u64,
+    conv: &str,
+    bn: &str,
+    cout: usize,
+    cin: usize,
+    k: usize,
+) -> Result<()> {
+    let name = format!("{conv}.weight");
+    out.insert(name.clone(), kaiming_conv(seed, &name, cout, cin, k)?);
+    batch_norm(out, bn, cout)
+}
+
+/// A fresh torchvision-layout ResNet (torchvision's names): `blocks[s]` blocks in stage s,
+/// stage widths `widths` (x4 for Bottleneck), a downsample where the shape changes.
+pub fn resnet(
+    in_channels: usize,
+    blocks: &[usize],
+    bottleneck: bool,
+    widths: &[usize],
+    small_images: bool,
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    let stem_k = if small_images { 3 } else { 7 };
+    conv_bn(
+        &mut out,
+        seed,
+        "conv1",
+        "bn1",
+        widths[0],
+        in_channels,
+        stem_k,
+    )?;
+    let expansion = if bottleneck { 4 } else { 1 };
+    let mut cin = widths[0];
+    for (s, (&n, &planes)) in blocks.iter().zip(widths).enumerate() {
+        for j in 0..n {
+            let pre = format!("layer{}.{j}", s + 1);
+            let cout = planes * expansion;
+            if bottleneck {
+                conv_bn(
+                    &mut out,
+                    seed,
+                    &format!("{pre}.conv1"),
+                    &format!("{pre}.bn1"),
+                    planes,
+                    cin,
+                    1,
+                )?;
+                conv_bn(
+                    &mut out,
+                    seed,
+                    &format!("{pre}.conv2"),
+                    &format!("{pre}.bn2"),
+                    planes,
+                    planes,
+                    3,
+                )?;
+                conv_bn(
+                    &mut out,
+                    seed,
+                    &format!("{pre}.conv3"),
+                    &format!("{pre}.bn3"),
+                    cout,
+                    planes,
+                    1,
+                )?;
+            } else {
+                conv_bn(
+                    &mut out,
+                    seed,
+                    &format!("{pre}.conv1"),
+                    &format!("{pre}.bn1"),
+                    planes,
+                    cin,
+                    3,
+                )?;
+                conv_bn(
+                    &mut out,
+                    seed,
+                    &format!("{pre}.conv2"),
+                    &format!("{pre}.bn2"),
+                    cout,
+                    planes,
+                    3,
+                )?;
+            }
+            let stride = if s > 0 && j == 0 { 2 } else { 1 };
+            if stride != 1 || cin != cout {
+                conv_bn(
+                    &mut out,
+                    seed,
+                    &format!("{pre}.downsample.0"),
+                    &format!("{pre}.downsample.1"),
+                    cout,
+                    cin,
+                    1,
+                )?;
+            }
+            cin = cout;
+        }
+    }
+    Ok(out)
 }
 
 /// A fresh ResNet9 (`block{i}.conv.weight`, `block{i}.bn.*`) for `in_channels` inputs.

@@ -81,6 +81,8 @@ impl Framework {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub framework: Framework,
+    pub arch: init::TrainArch,
+    /// ResNet9: the 8 block widths; ResNets: the 4 stage widths.
     pub widths: Vec<usize>,
     pub epochs: usize,
     pub batch: usize,
@@ -178,8 +180,10 @@ impl<'a> Trainer<'a> {
         let mut optimizer = Optimizer::new(cfg.optimizer.clone());
         let (model, epochs_done) = match resume {
             None => {
-                let mut t = init::resnet9(set.channels, &cfg.widths, cfg.seed)?;
-                let d = *cfg.widths.last().unwrap_or(&0);
+                // Images of 64 pixels or less get the CIFAR stem (solo-learn's choice).
+                let small = set.height.max(set.width) <= 64;
+                let mut t = cfg.arch.init(set.channels, &cfg.widths, small, cfg.seed)?;
+                let d = cfg.arch.feature_dim(&cfg.widths);
                 t.extend(model::init_heads(
                     cfg.framework,
                     d,
@@ -238,12 +242,16 @@ impl<'a> Trainer<'a> {
                 )
             }
         };
-        let widths: Vec<usize> = model
-            .encoder
-            .conv_bns()
-            .iter()
-            .map(|c| c.out_channels())
-            .collect();
+        let widths: Vec<usize> = match &model.encoder.arch {
+            crate::model::encoder::Arch::ResNet9(m) => {
+                m.blocks.iter().map(|c| c.out_channels()).collect()
+            }
+            crate::model::encoder::Arch::ResNet(m) => m
+                .stages
+                .iter()
+                .map(|s| s[0].convs[0].out_channels())
+                .collect(),
+        };
         if resume.is_some() && widths != cfg.widths {
             bail!(
                 "cannot resume: the checkpoint has widths {widths:?}, this run asks for {:?}",
@@ -358,7 +366,7 @@ impl<'a> Trainer<'a> {
         let mut put = |k: &str, v: String| {
             m.insert(format!("memprune.{k}"), v);
         };
-        put("arch", "resnet9".into());
+        put("arch", c.arch.name().into());
         put(
             "widths",
             serde_json::to_string(&c.widths).unwrap_or_default(),
