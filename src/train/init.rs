@@ -329,9 +329,16 @@ pub fn resnet9(
     let mut out = BTreeMap::new();
     let mut cin = in_channels;
     for (i, &w) in widths.iter().enumerate() {
-        let name = format!("block{}.conv.weight", i + 1);
-        out.insert(name.clone(), kaiming_conv(seed, &name, w, cin, 3)?);
-        batch_norm(&mut out, &format!("block{}.bn", i + 1), w)?;
+        let b = i + 1;
+        conv_bn(
+            &mut out,
+            seed,
+            &format!("block{b}.conv"),
+            &format!("block{b}.bn"),
+            w,
+            cin,
+            3,
+        )?;
         cin = w;
     }
     Ok(out)
