@@ -253,53 +253,15 @@ pub fn resnet(
         for j in 0..n {
             let pre = format!("layer{}.{j}", s + 1);
             let cout = planes * expansion;
-            if bottleneck {
-                conv_bn(
-                    &mut out,
-                    seed,
-                    &format!("{pre}.conv1"),
-                    &format!("{pre}.bn1"),
-                    planes,
-                    cin,
-                    1,
-                )?;
-                conv_bn(
-                    &mut out,
-                    seed,
-                    &format!("{pre}.conv2"),
-                    &format!("{pre}.bn2"),
-                    planes,
-                    planes,
-                    3,
-                )?;
-                conv_bn(
-                    &mut out,
-                    seed,
-                    &format!("{pre}.conv3"),
-                    &format!("{pre}.bn3"),
-                    cout,
-                    planes,
-                    1,
-                )?;
+            // (kernel, out, in) of conv1, conv2 (, conv3), as torchvision builds them.
+            let convs: Vec<(usize, usize, usize)> = if bottleneck {
+                vec![(1, planes, cin), (3, planes, planes), (1, cout, planes)]
             } else {
-                conv_bn(
-                    &mut out,
-                    seed,
-                    &format!("{pre}.conv1"),
-                    &format!("{pre}.bn1"),
-                    planes,
-                    cin,
-                    3,
-                )?;
-                conv_bn(
-                    &mut out,
-                    seed,
-                    &format!("{pre}.conv2"),
-                    &format!("{pre}.bn2"),
-                    cout,
-                    planes,
-                    3,
-                )?;
+                vec![(3, planes, cin), (3, cout, planes)]
+            };
+            for (i, (k, co, ci)) in convs.into_iter().enumerate() {
+                let (conv, bn) = (format!("{pre}.conv{}", i + 1), format!("{pre}.bn{}", i + 1));
+                conv_bn(&mut out, seed, &conv, &bn, co, ci, k)?;
             }
             let stride = if s > 0 && j == 0 { 2 } else { 1 };
             if stride != 1 || cin != cout {
