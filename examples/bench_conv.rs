@@ -304,9 +304,7 @@ impl R9Train {
             match im {
                 Impl::Ours => {
                     let y = conv2d(x, w.as_tensor(), None, p)?;
-                    batch_norm_train(&y, g.as_tensor(), b.as_tensor(), 1e-5)?
-                        .0
-                        .relu()
+                    Ok(batch_norm_train(&y, g.as_tensor(), b.as_tensor(), 1e-5, true)?.0)
                 }
                 Impl::Stock => {
                     let y = conv2d_stock(x, w.as_tensor(), None, p)?;

@@ -259,7 +259,6 @@ fn conv_batch_norm_train() -> Result<()> {
         let gv = Var::from_tensor(&(Tensor::rand(0f32, 1., c, &dev)? + 0.5)?)?;
         let bv = Var::randn(0f32, 1., c, &dev)?;
         let eps = 1e-5;
-        let (y, mean, var) = batch_norm_train(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), eps)?;
         let x = xv.as_tensor();
         let rm = x.mean_keepdim((0, 2, 3))?;
         let xc = x.broadcast_sub(&rm)?;
@@ -268,21 +267,27 @@ fn conv_batch_norm_train() -> Result<()> {
             .broadcast_div(&(&rv + eps)?.sqrt()?)?
             .broadcast_mul(&gv.as_tensor().reshape((1, c, 1, 1))?)?
             .broadcast_add(&bv.as_tensor().reshape((1, c, 1, 1))?)?;
-        check("bn y", &y, &ry);
-        check("bn mean", &mean, &rm.flatten_all()?);
-        check("bn var (biased)", &var, &rv.flatten_all()?);
         let (sm, sv) = channel_stats(x)?;
         check("channel_stats mean", &sm, &rm.flatten_all()?);
         check("channel_stats var", &sv, &rv.flatten_all()?);
-        let r = Tensor::randn(0f32, 1., shape, &dev)?;
-        let g1 = (&y * &r)?.sum_all()?.backward()?;
-        let g2 = (&ry * &r)?.sum_all()?.backward()?;
-        for (name, v) in [("dx", &xv), ("dgamma", &gv), ("dbeta", &bv)] {
-            check(
-                &format!("bn {name} {shape:?}"),
-                g1.get(v.as_tensor()).unwrap(),
-                g2.get(v.as_tensor()).unwrap(),
-            );
+        // with and without the fused ReLU
+        for relu in [false, true] {
+            let (y, mean, var) =
+                batch_norm_train(xv.as_tensor(), gv.as_tensor(), bv.as_tensor(), eps, relu)?;
+            let ry = if relu { ry.relu()? } else { ry.clone() };
+            check("bn y", &y, &ry);
+            check("bn mean", &mean, &rm.flatten_all()?);
+            check("bn var (biased)", &var, &rv.flatten_all()?);
+            let r = Tensor::randn(0f32, 1., shape, &dev)?;
+            let g1 = (&y * &r)?.sum_all()?.backward()?;
+            let g2 = (&ry * &r)?.sum_all()?.backward()?;
+            for (name, v) in [("dx", &xv), ("dgamma", &gv), ("dbeta", &bv)] {
+                check(
+                    &format!("bn {name} {shape:?} relu {relu}"),
+                    g1.get(v.as_tensor()).unwrap(),
+                    g2.get(v.as_tensor()).unwrap(),
+                );
+            }
         }
         // eval mode and folding
         let rmean = Tensor::randn(0f32, 0.1, c, &dev)?;

@@ -82,12 +82,15 @@ pub fn channel_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
 /// (divided by `N*H*W`, the one used to normalize). For PyTorch-style running stats
 /// use the unbiased `batch_var * m / (m - 1)`, `m = N*H*W`. The statistics are
 /// detached; `y` is differentiable in `x`, `gamma` and `beta` with a fused backward
-/// (one pass for the two reductions, one for `dx`).
+/// (one pass for the two reductions, one for `dx`). With `relu`, `y = max(0, ...)` in the
+/// same pass, and the backward masks by `y > 0`: no separate ReLU node, whose candle
+/// backward costs five full-size passes.
 pub fn batch_norm_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
     eps: f64,
+    relu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let (_, c, _, _) = x.dims4()?;
     if gamma.dims() != [c] || beta.dims() != [c] {
@@ -105,11 +108,13 @@ pub fn batch_norm_train(
             .broadcast_div(&(&var + eps)?.sqrt()?)?
             .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
             .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+        let y = if relu { y.relu()? } else { y };
         return Ok((y, mean.flatten_all()?.detach(), var.flatten_all()?.detach()));
     }
     let stats = Arc::new(Mutex::new(None));
     let op = BnTrain {
         eps,
+        relu,
         stats: stats.clone(),
     };
     let y = x
@@ -134,6 +139,7 @@ struct BnStats {
 
 struct BnTrain {
     eps: f64,
+    relu: bool,
     stats: Arc<Mutex<Option<BnStats>>>,
 }
 
@@ -157,7 +163,7 @@ impl CustomOp3 for BnTrain {
         let beta = cpu_slice(s3, l3)?;
         let mut y = vec![0f32; xs.len()];
         let yp = SendPtr(y.as_mut_ptr());
-        let eps = self.eps;
+        let (eps, relu) = (self.eps, self.relu);
         let st: Vec<(f32, f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
@@ -169,8 +175,14 @@ impl CustomOp3 for BnTrain {
                     let off = (b * c + ch) * hw;
                     // SAFETY: each (b, ch) plane is written by exactly one task.
                     let dst = unsafe { std::slice::from_raw_parts_mut(yp.get().add(off), hw) };
-                    for (d, s) in dst.iter_mut().zip(&xs[off..off + hw]) {
-                        *d = s * scale + shift;
+                    if relu {
+                        for (d, s) in dst.iter_mut().zip(&xs[off..off + hw]) {
+                            *d = (s * scale + shift).max(0.0);
+                        }
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(&xs[off..off + hw]) {
+                            *d = s * scale + shift;
+                        }
                     }
                 }
                 (mean as f32, var as f32, invstd as f32)
@@ -188,12 +200,9 @@ impl CustomOp3 for BnTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c, h, w) = x.dims4()?;
-        let hw = h * w;
-        let m = (n * hw) as f32;
         let guard = self.stats.lock().unwrap();
         let Some(st) = guard.as_ref() else {
             bail!("batch_norm_train: backward before forward")
@@ -202,70 +211,16 @@ impl CustomOp3 for BnTrain {
         let (dx, dg, dbeta) = with_f32(x, |xs| {
             with_f32(gamma, |gs| {
                 with_f32(grad, |dys| {
-                    let mut dx = if need_dx {
-                        vec![0f32; xs.len()]
-                    } else {
-                        Vec::new()
-                    };
-                    let dxp = SendPtr(dx.as_mut_ptr());
-                    let sums: Vec<(f32, f32)> = (0..c)
-                        .into_par_iter()
-                        .map(|ch| {
-                            let mean = st.mean[ch];
-                            let invstd = st.invstd[ch];
-                            let (mut sdy, mut sdyx) = (0f64, 0f64);
-                            for b in 0..n {
-                                let off = (b * c + ch) * hw;
-                                let (xr, dr) = (&xs[off..off + hw], &dys[off..off + hw]);
-                                let mut a = [0f32; 8];
-                                let mut q = [0f32; 8];
-                                let mut it = xr.chunks_exact(8).zip(dr.chunks_exact(8));
-                                for (xc, dc) in &mut it {
-                                    for k in 0..8 {
-                                        a[k] += dc[k];
-                                        q[k] += dc[k] * (xc[k] - mean);
-                                    }
-                                }
-                                let rem = hw - hw % 8;
-                                let (mut ra, mut rq) = (0f32, 0f32);
-                                for k in rem..hw {
-                                    ra += dr[k];
-                                    rq += dr[k] * (xr[k] - mean);
-                                }
-                                sdy += (a.iter().sum::<f32>() + ra) as f64;
-                                sdyx += (q.iter().sum::<f32>() + rq) as f64;
-                            }
-                            let (sdy, sdyx) = (sdy as f32, sdyx as f32);
-                            if need_dx {
-                                let k1 = gs[ch] * invstd;
-                                let mdy = sdy / m;
-                                let k2 = sdyx * invstd * invstd / m;
-                                for b in 0..n {
-                                    let off = (b * c + ch) * hw;
-                                    // SAFETY: one task per channel writes its planes.
-                                    let dst = unsafe {
-                                        std::slice::from_raw_parts_mut(dxp.get().add(off), hw)
-                                    };
-                                    for ((d, xv), dv) in dst
-                                        .iter_mut()
-                                        .zip(&xs[off..off + hw])
-                                        .zip(&dys[off..off + hw])
-                                    {
-                                        *d = k1 * (dv - mdy - (xv - mean) * k2);
-                                    }
-                                }
-                            }
-                            (sdyx * invstd, sdy)
+                    if self.relu {
+                        with_f32(res, |ys| {
+                            bn_bwd(xs, gs, dys, Some(ys), x.dims(), st, need_dx)
                         })
-                        .collect();
-                    (
-                        dx,
-                        sums.iter().map(|s| s.0).collect::<Vec<_>>(),
-                        sums.iter().map(|s| s.1).collect::<Vec<_>>(),
-                    )
+                    } else {
+                        Ok(bn_bwd(xs, gs, dys, None, x.dims(), st, need_dx))
+                    }
                 })
             })
-        })???;
+        })????;
         let dev = x.device();
         let dx = if need_dx {
             Some(Tensor::from_vec(dx, x.shape(), dev)?)
@@ -274,10 +229,100 @@ impl CustomOp3 for BnTrain {
         };
         Ok((
             dx,
-            Some(Tensor::from_vec(dg, c, dev)?),
-            Some(Tensor::from_vec(dbeta, c, dev)?),
+            Some(Tensor::from_vec(dg, gamma.shape(), dev)?),
+            Some(Tensor::from_vec(dbeta, gamma.shape(), dev)?),
         ))
     }
+}
+
+/// The fused backward of [`BnTrain`]: per channel, one pass for `sum(dy)` and
+/// `sum(dy * (x - mean))`, one for `dx`; `ys` (the ReLU'd output) masks `dy` when given.
+fn bn_bwd(
+    xs: &[f32],
+    gs: &[f32],
+    dys: &[f32],
+    ys: Option<&[f32]>,
+    dims: &[usize],
+    st: &BnStats,
+    need_dx: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (n, c, hw) = (dims[0], dims[1], dims[2] * dims[3]);
+    let m = (n * hw) as f32;
+    let mut dx = if need_dx {
+        vec![0f32; xs.len()]
+    } else {
+        Vec::new()
+    };
+    let dxp = SendPtr(dx.as_mut_ptr());
+    // dy of one (image, channel) plane, masked by the ReLU into `buf` when there is one.
+    let plane = |off: usize, buf: &mut Vec<f32>| -> *const f32 {
+        match ys {
+            Some(ys) => {
+                buf.clear();
+                buf.extend(
+                    dys[off..off + hw]
+                        .iter()
+                        .zip(&ys[off..off + hw])
+                        .map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }),
+                );
+                buf.as_ptr()
+            }
+            None => dys[off..].as_ptr(),
+        }
+    };
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut buf = Vec::with_capacity(if ys.is_some() { hw } else { 0 });
+            let mean = st.mean[ch];
+            let invstd = st.invstd[ch];
+            let (mut sdy, mut sdyx) = (0f64, 0f64);
+            for b in 0..n {
+                let off = (b * c + ch) * hw;
+                let xr = &xs[off..off + hw];
+                // SAFETY: `plane` points at `hw` valid values (in `dys` or `buf`).
+                let dr = unsafe { std::slice::from_raw_parts(plane(off, &mut buf), hw) };
+                let mut a = [0f32; 8];
+                let mut q = [0f32; 8];
+                let mut it = xr.chunks_exact(8).zip(dr.chunks_exact(8));
+                for (xc, dc) in &mut it {
+                    for k in 0..8 {
+                        a[k] += dc[k];
+                        q[k] += dc[k] * (xc[k] - mean);
+                    }
+                }
+                let rem = hw - hw % 8;
+                let (mut ra, mut rq) = (0f32, 0f32);
+                for k in rem..hw {
+                    ra += dr[k];
+                    rq += dr[k] * (xr[k] - mean);
+                }
+                sdy += (a.iter().sum::<f32>() + ra) as f64;
+                sdyx += (q.iter().sum::<f32>() + rq) as f64;
+            }
+            let (sdy, sdyx) = (sdy as f32, sdyx as f32);
+            if need_dx {
+                let k1 = gs[ch] * invstd;
+                let mdy = sdy / m;
+                let k2 = sdyx * invstd * invstd / m;
+                for b in 0..n {
+                    let off = (b * c + ch) * hw;
+                    // SAFETY: one task per channel writes its planes.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(off), hw) };
+                    let dr = unsafe { std::slice::from_raw_parts(plane(off, &mut buf), hw) };
+                    for ((d, xv), dv) in dst.iter_mut().zip(&xs[off..off + hw]).zip(dr) {
+                        *d = k1 * (dv - mdy - (xv - mean) * k2);
+                    }
+                }
+            }
+            (sdyx * invstd, sdy)
+        })
+        .collect();
+    (
+        dx,
+        sums.iter().map(|s| s.0).collect(),
+        sums.iter().map(|s| s.1).collect(),
+    )
 }
 
 /// Eval-mode batch norm with running statistics, as one per-channel affine pass

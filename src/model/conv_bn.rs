@@ -150,17 +150,13 @@ impl ConvBn {
             Mode::Eval => self.forward_eval(x, relu),
             Mode::Train(stats) => {
                 let y = conv2d(x, &self.weight, None, self.params)?;
-                let (y, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias)?;
+                let (y, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias, relu)?;
                 stats.push(BatchStats {
                     bn_name: self.bn_name.clone(),
                     mean,
                     var,
                 });
-                if relu {
-                    y.relu()
-                } else {
-                    Ok(y)
-                }
+                Ok(y)
             }
         }
     }
@@ -221,14 +217,16 @@ pub fn fold_bn(
     Ok((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?))
 }
 
-/// Training-mode BatchNorm over (N, H, W) per channel: returns the normalised output and
-/// the batch mean and unbiased variance (detached, for the running statistics).
+/// Training-mode BatchNorm over (N, H, W) per channel, then ReLU if `relu`: returns the
+/// output and the batch mean and unbiased variance (detached, for the running statistics).
 pub fn batch_norm_train(
     x: &Tensor,
     gamma: &Tensor,
     beta: &Tensor,
+    relu: bool,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let m = (x.elem_count() / x.dim(1)?) as f64;
-    let (y, mean, biased) = crate::model::batch_norm::batch_norm_train(x, gamma, beta, BN_EPS)?;
+    let (y, mean, biased) =
+        crate::model::batch_norm::batch_norm_train(x, gamma, beta, BN_EPS, relu)?;
     Ok((y, mean, (biased * (m / (m - 1.0).max(1.0)))?))
 }
