@@ -98,7 +98,10 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let p = var.as_tensor();
+            // Detached: arithmetic on a `Var` (or on a gradient that candle computed from
+            // one) records graph nodes, and the state kept across steps would chain every
+            // step's graph together (a leak of the parameters' size per step).
+            let (p, g) = (&var.as_tensor().detach(), &g.detach());
             let decay = decays(p);
             let wd = if decay { c.weight_decay } else { 0.0 };
             let new = match c.kind {
