@@ -497,8 +497,15 @@ fn bench_stats(runs: usize) -> Result<()> {
     Ok(())
 }
 
+#[global_allocator]
+static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
+
 fn main() -> Result<()> {
     let runs = env_usize("RUNS", 5);
+    // The binary's training allocator (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
+    if env_usize("MEMPRUNE_BLOCK_CACHE", 1) != 0 {
+        memprune::block_cache::enable_for_training();
+    }
     println!(
         "threads: rayon {} / candle {}",
         rayon::current_num_threads(),

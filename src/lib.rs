@@ -2,8 +2,10 @@
 //!
 //! The modules follow the pipeline: [`data`] -> [`model`] -> [`metrics`] (driven by
 //! [`measure`]) -> [`plan`] -> [`rewrite`] -> eval, with [`report`] for output. [`checkpoint`] reads
-//! and writes the files, [`defaults`] names the embedded model and data.
+//! and writes the files, [`defaults`] names the embedded model and data;
+//! [`block_cache`] is the binary's allocator for training.
 
+pub mod block_cache;
 pub mod checkpoint;
 pub mod data;
 pub mod defaults;

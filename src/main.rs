@@ -15,6 +15,10 @@ use memprune::rewrite::PruneMode;
 use memprune::{defaults, pipeline, report};
 use std::path::{Path, PathBuf};
 
+/// Plain system allocation until `train` turns the block cache on.
+#[global_allocator]
+static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
+
 #[derive(Parser)]
 #[command(name = "memprune", version, about = "Find where self-supervised vision encoders memorize: LayerMem, dLayerMem, UnitMem and ClassMem (Wang et al., NeurIPS 2024).", long_about = None)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -675,6 +679,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
     };
     set_threads(a.threads)?;
+    memprune::block_cache::enable_for_training();
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;
     let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr {
