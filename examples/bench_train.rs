@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
         augment: Framework::Simclr.default_augment(),
         normalization: Normalization::default_for(set.kind, set.channels),
         save_dtype: candle_core::DType::F32,
+        init_from: None,
+        trainable: None,
     };
     let mut t = Trainer::new(cfg, &set, "embedded", None)?;
     let order = t.epoch_order(0);

@@ -4,8 +4,8 @@
 #   f: SimCLR ResNet9, split shared+candidates (9,000 images)
 #   g: SimCLR ResNet9, split shared+independent (9,000 images), LayerMem's reference
 #   supervised: ResNet9 with a linear head, split all (10,000 images)
-# Widths: half the paper's (16,32,32,32,64,128,128,128), so that the three trainings fit in
-# under an hour on a shared 2-core CPU (measured: 1538 s + 955 s + 170 s, see
+# Widths: the paper's ResNet9 (32,64,64,64,128,256,256,256); f and g 20 SimCLR epochs each,
+# the supervised encoder 8 epochs: about 70 minutes on 2 cores (times in
 # assets/models/README.md). Then probes each encoder and the baselines.
 #
 # usage: examples/train_embedded.sh [OUT_DIR]   (default assets/models)
@@ -15,13 +15,13 @@ OUT=${1:-assets/models}
 BIN=${MEMPRUNE:-target/release/memprune}
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$OUT"
-W=16,32,32,32,64,128,128,128
+W=32,64,64,64,128,256,256,256
 COMMON="--arch resnet9 --widths $W --batch 256 --seed 0 --split-seed 0 --threads 2"
 
-"$BIN" train --framework simclr $COMMON --split shared+candidates --epochs 16 \
+"$BIN" train --framework simclr $COMMON --split shared+candidates --epochs 20 \
   --optimizer lars --lr 0.3 --wd 1e-6 --warmup-epochs 1 --temperature 0.5 \
   --out "$OUT/resnet9-simclr-f.safetensors"
-"$BIN" train --framework simclr $COMMON --split shared+independent --epochs 16 \
+"$BIN" train --framework simclr $COMMON --split shared+independent --epochs 20 \
   --optimizer lars --lr 0.3 --wd 1e-6 --warmup-epochs 1 --temperature 0.5 \
   --out "$OUT/resnet9-simclr-g.safetensors"
 "$BIN" train --framework supervised $COMMON --split all --epochs 8 \

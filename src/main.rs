@@ -652,6 +652,15 @@ struct TrainArgs {
     /// Continue from this checkpoint (or its resume state) up to --epochs.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Fine-tune: start the encoder from this checkpoint (its architecture and widths,
+    /// so --arch and --widths are ignored) with fresh heads.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// With --init: the layers to train, comma separated, as `memprune inspect` names them;
+    /// the others are frozen (folded BatchNorm, weights unchanged). Default: the layers the
+    /// checkpoint's policy marked trainable (`memprune.trainable`), else all.
+    #[arg(long, value_delimiter = ',', requires = "init")]
+    trainable: Option<Vec<String>>,
     /// Store the weights as f16 (half the size; the resume state stays f32).
     #[arg(long)]
     f16: bool,
@@ -714,7 +723,9 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         None => a.framework.default_augment(),
     };
     let widths = a.widths.clone().unwrap_or_else(|| a.arch.default_widths());
-    a.arch.check_widths(&widths)?;
+    if a.init.is_none() {
+        a.arch.check_widths(&widths)?;
+    }
     let cfg = TrainConfig {
         framework: a.framework,
         arch: a.arch,
@@ -735,6 +746,8 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         } else {
             candle_core::DType::F32
         },
+        init_from: a.init.clone(),
+        trainable: a.trainable.clone(),
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
@@ -742,8 +755,11 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         eprintln!(
             "training {} {} {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
             a.framework.name(),
-            a.arch.name(),
-            widths,
+            match &trainer.cfg.init_from {
+                Some(p) => format!("from {}", p.display()),
+                None => a.arch.name().to_string(),
+            },
+            trainer.cfg.widths,
             trainer.points.len(),
             set.len(),
             label,
@@ -756,6 +772,9 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
             wd,
             if trainer.epochs_done > 0 { format!(", resuming after epoch {}", trainer.epochs_done) } else { String::new() }
         );
+    }
+    if let (false, Some(t)) = (quiet, &trainer.cfg.trainable) {
+        eprintln!("training {}; every other layer frozen", t.join(", "));
     }
     use std::io::IsTerminal;
     let s = trainer.run(&a.out, std::io::stderr().is_terminal(), quiet)?;

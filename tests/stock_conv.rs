@@ -149,6 +149,35 @@ fn train_and_probe_are_unchanged_against_the_stock_conv() {
         );
         accs.push(json(&probe));
     }
+    // Fine-tuning two layers of the fast-trained encoder, supervised.
+    let fast = dir.path().join("fast.safetensors");
+    let mut ft = Vec::new();
+    for (stock, name) in [(false, "fast"), (true, "stock")] {
+        let out = dir.path().join(format!("ft-{name}.safetensors"));
+        let args = [
+            "train",
+            "--framework",
+            "supervised",
+            "--init",
+            fast.to_str().unwrap(),
+            "--trainable",
+            "block7,block8",
+            "--data",
+            d,
+            "--batch",
+            "16",
+            "--epochs",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        ft.push(final_loss(&run(&args, stock)));
+    }
+    assert!(
+        (ft[0] - ft[1]).abs() <= 1e-3 * ft[1].abs().max(1.0),
+        "fine-tune loss {ft:?}"
+    );
     assert!(
         (losses[0] - losses[1]).abs() <= 1e-3 * losses[1].abs().max(1.0),
         "train loss {losses:?}"

@@ -61,6 +61,8 @@ fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
             std: vec![0.25],
         },
         save_dtype: candle_core::DType::F32,
+        init_from: None,
+        trainable: None,
     }
 }
 
@@ -301,4 +303,77 @@ fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
     assert_eq!(meta["memprune.epochs"], "2");
     assert_eq!(meta["memprune.data_points"], "40");
     assert!(loaded.unused.iter().any(|u| u.starts_with("projector.")));
+}
+
+/// Fine-tuning (`init_from` + `trainable`): the chosen layer changes, every frozen tensor
+/// (weights, BatchNorm affine and running statistics) is bit-identical, the loss decreases.
+#[test]
+fn fine_tuning_trains_only_the_chosen_layers() {
+    let set = tiny_set();
+    let dir = tempfile::tempdir().unwrap();
+    let pre = dir.path().join("pre.safetensors");
+    let mut t = Trainer::new(
+        tiny_cfg(Framework::Simclr, OptimizerKind::Lars, 0.3),
+        &set,
+        "tiny",
+        None,
+    )
+    .unwrap();
+    t.run(&pre, false, true).unwrap();
+    let before = t.model.tensors().unwrap();
+
+    let mut cfg = tiny_cfg(Framework::Supervised, OptimizerKind::Sgd, 0.05);
+    cfg.widths = vec![];
+    cfg.init_from = Some(pre.clone());
+    cfg.trainable = Some(vec!["block7".into(), "block8".into()]);
+    let mut ft = Trainer::new(cfg, &set, "tiny", None).unwrap();
+    assert_eq!(
+        ft.cfg.widths,
+        TINY.to_vec(),
+        "widths come from the checkpoint"
+    );
+    let pts: Vec<usize> = (0..16).collect();
+    let first = ft.step(&pts, 0).unwrap();
+    let mut last = first;
+    for _ in 0..10 {
+        last = ft.step(&pts, 0).unwrap();
+    }
+    assert!(last < first, "fine-tuning loss {first} -> {last}");
+    let after = ft.model.tensors().unwrap();
+    assert!(after.contains_key("fc.weight") && !after.contains_key("projector.0.weight"));
+    let same = |k: &str| {
+        let v =
+            |m: &BTreeMap<String, Tensor>| m[k].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v(&before) == v(&after)
+    };
+    for b in 1..=6 {
+        for s in [
+            "conv.weight",
+            "bn.weight",
+            "bn.bias",
+            "bn.running_mean",
+            "bn.running_var",
+        ] {
+            assert!(
+                same(&format!("block{b}.{s}")),
+                "block{b}.{s} changed while frozen"
+            );
+        }
+    }
+    for k in [
+        "block7.conv.weight",
+        "block8.conv.weight",
+        "block8.bn.running_mean",
+    ] {
+        assert!(!same(k), "{k} did not train");
+    }
+    // Unknown layers are refused with the layers there are.
+    let mut bad = tiny_cfg(Framework::Supervised, OptimizerKind::Sgd, 0.05);
+    bad.init_from = Some(pre);
+    bad.trainable = Some(vec!["block9".into()]);
+    let err = Trainer::new(bad, &set, "tiny", None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("block9") && err.contains("block8"), "{err}");
 }

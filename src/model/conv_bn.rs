@@ -48,6 +48,9 @@ pub struct ConvBn {
     /// `s = gamma / sqrt(var + eps)`, computed in f64.
     pub folded_weight: Tensor,
     pub folded_bias: Tensor,
+    /// Frozen for fine-tuning: training-mode forwards use the folded weights (running
+    /// statistics, no gradient to the weights, nothing recorded).
+    pub frozen: bool,
 }
 
 impl ConvBn {
@@ -126,6 +129,7 @@ impl ConvBn {
             bn_var,
             folded_weight,
             folded_bias,
+            frozen: false,
         })
     }
 
@@ -148,6 +152,7 @@ impl ConvBn {
     pub fn forward(&self, x: &Tensor, relu: bool, mode: &mut Mode) -> candle_core::Result<Tensor> {
         match mode {
             Mode::Eval => self.forward_eval(x, relu),
+            Mode::Train(_) if self.frozen => self.forward_eval(x, relu),
             Mode::Train(stats) => {
                 let y = conv2d(x, &self.weight, None, self.params)?;
                 let (y, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias, relu)?;

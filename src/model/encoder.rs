@@ -189,6 +189,25 @@ impl Encoder {
         conv_bns(&self.arch)
     }
 
+    /// Freezes every conv + BatchNorm whose conv weight is not in `trainable` (names as
+    /// `ConvBn::conv_name`), and unfreezes the others.
+    pub fn freeze_all_but(&mut self, trainable: &std::collections::BTreeSet<String>) {
+        let all: Vec<&mut ConvBn> = match &mut self.arch {
+            Arch::ResNet9(m) => m.blocks.iter_mut().collect(),
+            Arch::ResNet(m) => std::iter::once(&mut m.conv1)
+                .chain(
+                    m.stages
+                        .iter_mut()
+                        .flatten()
+                        .flat_map(|b| b.convs.iter_mut().chain(b.downsample.iter_mut())),
+                )
+                .collect(),
+        };
+        for c in all {
+            c.frozen = !trainable.contains(&c.conv_name);
+        }
+    }
+
     /// Per layer, the activation of every unit for every image: (N, units), the spatial
     /// mean of each channel (METRICS.md's `act_u`).
     pub fn forward_unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {

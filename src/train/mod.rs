@@ -100,6 +100,14 @@ pub struct TrainConfig {
     /// Dtype of the weights in the written checkpoint (the resume state is always f32).
     #[serde(skip, default = "f32_dtype")]
     pub save_dtype: DType,
+    /// Fine-tuning: the encoder starts from this checkpoint (its architecture and widths;
+    /// fresh heads) instead of a fresh initialisation.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Layers to train (names as `memprune inspect` lists them); the others are frozen.
+    /// None: all, or with `init_from` the checkpoint's `memprune.trainable` if it has one.
+    #[serde(default)]
+    pub trainable: Option<Vec<String>>,
 }
 
 fn f32_dtype() -> DType {
@@ -157,7 +165,7 @@ impl<'a> Trainer<'a> {
     /// A fresh run (initialised from `cfg.seed`), or one resumed from a checkpoint or its
     /// resume state.
     pub fn new(
-        cfg: TrainConfig,
+        mut cfg: TrainConfig,
         set: &'a ImageSet,
         data_label: &str,
         resume: Option<&Path>,
@@ -178,7 +186,40 @@ impl<'a> Trainer<'a> {
         let points = sp.train_points(cfg.split);
         let candidates = (cfg.split == SplitKind::SharedCandidates).then(|| sp.candidates.clone());
         let mut optimizer = Optimizer::new(cfg.optimizer.clone());
-        let (model, epochs_done) = match resume {
+        let (mut model, epochs_done) = match resume {
+            None if cfg.init_from.is_some() => {
+                let p = cfg.init_from.clone().unwrap_or_default();
+                let ckpt = Checkpoint::load(&p, None)?;
+                if cfg.trainable.is_none() {
+                    if let Some(t) = ckpt.metadata.get("memprune.trainable") {
+                        cfg.trainable = Some(serde_json::from_str(t).with_context(|| {
+                            format!("{}: bad `memprune.trainable`", p.display())
+                        })?);
+                    }
+                }
+                // The encoder only: heads of the checkpoint's own training are replaced.
+                let mut t: BTreeMap<String, Tensor> = ckpt
+                    .tensors
+                    .iter()
+                    .filter(|(k, _)| {
+                        !["projector.", "predictor.", "fc.", "optimizer."]
+                            .iter()
+                            .any(|h| k.starts_with(h))
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let enc = crate::model::Encoder::from_checkpoint(
+                    Checkpoint::from_tensors(&p, t.clone(), BTreeMap::new()),
+                    &crate::model::LoadOptions::default(),
+                )?;
+                t.extend(model::init_heads(
+                    cfg.framework,
+                    enc.feature_dim(),
+                    num_classes(set),
+                    cfg.seed,
+                )?);
+                (TrainModel::from_tensors(cfg.framework, &t, &p)?, 0)
+            }
             None => {
                 // Images of 64 pixels or less get the CIFAR stem (solo-learn's choice).
                 let small = set.height.max(set.width) <= 64;
@@ -252,11 +293,17 @@ impl<'a> Trainer<'a> {
                 .map(|s| s[0].convs[0].out_channels())
                 .collect(),
         };
+        if cfg.init_from.is_some() {
+            cfg.widths = widths.clone();
+        }
         if resume.is_some() && widths != cfg.widths {
             bail!(
                 "cannot resume: the checkpoint has widths {widths:?}, this run asks for {:?}",
                 cfg.widths
             );
+        }
+        if let Some(layers) = &cfg.trainable {
+            model.freeze_all_but(layers)?;
         }
         if model.encoder.in_channels() != set.channels {
             bail!(
@@ -400,6 +447,12 @@ impl<'a> Trainer<'a> {
             serde_json::to_string(&c.normalization).unwrap_or_default(),
         );
         put("final_loss", format!("{final_loss}"));
+        if let Some(p) = &c.init_from {
+            put("init_from", p.display().to_string());
+        }
+        if let Some(t) = &c.trainable {
+            put("trainable", serde_json::to_string(t).unwrap_or_default());
+        }
         put("version", env!("CARGO_PKG_VERSION").into());
         if let Some(cands) = &self.candidates {
             put(

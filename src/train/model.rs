@@ -69,6 +69,8 @@ pub struct TrainModel {
     pub framework: Framework,
     pub vars: BTreeMap<String, Var>,
     pub buffers: BTreeMap<String, Tensor>,
+    /// Parameters of frozen layers (see [`TrainModel::freeze_all_but`]): saved, never updated.
+    pub frozen: BTreeMap<String, Tensor>,
     pub encoder: Encoder,
 }
 
@@ -108,6 +110,7 @@ impl TrainModel {
             framework,
             vars,
             buffers,
+            frozen: BTreeMap::new(),
             encoder,
         };
         let need: &[&str] = match framework {
@@ -244,13 +247,50 @@ impl TrainModel {
         Ok(())
     }
 
+    /// Trains only `layers` (layer names as `memprune inspect` lists them; a ResNet block
+    /// name covers its last conv and its downsample): every other conv + BatchNorm runs
+    /// with its folded running statistics and its parameters leave the optimiser.
+    pub fn freeze_all_but(&mut self, layers: &[String]) -> Result<()> {
+        let groups = crate::plan::planner::parameter_layers(&self.encoder);
+        let mut convs = std::collections::BTreeSet::new();
+        for l in layers {
+            match groups.iter().find(|(name, _)| name == l) {
+                Some((_, c)) => convs.extend(c.iter().cloned()),
+                None => bail!(
+                    "no trainable layer `{l}` in this encoder (it has {})",
+                    groups
+                        .iter()
+                        .map(|g| g.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        self.encoder.freeze_all_but(&convs);
+        for c in self.encoder.conv_bns() {
+            if !c.frozen {
+                continue;
+            }
+            for k in [
+                c.conv_name.clone(),
+                format!("{}.weight", c.bn_name),
+                format!("{}.bias", c.bn_name),
+            ] {
+                if let Some(v) = self.vars.remove(&k) {
+                    self.frozen.insert(k, v.as_tensor().clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Current values of every parameter and buffer (copies, safe to keep).
     pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for (k, v) in &self.vars {
             out.insert(k.clone(), v.as_tensor().copy()?);
         }
-        for (k, t) in &self.buffers {
+        for (k, t) in self.buffers.iter().chain(&self.frozen) {
             out.insert(k.clone(), t.clone());
         }
         Ok(out)
