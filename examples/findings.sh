@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the paper's findings on the embedded default, one command:
-#   examples/findings.sh [OUT_DIR]        (default out/findings; about 20-30 minutes on 2 cores)
-# 1. LayerMem by depth (f against g, 100 candidate points, 10 view pairs)
+#   examples/findings.sh [OUT_DIR]        (default out/findings; about 30 minutes on 2 cores)
+# 1. LayerMem by depth (f against g, the 1,000 candidate points, 10 view pairs)
 # 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder (1000 points)
 # 6. Table 6: pruning top / random / low UnitMem units, linear-probe accuracy
 set -euo pipefail
@@ -13,8 +13,8 @@ M=target/release/memprune
 F=assets/models/resnet9-simclr-f.safetensors
 S=assets/models/resnet9-supervised.safetensors
 
-echo "== Finding 1: LayerMem grows with depth"
-$M measure layer -q --json "$OUT/layer.json"
+echo "== Finding 1: LayerMem by depth"
+$M measure layer --points 1000 -q --json "$OUT/layer.json"
 echo; echo "== Finding 3: UnitMem and ClassMem, SSL (f) against supervised"
 for m in "$F" "$S"; do
   n=$(basename "$m" .safetensors)
