@@ -3,6 +3,7 @@
 #   examples/findings.sh [OUT_DIR]        (default out/findings; about 30 minutes on 2 cores)
 # 1. LayerMem by depth (f against g, the 1,000 candidate points, 10 view pairs)
 # 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder (1000 points)
+# 5. Table 5: fine-tune the two highest-dLayerMem layers, or the last two, then probe
 # 6. Table 6: pruning top / random / low UnitMem units, linear-probe accuracy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,12 @@ for m in "$F" "$S"; do
   $M measure unit "$m" -q --json "$OUT/unit-$n.json"
   $M measure class "$m" -q --json "$OUT/class-$n.json"
 done
+echo; echo "== Finding 5: which layers to fine-tune (Table 5)"
+$M --policy policies/finetune-most-mem.yaml -q
+FT=out/finetune-most-mem.safetensors
+$M train --framework supervised --init "$FT" --epochs 2 -q --out "$OUT/ft-dlayermem.safetensors"
+$M train --framework supervised --init "$FT" --trainable block7,block8 --epochs 2 -q \
+  --out "$OUT/ft-last2.safetensors"
+for m in ft-dlayermem ft-last2; do $M probe "$OUT/$m.safetensors" -q; done
 echo; echo "== Finding 6: pruning by UnitMem (Table 6)"
 $M experiment prune -q --json "$OUT/table6.json" --chart "$OUT/table6.svg"

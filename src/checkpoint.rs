@@ -291,7 +291,8 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-fn refuse_overwrite(path: &Path, inputs: &[&Path]) -> Result<()> {
+/// Fails when `path` is one of `inputs` (compared as canonical paths when they exist).
+pub fn refuse_overwrite(path: &Path, inputs: &[&Path]) -> Result<()> {
     let target = std::fs::canonicalize(path).ok();
     for input in inputs {
         let same = match (&target, std::fs::canonicalize(input).ok()) {

@@ -688,6 +688,10 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
     };
     set_threads(a.threads)?;
+    if let Some(init) = &a.init {
+        // Before any work: the run would end by refusing to write.
+        memprune::checkpoint::refuse_overwrite(&a.out, &[init.as_path()])?;
+    }
     memprune::block_cache::enable_for_training();
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;

@@ -107,6 +107,16 @@ fn final_loss(stdout: &str) -> f64 {
     s.split(':').next().unwrap().trim().parse().unwrap()
 }
 
+/// Final loss of a 2-epoch `memprune train` on `data`, batch 16, with `extra` arguments.
+fn train_loss(data: &str, out: &Path, extra: &[&str], stock: bool) -> f64 {
+    let mut args = vec![
+        "train", "--data", data, "--batch", "16", "--epochs", "2", "-q",
+    ];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    final_loss(&run(&args, stock))
+}
+
 #[test]
 fn train_and_probe_are_unchanged_against_the_stock_conv() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,23 +126,8 @@ fn train_and_probe_are_unchanged_against_the_stock_conv() {
     let mut accs = Vec::new();
     for (stock, name) in [(false, "fast"), (true, "stock")] {
         let ckpt = dir.path().join(format!("{name}.safetensors"));
-        let args = [
-            "train",
-            "--framework",
-            "simclr",
-            "--widths",
-            "4,8,8,8,8,8,8,8",
-            "--data",
-            d,
-            "--batch",
-            "16",
-            "--epochs",
-            "2",
-            "--out",
-            ckpt.to_str().unwrap(),
-            "-q",
-        ];
-        losses.push(final_loss(&run(&args, stock)));
+        let extra = ["--framework", "simclr", "--widths", "4,8,8,8,8,8,8,8"];
+        losses.push(train_loss(d, &ckpt, &extra, stock));
         // Both probes read the same (fast-trained) encoder.
         let probe = dir.path().join(format!("probe-{name}.json"));
         let fast = dir.path().join("fast.safetensors");
@@ -154,25 +149,16 @@ fn train_and_probe_are_unchanged_against_the_stock_conv() {
     let mut ft = Vec::new();
     for (stock, name) in [(false, "fast"), (true, "stock")] {
         let out = dir.path().join(format!("ft-{name}.safetensors"));
-        let args = [
-            "train",
+        let init = fast.to_str().unwrap();
+        let extra = [
             "--framework",
             "supervised",
             "--init",
-            fast.to_str().unwrap(),
+            init,
             "--trainable",
             "block7,block8",
-            "--data",
-            d,
-            "--batch",
-            "16",
-            "--epochs",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
         ];
-        ft.push(final_loss(&run(&args, stock)));
+        ft.push(train_loss(d, &out, &extra, stock));
     }
     assert!(
         (ft[0] - ft[1]).abs() <= 1e-3 * ft[1].abs().max(1.0),

@@ -251,3 +251,65 @@ fn torchvision_resnets_train_and_load_back_as_themselves() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("4 positive stage widths"));
 }
+
+/// `train --init`: the layers a checkpoint marks trainable are the ones fine-tuned, the
+/// metadata says so, and the input checkpoint is never written over.
+#[test]
+fn fine_tuning_reads_the_trainable_layers_and_keeps_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_idx(dir.path(), 40);
+    let pre = dir.path().join("pre.safetensors");
+    ok(&train(&data, &pre, &["--epochs", "1"]));
+    // Mark block8 trainable, as a policy's freeze/train actions do.
+    let ck = memprune::checkpoint::Checkpoint::load(&pre, None).unwrap();
+    let mut meta = ck.metadata.clone();
+    meta.insert("memprune.trainable".into(), r#"["block8"]"#.into());
+    let marked = dir.path().join("marked.safetensors");
+    memprune::checkpoint::write_safetensors_atomic(&marked, &ck.tensors, &meta, &[]).unwrap();
+    let before = std::fs::read(&marked).unwrap();
+
+    let out = dir.path().join("ft.safetensors");
+    let d = data.to_str().unwrap();
+    let ft = |init: &Path, out: &Path| {
+        memprune(&[
+            "train",
+            "--framework",
+            "supervised",
+            "--init",
+            init.to_str().unwrap(),
+            "--data",
+            d,
+            "--batch",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ])
+    };
+    ok(&ft(&marked, &out));
+    let t = memprune::checkpoint::Checkpoint::load(&out, None).unwrap();
+    assert_eq!(t.metadata["memprune.trainable"], r#"["block8"]"#);
+    assert!(t.tensors.contains_key("fc.weight"));
+    let same = |k: &str| {
+        t.tensors[k]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            == ck.tensors[k]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+    };
+    assert!(same("block7.conv.weight") && same("block1.bn.running_var"));
+    assert!(!same("block8.conv.weight"));
+
+    let r = ft(&marked, &marked);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("refusing to write over"), "{err}");
+    assert_eq!(std::fs::read(&marked).unwrap(), before, "the input changed");
+}

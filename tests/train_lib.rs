@@ -66,6 +66,17 @@ fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
     }
 }
 
+/// A fresh SimCLR + LARS trainer on `set` (the tiny configuration).
+fn simclr_lars(set: &ImageSet) -> Trainer<'_> {
+    Trainer::new(
+        tiny_cfg(Framework::Simclr, OptimizerKind::Lars, 0.3),
+        set,
+        "tiny",
+        None,
+    )
+    .unwrap()
+}
+
 fn t2(v: &[f32], r: usize, c: usize) -> Tensor {
     Tensor::from_vec(v.to_vec(), (r, c), &Device::Cpu).unwrap()
 }
@@ -249,13 +260,7 @@ fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
     let set = tiny_set();
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
-        let mut t = Trainer::new(
-            tiny_cfg(Framework::Simclr, OptimizerKind::Lars, 0.3),
-            &set,
-            "tiny",
-            None,
-        )
-        .unwrap();
+        let mut t = simclr_lars(&set);
         let out = dir.path().join(name);
         t.run(&out, false, true).unwrap();
         (
@@ -312,13 +317,7 @@ fn fine_tuning_trains_only_the_chosen_layers() {
     let set = tiny_set();
     let dir = tempfile::tempdir().unwrap();
     let pre = dir.path().join("pre.safetensors");
-    let mut t = Trainer::new(
-        tiny_cfg(Framework::Simclr, OptimizerKind::Lars, 0.3),
-        &set,
-        "tiny",
-        None,
-    )
-    .unwrap();
+    let mut t = simclr_lars(&set);
     t.run(&pre, false, true).unwrap();
     let before = t.model.tensors().unwrap();
 

@@ -471,10 +471,12 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|(k, t)| Ok((k.clone(), t.to_dtype(self.cfg.save_dtype)?)))
             .collect::<candle_core::Result<_>>()?;
-        write_safetensors_atomic(out, &saved, &meta, &[])?;
+        // A fine-tuned model never replaces the checkpoint it started from.
+        let inputs: Vec<&Path> = self.cfg.init_from.iter().map(|p| p.as_path()).collect();
+        write_safetensors_atomic(out, &saved, &meta, &inputs)?;
         let mut state = tensors;
         state.extend(self.optimizer.state_tensors());
-        write_safetensors_atomic(&state_path(out), &state, &meta, &[])
+        write_safetensors_atomic(&state_path(out), &state, &meta, &inputs)
     }
 
     /// Trains up to `cfg.epochs`, saving after each epoch; returns the mean loss of the last
