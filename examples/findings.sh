@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the paper's findings on the embedded default, one command:
-#   examples/findings.sh [OUT_DIR]        (default out/findings; about 30 minutes on 2 cores)
+#   examples/findings.sh [OUT_DIR]        (default out/findings; Table 6 is most of its time)
 # 1. LayerMem by depth (f against g, the 1,000 candidate points, 10 view pairs)
 # 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder (1000 points)
 # 5. Table 5: fine-tune the two highest-dLayerMem layers, or the last two, then probe

@@ -2,7 +2,9 @@
 
 use candle_core::{Device, Tensor};
 use memprune::checkpoint::Checkpoint;
-use memprune::data::{DatasetKind, ImageSet, Normalization};
+use memprune::data::{ImageSet, Normalization};
+
+mod common;
 use memprune::eval::probe::{fit, probe_accuracy, raw_pixel_accuracy, ProbeSettings};
 use memprune::model::{Encoder, LoadOptions};
 use std::path::Path;
@@ -54,16 +56,7 @@ fn images(n: usize, key: u64) -> ImageSet {
             }
         }
     }
-    ImageSet {
-        source: "tiny".into(),
-        pixels,
-        labels: Some(labels),
-        class_names: None,
-        channels: 1,
-        height: s,
-        width: s,
-        kind: DatasetKind::Unknown,
-    }
+    common::gray_set(pixels, labels, s)
 }
 
 #[test]

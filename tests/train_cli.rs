@@ -12,23 +12,26 @@ fn memprune(args: &[&str]) -> std::process::Output {
 
 const W: &str = "2,4,4,4,4,8,8,8";
 
-fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
+/// `memprune train` on `data` with batch 16, writing `out`, plus `args`.
+fn train_with(data: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
         "train",
-        "--framework",
-        "simclr",
-        "--widths",
-        W,
         "--data",
         data.to_str().unwrap(),
         "--batch",
         "16",
-        "--out",
-        out.to_str().unwrap(),
         "-q",
     ];
+    all.extend(["--out", out.to_str().unwrap()]);
+    all.extend(args);
+    memprune(&all)
+}
+
+/// SimCLR on a ResNet9 of widths `W`.
+fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--framework", "simclr", "--widths", W];
     args.extend(extra);
-    memprune(&args)
+    train_with(data, out, &args)
 }
 
 fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
@@ -211,24 +214,18 @@ fn torchvision_resnets_train_and_load_back_as_themselves() {
     ] {
         let out = dir.path().join(format!("{arch}.safetensors"));
         let args = [
-            "train",
             "--framework",
             "simclr",
             "--arch",
             arch,
             "--widths",
             "2,4,4,4",
-            "--data",
-            data.to_str().unwrap(),
-            "--batch",
-            "16",
-            "--epochs",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
         ];
-        ok(&memprune(&args));
+        ok(&train_with(
+            &data,
+            &out,
+            &[&args[..], &["--epochs", "1"]].concat(),
+        ));
         let enc = memprune::model::Encoder::load(&out, &Default::default()).unwrap();
         assert_eq!(enc.describe(), want);
         assert_eq!(enc.checkpoint.metadata["memprune.arch"], arch);
@@ -269,24 +266,10 @@ fn fine_tuning_reads_the_trainable_layers_and_keeps_its_input() {
     let before = std::fs::read(&marked).unwrap();
 
     let out = dir.path().join("ft.safetensors");
-    let d = data.to_str().unwrap();
     let ft = |init: &Path, out: &Path| {
-        memprune(&[
-            "train",
-            "--framework",
-            "supervised",
-            "--init",
-            init.to_str().unwrap(),
-            "--data",
-            d,
-            "--batch",
-            "16",
-            "--epochs",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ])
+        let init = init.to_str().unwrap();
+        let args = ["--framework", "supervised", "--init", init, "--epochs", "1"];
+        train_with(&data, out, &args)
     };
     ok(&ft(&marked, &out));
     let t = memprune::checkpoint::Checkpoint::load(&out, None).unwrap();

@@ -2,7 +2,9 @@
 //! SGD momentum by hand, the f/g split, loss decrease, determinism, checkpoint reloads.
 
 use candle_core::{Device, Tensor, Var};
-use memprune::data::{DatasetKind, ImageSet, Normalization};
+use memprune::data::{ImageSet, Normalization};
+
+mod common;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::train::optim::{OptimizerConfig, OptimizerKind};
 use memprune::train::split::{split, SplitKind};
@@ -29,16 +31,7 @@ fn tiny_set() -> ImageSet {
             }
         }
     }
-    ImageSet {
-        source: "tiny".into(),
-        pixels,
-        labels: Some(labels),
-        class_names: None,
-        channels: 1,
-        height: s,
-        width: s,
-        kind: DatasetKind::Unknown,
-    }
+    common::gray_set(pixels, labels, s)
 }
 
 fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
@@ -288,21 +281,11 @@ fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
         &[0, 1, 2, 3],
     )
     .unwrap();
-    let fa = enc_a
-        .features(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let fl = loaded
-        .features(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    assert_eq!(fa, fl);
+    let features = |e: &Encoder| {
+        let f = e.features(&x).unwrap();
+        f.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(features(&enc_a), features(&loaded));
     let meta = &loaded.checkpoint.metadata;
     assert_eq!(meta["memprune.framework"], "simclr");
     assert_eq!(meta["memprune.epochs"], "2");

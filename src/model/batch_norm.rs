@@ -235,6 +235,30 @@ impl CustomOp3 for BnTrain {
     }
 }
 
+/// `dy` of the plane at `off` (`hw` values), masked by the ReLU output `ys` into `buf`
+/// when there is one.
+fn masked_plane<'a>(
+    dys: &'a [f32],
+    ys: Option<&[f32]>,
+    off: usize,
+    hw: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    let dy = &dys[off..off + hw];
+    match ys {
+        Some(ys) => {
+            buf.clear();
+            buf.extend(
+                dy.iter()
+                    .zip(&ys[off..off + hw])
+                    .map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }),
+            );
+            buf
+        }
+        None => dy,
+    }
+}
+
 /// The fused backward of [`BnTrain`]: per channel, one pass for `sum(dy)` and
 /// `sum(dy * (x - mean))`, one for `dx`; `ys` (the ReLU'd output) masks `dy` when given.
 fn bn_bwd(
@@ -254,22 +278,6 @@ fn bn_bwd(
         Vec::new()
     };
     let dxp = SendPtr(dx.as_mut_ptr());
-    // dy of one (image, channel) plane, masked by the ReLU into `buf` when there is one.
-    let plane = |off: usize, buf: &mut Vec<f32>| -> *const f32 {
-        match ys {
-            Some(ys) => {
-                buf.clear();
-                buf.extend(
-                    dys[off..off + hw]
-                        .iter()
-                        .zip(&ys[off..off + hw])
-                        .map(|(d, y)| if *y > 0.0 { *d } else { 0.0 }),
-                );
-                buf.as_ptr()
-            }
-            None => dys[off..].as_ptr(),
-        }
-    };
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -280,8 +288,7 @@ fn bn_bwd(
             for b in 0..n {
                 let off = (b * c + ch) * hw;
                 let xr = &xs[off..off + hw];
-                // SAFETY: `plane` points at `hw` valid values (in `dys` or `buf`).
-                let dr = unsafe { std::slice::from_raw_parts(plane(off, &mut buf), hw) };
+                let dr = masked_plane(dys, ys, off, hw, &mut buf);
                 let mut a = [0f32; 8];
                 let mut q = [0f32; 8];
                 let mut it = xr.chunks_exact(8).zip(dr.chunks_exact(8));
@@ -309,7 +316,7 @@ fn bn_bwd(
                     let off = (b * c + ch) * hw;
                     // SAFETY: one task per channel writes its planes.
                     let dst = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(off), hw) };
-                    let dr = unsafe { std::slice::from_raw_parts(plane(off, &mut buf), hw) };
+                    let dr = masked_plane(dys, ys, off, hw, &mut buf);
                     for ((d, xv), dv) in dst.iter_mut().zip(&xs[off..off + hw]).zip(dr) {
                         *d = k1 * (dv - mdy - (xv - mean) * k2);
                     }

@@ -189,29 +189,23 @@ impl<'a> Trainer<'a> {
         let (mut model, epochs_done) = match resume {
             None if cfg.init_from.is_some() => {
                 let p = cfg.init_from.clone().unwrap_or_default();
-                let ckpt = Checkpoint::load(&p, None)?;
+                let enc = crate::model::Encoder::load(&p, &crate::model::LoadOptions::default())?;
                 if cfg.trainable.is_none() {
-                    if let Some(t) = ckpt.metadata.get("memprune.trainable") {
+                    if let Some(t) = enc.checkpoint.metadata.get("memprune.trainable") {
                         cfg.trainable = Some(serde_json::from_str(t).with_context(|| {
                             format!("{}: bad `memprune.trainable`", p.display())
                         })?);
                     }
                 }
-                // The encoder only: heads of the checkpoint's own training are replaced.
-                let mut t: BTreeMap<String, Tensor> = ckpt
+                // The encoder only: what it does not read (the checkpoint's own heads,
+                // optimizer state) is dropped, and fresh heads are added.
+                let mut t: BTreeMap<String, Tensor> = enc
+                    .checkpoint
                     .tensors
                     .iter()
-                    .filter(|(k, _)| {
-                        !["projector.", "predictor.", "fc.", "optimizer."]
-                            .iter()
-                            .any(|h| k.starts_with(h))
-                    })
+                    .filter(|(k, _)| !enc.unused.contains(k))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                let enc = crate::model::Encoder::from_checkpoint(
-                    Checkpoint::from_tensors(&p, t.clone(), BTreeMap::new()),
-                    &crate::model::LoadOptions::default(),
-                )?;
                 t.extend(model::init_heads(
                     cfg.framework,
                     enc.feature_dim(),
@@ -303,13 +297,21 @@ impl<'a> Trainer<'a> {
             );
         }
         if let Some(layers) = &cfg.trainable {
-            model.freeze_all_but(layers)?;
+            let src = cfg
+                .init_from
+                .as_deref()
+                .or(resume)
+                .unwrap_or(Path::new("--trainable"));
+            model
+                .freeze_all_but(layers)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?;
         }
         if model.encoder.in_channels() != set.channels {
             bail!(
-                "the encoder takes {} channels, the data has {}",
-                model.encoder.in_channels(),
-                set.channels
+                "{}: images of {} channel(s), but the encoder takes {}",
+                set.source,
+                set.channels,
+                model.encoder.in_channels()
             );
         }
         let view_seed = hash_key(&[VIEW_TAG, cfg.seed]);

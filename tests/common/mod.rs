@@ -3,6 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
+/// A labelled in-memory set of `s`x`s` single-channel images, `pixels` image after image.
+pub fn gray_set(pixels: Vec<u8>, labels: Vec<u32>, s: usize) -> memprune::data::ImageSet {
+    memprune::data::ImageSet {
+        source: "tiny".into(),
+        pixels,
+        labels: Some(labels),
+        class_names: None,
+        channels: 1,
+        height: s,
+        width: s,
+        kind: memprune::data::DatasetKind::Unknown,
+    }
+}
+
 pub fn write_idx(path: &Path, magic: u32, dims: &[u32], data: &[u8]) {
     let mut b = magic.to_be_bytes().to_vec();
     for d in dims {
