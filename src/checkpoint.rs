@@ -35,6 +35,8 @@ impl Checkpoint {
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
         let (raw, metadata) = if bytes_head.starts_with(b"PK") {
             (read_pth(path)?, BTreeMap::new())
+        } else if crate::pth::is_legacy(&bytes_head) {
+            (read_pth(path)?, BTreeMap::new())
         } else {
             read_safetensors(path)?
         };
@@ -223,29 +225,21 @@ fn st_dtype(d: safetensors::Dtype, name: &str, path: &Path) -> Result<DType> {
 }
 
 fn read_pth(path: &Path) -> Result<RawTensors> {
+    // memprune's own bounded reader (crate::pth): candle's pickle reader panics, aborts and
+    // prints on malicious files. Lightning and many training scripts nest the weights under
+    // a key (crate::pth::NESTING_KEYS).
     let shown = path.display();
-    // Lightning and many training scripts nest the weights under a key.
-    let mut last_err = None;
-    for key in [
-        None,
-        Some("state_dict"),
-        Some("model"),
-        Some("model_state_dict"),
-    ] {
-        match candle_core::pickle::read_all_with_key(path, key) {
-            Ok(v) if !v.is_empty() => {
-                let mut v = v;
-                v.sort_by(|a, b| a.0.cmp(&b.0));
-                return Ok(v);
-            }
-            Ok(_) => {}
-            Err(e) => last_err = Some(e),
-        }
+    let file = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
+    // SAFETY: read-only map of a file memprune does not write while reading it.
+    let map =
+        unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{shown}: cannot map"))?;
+    let mut v = crate::pth::read_state_dict(&map)
+        .map_err(|e| anyhow!("{shown}: not a readable PyTorch state dict: {e}"))?;
+    if v.is_empty() {
+        bail!("{shown}: the PyTorch file holds no tensors");
     }
-    match last_err {
-        Some(e) => bail!("{shown}: not a readable PyTorch state dict ({e})"),
-        None => bail!("{shown}: the PyTorch file holds no tensors"),
-    }
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
 }
 
 /// Writes `tensors` (in their own dtypes) as safetensors at `path`, with `metadata`: to a
@@ -270,36 +264,14 @@ pub fn write_safetensors_atomic(
 /// Writes any file atomically (temporary file + rename), refusing to overwrite `inputs`.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<()> {
     refuse_overwrite(path, inputs)?;
-    let tmp = temp_path(path);
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("{}: cannot write: {e}", path.display());
-    }
-    std::fs::rename(&tmp, path).with_context(|| {
-        format!(
-            "{}: cannot rename the temporary file into place",
-            path.display()
-        )
-    })
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    crate::output::write_atomic(path, bytes)
 }
 
 /// Fails when `path` is one of `inputs` (compared as canonical paths when they exist).
 pub fn refuse_overwrite(path: &Path, inputs: &[&Path]) -> Result<()> {
-    let target = std::fs::canonicalize(path).ok();
+    let target = crate::output::canonical(path);
     for input in inputs {
-        let same = match (&target, std::fs::canonicalize(input).ok()) {
-            (Some(a), Some(b)) => *a == b,
-            _ => path == *input,
-        };
-        if same {
+        if target == crate::output::canonical(input) {
             bail!("{}: refusing to write over an input file", path.display());
         }
     }

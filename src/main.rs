@@ -367,7 +367,10 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
 }
 
 fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
-    let planned = pipeline::plan_policy(PolicyFile::load(path)?, !quiet)?;
+    let pf = PolicyFile::load(path)?;
+    // Every output checked against every input and each other before any work.
+    let mut outputs = memprune::output::policy_outputs(&pf)?;
+    let planned = pipeline::plan_policy(pf, !quiet)?;
     println!(
         "{}: {} ({} units of {} pruned)\n",
         path.display(),
@@ -376,22 +379,19 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
         planned.groups.iter().map(|g| g.channels).sum::<usize>()
     );
     print!("{}", report::plan_table(&planned.plan));
-    let mut r = pipeline::run_policy(&planned)?;
-    println!("\nwrote {}\n", r.after.checkpoint.display());
-    let probe = pipeline::probe_before_after(&planned, &mut r)?;
-    print!("{}", report::before_after_table(&r, probe));
+    let mut r = pipeline::run_policy(&planned, &mut outputs)?;
+    let probe = pipeline::probe_before_after(&planned, &mut r, &outputs)?;
     let out = &planned.policy.policy.output;
-    let inputs = [planned.encoder.checkpoint.path.as_path()];
     if let Some(j) = &out.json {
-        memprune::checkpoint::write_file_atomic(
-            j,
-            serde_json::to_string_pretty(&r)?.as_bytes(),
-            &inputs,
-        )?;
+        outputs.stage(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
     }
     if let (Some(c), Some(u)) = (&out.chart, &planned.scores.unit_mem) {
-        report::chart::write_svg(c, &report::unit_mem_chart(u)?, &inputs)?;
+        outputs.stage(c, report::unit_mem_chart(u)?.as_bytes())?;
     }
+    // Everything validated and computed: only now do the files appear.
+    outputs.commit()?;
+    println!("\nwrote {}\n", r.after.checkpoint.display());
+    print!("{}", report::before_after_table(&r, probe));
     Ok(())
 }
 
@@ -444,6 +444,15 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints) -> Result<Prepared> {
         seed: c.seed,
         batch: c.batch,
     };
+    // LayerMem holds up to 2K views (+ the clean image) of a point at once.
+    memprune::data::limits::check_views(
+        points.len(),
+        c.views.saturating_mul(2).saturating_add(1),
+        c.batch,
+        set.channels,
+        settings.size(&set),
+        c.dump_views.is_some(),
+    )?;
     Ok(Prepared {
         encoder,
         set,
@@ -470,7 +479,82 @@ fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> ser
 
 fn write_out(path: &Option<PathBuf>, text: &str, inputs: &[&Path]) -> Result<()> {
     if let Some(p) = path {
-        memprune::checkpoint::write_file_atomic(p, text.as_bytes(), inputs)?;
+        let staged = OUTPUTS.with(|o| {
+            o.borrow_mut()
+                .as_mut()
+                .map(|set| set.stage(p, text.as_bytes()))
+        });
+        match staged {
+            Some(r) => r?,
+            None => memprune::checkpoint::write_file_atomic(p, text.as_bytes(), inputs)?,
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// The output set of the running `measure` (see memprune::output): `write_out` and
+    /// `dump_dir` stage into it, and `measure_cmd` commits it once the command has succeeded.
+    static OUTPUTS: std::cell::RefCell<Option<memprune::output::OutputSet>> = Default::default();
+}
+
+const DUMP_FILES: [&str; 4] = ["points.npy", "views.npy", "clean.npy", "meta.json"];
+
+/// Where `--dump-views DIR` writes: a staged folder moved into DIR at the end.
+fn dump_dir(dir: &Path) -> Result<PathBuf> {
+    OUTPUTS.with(|o| match o.borrow_mut().as_mut() {
+        Some(set) => set.reserve_dir(dir, &DUMP_FILES),
+        None => Ok(dir.to_path_buf()),
+    })
+}
+
+/// Every file `measure` reads and writes, checked against each other before any work.
+fn measure_outputs(m: &Measure) -> Result<memprune::output::OutputSet> {
+    let (c, reference) = match m {
+        Measure::Unit { common, .. } | Measure::Class { common } => (common, None),
+        Measure::Layer {
+            common, reference, ..
+        } => (
+            common,
+            Some(reference.clone().unwrap_or_else(defaults::model_g)),
+        ),
+    };
+    let mut set = memprune::output::OutputSet::new();
+    set.input(
+        &c.checkpoint.clone().unwrap_or_else(defaults::model_f),
+        "the checkpoint",
+    );
+    if let Some(r) = &reference {
+        set.input(r, "the reference");
+    }
+    set.input(&c.data.clone().unwrap_or_else(defaults::data), "the data");
+    if let Some(i) = &c.indices {
+        set.input(i, "the indices file");
+    }
+    if let Some(a) = &c.augment {
+        set.input(a, "the augment file");
+    }
+    if let Some(p) = &c.csv {
+        set.output(p, "--csv")?;
+    }
+    if let Some(p) = &c.json {
+        set.output(p, "--json")?;
+    }
+    if let Some(d) = &c.dump_views {
+        set.output_dir(d, &DUMP_FILES, "--dump-views")?;
+    }
+    Ok(set)
+}
+
+fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
+    let set = measure_outputs(&m)?;
+    OUTPUTS.with(|o| *o.borrow_mut() = Some(set));
+    let r = measure_run(m, quiet);
+    // On failure the set is dropped: its staged files and the folders it made go with it.
+    let set = OUTPUTS.with(|o| o.borrow_mut().take());
+    r?;
+    if let Some(set) = set {
+        set.commit()?;
     }
     Ok(())
 }
@@ -500,7 +584,15 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
     };
     let unseen = unseen_for(&c, &p)?;
     if let Some(dir) = &c.dump_views {
-        measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
+        measure::dump_views(
+            &dump_dir(dir)?,
+            &p.set,
+            &p.points,
+            c.views,
+            false,
+            &p.settings,
+            &meta,
+        )?;
     }
     let layers = measure::unit_scores_with_control(
         &p.encoder,
@@ -554,7 +646,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
     write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
 }
 
-fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
+fn measure_run(m: Measure, quiet: bool) -> Result<()> {
     match m {
         Measure::Unit { common: c, reduce } => unit_or_class_cmd(c, reduce, false, quiet),
         Measure::Class { common: c } => unit_or_class_cmd(c, Reduce::Mean, true, quiet),
@@ -599,7 +691,7 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
                 measure::dump_views(
-                    dir,
+                    &dump_dir(dir)?,
                     &p.set,
                     &p.points,
                     v,
@@ -805,9 +897,19 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
     };
     set_threads(a.threads)?;
-    if let Some(init) = &a.init {
-        // Before any work: the run would end by refusing to write.
-        memprune::checkpoint::refuse_overwrite(&a.out, &[init.as_path()])?;
+    {
+        // Before any work: --out and its resume state are neither the data, --init nor
+        // --augment (--resume continues in place, so --out may be the resumed checkpoint).
+        let mut set = memprune::output::OutputSet::new();
+        set.input(&a.data.clone().unwrap_or_else(defaults::data), "the data");
+        if let Some(init) = &a.init {
+            set.input(init, "--init");
+        }
+        if let Some(p) = &a.augment {
+            set.input(p, "the augment file");
+        }
+        set.output(&a.out, "--out")?;
+        set.output(&memprune::train::state_path(&a.out), "--out's resume state")?;
     }
     memprune::block_cache::enable_for_training();
     let data_path = a.data.clone().unwrap_or_else(defaults::data);

@@ -6,6 +6,7 @@ use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use crate::metrics::layer_mem::Pairing;
 use crate::model::coupling::{coupling_groups, CouplingGroup};
 use crate::model::{Encoder, LoadOptions};
+use crate::output::OutputSet;
 use crate::plan::policy::check_exists;
 use crate::plan::{make_plan, Plan, PolicyFile, Scores};
 use crate::rewrite::{prune_tensors, write_rewritten};
@@ -233,13 +234,11 @@ pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
 }
 
 /// Writes the rewritten checkpoint and evaluates the model before and after.
-pub fn run_policy(planned: &Planned) -> Result<PolicyReport> {
+/// The checkpoint is staged in `outputs` (moved into place by its commit, at the end).
+pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyReport> {
     let pf = &planned.policy;
     let out = pf.output_checkpoint();
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
+    let staged = outputs.reserve(&out)?;
     let enc = &planned.encoder;
     let tensors = match planned.plan.mode {
         Some(mode) => prune_tensors(
@@ -250,9 +249,14 @@ pub fn run_policy(planned: &Planned) -> Result<PolicyReport> {
         )?,
         None => enc.checkpoint.stored.clone(),
     };
-    write_rewritten(&out, &enc.checkpoint, &tensors, &rewrite_metadata(planned)?)?;
+    write_rewritten(
+        &staged,
+        &enc.checkpoint,
+        &tensors,
+        &rewrite_metadata(planned)?,
+    )?;
     // The rewritten file goes back through detection like any other checkpoint.
-    let after = Encoder::load(&out, &LoadOptions::default())
+    let after = Encoder::load(&staged, &LoadOptions::default())
         .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
     let size = planned.data.height;
     let speed = pf.policy.evaluation.speed;
@@ -292,6 +296,7 @@ pub fn probe_sets(planned: &Planned) -> Result<(ImageSet, ImageSet)> {
 pub fn probe_before_after(
     planned: &Planned,
     report: &mut PolicyReport,
+    outputs: &OutputSet,
 ) -> Result<Option<(f64, f64)>> {
     use crate::eval::probe::{fit, ProbeSettings};
     if !planned.policy.policy.evaluation.probe {
@@ -307,7 +312,10 @@ pub fn probe_before_after(
     let settings = ProbeSettings::default();
     let cache = PathBuf::from("out").join("cache");
     let before = &planned.encoder;
-    let after = Encoder::load(&report.after.checkpoint, &LoadOptions::default())?;
+    let after = Encoder::load(
+        &outputs.current(&report.after.checkpoint),
+        &LoadOptions::default(),
+    )?;
     let acc = |e: &Encoder, cached: bool| -> Result<f64> {
         let (ftr, fte) = if cached {
             (

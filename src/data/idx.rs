@@ -18,14 +18,43 @@ const LABELS_MAGIC: u32 = 0x0000_0801;
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| anyhow!("{}: corrupt gzip: {e}", path.display()))?;
-        Ok(out)
+        inflate_bounded(path, &raw)
     } else {
         Ok(raw)
     }
+}
+
+/// Inflates an IDX .gz no further than the size its own header declares (+1 byte, to tell
+/// a longer stream): a gzip bomb fails after its header, not after gigabytes.
+fn inflate_bounded(path: &Path, raw: &[u8]) -> Result<Vec<u8>> {
+    let p = path.display();
+    let corrupt = |e: std::io::Error| anyhow!("{p}: corrupt gzip: {e}");
+    let mut dec = flate2::read::MultiGzDecoder::new(raw);
+    let mut out = vec![0u8; 4];
+    dec.read_exact(&mut out).map_err(corrupt)?;
+    let ndims = out[3] as usize;
+    let elem = match out[2] {
+        0x0B => 2,
+        0x0C | 0x0D => 4,
+        0x0E => 8,
+        _ => 1,
+    };
+    let mut dims = vec![0u8; 4 * ndims];
+    dec.read_exact(&mut dims).map_err(corrupt)?;
+    out.extend_from_slice(&dims);
+    let body = dims
+        .chunks(4)
+        .try_fold(elem as u64, |a, d| {
+            a.checked_mul(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as u64)
+        })
+        .ok_or_else(|| anyhow!("{p}: the IDX header declares more data than can be addressed"))?;
+    crate::data::limits::check_alloc(&format!("{p}: its IDX header's data"), &[body as usize], 1)?;
+    out.reserve((body as usize).min(raw.len().saturating_mul(64)));
+    dec.take(body + 1).read_to_end(&mut out).map_err(corrupt)?;
+    if (out.len() - 4 - 4 * ndims) as u64 > body {
+        bail!("{p}: the gzip inflates past the {body} bytes of data its IDX header declares");
+    }
+    Ok(out)
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {

@@ -8,6 +8,7 @@ pub mod augment;
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod limits;
 pub mod normalize;
 pub mod npy;
 pub mod open;

@@ -1,0 +1,893 @@
+//! A bounded reader for PyTorch `torch.save` zip files (state dicts), in place of candle's
+//! pickle reader, which panics, aborts or overflows its stack on malicious files. It reads
+//! the zip's central directory itself (stored entries, ZIP64 included: what torch writes),
+//! runs the subset of the pickle machine that `torch.save` emits with hard bounds (nesting
+//! depth, stack and memo sizes; memo references share, never copy, so a "billion laughs"
+//! memo stays as small as the file), and checks every tensor's declared shape and strides
+//! against the size of its own storage entry before anything is allocated. Every failure is
+//! an error naming the file; nothing is printed.
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Deepest nesting of tuples, lists and dicts a checkpoint may declare (state dicts need 5).
+pub const MAX_DEPTH: usize = 100;
+/// Most entries on the pickle stack at once.
+const MAX_STACK: usize = 1 << 20;
+/// Most memo entries.
+const MAX_MEMO: usize = 1 << 22;
+
+/// A legacy (pre-1.6, non-zip) `torch.save` file: a bare pickle stream.
+pub fn is_legacy(head: &[u8]) -> bool {
+    head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1])
+}
+
+// ---------------------------------------------------------------------------------------
+// Zip: the central directory of stored entries.
+
+struct Entry {
+    name: String,
+    method: u16,
+    size: u64,
+    compressed: u64,
+    local_offset: u64,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or_else(|| anyhow!("truncated zip structure"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| anyhow!("truncated zip structure"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64> {
+    b.get(at..at + 8)
+        .map(|s| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(s);
+            u64::from_le_bytes(a)
+        })
+        .ok_or_else(|| anyhow!("truncated zip structure"))
+}
+
+fn usize_of(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| anyhow!("zip offset {v} out of range"))
+}
+
+/// The entries of the zip in `file`.
+fn central_directory(file: &[u8]) -> Result<Vec<Entry>> {
+    // The end-of-central-directory record: in the last 64 KiB + 22 bytes.
+    let lo = file.len().saturating_sub(65_557);
+    let eocd = (lo..file.len().saturating_sub(21))
+        .rev()
+        .find(|&i| file[i..].starts_with(b"PK\x05\x06"))
+        .ok_or_else(|| anyhow!("not a zip archive (no end-of-central-directory record)"))?;
+    let mut count = u16_at(file, eocd + 10)? as u64;
+    let mut cd_size = u32_at(file, eocd + 12)? as u64;
+    let mut cd_offset = u32_at(file, eocd + 16)? as u64;
+    if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
+        // ZIP64: a locator just before the record points at the ZIP64 record.
+        let loc = eocd
+            .checked_sub(20)
+            .filter(|&l| file[l..].starts_with(b"PK\x06\x07"))
+            .ok_or_else(|| anyhow!("ZIP64 archive without its locator"))?;
+        let rec = usize_of(u64_at(file, loc + 8)?)?;
+        if !file
+            .get(rec..)
+            .is_some_and(|r| r.starts_with(b"PK\x06\x06"))
+        {
+            bail!("ZIP64 end-of-central-directory record missing");
+        }
+        count = u64_at(file, rec + 32)?;
+        cd_size = u64_at(file, rec + 40)?;
+        cd_offset = u64_at(file, rec + 48)?;
+    }
+    let start = usize_of(cd_offset)?;
+    let end = start
+        .checked_add(usize_of(cd_size)?)
+        .filter(|&e| e <= file.len())
+        .ok_or_else(|| anyhow!("the zip's central directory lies outside the file"))?;
+    // Each central directory entry takes at least 46 bytes.
+    if count > (cd_size / 46) {
+        bail!("the zip declares {count} entries, more than its central directory holds");
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut at = start;
+    for _ in 0..count {
+        if at + 46 > end || u32_at(file, at)? != 0x0201_4b50 {
+            bail!("corrupt zip central directory");
+        }
+        let method = u16_at(file, at + 10)?;
+        let mut compressed = u32_at(file, at + 20)? as u64;
+        let mut size = u32_at(file, at + 24)? as u64;
+        let name_len = u16_at(file, at + 28)? as usize;
+        let extra_len = u16_at(file, at + 30)? as usize;
+        let comment_len = u16_at(file, at + 32)? as usize;
+        let mut local_offset = u32_at(file, at + 42)? as u64;
+        let name_at = at + 46;
+        let extra_at = name_at + name_len;
+        let next = extra_at + extra_len + comment_len;
+        if next > end {
+            bail!("corrupt zip central directory");
+        }
+        let name = String::from_utf8_lossy(&file[name_at..extra_at]).into_owned();
+        // ZIP64 extra field: 8-byte values for each 32-bit field that is all ones.
+        let mut e = extra_at;
+        while e + 4 <= extra_at + extra_len {
+            let id = u16_at(file, e)?;
+            let len = u16_at(file, e + 2)? as usize;
+            let body = e + 4;
+            if body + len > extra_at + extra_len {
+                break;
+            }
+            if id == 1 {
+                let mut p = body;
+                for field in [&mut size, &mut compressed, &mut local_offset] {
+                    if *field == 0xFFFF_FFFF && p + 8 <= body + len {
+                        *field = u64_at(file, p)?;
+                        p += 8;
+                    }
+                }
+            }
+            e = body + len;
+        }
+        entries.push(Entry {
+            name,
+            method,
+            size,
+            compressed,
+            local_offset,
+        });
+        at = next;
+    }
+    Ok(entries)
+}
+
+/// The bytes of a stored entry.
+fn entry_data<'a>(file: &'a [u8], e: &Entry) -> Result<&'a [u8]> {
+    if e.method != 0 {
+        bail!(
+            "zip entry {} is compressed (method {}); torch.save stores entries uncompressed",
+            e.name,
+            e.method
+        );
+    }
+    if e.size != e.compressed {
+        bail!("zip entry {}: stored sizes disagree", e.name);
+    }
+    let h = usize_of(e.local_offset)?;
+    if u32_at(file, h)? != 0x0403_4b50 {
+        bail!("zip entry {}: no local header at its offset", e.name);
+    }
+    let name_len = u16_at(file, h + 26)? as usize;
+    let extra_len = u16_at(file, h + 28)? as usize;
+    let start = h + 30 + name_len + extra_len;
+    start
+        .checked_add(usize_of(e.size)?)
+        .and_then(|end| file.get(start..end))
+        .ok_or_else(|| anyhow!("zip entry {} extends past the end of the file", e.name))
+}
+
+// ---------------------------------------------------------------------------------------
+// Pickle: the subset torch.save writes.
+
+/// A pickled value. Containers are shared (`Rc`), so memo references cost nothing; each
+/// carries its nesting depth, bounded by [`MAX_DEPTH`].
+#[derive(Debug, Clone)]
+pub enum Obj {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Global(Rc<str>, Rc<str>),
+    Tuple(Rc<Vec<Obj>>, usize),
+    List(Rc<Vec<Obj>>, usize),
+    Dict(Rc<Vec<(Obj, Obj)>>, usize),
+    /// `callable(*args)`, kept unevaluated; `state` from BUILD.
+    Reduce(Rc<(Obj, Obj, Option<Obj>)>, usize),
+    PersId(Rc<Obj>, usize),
+    Mark,
+}
+
+impl Obj {
+    fn depth(&self) -> usize {
+        match self {
+            Obj::Tuple(_, d)
+            | Obj::List(_, d)
+            | Obj::Dict(_, d)
+            | Obj::Reduce(_, d)
+            | Obj::PersId(_, d) => *d,
+            _ => 0,
+        }
+    }
+}
+
+fn depth_of<'a>(items: impl Iterator<Item = &'a Obj>) -> Result<usize> {
+    let d = items.map(|o| o.depth()).max().unwrap_or(0) + 1;
+    if d > MAX_DEPTH {
+        bail!("the pickle nests deeper than {MAX_DEPTH} levels");
+    }
+    Ok(d)
+}
+
+fn tuple(v: Vec<Obj>) -> Result<Obj> {
+    let d = depth_of(v.iter())?;
+    Ok(Obj::Tuple(Rc::new(v), d))
+}
+
+struct Machine<'a> {
+    code: &'a [u8],
+    pos: usize,
+    stack: Vec<Obj>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, Obj>,
+}
+
+impl<'a> Machine<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.code.len())
+            .ok_or_else(|| anyhow!("the pickle ends in the middle of an opcode"))?;
+        let s = &self.code[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn line(&mut self) -> Result<&'a str> {
+        let rest = &self.code[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| anyhow!("the pickle ends inside a GLOBAL"))?;
+        let s = std::str::from_utf8(&rest[..n]).map_err(|_| anyhow!("GLOBAL is not UTF-8"))?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+    fn push(&mut self, o: Obj) -> Result<()> {
+        if self.stack.len() >= MAX_STACK {
+            bail!("the pickle's stack grows past {MAX_STACK} entries");
+        }
+        self.stack.push(o);
+        Ok(())
+    }
+    fn pop(&mut self) -> Result<Obj> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            bail!("the pickle pops past a MARK");
+        }
+        self.stack
+            .pop()
+            .ok_or_else(|| anyhow!("the pickle pops an empty stack"))
+    }
+    fn top(&mut self) -> Result<&mut Obj> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            bail!("the pickle reads past a MARK");
+        }
+        self.stack
+            .last_mut()
+            .ok_or_else(|| anyhow!("the pickle reads an empty stack"))
+    }
+    fn pop_mark(&mut self) -> Result<Vec<Obj>> {
+        let m = self
+            .marks
+            .pop()
+            .ok_or_else(|| anyhow!("the pickle closes a MARK it never opened"))?;
+        Ok(self.stack.split_off(m.min(self.stack.len())))
+    }
+    fn memo_put(&mut self, k: u32) -> Result<()> {
+        let v = self.top()?.clone();
+        if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&k) {
+            bail!("the pickle's memo grows past {MAX_MEMO} entries");
+        }
+        self.memo.insert(k, v);
+        Ok(())
+    }
+    fn memo_get(&mut self, k: u32) -> Result<()> {
+        let v = self
+            .memo
+            .get(&k)
+            .cloned()
+            .ok_or_else(|| anyhow!("the pickle refers to memo entry {k}, never stored"))?;
+        self.push(v)
+    }
+    fn string(&mut self, n: usize) -> Result<Obj> {
+        let s = self.take(n)?;
+        let s = std::str::from_utf8(s).map_err(|_| anyhow!("a pickled string is not UTF-8"))?;
+        Ok(Obj::Str(s.into()))
+    }
+
+    fn set_items(&mut self, items: Vec<Obj>) -> Result<()> {
+        if items.len() % 2 != 0 {
+            bail!("SETITEMS with an odd number of items");
+        }
+        let target = self.top()?;
+        match target {
+            Obj::Dict(d, depth) => {
+                let add = depth_of(items.iter())?;
+                let v = Rc::make_mut(d);
+                let mut it = items.into_iter();
+                while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                    v.push((k, val));
+                }
+                *depth = (*depth).max(add);
+            }
+            // An OrderedDict() being filled: keep its items as the state.
+            Obj::Reduce(r, depth) => {
+                let add = depth_of(items.iter())?;
+                let mut pairs = Vec::with_capacity(items.len() / 2);
+                let mut it = items.into_iter();
+                while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                    pairs.push((k, val));
+                }
+                let r = Rc::make_mut(r);
+                match &mut r.2 {
+                    Some(Obj::Dict(d, _)) => Rc::make_mut(d).extend(pairs),
+                    other => *other = Some(Obj::Dict(Rc::new(pairs), add)),
+                }
+                *depth = (*depth).max(add + 1);
+                if *depth > MAX_DEPTH {
+                    bail!("the pickle nests deeper than {MAX_DEPTH} levels");
+                }
+            }
+            _ => bail!("SETITEMS on something that is not a dict"),
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, items: Vec<Obj>) -> Result<()> {
+        let add = depth_of(items.iter())?;
+        match self.top()? {
+            Obj::List(l, depth) => {
+                Rc::make_mut(l).extend(items);
+                *depth = (*depth).max(add);
+                Ok(())
+            }
+            _ => bail!("APPEND on something that is not a list"),
+        }
+    }
+
+    fn run(mut self) -> Result<Obj> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    self.u8()?;
+                } // PROTO
+                0x95 => {
+                    self.u64()?;
+                } // FRAME
+                b'.' => return self.pop(), // STOP
+                b'(' => {
+                    if self.marks.len() >= MAX_DEPTH {
+                        bail!("the pickle nests MARKs deeper than {MAX_DEPTH}");
+                    }
+                    self.marks.push(self.stack.len())
+                }
+                b'}' => self.push(Obj::Dict(Rc::new(Vec::new()), 1))?,
+                b']' => self.push(Obj::List(Rc::new(Vec::new()), 1))?,
+                b')' => self.push(tuple(Vec::new())?)?,
+                b'N' => self.push(Obj::None)?,
+                0x88 => self.push(Obj::Bool(true))?,
+                0x89 => self.push(Obj::Bool(false))?,
+                b'J' => {
+                    let v = self.u32()? as i32;
+                    self.push(Obj::Int(v as i64))?
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push(Obj::Int(v as i64))?
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.push(Obj::Int(v as i64))?
+                }
+                0x8a => {
+                    // LONG1: little-endian two's complement, up to 8 bytes here.
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    if n > 8 {
+                        bail!("a pickled integer of {n} bytes");
+                    }
+                    let mut a = [0u8; 8];
+                    a[..n].copy_from_slice(b);
+                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                        a[n..].iter_mut().for_each(|x| *x = 0xFF);
+                    }
+                    self.push(Obj::Int(i64::from_le_bytes(a)))?
+                }
+                b'G' => {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(self.take(8)?);
+                    self.push(Obj::Float(f64::from_be_bytes(a)))?
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let s = self.string(n)?;
+                    self.push(s)?
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let s = self.string(n)?;
+                    self.push(s)?
+                }
+                0x8d => {
+                    let n = usize_of(self.u64()?)?;
+                    let s = self.string(n)?;
+                    self.push(s)?
+                }
+                b'U' | b'C' => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    self.push(Obj::Bytes(b.into()))?
+                }
+                b'T' | b'B' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?;
+                    self.push(Obj::Bytes(b.into()))?
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.push(Obj::Global(module.into(), name.into()))?
+                }
+                0x93 => {
+                    // STACK_GLOBAL
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (Obj::Str(m), Obj::Str(n)) => self.push(Obj::Global(m, n))?,
+                        _ => bail!("STACK_GLOBAL of something other than two strings"),
+                    }
+                }
+                b'q' => {
+                    let k = self.u8()? as u32;
+                    self.memo_put(k)?
+                }
+                b'r' => {
+                    let k = self.u32()?;
+                    self.memo_put(k)?
+                }
+                0x94 => {
+                    let k = self.memo.len() as u32;
+                    self.memo_put(k)?
+                }
+                b'h' => {
+                    let k = self.u8()? as u32;
+                    self.memo_get(k)?
+                }
+                b'j' => {
+                    let k = self.u32()?;
+                    self.memo_get(k)?
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push(tuple(items)?)?
+                }
+                0x85 => {
+                    let a = self.pop()?;
+                    self.push(tuple(vec![a])?)?
+                }
+                0x86 => {
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.push(tuple(vec![a, b])?)?
+                }
+                0x87 => {
+                    let c = self.pop()?;
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.push(tuple(vec![a, b, c])?)?
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    let d = depth_of(items.iter())?;
+                    self.push(Obj::List(Rc::new(items), d))?
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.push(Obj::Dict(Rc::new(Vec::new()), 1))?;
+                    self.set_items(items)?
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    self.append(vec![v])?
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    self.append(items)?
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    self.set_items(vec![k, v])?
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    self.set_items(items)?
+                }
+                b'R' | 0x81 => {
+                    // REDUCE, NEWOBJ
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let d = depth_of([&callable, &args].into_iter())?;
+                    self.push(Obj::Reduce(Rc::new((callable, args, None)), d))?
+                }
+                b'b' => {
+                    // BUILD: the state goes beside the object.
+                    let state = self.pop()?;
+                    let add = depth_of(std::iter::once(&state))?;
+                    match self.top()? {
+                        Obj::Reduce(r, depth) => {
+                            Rc::make_mut(r).2 = Some(state);
+                            *depth = (*depth).max(add);
+                        }
+                        _ => bail!("BUILD on something that is not an object"),
+                    }
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let d = depth_of(std::iter::once(&pid))?;
+                    self.push(Obj::PersId(Rc::new(pid), d))?
+                }
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.push(v)?
+                }
+                other => bail!(
+                    "pickle opcode 0x{other:02x} at byte {} is not part of torch.save's format",
+                    self.pos - 1
+                ),
+            }
+        }
+    }
+}
+
+/// Runs the pickle `code` (torch.save's subset) to its value.
+pub fn unpickle(code: &[u8]) -> Result<Obj> {
+    let m = Machine {
+        code,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    };
+    let v = m.run()?;
+    if matches!(v, Obj::Mark) {
+        bail!("the pickle's value is a MARK");
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------
+// State dicts.
+
+/// The (key, value) items of a dict or an OrderedDict.
+fn dict_items(o: &Obj) -> Option<&[(Obj, Obj)]> {
+    match o {
+        Obj::Dict(d, _) => Some(d),
+        Obj::Reduce(r, _) => match (&r.0, &r.2) {
+            (Obj::Global(m, n), Some(Obj::Dict(d, _)))
+                if &**m == "collections" && &**n == "OrderedDict" =>
+            {
+                Some(d)
+            }
+            (Obj::Global(m, n), None) if &**m == "collections" && &**n == "OrderedDict" => {
+                Some(&[])
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn is_global(o: &Obj, module: &str, name: &str) -> bool {
+    matches!(o, Obj::Global(m, n) if &**m == module && &**n == name)
+}
+
+fn tuple_items(o: &Obj) -> Option<&[Obj]> {
+    match o {
+        Obj::Tuple(t, _) => Some(t),
+        _ => None,
+    }
+}
+
+fn ints(o: &Obj, what: &str) -> Result<Vec<usize>> {
+    tuple_items(o)
+        .ok_or_else(|| anyhow!("its {what} is not a tuple"))?
+        .iter()
+        .map(|v| match v {
+            Obj::Int(i) if *i >= 0 => Ok(*i as usize),
+            _ => Err(anyhow!("its {what} holds a value that is not a size")),
+        })
+        .collect()
+}
+
+/// A tensor as the pickle declares it.
+struct TensorRef {
+    storage_key: String,
+    dtype: DType,
+    offset: usize,
+    shape: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+fn storage_dtype(class: &Obj) -> Result<DType> {
+    let name = match class {
+        Obj::Global(m, n) if &**m == "torch" => n.clone(),
+        _ => bail!("its storage type is not a torch storage class"),
+    };
+    Ok(match &*name {
+        "FloatStorage" => DType::F32,
+        "DoubleStorage" => DType::F64,
+        "HalfStorage" => DType::F16,
+        "BFloat16Storage" => DType::BF16,
+        "LongStorage" => DType::I64,
+        "IntStorage" => DType::I32,
+        "ShortStorage" => DType::I16,
+        "ByteStorage" => DType::U8,
+        other => bail!("its storage type {other} is not one memprune reads"),
+    })
+}
+
+/// `Some` when `value` is a tensor (`_rebuild_tensor_v2`, possibly in `_rebuild_parameter`),
+/// `None` when it is something else (a number, a string: kept out of the state dict).
+fn tensor_ref(value: &Obj) -> Result<Option<TensorRef>> {
+    let Obj::Reduce(r, _) = value else {
+        return Ok(None);
+    };
+    let (callable, args) = (&r.0, &r.1);
+    if is_global(callable, "torch._utils", "_rebuild_parameter")
+        || is_global(callable, "torch._utils", "_rebuild_parameter_with_state")
+    {
+        let inner = tuple_items(args)
+            .and_then(|a| a.first())
+            .ok_or_else(|| anyhow!("_rebuild_parameter without arguments"))?;
+        return tensor_ref(inner);
+    }
+    if !is_global(callable, "torch._utils", "_rebuild_tensor_v2") {
+        return Ok(None);
+    }
+    let a = tuple_items(args)
+        .ok_or_else(|| anyhow!("_rebuild_tensor_v2's arguments are not a tuple"))?;
+    if a.len() < 4 {
+        bail!(
+            "_rebuild_tensor_v2 with {} arguments (storage, offset, size, stride needed)",
+            a.len()
+        );
+    }
+    let Obj::PersId(pid, _) = &a[0] else {
+        bail!("_rebuild_tensor_v2 without a storage reference");
+    };
+    let pid = tuple_items(pid).ok_or_else(|| anyhow!("a storage reference is not a tuple"))?;
+    if pid.len() < 3 {
+        bail!(
+            "a storage reference with {} fields (\"storage\", type, key needed)",
+            pid.len()
+        );
+    }
+    if !matches!(&pid[0], Obj::Str(s) if &**s == "storage") {
+        bail!("a persistent reference that is not a storage");
+    }
+    let dtype = storage_dtype(&pid[1])?;
+    let storage_key = match &pid[2] {
+        Obj::Str(s) => s.to_string(),
+        _ => bail!("a storage key that is not a string"),
+    };
+    let offset = match &a[1] {
+        Obj::Int(i) if *i >= 0 => *i as usize,
+        _ => bail!("a storage offset that is not a size"),
+    };
+    let shape = ints(&a[2], "size")?;
+    let stride = ints(&a[3], "stride")?;
+    if shape.len() != stride.len() {
+        bail!(
+            "a size of {} dimensions with a stride of {}",
+            shape.len(),
+            stride.len()
+        );
+    }
+    Ok(Some(TensorRef {
+        storage_key,
+        dtype,
+        offset,
+        shape,
+        stride,
+    }))
+}
+
+/// Copies the tensor out of its storage bytes, after checking that every element it
+/// declares lies inside them.
+fn materialize(t: &TensorRef, storage: &[u8]) -> Result<Tensor> {
+    let es = t.dtype.size_in_bytes();
+    let stored = storage.len() / es;
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| anyhow!("its size {:?} overflows", t.shape))?;
+    if numel > 0 {
+        // The last element it reaches, computed without overflow.
+        let mut last = t.offset;
+        for (&d, &s) in t.shape.iter().zip(&t.stride) {
+            last = (d - 1)
+                .checked_mul(s)
+                .and_then(|x| x.checked_add(last))
+                .ok_or_else(|| anyhow!("its strides overflow"))?;
+        }
+        if last >= stored || numel > stored {
+            bail!(
+                "it declares size {:?} (stride {:?}, offset {}) but its storage holds {stored} elements",
+                t.shape,
+                t.stride,
+                t.offset
+            );
+        }
+    }
+    let contiguous = {
+        let mut expect = 1usize;
+        let mut ok = true;
+        for (&d, &s) in t.shape.iter().zip(&t.stride).rev() {
+            if d != 1 && s != expect {
+                ok = false;
+            }
+            expect = expect.saturating_mul(d);
+        }
+        ok
+    };
+    let bytes: Vec<u8> = if contiguous {
+        storage[t.offset * es..(t.offset + numel) * es].to_vec()
+    } else {
+        let mut out = Vec::with_capacity(numel * es);
+        let mut idx = vec![0usize; t.shape.len()];
+        for _ in 0..numel {
+            let at = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            out.extend_from_slice(&storage[at * es..(at + 1) * es]);
+            for k in (0..idx.len()).rev() {
+                idx[k] += 1;
+                if idx[k] < t.shape[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        out
+    };
+    Ok(Tensor::from_raw_buffer(
+        &bytes,
+        t.dtype,
+        &t.shape,
+        &Device::Cpu,
+    )?)
+}
+
+/// The keys under which training scripts nest a state dict, tried in this order.
+pub const NESTING_KEYS: [&str; 3] = ["state_dict", "model", "model_state_dict"];
+
+fn key_name(k: &Obj) -> String {
+    match k {
+        Obj::Str(s) => s.to_string(),
+        Obj::Int(i) => i.to_string(),
+        // Never Debug-print a key: shared containers could make that exponential.
+        _ => "(a key that is not a string)".into(),
+    }
+}
+
+/// Reads the state dict of the torch.save zip in `bytes`: the top-level dict when it holds
+/// tensors, else the first of [`NESTING_KEYS`] that does. Errors do not name the file (the
+/// caller does).
+pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
+    if is_legacy(bytes) {
+        bail!("a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch (torch.save(torch.load(f), f), the zip format) or convert it to safetensors");
+    }
+    let entries = central_directory(bytes)?;
+    let pkl = entries
+        .iter()
+        .find(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"))
+        .ok_or_else(|| anyhow!("a zip without data.pkl: not a torch.save file"))?;
+    let dir = pkl
+        .name
+        .strip_suffix("data.pkl")
+        .unwrap_or_default()
+        .to_string();
+    if let Some(b) = entries.iter().find(|e| e.name == format!("{dir}byteorder")) {
+        if entry_data(bytes, b)? != b"little" {
+            bail!("a big-endian torch.save file");
+        }
+    }
+    let root = unpickle(entry_data(bytes, pkl)?)?;
+    let top = dict_items(&root).ok_or_else(|| anyhow!("data.pkl holds no dict of tensors"))?;
+    let has_tensors = |items: &[(Obj, Obj)]| -> Result<bool> {
+        for (k, v) in items {
+            let t = tensor_ref(v).map_err(|e| anyhow!("tensor `{}`: {e}", key_name(k)))?;
+            if t.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let chosen = if has_tensors(top)? {
+        top
+    } else {
+        let mut found = None;
+        for key in NESTING_KEYS {
+            if let Some((_, v)) = top
+                .iter()
+                .find(|(k, _)| matches!(k, Obj::Str(s) if &**s == key))
+            {
+                if let Some(items) = dict_items(v) {
+                    if has_tensors(items)? {
+                        found = Some(items);
+                        break;
+                    }
+                }
+            }
+        }
+        found.ok_or_else(|| {
+            let keys: Vec<String> = top.iter().take(12).map(|(k, _)| key_name(k)).collect();
+            anyhow!(
+                "no tensors at the top level nor under {} (top-level keys: {})",
+                NESTING_KEYS.join(", "),
+                if keys.is_empty() {
+                    "none".into()
+                } else {
+                    keys.join(", ")
+                }
+            )
+        })?
+    };
+    let storages: HashMap<&str, &Entry> = entries
+        .iter()
+        .filter_map(|e| e.name.strip_prefix(&format!("{dir}data/")).map(|k| (k, e)))
+        .collect();
+    let mut out = Vec::with_capacity(chosen.len());
+    for (k, v) in chosen {
+        let Some(t) = tensor_ref(v).map_err(|e| anyhow!("tensor `{}`: {e}", key_name(k)))? else {
+            continue;
+        };
+        let name = match k {
+            Obj::Str(s) => s.to_string(),
+            _ => bail!("a state dict key that is not a string"),
+        };
+        let entry = storages.get(t.storage_key.as_str()).ok_or_else(|| {
+            anyhow!(
+                "tensor `{name}`: storage {} missing from the zip",
+                t.storage_key
+            )
+        })?;
+        let data = entry_data(bytes, entry)?;
+        let tensor = materialize(&t, data).map_err(|e| anyhow!("tensor `{name}`: {e}"))?;
+        out.push((name, tensor));
+    }
+    Ok(out)
+}
