@@ -118,8 +118,14 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
     let mut out = table(&header, &rows);
     let _ = writeln!(
         out,
-        "\n[95 % intervals over units]  unseen: the same units on as many test points the encoder never saw.\nexcess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization."
+        "\n[95 % intervals over units]  unseen: the same units on as many test points the encoder never saw."
     );
+    if with_excess {
+        let _ = writeln!(
+            out,
+            "excess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization."
+        );
+    }
     out
 }
 
