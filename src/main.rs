@@ -144,7 +144,8 @@ enum Experiment {
         /// Data (train split for UnitMem and the probe, test split for the probe).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Training points UnitMem is measured on (the paper: 5000).
+        /// Training points UnitMem is measured on (the paper: 5000), at most the encoder's own
+        /// training points when its metadata records them; the control uses as many test points.
         #[arg(long, default_value_t = 5000)]
         points: usize,
         #[arg(long, default_value_t = 10)]
@@ -326,15 +327,28 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     let data_path = data_path.unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
-    let pts = memprune::data::Subset::random(points.min(train.len()), seed, train.len())?.indices;
+    // UnitMem on the encoder's own training points (when it records them), with its control
+    // on as many test points, for the UnitMem-excess rows.
+    let pts = measure::default_unit_points(&enc, &train, Split::Train, points, seed)?;
+    let unseen = measure::unseen_points(&test, pts.len(), seed)?;
     let settings = ViewSettings {
         augment: AugmentConfig::default(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed,
         batch: 250,
     };
-    let pb = measure::progress_bar(pts.len(), !quiet, "UnitMem");
-    let unit = measure::unit_mem(&enc, &train, &pts, views, Reduce::Mean, &settings, &pb)?;
+    let control = (unseen.len() == pts.len()).then_some((&test, unseen.as_slice()));
+    let unit = measure::unit_scores_with_control(
+        &enc,
+        &train,
+        &pts,
+        control,
+        views,
+        Reduce::Mean,
+        false,
+        &settings,
+        !quiet,
+    )?;
     let probe = memprune::eval::probe::ProbeSettings::default();
     let t = memprune::eval::experiment::table6(
         &enc,

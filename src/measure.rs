@@ -119,6 +119,9 @@ pub fn choose_points(
         DefaultPoints::Candidates(_) => crate::train_meta::candidates(&encoder.checkpoint)?,
         DefaultPoints::Random(_) | DefaultPoints::Training(_) => None,
     };
+    if let (Some(k), DefaultPoints::Training(_)) = (choice.points, default) {
+        return default_unit_points(encoder, set, split, k, seed);
+    }
     if let (Some(k), None) = (choice.points, &candidates) {
         return Ok(Subset::random(k, seed, n)?.indices);
     }

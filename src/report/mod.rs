@@ -118,8 +118,14 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
     let mut out = table(&header, &rows);
     let _ = writeln!(
         out,
-        "\n[95 % intervals over units]  unseen: the same units on as many test points the encoder never saw.\nexcess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization."
+        "\n[95 % intervals over units]  unseen: the same units on as many test points the encoder never saw."
     );
+    if with_excess {
+        let _ = writeln!(
+            out,
+            "excess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization."
+        );
+    }
     out
 }
 
@@ -471,10 +477,19 @@ pub fn table6(t: &crate::eval::experiment::Table6) -> String {
         r
     }];
     for (si, s) in SETTINGS.iter().enumerate() {
-        for (k, strategy) in [Strategy::Top, Strategy::Random, Strategy::Low]
-            .iter()
-            .enumerate()
+        for (k, strategy) in [
+            Strategy::Top,
+            Strategy::Random,
+            Strategy::Low,
+            Strategy::TopExcess,
+            Strategy::LowExcess,
+        ]
+        .iter()
+        .enumerate()
         {
+            if !t.rows.iter().any(|x| x.strategy == *strategy) {
+                continue;
+            }
             let scope = if s.scope == Scope::PerLayer {
                 "per layer"
             } else {
@@ -503,11 +518,10 @@ pub fn table6(t: &crate::eval::experiment::Table6) -> String {
                     .unwrap_or_else(|| "-".into());
                 r.push(cell);
             }
-            let (pm, ps) = PAPER_TABLE6[si * 3 + k];
-            r.push(if ps > 0.0 {
-                format!("{pm:.2} ± {ps:.2}")
-            } else {
-                format!("{pm:.2}")
+            r.push(match (k < 3).then(|| PAPER_TABLE6[si * 3 + k]) {
+                Some((pm, ps)) if ps > 0.0 => format!("{pm:.2} ± {ps:.2}"),
+                Some((pm, _)) => format!("{pm:.2}"),
+                None => "-".into(),
             });
             rows.push(r);
         }
@@ -539,6 +553,8 @@ pub fn table6_chart(t: &crate::eval::experiment::Table6) -> anyhow::Result<Strin
                 Strategy::Top => "highest-UnitMem units pruned",
                 Strategy::Random => "random units pruned",
                 Strategy::Low => "lowest-UnitMem units pruned",
+                Strategy::TopExcess => "highest-UnitMem-excess units pruned",
+                Strategy::LowExcess => "lowest-UnitMem-excess units pruned",
             };
             chart::Series {
                 name: name.into(),
