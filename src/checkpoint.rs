@@ -33,9 +33,9 @@ impl Checkpoint {
     pub fn load(path: &Path, prefix: Option<&str>) -> Result<Checkpoint> {
         let shown = path.display();
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
-        let (raw, metadata) = if bytes_head.starts_with(b"PK") {
-            (read_pth(path)?, BTreeMap::new())
-        } else if crate::pth::is_legacy(&bytes_head) {
+        // Zip torch.save files, and legacy ones (named as such by the .pth reader).
+        let (raw, metadata) = if bytes_head.starts_with(b"PK") || crate::pth::is_legacy(&bytes_head)
+        {
             (read_pth(path)?, BTreeMap::new())
         } else {
             read_safetensors(path)?

@@ -85,7 +85,7 @@ impl OutputSet {
         let c = canonical(path);
         if let Some(i) = self.inputs.iter().find(|i| i.canonical == c) {
             bail!(
-                "{}: {what} would overwrite {} {} (an input); choose another path",
+                "{}: {what}: refusing to write over {} {} (an input); choose another path",
                 path.display(),
                 i.what,
                 i.shown.display()

@@ -322,7 +322,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Obj>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             bail!("SETITEMS with an odd number of items");
         }
         let target = self.top()?;

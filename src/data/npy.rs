@@ -140,7 +140,10 @@ fn read_npy(path: &Path, descr: &str, width: usize) -> Result<(Vec<usize>, Vec<u
         bail!("{p}: Fortran order is not supported");
     }
     let s = field("shape")?;
-    let close = s.find(')').ok_or_else(|| anyhow!("{p}: bad shape"))?;
+    let close = s
+        .find(')')
+        .filter(|_| s.starts_with('('))
+        .ok_or_else(|| anyhow!("{p}: bad shape"))?;
     let shape = s[1..close]
         .split(',')
         .map(str::trim)
@@ -150,7 +153,11 @@ fn read_npy(path: &Path, descr: &str, width: usize) -> Result<(Vec<usize>, Vec<u
                 .map_err(|_| anyhow!("{p}: bad shape entry {t:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(width, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| anyhow!("{p}: shape {shape:?} is too large"))?
+        / width;
     if b.len() - body != width * n {
         bail!(
             "{p}: expected {} data bytes for shape {shape:?}, got {}",
