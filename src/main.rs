@@ -8,6 +8,7 @@ use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use memprune::metrics::layer_mem::Pairing;
 use memprune::metrics::unit_mem::Reduce;
+use memprune::model::options::Tokens;
 use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::plan::PolicyFile;
@@ -157,6 +158,13 @@ struct LoadArgs {
     /// Override the ResNet stem detection (by conv1's kernel size).
     #[arg(long, value_enum)]
     stem: Option<Stem>,
+    /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// ViT: the tokens of each sub-layer output that LayerMem compares: `all` (every token
+    /// flattened, the authors' LayerMem script) or `cls` (the class token).
+    #[arg(long, value_enum, default_value_t = Tokens::All)]
+    tokens: Tokens,
 }
 
 impl LoadArgs {
@@ -164,6 +172,8 @@ impl LoadArgs {
         LoadOptions {
             prefix: self.prefix.clone(),
             stem: self.stem,
+            heads: self.heads,
+            tokens: self.tokens,
         }
     }
 }
