@@ -31,12 +31,20 @@ impl Checkpoint {
     /// Reads `path` (safetensors, or a PyTorch zip `.pth`/`.pt` state dict). `prefix`, when
     /// given, is the one prefix to strip; otherwise [`WRAPPER_PREFIXES`] are stripped.
     pub fn load(path: &Path, prefix: Option<&str>) -> Result<Checkpoint> {
+        Checkpoint::load_keyed(path, prefix, None)
+    }
+
+    /// As [`Checkpoint::load`], reading the state dict under `key` of a container (a DINO
+    /// checkpoint's `teacher` or `student`; in safetensors, the names under `key.`). Without
+    /// a key, a container of `teacher`/`student` dicts gives the teacher.
+    pub fn load_keyed(path: &Path, prefix: Option<&str>, key: Option<&str>) -> Result<Checkpoint> {
         let shown = path.display();
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
         let (raw, metadata) = if bytes_head.starts_with(b"PK") {
-            (read_pth(path)?, BTreeMap::new())
+            (read_pth(path, key)?, BTreeMap::new())
         } else {
-            read_safetensors(path)?
+            let (raw, meta) = read_safetensors(path)?;
+            (crate::container::select_key(raw, key, path)?, meta)
         };
         if raw.is_empty() {
             bail!("{shown}: the checkpoint holds no tensors");
@@ -151,7 +159,7 @@ fn strip_prefix(name: &str, prefix: Option<&str>) -> String {
     }
 }
 
-type RawTensors = Vec<(String, Tensor)>;
+pub(crate) type RawTensors = Vec<(String, Tensor)>;
 
 fn read_safetensors(path: &Path) -> Result<(RawTensors, BTreeMap<String, String>)> {
     let shown = path.display();
@@ -222,16 +230,15 @@ fn st_dtype(d: safetensors::Dtype, name: &str, path: &Path) -> Result<DType> {
     })
 }
 
-fn read_pth(path: &Path) -> Result<RawTensors> {
+fn read_pth(path: &Path, key: Option<&str>) -> Result<RawTensors> {
     let shown = path.display();
     // Lightning and many training scripts nest the weights under a key.
     let mut last_err = None;
-    for key in [
-        None,
-        Some("state_dict"),
-        Some("model"),
-        Some("model_state_dict"),
-    ] {
+    let keys = match key {
+        Some(k) => vec![Some(k)],
+        None => crate::container::PTH_KEYS.to_vec(),
+    };
+    for key in keys {
         match candle_core::pickle::read_all_with_key(path, key) {
             Ok(v) if !v.is_empty() => {
                 let mut v = v;

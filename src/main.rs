@@ -158,6 +158,11 @@ struct LoadArgs {
     /// Override the ResNet stem detection (by conv1's kernel size).
     #[arg(long, value_enum)]
     stem: Option<Stem>,
+    /// The key of the container holding the state dict (`teacher` or `student` of a DINO,
+    /// DINOv2 or iBOT checkpoint; default: the state dict itself, else `state_dict`, `model`,
+    /// `model_state_dict`, `teacher`).
+    #[arg(long)]
+    key: Option<String>,
     /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
     #[arg(long)]
     heads: Option<usize>,
@@ -165,15 +170,20 @@ struct LoadArgs {
     /// flattened, the authors' LayerMem script) or `cls` (the class token).
     #[arg(long, value_enum, default_value_t = Tokens::All)]
     tokens: Tokens,
+    /// Set by `measure layer`: a ViT's layers are its attention and MLP sub-layer outputs.
+    #[arg(skip)]
+    sub_layers_only: bool,
 }
 
 impl LoadArgs {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             prefix: self.prefix.clone(),
+            key: self.key.clone(),
             stem: self.stem,
             heads: self.heads,
             tokens: self.tokens,
+            sub_layers_only: self.sub_layers_only,
         }
     }
 }
@@ -529,11 +539,12 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
         Measure::Layer {
-            common: c,
+            common: mut c,
             reference,
             pairing,
             per_point,
         } => {
+            c.load.sub_layers_only = true;
             let p = prepare(&c, DefaultPoints::Candidates(100))?;
             let ref_path = match reference {
                 Some(r) => r,

@@ -27,7 +27,7 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn load(path: &std::path::Path, opts: &LoadOptions) -> Result<Encoder> {
-        let ckpt = Checkpoint::load(path, opts.prefix.as_deref())?;
+        let ckpt = Checkpoint::load_keyed(path, opts.prefix.as_deref(), opts.key.as_deref())?;
         Encoder::from_checkpoint(ckpt, opts)
     }
 

@@ -12,5 +12,6 @@ pub mod pool;
 pub mod registry;
 pub mod resnet;
 pub mod resnet9;
+pub mod vit;
 
 pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

@@ -38,10 +38,17 @@ pub enum Tokens {
 pub struct LoadOptions {
     /// The one prefix to strip from tensor names (default: the usual wrapper prefixes).
     pub prefix: Option<String>,
+    /// The container key holding the state dict (`teacher`, `student`; see
+    /// [`crate::container`]). Default: the usual keys, the teacher of a DINO checkpoint.
+    pub key: Option<String>,
     /// Override the ResNet stem detection.
     pub stem: Option<Stem>,
     /// ViT attention heads (default: memprune's metadata, else timm's convention).
     pub heads: Option<usize>,
     /// ViT: the tokens of the attention and MLP sub-layer outputs that `forward_taps` returns.
     pub tokens: Tokens,
+    /// ViT: only the attention and MLP sub-layer outputs (and `pool`) as layers, what
+    /// LayerMem compares (the paper's "attention" and "FC" rows, so that dLayerMem steps
+    /// from one sub-layer to the next); `measure layer` sets it.
+    pub sub_layers_only: bool,
 }
