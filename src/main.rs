@@ -69,6 +69,15 @@ enum Command {
 const CHOICES: &str = "Choices where the paper is silent:
   act_u       the spatial mean of a channel of the layer's output as the network passes it
               on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
+  ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
+              the class token included (signed); `blockN.heads`: a head, act_u = the mean
+              over all tokens of the L2 norm of the head's output before `proj`;
+              `blockN.attn` / `blockN.mlp`: each residual-stream dimension averaged over
+              tokens (signed); `pool`: the class token after `norm` (or fc_norm of the mean
+              of the patch tokens)
+  ViT layers  LayerMem compares `blockN.attn` and `blockN.mlp`, the attention and MLP
+              sub-layer outputs after their residual adds, and `pool`; --tokens all
+              (default: every token flattened, the authors' LayerMem script) or cls
   dead unit   mu_max <= 0: UnitMem 0, counted as dead
   signed      a layer with negative activations is flagged `(signed)`; its ratio is reported
               as computed (0 when the denominator is 0)
