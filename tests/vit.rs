@@ -274,13 +274,19 @@ fn coupling_groups_slice_heads_from_each_qkv_third() {
     let mut outs = Vec::new();
     for mode in [PruneMode::Remove, PruneMode::Mask] {
         let t = prune_tensors(&enc.checkpoint.stored, &groups, &cut, mode).unwrap();
-        let mut meta = BTreeMap::new();
-        let h = if mode == PruneMode::Remove {
+        // What the rewriter adds: the heads left in each block.
+        let removed = if mode == PruneMode::Remove {
+            vec![("block1.heads".to_string(), 1)]
+        } else {
+            vec![]
+        };
+        let meta = enc.arch.rewrite_metadata(&removed);
+        let want = if mode == PruneMode::Remove {
             "3,4"
         } else {
-            "4"
+            "4,4"
         };
-        meta.insert("memprune.heads".to_string(), h.to_string());
+        assert_eq!(meta["memprune.heads"], want);
         let ck = Checkpoint::from_tensors(&enc.checkpoint.path, t, meta);
         let e = Encoder::from_checkpoint(ck, &LoadOptions::default()).unwrap();
         outs.push(e.features(&x).unwrap());

@@ -96,6 +96,15 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
         Vec::new()
     }
+    /// Metadata a rewritten checkpoint needs to load as this network with units removed
+    /// (`removed`: per coupling group, the units removed; empty when masking): what shapes
+    /// cannot say, such as a ViT's heads per block.
+    fn rewrite_metadata(
+        &self,
+        _removed: &[(String, usize)],
+    ) -> std::collections::BTreeMap<String, String> {
+        Default::default()
+    }
     fn clone_box(&self) -> Box<dyn Net>;
     fn as_any(&self) -> &dyn std::any::Any;
 }

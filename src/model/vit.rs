@@ -903,6 +903,28 @@ impl Net for Vit {
         v
     }
 
+    /// `memprune.heads`: the heads of every block after the removal, so that the rewritten
+    /// file loads with the right head width whatever the flags.
+    fn rewrite_metadata(
+        &self,
+        removed: &[(String, usize)],
+    ) -> std::collections::BTreeMap<String, String> {
+        let heads: Vec<String> = self
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let gone: usize = removed
+                    .iter()
+                    .filter(|(g, _)| *g == format!("block{}.heads", i + 1))
+                    .map(|(_, n)| n)
+                    .sum();
+                (b.heads - gone).to_string()
+            })
+            .collect();
+        [("memprune.heads".to_string(), heads.join(","))].into()
+    }
+
     fn clone_box(&self) -> Box<dyn Net> {
         Box::new(self.clone())
     }
