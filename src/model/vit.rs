@@ -76,12 +76,9 @@ struct Norm {
 }
 
 impl Norm {
+    /// LayerNorm over the last dimension (candle's fused kernel).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let y = xc.broadcast_div(&(var + LN_EPS)?.sqrt()?)?;
-        y.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, LN_EPS as f32)
     }
 }
 
