@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         save_dtype: candle_core::DType::F32,
         init_from: None,
         trainable: None,
+        planted: None,
     };
     let mut t = Trainer::new(cfg, &set, "embedded", None)?;
     let order = t.epoch_order(0);

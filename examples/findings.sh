@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Reproduces the paper's findings on the embedded default, one command:
-#   examples/findings.sh [OUT_DIR]        (default out/findings; Table 6 is most of its time)
-# 1. LayerMem by depth (f against g, the 1,000 candidate points, 10 view pairs)
-# 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder (1000 points)
-# 5. Table 5: fine-tune the two highest-dLayerMem layers, or the last two, then probe
-# 6. Table 6: pruning top / random / low UnitMem units, linear-probe accuracy
+# The paper's findings on the embedded default, with memprune's intervals and controls, in
+# one command (timed in the README):
+#   examples/findings.sh [OUT_DIR]        (default out/findings)
+# 1. LayerMem by depth: f against g on f's 50 candidates, 10 view pairs; control: as many
+#    test points neither saw (corrected = LayerMem - control), and the symmetric estimate
+#    (g's own independent points); the planted digits against the other candidates.
+# 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder, each beside
+#    the same units on as many unseen test points; UnitMem-excess per layer; the planted
+#    digits as argmax of the highest-excess units.
+# 5. Table 5: fine-tune the two highest-(corrected)-dLayerMem layers, or the last two.
+# 6. Table 6: pruning top / random / low UnitMem and UnitMem-excess units.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/findings}
@@ -14,8 +19,10 @@ M=target/release/memprune
 F=assets/models/resnet9-simclr-f.safetensors
 S=assets/models/resnet9-supervised.safetensors
 
-echo "== Finding 1: LayerMem by depth"
-$M measure layer --points 1000 -q --json "$OUT/layer.json"
+echo "== Finding 1: LayerMem by depth (control: unseen test points)"
+$M measure layer -q --json "$OUT/layer.json"
+echo; echo "== Finding 1, symmetric estimate (control: g's independent points)"
+$M measure layer -q --control independent --json "$OUT/layer-symmetric.json"
 echo; echo "== Finding 3: UnitMem and ClassMem, SSL (f) against supervised"
 for m in "$F" "$S"; do
   n=$(basename "$m" .safetensors)
@@ -29,5 +36,5 @@ $M train --framework supervised --init "$FT" --epochs 2 -q --out "$OUT/ft-dlayer
 $M train --framework supervised --init "$FT" --trainable block7,block8 --epochs 2 -q \
   --out "$OUT/ft-last2.safetensors"
 for m in ft-dlayermem ft-last2; do $M probe "$OUT/$m.safetensors" -q; done
-echo; echo "== Finding 6: pruning by UnitMem (Table 6)"
+echo; echo "== Finding 6: pruning by UnitMem and UnitMem-excess (Table 6)"
 $M experiment prune -q --json "$OUT/table6.json" --chart "$OUT/table6.svg"

@@ -15,8 +15,14 @@ fn asset(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// The embedded Fashion-MNIST subset (10,000 training and 2,000 test images).
+/// The embedded memorization data set: the first 500 Fashion-MNIST training images with 10
+/// MNIST digits planted among f's candidates, and 2,000 Fashion-MNIST test images.
 pub fn data() -> PathBuf {
+    asset("fashion-mnist-planted")
+}
+
+/// The larger embedded Fashion-MNIST subset (10,000 training and 2,000 test images).
+pub fn data_10k() -> PathBuf {
     asset("fashion-mnist")
 }
 

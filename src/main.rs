@@ -6,7 +6,7 @@ use memprune::data::augment::AugmentConfig;
 use memprune::data::normalize::Normalization;
 use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-use memprune::metrics::layer_mem::Pairing;
+use memprune::metrics::layer_mem::{Control, Pairing};
 use memprune::metrics::unit_mem::Reduce;
 use memprune::model::options::Tokens;
 use memprune::model::resnet::Stem;
@@ -85,7 +85,20 @@ const CHOICES: &str = "Choices where the paper is silent:
   median      numpy's (mean of the two middle values)
   LayerMem    reps are layer outputs flattened and scaled to unit L2 norm (a zero output stays
               zero); pair j = views 2j and 2j+1; SSL_f + SSL_g = 0 scores 0; the top/bottom
-              halves are ranked once, by SSLMem' of the last layer
+              halves are ranked by SSLMem' of the last layer on the first K/2 view pairs and
+              reported on the other K/2 (no selection bias)
+  intervals   95 % percentile bootstrap, 1,000 resamples seeded by --seed: LayerMem over
+              points (candidates and control resampled independently), UnitMem/ClassMem
+              layer means over units
+  control     LayerMem: the same on as many test-split points neither encoder saw;
+              corrected = LayerMem(candidates) - LayerMem(unseen) (--control independent:
+              (LayerMem(candidates) - LayerMem(g's independent points)) / 2, the symmetric
+              estimate). UnitMem/ClassMem: the same units on as many test-split points.
+              UnitMem-excess(u) = (mu_max,train - mu_max,unseen) / (mu_max,train +
+              mu_max,unseen): ~0 for a unit that is merely selective, -> 1 for a unit whose
+              peak response to a training point no unseen point reaches
+  points      unit/class: the encoder's own training points when its metadata records a
+              split of this data set (at most 1,000, random), else 1,000 random points
   views       view v of point i is a pure function of (seed, i, v): RandomResizedCrop as
               torchvision (bilinear, no antialias), flip, colour jitter in random order,
               grayscale; results do not depend on --batch or the thread count";
@@ -124,6 +137,10 @@ enum Measure {
         /// Also print (and put in --json) SSLMem' of every point at every layer.
         #[arg(long)]
         per_point: bool,
+        /// The control points: `unseen` (test-split points neither encoder saw), or
+        /// `independent` (g's own training points, the symmetric estimate), or `none`.
+        #[arg(long, value_enum, default_value_t = Control::Unseen)]
+        control: Control,
     },
 }
 
@@ -137,7 +154,8 @@ enum Experiment {
         /// Data (train split for UnitMem and the probe, test split for the probe).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Training points UnitMem is measured on (the paper: 5000).
+        /// Training points UnitMem is measured on (the paper: 5000), at most the encoder's own
+        /// training points when its metadata records them; the control uses as many test points.
         #[arg(long, default_value_t = 5000)]
         points: usize,
         #[arg(long, default_value_t = 10)]
@@ -248,6 +266,10 @@ struct MeasureArgs {
     /// Write the exact view tensors used (.npy) and the point indices to this folder.
     #[arg(long)]
     dump_views: Option<PathBuf>,
+    /// Skip the control on unseen points (faster; the scores then cannot be told from
+    /// selectivity or a fixed f-g difference).
+    #[arg(long)]
+    no_control: bool,
 }
 
 fn main() {
@@ -334,15 +356,28 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     let data_path = data_path.unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
-    let pts = memprune::data::Subset::random(points.min(train.len()), seed, train.len())?.indices;
+    // UnitMem on the encoder's own training points (when it records them), with its control
+    // on as many test points, for the UnitMem-excess rows.
+    let pts = measure::default_unit_points(&enc, &train, Split::Train, points, seed)?;
+    let unseen = measure::unseen_points(&test, pts.len(), seed)?;
     let settings = ViewSettings {
         augment: AugmentConfig::default(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed,
         batch: 250,
     };
-    let pb = measure::progress_bar(pts.len(), !quiet, "UnitMem");
-    let unit = measure::unit_mem(&enc, &train, &pts, views, Reduce::Mean, &settings, &pb)?;
+    let control = (unseen.len() == pts.len()).then_some((&test, unseen.as_slice()));
+    let unit = measure::unit_scores_with_control(
+        &enc,
+        &train,
+        &pts,
+        control,
+        views,
+        Reduce::Mean,
+        false,
+        &settings,
+        !quiet,
+    )?;
     let probe = memprune::eval::probe::ProbeSettings::default();
     let t = memprune::eval::experiment::table6(
         &enc,
@@ -483,75 +518,95 @@ fn write_out(path: &Option<PathBuf>, text: &str, inputs: &[&Path]) -> Result<()>
     Ok(())
 }
 
+/// The unseen points of a control: as many test-split points as `p` measures.
+fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usize>)>> {
+    if c.no_control || c.split != Split::Train {
+        return Ok(None);
+    }
+    let data_path = c.data.clone().unwrap_or_else(defaults::data);
+    let test = data::open(&data_path, Split::Test)?;
+    let pts = measure::unseen_points(&test, p.points.len(), c.seed)?;
+    Ok(Some((test, pts)))
+}
+
+fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
+    let p = prepare(&c, DefaultPoints::Training(1000))?;
+    let (what, metric, argmax) = if class {
+        ("ClassMem", "classmem", "argmax_class")
+    } else {
+        ("UnitMem", "unitmem", "argmax_point")
+    };
+    let meta = if class {
+        serde_json::json!({"metric": "class", "views": c.views})
+    } else {
+        serde_json::json!({"metric": "unit", "views": c.views, "reduce": reduce, "pairing": null})
+    };
+    let unseen = unseen_for(&c, &p)?;
+    if let Some(dir) = &c.dump_views {
+        measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
+    }
+    let layers = measure::unit_scores_with_control(
+        &p.encoder,
+        &p.set,
+        &p.points,
+        unseen.as_ref().map(|(s, v)| (s, v.as_slice())),
+        c.views,
+        reduce,
+        class,
+        &p.settings,
+        !quiet,
+    )?;
+    println!(
+        "{what} of {} on {} points x {} views{}{}\n",
+        p.encoder.describe(),
+        p.points.len(),
+        c.views,
+        if class {
+            String::new()
+        } else {
+            format!(" ({} reduction)", format!("{reduce:?}").to_lowercase())
+        },
+        match &unseen {
+            Some((s, v)) => format!(
+                "; control: {} unseen points of {} (test split)",
+                v.len(),
+                s.source
+            ),
+            None => "; no control".into(),
+        }
+    );
+    print!("{}", report::unit_mem_table(&layers, what));
+    let planted = memprune::train_meta::planted(&p.encoder.checkpoint)?;
+    if let (false, Some(pl)) = (class, &planted) {
+        if unseen.is_some() {
+            println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
+            print!(
+                "{}",
+                report::planted_argmax_table(&layers, pl, &p.points, 10)
+            );
+        }
+    }
+    let inputs = [p.encoder.checkpoint.path.as_path()];
+    write_out(&c.csv, &report::unit_mem_csv(&layers, argmax), &inputs)?;
+    let mut j = settings_json(&c, &p, meta);
+    j["metric"] = metric.into();
+    if let Some((s, v)) = &unseen {
+        j["control"] = serde_json::json!({"data": s.source, "split": "test", "points": v});
+    }
+    j["layers"] = serde_json::to_value(&layers)?;
+    write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
+}
+
 fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
     match m {
-        Measure::Unit { common: c, reduce } => {
-            let p = prepare(&c, DefaultPoints::Random(1000))?;
-            let meta = serde_json::json!({"metric": "unit", "views": c.views, "reduce": reduce, "pairing": null});
-            if let Some(dir) = &c.dump_views {
-                measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
-            }
-            let pb = measure::progress_bar(p.points.len(), !quiet, "UnitMem");
-            let layers = measure::unit_mem(
-                &p.encoder,
-                &p.set,
-                &p.points,
-                c.views,
-                reduce,
-                &p.settings,
-                &pb,
-            )?;
-            println!(
-                "UnitMem of {} on {} points x {} views ({} reduction)\n",
-                p.encoder.describe(),
-                p.points.len(),
-                c.views,
-                format!("{reduce:?}").to_lowercase()
-            );
-            print!("{}", report::unit_mem_table(&layers, "UnitMem"));
-            let inputs = [p.encoder.checkpoint.path.as_path()];
-            write_out(
-                &c.csv,
-                &report::unit_mem_csv(&layers, "argmax_point"),
-                &inputs,
-            )?;
-            let mut j = settings_json(&c, &p, meta);
-            j["metric"] = "unitmem".into();
-            j["layers"] = serde_json::to_value(&layers)?;
-            write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
-        }
-        Measure::Class { common: c } => {
-            let p = prepare(&c, DefaultPoints::Random(1000))?;
-            let meta = serde_json::json!({"metric": "class", "views": c.views});
-            if let Some(dir) = &c.dump_views {
-                measure::dump_views(dir, &p.set, &p.points, c.views, false, &p.settings, &meta)?;
-            }
-            let pb = measure::progress_bar(p.points.len(), !quiet, "ClassMem");
-            let layers =
-                measure::class_mem(&p.encoder, &p.set, &p.points, c.views, &p.settings, &pb)?;
-            println!(
-                "ClassMem of {} on {} points x {} views\n",
-                p.encoder.describe(),
-                p.points.len(),
-                c.views
-            );
-            print!("{}", report::unit_mem_table(&layers, "ClassMem"));
-            let inputs = [p.encoder.checkpoint.path.as_path()];
-            write_out(
-                &c.csv,
-                &report::unit_mem_csv(&layers, "argmax_class"),
-                &inputs,
-            )?;
-            let mut j = settings_json(&c, &p, meta);
-            j["metric"] = "classmem".into();
-            j["layers"] = serde_json::to_value(&layers)?;
-            write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
-        }
+        Measure::Unit { common: c, reduce } => unit_or_class_cmd(c, reduce, false, quiet),
+        Measure::Class { common: c } => unit_or_class_cmd(c, Reduce::Mean, true, quiet),
         Measure::Layer {
             common: mut c,
             reference,
             pairing,
             per_point,
+            control,
         } => {
             c.load.sub_layers_only = true;
             let p = prepare(&c, DefaultPoints::Candidates(100))?;
@@ -562,6 +617,28 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
             };
             let g = Encoder::load(&ref_path, &c.load.options())?;
             memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
+            let control = if c.no_control { Control::None } else { control };
+            // The control points: unseen test points, or g's own points.
+            let ctrl: Option<(ImageSet, Vec<usize>)> = match control {
+                Control::None => None,
+                Control::Unseen => unseen_for(&c, &p)?,
+                Control::Independent => {
+                    let ind = memprune::train_meta::candidates(&g.checkpoint)?
+                        .filter(|_| g.checkpoint.metadata.get("memprune.split").map(String::as_str) == Some("shared+independent"))
+                        .with_context(|| format!("{}: --control independent needs a reference trained by memprune on shared+independent (it records its independent points)", ref_path.display()))?;
+                    let data_path = c.data.clone().unwrap_or_else(defaults::data);
+                    let set = data::open(&data_path, Split::Train)?;
+                    if let Some(bad) = ind.iter().find(|&&i| i >= set.len()) {
+                        bail!(
+                            "{}: independent point {bad} is outside {}",
+                            ref_path.display(),
+                            set.source
+                        );
+                    }
+                    let n = p.points.len().min(ind.len());
+                    Some((set, ind[..n].to_vec()))
+                }
+            };
             let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing});
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
@@ -576,7 +653,7 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
                 )?;
             }
             let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
-            let (layers, points) = measure::layer_mem(
+            let points = measure::layer_mem_points(
                 &p.encoder,
                 &g,
                 &p.set,
@@ -586,8 +663,35 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
                 &p.settings,
                 &pb,
             )?;
+            let ctrl_points = match &ctrl {
+                Some((set, v)) => {
+                    let pb = measure::progress_bar(v.len(), !quiet, "LayerMem (control)");
+                    Some(measure::layer_mem_points(
+                        &p.encoder,
+                        &g,
+                        set,
+                        v,
+                        c.views,
+                        pairing,
+                        &p.settings,
+                        &pb,
+                    )?)
+                }
+                None => None,
+            };
+            let boot = memprune::metrics::bootstrap::Bootstrap {
+                seed: c.seed,
+                ..Default::default()
+            };
+            let names = measure::layer_names(&p.encoder);
+            let layers = memprune::metrics::layer_mem::layer_mem(
+                &names,
+                &points,
+                ctrl_points.as_deref().map(|v| (v, control)),
+                &boot,
+            );
             println!(
-                "LayerMem of {} against {} on {} points x {} {}\n",
+                "LayerMem of {} against {} on {} points x {} {}{}\n",
                 p.encoder.checkpoint.path.display(),
                 ref_path.display(),
                 p.points.len(),
@@ -596,10 +700,22 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
                     "view pairs"
                 } else {
                     "clean/view pairs"
+                },
+                match (&ctrl, control) {
+                    (Some((s, v)), Control::Unseen) => format!("; control: {} unseen points of {} (test split); corrected = LayerMem - control", v.len(), s.source),
+                    (Some((_, v)), Control::Independent) => format!("; control: {} independent points of the reference; corrected = (LayerMem - control) / 2", v.len()),
+                    _ => "; no control".into(),
                 }
             );
             print!("{}", report::layer_mem_table(&layers));
-            let names = measure::layer_names(&p.encoder);
+            let planted = memprune::train_meta::planted(&p.encoder.checkpoint)?;
+            let planted_rows = planted.as_ref().and_then(|pl| {
+                memprune::metrics::layer_mem::group_difference(&names, &points, pl, &boot)
+            });
+            if let Some(rows) = &planted_rows {
+                println!("\nplanted points (recorded in the checkpoint) against the other scored points: SSLMem'");
+                print!("{}", report::planted_layer_table(rows));
+            }
             if per_point {
                 println!("\nSSLMem' per point");
                 print!("{}", report::per_point_csv(&names, &points));
@@ -609,9 +725,20 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "layermem".into();
             j["reference"] = ref_path.display().to_string().into();
+            j["control"] = serde_json::json!({
+                "kind": control,
+                "points": ctrl.as_ref().map(|(_, v)| v.clone()),
+                "data": ctrl.as_ref().map(|(s, _)| s.source.clone()),
+            });
             j["layers"] = serde_json::to_value(&layers)?;
+            if let Some(rows) = &planted_rows {
+                j["planted"] = serde_json::to_value(rows)?;
+            }
             if per_point {
                 j["per_point"] = serde_json::to_value(&points)?;
+                if let Some(cp) = &ctrl_points {
+                    j["control_per_point"] = serde_json::to_value(cp)?;
+                }
             }
             write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
         }
@@ -691,6 +818,10 @@ struct TrainArgs {
     /// checkpoint's policy marked trainable (`memprune.trainable`), else all.
     #[arg(long, value_delimiter = ',', requires = "init")]
     trainable: Option<Vec<String>>,
+    /// A file of point indices (as `measure --indices`) known to be atypical, planted in the
+    /// data to check localization against a known answer; recorded in `memprune.planted`.
+    #[arg(long)]
+    planted: Option<PathBuf>,
     /// Store the weights as f16 (half the size; the resume state stays f32).
     #[arg(long)]
     f16: bool,
@@ -782,6 +913,10 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         },
         init_from: a.init.clone(),
         trainable: a.trainable.clone(),
+        planted: match &a.planted {
+            Some(p) => Some(memprune::data::subset::Subset::from_file(p, set.len())?.indices),
+            None => None,
+        },
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;

@@ -85,6 +85,9 @@ pub enum DefaultPoints {
     /// The first N candidate points stored in f's metadata by `memprune train` (points f
     /// trained on and g did not), else N random points. A user's `points` sets N.
     Candidates(usize),
+    /// The encoder's own training points as its metadata records them (at most N, drawn at
+    /// random), else N random points: [`default_unit_points`].
+    Training(usize),
 }
 
 /// The global indices of the points to measure on.
@@ -114,8 +117,11 @@ pub fn choose_points(
     }
     let candidates = match default {
         DefaultPoints::Candidates(_) => crate::train_meta::candidates(&encoder.checkpoint)?,
-        DefaultPoints::Random(_) => None,
+        DefaultPoints::Random(_) | DefaultPoints::Training(_) => None,
     };
+    if let (Some(k), DefaultPoints::Training(_)) = (choice.points, default) {
+        return default_unit_points(encoder, set, split, k, seed);
+    }
     if let (Some(k), None) = (choice.points, &candidates) {
         return Ok(Subset::random(k, seed, n)?.indices);
     }
@@ -147,6 +153,7 @@ pub fn choose_points(
             Ok(Subset::random(k.min(n), seed, n)?.indices)
         }
         DefaultPoints::Random(k) => Ok(Subset::random(k.min(n), seed, n)?.indices),
+        DefaultPoints::Training(k) => default_unit_points(encoder, set, split, k, seed),
     }
 }
 
@@ -333,10 +340,10 @@ pub fn check_pair(f: &Encoder, g: &Encoder) -> Result<()> {
     Ok(())
 }
 
-/// LayerMem and dLayerMem per layer (Eq. 3-4), with the per-point SSLMem' (Eq. 1-2) they come
-/// from; both encoders see identical views.
+/// SSLMem' (Eq. 1-2) of every point and layer, from which [`layer_mem::layer_mem`] makes
+/// LayerMem and dLayerMem (Eq. 3-4); both encoders see identical views.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_mem(
+pub fn layer_mem_points(
     f: &Encoder,
     g: &Encoder,
     set: &ImageSet,
@@ -345,7 +352,7 @@ pub fn layer_mem(
     pairing: Pairing,
     settings: &ViewSettings,
     progress: &indicatif::ProgressBar,
-) -> Result<(Vec<LayerMemLayer>, Vec<PointScores>)> {
+) -> Result<Vec<PointScores>> {
     check_input(f, set, settings)?;
     check_pair(f, g)?;
     if k == 0 {
@@ -367,7 +374,49 @@ pub fn layer_mem(
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
-    Ok((layer_mem::layer_mem(&layer_names(f), &out), out))
+    Ok(out)
+}
+
+/// LayerMem and dLayerMem per layer with intervals, no control: the per-layer table and the
+/// per-point scores it comes from.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_mem(
+    f: &Encoder,
+    g: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    k: usize,
+    pairing: Pairing,
+    settings: &ViewSettings,
+    progress: &indicatif::ProgressBar,
+) -> Result<(Vec<LayerMemLayer>, Vec<PointScores>)> {
+    let out = layer_mem_points(f, g, set, points, k, pairing, settings, progress)?;
+    let boot = crate::metrics::bootstrap::Bootstrap {
+        seed: settings.seed,
+        ..Default::default()
+    };
+    Ok((
+        layer_mem::layer_mem(&layer_names(f), &out, None, &boot),
+        out,
+    ))
+}
+
+/// Domain tag of the control points' draw (distinct from the measured points' draw).
+const CONTROL_TAG: u64 = 0x434F_4E54_524F_4C00; // "CONTROL"
+
+/// `n` points of `test` (the split neither encoder trained on) for a control: drawn at
+/// random (seeded), sorted; all of them when the split has no more than `n`.
+pub fn unseen_points(test: &ImageSet, n: usize, seed: u64) -> Result<Vec<usize>> {
+    if test.is_empty() {
+        bail!("{}: the test split is empty, so there are no unseen points for the control (use --no-control)", test.source);
+    }
+    let n = n.min(test.len());
+    Ok(crate::data::Subset::random(
+        n,
+        crate::data::rng::hash_key(&[CONTROL_TAG, seed]),
+        test.len(),
+    )?
+    .indices)
 }
 
 /// SSLMem' per layer of `points` from their views `x`: for `views` pairing, 2k consecutive
@@ -391,34 +440,52 @@ pub fn point_scores_of_views(
     };
     let (rf, rg) = (rows(f)?, rows(g)?);
     let n_views = points.len() * v;
-    let mean_d = |r: &Vec<Vec<f32>>, pi: usize| -> f64 {
+    // Mean distance over the pairs `js` (all K, or one half of them).
+    let mean_d = |r: &Vec<Vec<f32>>, pi: usize, js: std::ops::Range<usize>| -> f64 {
         let base = pi * v;
+        let n = js.len().max(1) as f64;
         let total: f64 = match pairing {
-            Pairing::Views => (0..k)
+            Pairing::Views => js
                 .map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1]))
                 .sum(),
-            Pairing::Clean => (0..k)
+            Pairing::Clean => js
                 .map(|j| normalized_distance(&r[n_views + pi], &r[base + j]))
                 .sum(),
         };
-        total / k as f64
+        total / n
     };
+    let h = k / 2;
     Ok(points
         .iter()
         .enumerate()
         .map(|(pi, &p)| {
-            let ssl_f: Vec<f64> = (0..nl).map(|l| mean_d(&rf[l], pi)).collect();
-            let ssl_g: Vec<f64> = (0..nl).map(|l| mean_d(&rg[l], pi)).collect();
+            let ssl_f: Vec<f64> = (0..nl).map(|l| mean_d(&rf[l], pi, 0..k)).collect();
+            let ssl_g: Vec<f64> = (0..nl).map(|l| mean_d(&rg[l], pi, 0..k)).collect();
             let sslmem = ssl_f
                 .iter()
                 .zip(&ssl_g)
                 .map(|(&a, &b)| layer_mem::ssl_mem(a, b))
                 .collect();
+            let half = |js: std::ops::Range<usize>| -> Vec<f64> {
+                if h == 0 {
+                    return Vec::new();
+                }
+                (0..nl)
+                    .map(|l| {
+                        layer_mem::ssl_mem(
+                            mean_d(&rf[l], pi, js.clone()),
+                            mean_d(&rg[l], pi, js.clone()),
+                        )
+                    })
+                    .collect()
+            };
             PointScores {
                 point: p,
                 ssl_f,
                 ssl_g,
                 sslmem,
+                sslmem_first_half: half(0..h),
+                sslmem_second_half: half(h..k),
             }
         })
         .collect())
@@ -470,4 +537,73 @@ pub fn dump_views(
     std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(meta)?)
         .with_context(|| format!("{}: cannot write meta.json", dir.display()))?;
     Ok(())
+}
+
+/// The default points for UnitMem and ClassMem: the encoder's own training points when its
+/// metadata records a split of this very data set (at most `max`, drawn at random, seeded),
+/// else `max` random points of the split.
+pub fn default_unit_points(
+    encoder: &Encoder,
+    set: &ImageSet,
+    split: crate::data::Split,
+    max: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
+    let own = if split == crate::data::Split::Train {
+        crate::train_meta::training_points(&encoder.checkpoint, set)?
+    } else {
+        None
+    };
+    match own {
+        Some(v) if v.len() > max => {
+            let pick = crate::data::Subset::random(max, seed, v.len())?.indices;
+            Ok(pick.into_iter().map(|i| v[i]).collect())
+        }
+        Some(v) => Ok(v),
+        None => Ok(crate::data::Subset::random(max.min(set.len()), seed, set.len())?.indices),
+    }
+}
+
+/// UnitMem (or ClassMem, `class`) on `points`, with the control of
+/// [`crate::metrics::unit_control`] on as many unseen points of `unseen_set` when given.
+#[allow(clippy::too_many_arguments)]
+pub fn unit_scores_with_control(
+    encoder: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    unseen: Option<(&ImageSet, &[usize])>,
+    k: usize,
+    reduce: Reduce,
+    class: bool,
+    settings: &ViewSettings,
+    progress: bool,
+) -> Result<Vec<UnitMemLayer>> {
+    let what = if class { "ClassMem" } else { "UnitMem" };
+    let run = |s: &ImageSet, p: &[usize], label: &str| -> Result<Vec<UnitMemLayer>> {
+        let pb = progress_bar(p.len(), progress, label);
+        if class {
+            class_mem(encoder, s, p, k, settings, &pb)
+        } else {
+            unit_mem(encoder, s, p, k, reduce, settings, &pb)
+        }
+    };
+    let mut layers = run(set, points, what)?;
+    if let Some((us, up)) = unseen {
+        if up.len() != points.len() {
+            bail!(
+                "{}: the control needs as many unseen points as measured points ({}), the split has {}; use --points {} or --no-control",
+                us.source,
+                points.len(),
+                up.len(),
+                up.len()
+            );
+        }
+        let u = run(us, up, &format!("{what} (unseen)"))?;
+        let boot = crate::metrics::bootstrap::Bootstrap {
+            seed: settings.seed,
+            ..Default::default()
+        };
+        crate::metrics::unit_control::attach(&mut layers, &u, up.len(), !class, &boot)?;
+    }
+    Ok(layers)
 }

@@ -45,7 +45,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     let default = if need_layer && !need_unit && !need_class {
         DefaultPoints::Candidates(100)
     } else {
-        DefaultPoints::Random(1000)
+        DefaultPoints::Training(1000)
     };
     let points = measure::choose_points(
         &choice,
@@ -56,6 +56,30 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         default,
     )
     .with_context(|| pf.path.display().to_string())?;
+    // LayerMem scores f's candidates whatever UnitMem measures on (the policy's points
+    // when it names them).
+    let layer_points = if need_layer && (need_unit || need_class) {
+        measure::choose_points(
+            &choice,
+            &data,
+            p.data.split,
+            &encoder,
+            p.metrics.seed,
+            DefaultPoints::Candidates(100),
+        )
+        .with_context(|| pf.path.display().to_string())?
+    } else {
+        points.clone()
+    };
+    // The control: test-split points neither encoder saw, as many as measured.
+    let unseen_for = |n: usize| -> Result<Option<(ImageSet, Vec<usize>)>> {
+        if p.data.split != data::Split::Train {
+            return Ok(None);
+        }
+        let test = data::open(&data_path, data::Split::Test)?;
+        let pts = measure::unseen_points(&test, n, p.metrics.seed)?;
+        Ok(Some((test, pts)))
+    };
     let settings = ViewSettings {
         augment: p.metrics.augment.clone(),
         normalization: data::Normalization::default_for(data.kind, data.channels),
@@ -65,15 +89,25 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     let k = p.metrics.views;
     let mut scores = Scores::default();
     if need_unit {
-        let pb = measure::progress_bar(points.len(), progress, "UnitMem");
-        scores.unit_mem = Some(measure::unit_mem(
+        let unseen = if pf.needs_unit_control() {
+            let u = unseen_for(points.len())?;
+            if u.is_none() {
+                return Err(pf.error_at(None, "data", "criterion unitmem-excess needs the train split (its control is the test split)"));
+            }
+            u
+        } else {
+            None
+        };
+        scores.unit_mem = Some(measure::unit_scores_with_control(
             &encoder,
             &data,
             &points,
+            unseen.as_ref().map(|(s, v)| (s, v.as_slice())),
             k,
             p.metrics.reduce,
+            false,
             &settings,
-            &pb,
+            progress,
         )?);
     }
     if need_class {
@@ -93,18 +127,45 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         measure::check_pair(&encoder, &g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
         crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
-        let pb = measure::progress_bar(points.len(), progress, "LayerMem");
-        let (layers, _) = measure::layer_mem(
+        let pb = measure::progress_bar(layer_points.len(), progress, "LayerMem");
+        let cand = measure::layer_mem_points(
             &encoder,
             &g,
             &data,
-            &points,
+            &layer_points,
             k,
             Pairing::Views,
             &settings,
             &pb,
         )?;
-        scores.layer_mem = Some(layers);
+        // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
+        let ctrl = match unseen_for(layer_points.len())? {
+            Some((test, v)) => {
+                let pb = measure::progress_bar(v.len(), progress, "LayerMem (control)");
+                Some(measure::layer_mem_points(
+                    &encoder,
+                    &g,
+                    &test,
+                    &v,
+                    k,
+                    Pairing::Views,
+                    &settings,
+                    &pb,
+                )?)
+            }
+            None => None,
+        };
+        let boot = crate::metrics::bootstrap::Bootstrap {
+            seed: p.metrics.seed,
+            ..Default::default()
+        };
+        scores.layer_mem = Some(crate::metrics::layer_mem::layer_mem(
+            &measure::layer_names(&encoder),
+            &cand,
+            ctrl.as_deref()
+                .map(|c| (c, crate::metrics::layer_mem::Control::Unseen)),
+            &boot,
+        ));
     }
     let plan = make_plan(&pf, &encoder, &groups, &scores)?;
     Ok(Planned {

@@ -9,8 +9,14 @@ use crate::checkpoint::Checkpoint;
 use anyhow::{bail, Result};
 
 /// The candidate indices stored in f's metadata (`memprune.candidates`), if any.
+/// For a g (shared + independent), its independent points: the points it saw and f did not.
 pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
-    match ckpt.metadata_json("memprune.candidates")? {
+    let key = if ckpt.metadata.contains_key("memprune.candidates") {
+        "memprune.candidates"
+    } else {
+        "memprune.independent"
+    };
+    match ckpt.metadata_json(key)? {
         None => Ok(None),
         Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
             anyhow::anyhow!(
@@ -31,11 +37,24 @@ pub fn check_reference(f: &Checkpoint, g: &Checkpoint) -> Result<()> {
         return Ok(());
     }
     let (fp, gp) = (f.path.display(), g.path.display());
-    if sf.as_deref() != Some("shared+candidates") {
-        bail!("{fp}: trained on split `{}`, but LayerMem's model must be trained on shared+candidates", sf.unwrap_or_default());
-    }
-    if sg.as_deref() != Some("shared+independent") {
-        bail!("{gp}: trained on split `{}`, but LayerMem's reference must be trained on shared+independent", sg.unwrap_or_default());
+    // f on shared + candidates against g on shared + independent, or the roles swapped
+    // (g scored on its independent points against f): both score points one saw and the
+    // other did not.
+    let pair = (sf.as_deref().unwrap_or(""), sg.as_deref().unwrap_or(""));
+    let ok = matches!(
+        pair,
+        ("shared+candidates", "shared+independent") | ("shared+independent", "shared+candidates")
+    );
+    if !ok {
+        if pair.0 != "shared+candidates" && pair.0 != "shared+independent" {
+            bail!("{fp}: trained on split `{}`, but LayerMem's model must be trained on shared+candidates (or shared+independent, against a shared+candidates reference)", pair.0);
+        }
+        let want = if pair.0 == "shared+candidates" {
+            "shared+independent"
+        } else {
+            "shared+candidates"
+        };
+        bail!("{gp}: trained on split `{}`, but LayerMem's reference for {fp} (`{}`) must be trained on {want}", pair.1, pair.0);
     }
     for key in [
         "memprune.split_seed",
@@ -47,4 +66,51 @@ pub fn check_reference(f: &Checkpoint, g: &Checkpoint) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The points of `set` that the checkpoint was trained on, from its recorded split
+/// (`memprune.split`, `memprune.split_seed`), when its `memprune.data_hash` is this set's.
+pub fn training_points(
+    ckpt: &Checkpoint,
+    set: &crate::data::ImageSet,
+) -> Result<Option<Vec<usize>>> {
+    let m = &ckpt.metadata;
+    let (Some(split), Some(seed), Some(hash)) = (
+        m.get("memprune.split"),
+        m.get("memprune.split_seed"),
+        m.get("memprune.data_hash"),
+    ) else {
+        return Ok(None);
+    };
+    let Some(kind) = crate::train::split::SplitKind::from_name(split) else {
+        bail!(
+            "{}: unknown `memprune.split` {split:?}",
+            ckpt.path.display()
+        );
+    };
+    let seed: u64 = seed.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{}: `memprune.split_seed` {seed:?} is not an integer",
+            ckpt.path.display()
+        )
+    })?;
+    if *hash != crate::train::data_hash(set) {
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::train::split::split(set.len(), seed).train_points(kind),
+    ))
+}
+
+/// The planted (known atypical) points recorded in `memprune.planted`, if any.
+pub fn planted(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
+    match ckpt.metadata_json("memprune.planted")? {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: metadata `memprune.planted` is not a list of point indices: {e}",
+                ckpt.path.display()
+            )
+        }),
+    }
 }

@@ -76,7 +76,54 @@ fn layer_mem_of_an_encoder_against_itself_is_zero() {
     assert!(text.contains("LayerMem"), "{text}");
     for l in json(&out)["layers"].as_array().unwrap() {
         assert_eq!(l["layer_mem"].as_f64().unwrap(), 0.0, "{l}");
+        // Its control and the corrected LayerMem are exactly 0 too, intervals included.
+        for key in ["control_layer_mem", "corrected"] {
+            assert_eq!(l[key].as_f64().unwrap(), 0.0, "{key}: {l}");
+        }
+        for key in ["layer_mem_ci", "corrected_ci"] {
+            assert_eq!(l[key]["lo"].as_f64().unwrap(), 0.0, "{key}: {l}");
+            assert_eq!(l[key]["hi"].as_f64().unwrap(), 0.0, "{key}: {l}");
+        }
     }
+}
+
+#[test]
+fn layer_mem_intervals_and_control_are_identical_across_threads_and_batch_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    // g: the same network stored in bf16, a small fixed difference from f.
+    let (f, g) = (
+        model(),
+        root().join("tests/fixtures/parity/resnet9_c1_bf16.safetensors"),
+    );
+    let run = |threads: &str, batch: &str, name: &str| {
+        let out = dir.path().join(name);
+        ok(&memprune(
+            &[
+                "measure",
+                "layer",
+                f.to_str().unwrap(),
+                "--reference",
+                g.to_str().unwrap(),
+                "--points",
+                "12",
+                "--views",
+                "4",
+                "--batch",
+                batch,
+                "--json",
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            threads,
+        ));
+        let j = json(&out);
+        (j["layers"].clone(), j["control"].clone())
+    };
+    let a = run("1", "256", "a.json");
+    assert!(a.0[0]["corrected_ci"]["lo"].is_number(), "{}", a.0);
+    assert_eq!(a.1["points"].as_array().unwrap().len(), 12);
+    assert_eq!(a, run("2", "7", "b.json"));
+    assert_eq!(a, run("2", "1", "c.json"));
 }
 
 #[test]

@@ -94,7 +94,12 @@ fn layer_mem_matches(dir: &str, pairing: Pairing) {
         x = Tensor::cat(&[&x, &clean], 0).unwrap();
     }
     let scores = memprune::measure::point_scores_of_views(&f, &g, &x, &points, k, pairing).unwrap();
-    let layers = layer_mem(&memprune::measure::layer_names(&f), &scores);
+    let layers = layer_mem(
+        &memprune::measure::layer_names(&f),
+        &scores,
+        None,
+        &memprune::metrics::bootstrap::Bootstrap::default(),
+    );
     let want = expected(&format!("{dir}/expected_layer.json"));
     for (l, w) in layers.iter().zip(want["layers"].as_array().unwrap()) {
         assert_eq!(l.name, w["name"].as_str().unwrap());

@@ -56,6 +56,7 @@ fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
         save_dtype: candle_core::DType::F32,
         init_from: None,
         trainable: None,
+        planted: None,
     }
 }
 

@@ -39,11 +39,14 @@ pub const SETTINGS: [Setting; 3] = [
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     Top,
     Random,
     Low,
+    /// The highest UnitMem-excess (memprune's control-corrected score; not in the paper).
+    TopExcess,
+    LowExcess,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,7 +145,12 @@ pub fn table6(
     let mut jobs = Vec::new();
     for &s in &SETTINGS {
         for &mode in modes {
-            for strategy in [Strategy::Top, Strategy::Random, Strategy::Low] {
+            let with_excess = unit_mem.iter().all(|l| l.control.is_some());
+            let mut strategies = vec![Strategy::Top, Strategy::Random, Strategy::Low];
+            if with_excess {
+                strategies.extend([Strategy::TopExcess, Strategy::LowExcess]);
+            }
+            for strategy in strategies {
                 let n = if strategy == Strategy::Random {
                     draws
                 } else {
@@ -159,6 +167,8 @@ pub fn table6(
             let pf = match strategy {
                 Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0),
                 Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0),
+                Strategy::TopExcess => one_action(Criterion::UnitmemExcess, End::Top, s, mode, 0),
+                Strategy::LowExcess => one_action(Criterion::UnitmemExcess, End::Low, s, mode, 0),
                 Strategy::Random => one_action(Criterion::Random, End::Top, s, mode, draw as u64),
             };
             let plan = make_plan(&pf, enc, &groups, &scores)?;

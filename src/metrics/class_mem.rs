@@ -105,6 +105,7 @@ impl ClassMemAccumulator {
                     signed,
                     summary: LayerSummary::of(&units),
                     units,
+                    control: None,
                 }
             })
             .collect())

@@ -2,9 +2,11 @@
 //! [`class_mem`] (its supervised counterpart) and [`layer_mem`] (per layer, two encoders).
 //! Each is a streaming accumulator fed by [`crate::measure`]; none touches the model.
 
+pub mod bootstrap;
 pub mod class_mem;
 pub mod layer_mem;
 pub mod summary;
+pub mod unit_control;
 pub mod unit_mem;
 
 pub use summary::{LayerSummary, UnitScore};

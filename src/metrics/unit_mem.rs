@@ -122,6 +122,9 @@ pub struct UnitMemLayer {
     pub signed: bool,
     pub summary: LayerSummary,
     pub units: Vec<UnitScore>,
+    /// The same units on an equal number of unseen points, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<crate::metrics::unit_control::UnitControl>,
 }
 
 impl UnitMemAccumulator {
@@ -181,6 +184,7 @@ impl UnitMemAccumulator {
                     signed: acc.signed,
                     summary: LayerSummary::of(&units),
                     units,
+                    control: None,
                 }
             })
             .collect())

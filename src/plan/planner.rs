@@ -195,29 +195,46 @@ fn channel_scores(
     gi: usize,
     scores: &Scores,
 ) -> Result<Vec<f64>> {
-    let from_units = |layers: &Option<Vec<UnitMemLayer>>, what: &str| -> Result<Vec<f64>> {
-        let layers = layers
-            .as_ref()
-            .ok_or_else(|| anyhow!("{what} scores were not measured"))?;
-        let taps: Vec<&UnitMemLayer> = g
-            .taps
-            .iter()
-            .filter_map(|t| layers.iter().find(|l| &l.name == t))
-            .collect();
-        if taps.is_empty() {
-            return Err(pf.error_at(
-                Some(i),
-                "criterion",
-                &format!("no {what} for layer `{}`", g.name),
-            ));
-        }
-        Ok((0..g.channels)
-            .map(|c| taps.iter().map(|l| l.units[c].score).sum::<f64>() / taps.len() as f64)
-            .collect())
-    };
+    let from_units =
+        |layers: &Option<Vec<UnitMemLayer>>, what: &str, excess: bool| -> Result<Vec<f64>> {
+            let layers = layers
+                .as_ref()
+                .ok_or_else(|| anyhow!("{what} scores were not measured"))?;
+            let taps: Vec<&UnitMemLayer> = g
+                .taps
+                .iter()
+                .filter_map(|t| layers.iter().find(|l| &l.name == t))
+                .collect();
+            if taps.is_empty() {
+                return Err(pf.error_at(
+                    Some(i),
+                    "criterion",
+                    &format!("no {what} for layer `{}`", g.name),
+                ));
+            }
+            let unit = |l: &UnitMemLayer, c: usize| -> Result<f64> {
+                if !excess {
+                    return Ok(l.units[c].score);
+                }
+                l.control
+                    .as_ref()
+                    .and_then(|k| k.excess.get(c).copied())
+                    .ok_or_else(|| anyhow!("UnitMem-excess of layer `{}` was not measured", l.name))
+            };
+            (0..g.channels)
+                .map(|c| {
+                    let mut s = 0.0;
+                    for l in &taps {
+                        s += unit(l, c)?;
+                    }
+                    Ok(s / taps.len() as f64)
+                })
+                .collect()
+        };
     match a.criterion {
-        Criterion::Unitmem => from_units(&scores.unit_mem, "UnitMem"),
-        Criterion::Classmem => from_units(&scores.class_mem, "ClassMem"),
+        Criterion::Unitmem => from_units(&scores.unit_mem, "UnitMem", false),
+        Criterion::UnitmemExcess => from_units(&scores.unit_mem, "UnitMem", true),
+        Criterion::Classmem => from_units(&scores.class_mem, "ClassMem", false),
         Criterion::Random => Ok((0..g.channels)
             .map(|c| Rng::from_key(&[a.seed, gi as u64, c as u64]).next_f64())
             .collect()),
@@ -392,8 +409,8 @@ fn select_layers(
             let l = lm.iter().find(|l| &l.name == name)?;
             // The first layer has no dLayerMem: its increase over the input is its LayerMem.
             let v = match by {
-                Rank::Layermem => l.layer_mem,
-                Rank::Dlayermem => l.dlayer_mem.unwrap_or(l.layer_mem),
+                Rank::Layermem => l.score(),
+                Rank::Dlayermem => l.dscore().unwrap_or(l.score()),
             };
             Some((k, v))
         })

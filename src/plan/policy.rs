@@ -137,6 +137,9 @@ fn actions_from_maps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Actio
 pub enum Criterion {
     /// UnitMem of each channel (mean over the group's taps).
     Unitmem,
+    /// UnitMem-excess of each channel: how far its peak response to a training point stands
+    /// out beyond its peak on as many unseen points (measures UnitMem on both).
+    UnitmemExcess,
     /// ClassMem (needs labels).
     Classmem,
     /// Uniform random scores from `seed`.
@@ -414,12 +417,24 @@ impl PolicyFile {
         })
     }
 
+    /// Does any action rank by UnitMem-excess (so UnitMem needs its control)?
+    pub fn needs_unit_control(&self) -> bool {
+        self.policy
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Prune(p) if p.criterion == Criterion::UnitmemExcess))
+    }
+
     /// Does any action need UnitMem / ClassMem / LayerMem?
     pub fn needs(&self) -> (bool, bool, bool) {
         let mut n = (false, false, false);
         for a in &self.policy.actions {
             match a {
-                Action::Prune(p) if p.criterion == Criterion::Unitmem => n.0 = true,
+                Action::Prune(p)
+                    if matches!(p.criterion, Criterion::Unitmem | Criterion::UnitmemExcess) =>
+                {
+                    n.0 = true
+                }
                 Action::Prune(p) if p.criterion == Criterion::Classmem => n.1 = true,
                 Action::Freeze(s) | Action::Train(s) if s.by.is_some() => n.2 = true,
                 _ => {}

@@ -44,70 +44,229 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Per-layer summary of UnitMem (or ClassMem) scores.
+fn ci(i: &crate::metrics::bootstrap::Interval, digits: usize) -> String {
+    format!("[{:.d$}, {:.d$}]", i.lo, i.hi, d = digits)
+}
+
+/// Per-layer summary of UnitMem (or ClassMem) scores, with the control on unseen points
+/// beside them when it was measured.
 pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
+    let controlled = layers.iter().all(|l| l.control.is_some()) && !layers.is_empty();
+    if !controlled {
+        let rows: Vec<Vec<String>> = layers
+            .iter()
+            .map(|l| {
+                vec![
+                    format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                    l.units.len().to_string(),
+                    format!("{:.3}", l.summary.mean),
+                    format!("{:.3}", l.summary.median),
+                    format!("{:.3}", l.summary.max),
+                    format!("{:.1}%", 100.0 * l.summary.share_above_half),
+                    l.summary.dead.to_string(),
+                ]
+            })
+            .collect();
+        let mean = format!("{metric} mean");
+        return table(
+            &["layer", "units", &mean, "median", "max", "> 0.5", "dead"],
+            &rows,
+        );
+    }
+    let with_excess = layers
+        .iter()
+        .any(|l| l.control.as_ref().is_some_and(|c| c.excess_mean.is_some()));
     let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
-            vec![
+            let c = l.control.as_ref().expect("checked above");
+            let mut r = vec![
                 format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
                 l.units.len().to_string(),
-                format!("{:.3}", l.summary.mean),
-                format!("{:.3}", l.summary.median),
-                format!("{:.3}", l.summary.max),
-                format!("{:.1}%", 100.0 * l.summary.share_above_half),
-                l.summary.dead.to_string(),
+                format!("{:.3} {}", l.summary.mean, ci(&c.mean_ci, 3)),
+                format!("{:.3} {}", c.unseen.mean, ci(&c.unseen_mean_ci, 3)),
+                format!("{:+.3} {}", c.mean_difference, ci(&c.mean_difference_ci, 3)),
+                format!(
+                    "{:.1}% / {:.1}%",
+                    100.0 * l.summary.share_above_half,
+                    100.0 * c.unseen.share_above_half
+                ),
+            ];
+            if with_excess {
+                r.push(match (c.excess_mean, c.excess_mean_ci) {
+                    (Some(m), Some(i)) => format!("{m:+.3} {}", ci(&i, 3)),
+                    _ => "-".into(),
+                });
+            }
+            r.push(l.summary.dead.to_string());
+            r
+        })
+        .collect();
+    let train = format!("{metric} train");
+    let mut header = vec![
+        "layer",
+        "units",
+        train.as_str(),
+        "unseen",
+        "train - unseen",
+        "> 0.5 train / unseen",
+    ];
+    if with_excess {
+        header.push("excess");
+    }
+    header.push("dead");
+    let mut out = table(&header, &rows);
+    let _ = writeln!(
+        out,
+        "\n[95 % intervals over units]  unseen: the same units on as many test points the encoder never saw.\nexcess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization."
+    );
+    out
+}
+
+/// For each layer: of the `n` units of highest UnitMem-excess, how many have a planted point
+/// as their argmax, against what chance gives (the planted share of the measured points).
+pub fn planted_argmax_table(
+    layers: &[UnitMemLayer],
+    planted: &[usize],
+    points: &[usize],
+    n: usize,
+) -> String {
+    let set: std::collections::BTreeSet<usize> = planted.iter().copied().collect();
+    let measured = points.iter().filter(|p| set.contains(p)).count();
+    let chance = measured as f64 / points.len().max(1) as f64;
+    let rows: Vec<Vec<String>> = layers
+        .iter()
+        .map(|l| {
+            let top = crate::metrics::unit_control::top_units(l, n);
+            let hits = top
+                .iter()
+                .filter(|(u, _)| set.contains(&l.units[*u].argmax))
+                .count();
+            vec![
+                l.name.clone(),
+                format!("{hits} / {}", top.len()),
+                format!("{:.1}", chance * top.len() as f64),
+                top.first()
+                    .map(|(u, e)| format!("unit {u}: {e:.3} (argmax {})", l.units[*u].argmax))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    let mean = format!("{metric} mean");
-    table(
-        &["layer", "units", &mean, "median", "max", "> 0.5", "dead"],
+    let mut out = table(
+        &["layer", "argmax planted", "by chance", "top unit by excess"],
         &rows,
-    )
+    );
+    let _ = writeln!(
+        out,
+        "({measured} of the {} measured points are planted)",
+        points.len()
+    );
+    out
 }
 
-/// One line per unit: layer, unit, score, argmax, mu_max, mu_rest, dead.
+/// SSLMem' of the planted points against the other scored points, per layer.
+pub fn planted_layer_table(rows: &[crate::metrics::layer_mem::GroupDifference]) -> String {
+    let r: Vec<Vec<String>> = rows
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                format!("{:.4}", g.group_mean),
+                format!("{:.4}", g.other_mean),
+                format!("{:+.4} {}", g.difference, ci(&g.difference_ci, 4)),
+            ]
+        })
+        .collect();
+    let (a, b) = rows
+        .first()
+        .map(|g| (g.group_points, g.other_points))
+        .unwrap_or((0, 0));
+    let pl = format!("planted ({a})");
+    let ot = format!("others ({b})");
+    table(&["layer", &pl, &ot, "difference [95 %]"], &r)
+}
+
+/// One line per unit: layer, unit, score, argmax, mu_max, mu_rest, dead, and with a control
+/// the unit's score and mu_max on unseen points and its UnitMem-excess.
 pub fn unit_mem_csv(layers: &[UnitMemLayer], argmax_name: &str) -> String {
-    let mut s = format!("layer,unit,score,{argmax_name},mu_max,mu_rest,dead\n");
+    let controlled = layers.iter().any(|l| l.control.is_some());
+    let mut s = format!("layer,unit,score,{argmax_name},mu_max,mu_rest,dead");
+    if controlled {
+        s.push_str(",excess");
+    }
+    s.push('\n');
     for l in layers {
         for (u, x) in l.units.iter().enumerate() {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "{},{u},{},{},{},{},{}",
                 l.name, x.score, x.argmax, x.mu_max, x.mu_rest, x.dead
             );
+            if controlled {
+                let e = l
+                    .control
+                    .as_ref()
+                    .and_then(|c| c.excess.get(u))
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                let _ = write!(s, ",{e}");
+            }
+            s.push('\n');
         }
     }
     s
 }
 
-/// LayerMem and dLayerMem per layer.
+/// LayerMem and dLayerMem per layer with 95 % intervals; with a control, the control's
+/// LayerMem and the corrected LayerMem and its dLayerMem.
 pub fn layer_mem_table(layers: &[LayerMemLayer]) -> String {
+    let controlled = layers.iter().all(|l| l.corrected.is_some()) && !layers.is_empty();
     let rows: Vec<Vec<String>> = layers
         .iter()
         .map(|l| {
-            vec![
+            let mut r = vec![
                 l.name.clone(),
-                format!("{:.4}", l.layer_mem),
-                l.dlayer_mem
-                    .map(|d| format!("{d:+.4}"))
-                    .unwrap_or_else(|| "-".into()),
-                format!("{:.4}", l.layer_mem_top_half),
-                format!("{:.4}", l.layer_mem_bottom_half),
-            ]
+                format!("{:.4} {}", l.layer_mem, ci(&l.layer_mem_ci, 4)),
+                match (l.dlayer_mem, l.dlayer_mem_ci) {
+                    (Some(d), Some(i)) => format!("{d:+.4} {}", ci(&i, 4)),
+                    _ => "-".into(),
+                },
+            ];
+            if controlled {
+                r.push(format!("{:.4}", l.control_layer_mem.unwrap_or(f64::NAN)));
+                let c = l.corrected.unwrap_or(f64::NAN);
+                let star = if l.corrected_ci.is_some_and(|i| i.excludes_zero()) {
+                    " *"
+                } else {
+                    ""
+                };
+                r.push(format!(
+                    "{c:+.4} {}{star}",
+                    l.corrected_ci.map(|i| ci(&i, 4)).unwrap_or_default()
+                ));
+                r.push(match (l.dcorrected, l.dcorrected_ci) {
+                    (Some(d), Some(i)) => format!("{d:+.4} {}", ci(&i, 4)),
+                    _ => "-".into(),
+                });
+            }
+            r.push(format!("{:.4}", l.layer_mem_top_half));
+            r.push(format!("{:.4}", l.layer_mem_bottom_half));
+            r
         })
         .collect();
-    table(
-        &[
-            "layer",
-            "LayerMem",
-            "dLayerMem",
-            "LM top half",
-            "LM bottom half",
-        ],
-        &rows,
-    )
+    let mut header = vec!["layer", "LayerMem [95 %]", "dLayerMem [95 %]"];
+    if controlled {
+        header.extend(["control", "corrected [95 %]", "dcorrected [95 %]"]);
+    }
+    header.extend(["LM top half", "LM bottom half"]);
+    let mut out = table(&header, &rows);
+    if controlled {
+        let _ = writeln!(
+            out,
+            "\n* the corrected LayerMem's 95 % interval excludes 0. Top/bottom halves: ranked on half of the view pairs, reported on the other half."
+        );
+    }
+    out
 }
 
 /// One line per point: point, then SSLMem' per layer.
@@ -312,10 +471,19 @@ pub fn table6(t: &crate::eval::experiment::Table6) -> String {
         r
     }];
     for (si, s) in SETTINGS.iter().enumerate() {
-        for (k, strategy) in [Strategy::Top, Strategy::Random, Strategy::Low]
-            .iter()
-            .enumerate()
+        for (k, strategy) in [
+            Strategy::Top,
+            Strategy::Random,
+            Strategy::Low,
+            Strategy::TopExcess,
+            Strategy::LowExcess,
+        ]
+        .iter()
+        .enumerate()
         {
+            if !t.rows.iter().any(|x| x.strategy == *strategy) {
+                continue;
+            }
             let scope = if s.scope == Scope::PerLayer {
                 "per layer"
             } else {
@@ -344,11 +512,10 @@ pub fn table6(t: &crate::eval::experiment::Table6) -> String {
                     .unwrap_or_else(|| "-".into());
                 r.push(cell);
             }
-            let (pm, ps) = PAPER_TABLE6[si * 3 + k];
-            r.push(if ps > 0.0 {
-                format!("{pm:.2} ± {ps:.2}")
-            } else {
-                format!("{pm:.2}")
+            r.push(match (k < 3).then(|| PAPER_TABLE6[si * 3 + k]) {
+                Some((pm, ps)) if ps > 0.0 => format!("{pm:.2} ± {ps:.2}"),
+                Some((pm, _)) => format!("{pm:.2}"),
+                None => "-".into(),
             });
             rows.push(r);
         }
@@ -380,6 +547,8 @@ pub fn table6_chart(t: &crate::eval::experiment::Table6) -> anyhow::Result<Strin
                 Strategy::Top => "highest-UnitMem units pruned",
                 Strategy::Random => "random units pruned",
                 Strategy::Low => "lowest-UnitMem units pruned",
+                Strategy::TopExcess => "highest-UnitMem-excess units pruned",
+                Strategy::LowExcess => "lowest-UnitMem-excess units pruned",
             };
             chart::Series {
                 name: name.into(),

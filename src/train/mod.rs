@@ -108,6 +108,11 @@ pub struct TrainConfig {
     /// None: all, or with `init_from` the checkpoint's `memprune.trainable` if it has one.
     #[serde(default)]
     pub trainable: Option<Vec<String>>,
+    /// Points of the data set known to be atypical (planted), recorded in the checkpoint's
+    /// `memprune.planted` so that a localization can be checked against a known answer.
+    /// Metadata only: training does not treat them differently.
+    #[serde(default)]
+    pub planted: Option<Vec<usize>>,
 }
 
 fn f32_dtype() -> DType {
@@ -156,6 +161,8 @@ pub struct Trainer<'a> {
     /// The training points (indices into `set`), sorted.
     pub points: Vec<usize>,
     pub candidates: Option<Vec<usize>>,
+    /// g's independent points (shared + independent runs only).
+    pub independent: Option<Vec<usize>>,
     pub epochs_done: usize,
     pub data_hash: String,
     view_seed: u64,
@@ -185,6 +192,17 @@ impl<'a> Trainer<'a> {
         let sp = split::split(set.len(), cfg.split_seed);
         let points = sp.train_points(cfg.split);
         let candidates = (cfg.split == SplitKind::SharedCandidates).then(|| sp.candidates.clone());
+        let independent =
+            (cfg.split == SplitKind::SharedIndependent).then(|| sp.independent.clone());
+        if let Some(p) = &cfg.planted {
+            if let Some(&bad) = p.iter().find(|&&i| i >= set.len()) {
+                bail!(
+                    "--planted: point {bad} is out of range ({} has {} points)",
+                    set.source,
+                    set.len()
+                );
+            }
+        }
         let mut optimizer = Optimizer::new(cfg.optimizer.clone());
         let (mut model, epochs_done) = match resume {
             None if cfg.init_from.is_some() => {
@@ -314,6 +332,7 @@ impl<'a> Trainer<'a> {
             optimizer,
             points,
             candidates,
+            independent,
             epochs_done,
             data_hash: hash,
             view_seed,
@@ -452,6 +471,15 @@ impl<'a> Trainer<'a> {
                 "candidates",
                 serde_json::to_string(cands).unwrap_or_default(),
             );
+        }
+        if let Some(ind) = &self.independent {
+            put(
+                "independent",
+                serde_json::to_string(ind).unwrap_or_default(),
+            );
+        }
+        if let Some(p) = &c.planted {
+            put("planted", serde_json::to_string(p).unwrap_or_default());
         }
         m
     }
