@@ -260,7 +260,9 @@ struct MeasureArgs {
     /// Write everything (settings, per layer, per unit or per point) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write one CSV line per unit (unit, class) or per point (layer --per-point).
+    /// Write CSV: one line per unit (unit, class; with the control's UnitMem-excess), per
+    /// layer (layer: intervals, control, corrected), or per point (layer --per-point:
+    /// candidates and control points, SSLMem' per layer).
     #[arg(long)]
     csv: Option<PathBuf>,
     /// Write the exact view tensors used (.npy) and the point indices to this folder.
@@ -721,7 +723,12 @@ fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
                 print!("{}", report::per_point_csv(&names, &points));
             }
             let inputs = [p.encoder.checkpoint.path.as_path(), ref_path.as_path()];
-            write_out(&c.csv, &report::per_point_csv(&names, &points), &inputs)?;
+            let csv = if per_point {
+                report::per_point_sets_csv(&names, &points, ctrl_points.as_deref())
+            } else {
+                report::layer_mem_csv(&layers)
+            };
+            write_out(&c.csv, &csv, &inputs)?;
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "layermem".into();
             j["reference"] = ref_path.display().to_string().into();
