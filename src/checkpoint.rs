@@ -31,14 +31,22 @@ impl Checkpoint {
     /// Reads `path` (safetensors, or a PyTorch zip `.pth`/`.pt` state dict). `prefix`, when
     /// given, is the one prefix to strip; otherwise [`WRAPPER_PREFIXES`] are stripped.
     pub fn load(path: &Path, prefix: Option<&str>) -> Result<Checkpoint> {
+        Checkpoint::load_keyed(path, prefix, None)
+    }
+
+    /// As [`Checkpoint::load`], reading the state dict under `key` of a container (a DINO
+    /// checkpoint's `teacher` or `student`; in safetensors, the names under `key.`). Without
+    /// a key, a container of `teacher`/`student` dicts gives the teacher.
+    pub fn load_keyed(path: &Path, prefix: Option<&str>, key: Option<&str>) -> Result<Checkpoint> {
         let shown = path.display();
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
         // Zip torch.save files, and legacy ones (named as such by the .pth reader).
         let (raw, metadata) = if bytes_head.starts_with(b"PK") || crate::pth::is_legacy(&bytes_head)
         {
-            (read_pth(path)?, BTreeMap::new())
+            (read_pth(path, key)?, BTreeMap::new())
         } else {
-            read_safetensors(path)?
+            let (raw, meta) = read_safetensors(path)?;
+            (crate::container::select_key(raw, key, path)?, meta)
         };
         if raw.is_empty() {
             bail!("{shown}: the checkpoint holds no tensors");
@@ -153,7 +161,7 @@ fn strip_prefix(name: &str, prefix: Option<&str>) -> String {
     }
 }
 
-type RawTensors = Vec<(String, Tensor)>;
+pub(crate) type RawTensors = Vec<(String, Tensor)>;
 
 fn read_safetensors(path: &Path) -> Result<(RawTensors, BTreeMap<String, String>)> {
     let shown = path.display();
@@ -224,16 +232,16 @@ fn st_dtype(d: safetensors::Dtype, name: &str, path: &Path) -> Result<DType> {
     })
 }
 
-fn read_pth(path: &Path) -> Result<RawTensors> {
+fn read_pth(path: &Path, key: Option<&str>) -> Result<RawTensors> {
     // memprune's own bounded reader (crate::pth): candle's pickle reader panics, aborts and
     // prints on malicious files. Lightning and many training scripts nest the weights under
-    // a key (crate::pth::NESTING_KEYS).
+    // a key (crate::container::PTH_KEYS); `key` picks one.
     let shown = path.display();
     let file = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
     // SAFETY: read-only map of a file memprune does not write while reading it.
     let map =
         unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{shown}: cannot map"))?;
-    let mut v = crate::pth::read_state_dict(&map)
+    let mut v = crate::pth::read_state_dict_keyed(&map, key)
         .map_err(|e| anyhow!("{shown}: not a readable PyTorch state dict: {e}"))?;
     if v.is_empty() {
         bail!("{shown}: the PyTorch file holds no tensors");

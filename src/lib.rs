@@ -7,6 +7,7 @@
 
 pub mod block_cache;
 pub mod checkpoint;
+pub mod container;
 pub mod data;
 pub mod defaults;
 pub mod eval;

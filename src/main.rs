@@ -8,6 +8,7 @@ use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use memprune::metrics::layer_mem::{Control, Pairing};
 use memprune::metrics::unit_mem::Reduce;
+use memprune::model::options::Tokens;
 use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::plan::PolicyFile;
@@ -68,6 +69,15 @@ enum Command {
 const CHOICES: &str = "Choices where the paper is silent:
   act_u       the spatial mean of a channel of the layer's output as the network passes it
               on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
+  ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
+              the class token included (signed); `blockN.heads`: a head, act_u = the mean
+              over all tokens of the L2 norm of the head's output before `proj`;
+              `blockN.attn` / `blockN.mlp`: each residual-stream dimension averaged over
+              tokens (signed); `pool`: the class token after `norm` (or fc_norm of the mean
+              of the patch tokens)
+  ViT layers  LayerMem compares `blockN.attn` and `blockN.mlp`, the attention and MLP
+              sub-layer outputs after their residual adds, and `pool`; --tokens all
+              (default: every token flattened, the authors' LayerMem script) or cls
   dead unit   mu_max <= 0: UnitMem 0, counted as dead
   signed      a layer with negative activations is flagged `(signed)`; its ratio is reported
               as computed (0 when the denominator is 0)
@@ -175,13 +185,32 @@ struct LoadArgs {
     /// Override the ResNet stem detection (by conv1's kernel size).
     #[arg(long, value_enum)]
     stem: Option<Stem>,
+    /// The key of the container holding the state dict (`teacher` or `student` of a DINO,
+    /// DINOv2 or iBOT checkpoint; default: the state dict itself, else `state_dict`, `model`,
+    /// `model_state_dict`, `teacher`).
+    #[arg(long)]
+    key: Option<String>,
+    /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// ViT: the tokens of each sub-layer output that LayerMem compares: `all` (every token
+    /// flattened, the authors' LayerMem script) or `cls` (the class token).
+    #[arg(long, value_enum, default_value_t = Tokens::All)]
+    tokens: Tokens,
+    /// Set by `measure layer`: a ViT's layers are its attention and MLP sub-layer outputs.
+    #[arg(skip)]
+    sub_layers_only: bool,
 }
 
 impl LoadArgs {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             prefix: self.prefix.clone(),
+            key: self.key.clone(),
             stem: self.stem,
+            heads: self.heads,
+            tokens: self.tokens,
+            sub_layers_only: self.sub_layers_only,
         }
     }
 }
@@ -231,7 +260,9 @@ struct MeasureArgs {
     /// Write everything (settings, per layer, per unit or per point) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write one CSV line per unit (unit, class) or per point (layer --per-point).
+    /// Write CSV: one line per unit (unit, class; with the control's UnitMem-excess), per
+    /// layer (layer: intervals, control, corrected), or per point (layer --per-point:
+    /// candidates and control points, SSLMem' per layer).
     #[arg(long)]
     csv: Option<PathBuf>,
     /// Write the exact view tensors used (.npy) and the point indices to this folder.
@@ -665,12 +696,13 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
         Measure::Unit { common: c, reduce } => unit_or_class_cmd(c, reduce, false, quiet),
         Measure::Class { common: c } => unit_or_class_cmd(c, Reduce::Mean, true, quiet),
         Measure::Layer {
-            common: c,
+            common: mut c,
             reference,
             pairing,
             per_point,
             control,
         } => {
+            c.load.sub_layers_only = true;
             let p = prepare(&c, DefaultPoints::Candidates(100))?;
             let ref_path = match reference {
                 Some(r) => r,
@@ -783,7 +815,12 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 print!("{}", report::per_point_csv(&names, &points));
             }
             let inputs = [p.encoder.checkpoint.path.as_path(), ref_path.as_path()];
-            write_out(&c.csv, &report::per_point_csv(&names, &points), &inputs)?;
+            let csv = if per_point {
+                report::per_point_sets_csv(&names, &points, ctrl_points.as_deref())
+            } else {
+                report::layer_mem_csv(&layers)
+            };
+            write_out(&c.csv, &csv, &inputs)?;
             let mut j = settings_json(&c, &p, meta);
             j["metric"] = "layermem".into();
             j["reference"] = ref_path.display().to_string().into();

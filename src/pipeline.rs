@@ -230,6 +230,14 @@ pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
     if let Some(t) = &planned.plan.trainable {
         m.insert("memprune.trainable".into(), serde_json::to_string(t)?);
     }
+    let gone: Vec<(String, usize)> = match planned.plan.mode {
+        Some(crate::rewrite::prune::PruneMode::Remove) => removed
+            .iter()
+            .map(|(g, units)| (g.to_string(), units.len()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    m.extend(planned.encoder.arch.rewrite_metadata(&gone));
     Ok(m)
 }
 

@@ -791,9 +791,6 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> Result<Tensor> {
     )?)
 }
 
-/// The keys under which training scripts nest a state dict, tried in this order.
-pub const NESTING_KEYS: [&str; 3] = ["state_dict", "model", "model_state_dict"];
-
 fn key_name(k: &Obj) -> String {
     match k {
         Obj::Str(s) => s.to_string(),
@@ -804,9 +801,14 @@ fn key_name(k: &Obj) -> String {
 }
 
 /// Reads the state dict of the torch.save zip in `bytes`: the top-level dict when it holds
-/// tensors, else the first of [`NESTING_KEYS`] that does. Errors do not name the file (the
-/// caller does).
+/// tensors, else the first dict under [`crate::container::PTH_KEYS`] that does. Errors do
+/// not name the file (the caller does).
 pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
+    read_state_dict_keyed(bytes, None)
+}
+
+/// As [`read_state_dict`]; with `key`, exactly the dict under that top-level key.
+pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
     if is_legacy(bytes) {
         bail!("a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch (torch.save(torch.load(f), f), the zip format) or convert it to safetensors");
     }
@@ -836,35 +838,59 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
         }
         Ok(false)
     };
-    let chosen = if has_tensors(top)? {
-        top
-    } else {
-        let mut found = None;
-        for key in NESTING_KEYS {
-            if let Some((_, v)) = top
-                .iter()
-                .find(|(k, _)| matches!(k, Obj::Str(s) if &**s == key))
-            {
-                if let Some(items) = dict_items(v) {
+    let keys_found = || {
+        let keys: Vec<String> = top.iter().take(12).map(|(k, _)| key_name(k)).collect();
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    };
+    let under = |key: &str| {
+        top.iter()
+            .find(|(k, _)| matches!(k, Obj::Str(s) if &**s == key))
+            .and_then(|(_, v)| dict_items(v))
+    };
+    let chosen = match key {
+        Some(k) => {
+            let items = under(k).ok_or_else(|| {
+                anyhow!(
+                    "no dict under the key `{k}` (top-level keys: {})",
+                    keys_found()
+                )
+            })?;
+            if !has_tensors(items)? {
+                bail!("no tensors under the key `{k}`");
+            }
+            items
+        }
+        None => {
+            let mut found = None;
+            for k in crate::container::PTH_KEYS {
+                let items = match k {
+                    None => Some(top),
+                    Some(k) => under(k),
+                };
+                if let Some(items) = items {
                     if has_tensors(items)? {
                         found = Some(items);
                         break;
                     }
                 }
             }
+            found.ok_or_else(|| {
+                let tried: Vec<&str> = crate::container::PTH_KEYS
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+                anyhow!(
+                    "no tensors at the top level nor under {} (top-level keys: {})",
+                    tried.join(", "),
+                    keys_found()
+                )
+            })?
         }
-        found.ok_or_else(|| {
-            let keys: Vec<String> = top.iter().take(12).map(|(k, _)| key_name(k)).collect();
-            anyhow!(
-                "no tensors at the top level nor under {} (top-level keys: {})",
-                NESTING_KEYS.join(", "),
-                if keys.is_empty() {
-                    "none".into()
-                } else {
-                    keys.join(", ")
-                }
-            )
-        })?
     };
     let storages: HashMap<&str, &Entry> = entries
         .iter()

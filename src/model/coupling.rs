@@ -1,231 +1,180 @@
 //! Which tensor slices make up a unit, and which units must go together.
 //!
-//! A unit is one output channel. Pruning channel `c` of a conv means removing row `c` of the
-//! tensors that produce it (conv weight, BatchNorm vectors) and column `c` of the tensors that
-//! consume it (the next conv's input channels, a downsample, a head reading the pooled
-//! features). A residual sum ties channel `c` of every tensor added into it: such channels form
-//! one [`CouplingGroup`] and are removed together or not at all. The planner, the rewriter
-//! and the MAC counter all read this one description.
+//! A unit is one output channel (conv), one neuron (MLP) or one head (attention). Pruning
+//! unit `c` means removing its slice of the tensors that produce it (conv weight and
+//! BatchNorm vectors; fc1's row; a head's rows of each third of `qkv`) and of the tensors
+//! that consume it (the next conv's input channels, fc2's column, `proj`'s columns, a head
+//! reading the pooled features). A residual sum ties unit `c` of every tensor added into it:
+//! such units form one [`CouplingGroup`] and are removed together or not at all. Each
+//! family builds its groups ([`crate::model::family::Net::coupling_groups`]); the planner,
+//! the rewriter and the MAC counter read this one description.
 
-use crate::model::encoder::{Arch, Encoder};
-use crate::model::resnet::ResNet;
-use crate::model::resnet9::ResNet9;
+use anyhow::Result;
+use candle_core::Tensor;
 use serde::Serialize;
 
-/// A slice of a tensor along one axis.
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+/// A slice of a tensor along one axis. Along `axis` the tensor is `sections` equal sections
+/// (3 for the q/k/v thirds of a fused `qkv`, else 1); in each section unit `c` owns the
+/// `unit_len` indices starting at `c * unit_len` (a head's `head_dim` rows, else 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Slice {
     pub tensor: String,
     pub axis: usize,
+    #[serde(skip_serializing_if = "is_one")]
+    pub sections: usize,
+    #[serde(skip_serializing_if = "is_one")]
+    pub unit_len: usize,
 }
 
-/// Channels that exist together: removing channel `c` removes it from every producer
-/// (axis 0) and every consumer (axis 1).
+impl Slice {
+    /// One index per unit along `axis`.
+    pub fn plain(tensor: impl Into<String>, axis: usize) -> Slice {
+        Slice {
+            tensor: tensor.into(),
+            axis,
+            sections: 1,
+            unit_len: 1,
+        }
+    }
+
+    /// `unit_len` indices per unit in each of `sections` sections along `axis`.
+    pub fn strided(
+        tensor: impl Into<String>,
+        axis: usize,
+        sections: usize,
+        unit_len: usize,
+    ) -> Slice {
+        Slice {
+            tensor: tensor.into(),
+            axis,
+            sections,
+            unit_len,
+        }
+    }
+
+    /// The indices along `axis` (of length `dim`) that the units `units` own, in order:
+    /// section by section, unit by unit.
+    pub fn indices(&self, units: &[usize], dim: usize) -> Vec<usize> {
+        let section = dim / self.sections.max(1);
+        let mut v = Vec::with_capacity(units.len() * self.unit_len * self.sections);
+        for s in 0..self.sections.max(1) {
+            for &c in units {
+                for j in 0..self.unit_len {
+                    v.push(s * section + c * self.unit_len + j);
+                }
+            }
+        }
+        v
+    }
+
+    /// Per unit (of `n_units`), the sum of |x| over the unit's indices of `t` (f32 per
+    /// index, summed in f64 over a unit's indices).
+    pub fn unit_l1(&self, t: &Tensor, n_units: usize) -> Result<Vec<f64>> {
+        let t = if self.axis == 0 {
+            t.clone()
+        } else {
+            t.transpose(0, self.axis)?.contiguous()?
+        };
+        let per_index = if t.rank() == 1 {
+            t.abs()?.to_vec1::<f32>()?
+        } else {
+            t.flatten_from(1)?.abs()?.sum(1)?.to_vec1::<f32>()?
+        };
+        Ok((0..n_units)
+            .map(|c| {
+                self.indices(&[c], per_index.len())
+                    .iter()
+                    .map(|&i| per_index[i] as f64)
+                    .sum()
+            })
+            .collect())
+    }
+}
+
+/// Units that exist together: removing unit `c` removes its slice from every producer and
+/// every consumer.
 #[derive(Debug, Clone, Serialize)]
 pub struct CouplingGroup {
-    /// The name users select it by: the measured layer whose channels these are (`block1`,
-    /// `res2`, `layer1.0.conv1`, `stage1` for a torchvision stage's residual stream).
+    /// The name users select it by: the measured layer whose units these are (`block1`,
+    /// `res2`, `layer1.0.conv1`, `stage1` for a torchvision stage's residual stream,
+    /// `block3.fc1` for a ViT block's MLP neurons).
     pub name: String,
     pub channels: usize,
-    /// Measured layers (taps) whose units are these channels; their scores rank the group's
-    /// channels (see the planner).
+    /// Measured layers (taps) whose units are these; their scores rank the group's units
+    /// (see the planner).
     pub taps: Vec<String>,
-    /// Conv + BatchNorm prefixes that produce the channels: (conv weight name, bn prefix).
-    pub producers: Vec<(String, String)>,
-    /// Tensors reading the channels, sliced along `axis`.
+    /// Slices that make the units' output: zeroing them masks the units (conv weight and
+    /// BatchNorm affine; fc1's rows and bias).
+    pub producers: Vec<Slice>,
+    /// Slices removed with the units but left as they are by masking (BatchNorm running
+    /// statistics).
+    pub carried: Vec<Slice>,
+    /// Tensors reading the units.
     pub consumers: Vec<Slice>,
 }
 
 impl CouplingGroup {
-    /// Every tensor slice of the group: producers' conv weights and BatchNorm vectors along
-    /// axis 0, consumers along their axis.
+    /// Every tensor slice of the group: producers, carried, consumers.
     pub fn slices(&self) -> Vec<Slice> {
-        let mut v = Vec::new();
-        for (conv, bn) in &self.producers {
-            v.push(Slice {
-                tensor: conv.clone(),
-                axis: 0,
-            });
-            for s in ["weight", "bias", "running_mean", "running_var"] {
-                v.push(Slice {
-                    tensor: format!("{bn}.{s}"),
-                    axis: 0,
-                });
-            }
-        }
+        let mut v = self.producers.clone();
+        v.extend(self.carried.iter().cloned());
         v.extend(self.consumers.iter().cloned());
         v
     }
+
+    /// Producer weights (rank >= 2): what `l1-norm` ranks by.
+    pub fn producer_weights<'a>(
+        &'a self,
+        ckpt: &'a crate::checkpoint::Checkpoint,
+    ) -> impl Iterator<Item = &'a Slice> + 'a {
+        self.producers.iter().filter(move |s| {
+            ckpt.tensors
+                .get(&s.tensor)
+                .map(|t| t.rank() >= 2)
+                .unwrap_or(false)
+        })
+    }
 }
 
-/// Head tensors that read the pooled features (input features on axis 1), when present.
+/// A conv + BatchNorm producing the group's channels: its conv weight and BatchNorm affine
+/// (zeroed by masking), and the running statistics (carried).
+pub fn conv_bn_producer(g: &mut CouplingGroup, conv: &crate::model::conv_bn::ConvBn) {
+    g.producers.push(Slice::plain(conv.conv_name.clone(), 0));
+    for s in ["weight", "bias"] {
+        g.producers
+            .push(Slice::plain(format!("{}.{s}", conv.bn_name), 0));
+    }
+    for s in ["running_mean", "running_var"] {
+        g.carried
+            .push(Slice::plain(format!("{}.{s}", conv.bn_name), 0));
+    }
+}
+
+/// A conv reading the group's channels (its input channels, axis 1).
+pub fn conv_consumer(conv: &crate::model::conv_bn::ConvBn) -> Slice {
+    Slice::plain(conv.conv_name.clone(), 1)
+}
+
+/// Head tensors that may read the representation (input features on axis 1).
 const HEAD_INPUTS: [&str; 3] = ["fc.weight", "projector.0.weight", "predictor.0.weight"];
 
-fn heads(enc: &Encoder) -> Vec<Slice> {
+/// The head tensors of `ckpt` that read a representation of width `feature_dim`.
+pub fn heads(ckpt: &crate::checkpoint::Checkpoint, feature_dim: usize) -> Vec<Slice> {
     HEAD_INPUTS
         .iter()
         .filter(|n| {
-            enc.checkpoint
-                .tensors
+            ckpt.tensors
                 .get(**n)
-                .map(|t| t.rank() == 2 && t.dims()[1] == enc.feature_dim())
+                .map(|t| t.rank() == 2 && t.dims()[1] == feature_dim)
                 .unwrap_or(false)
         })
-        .map(|n| Slice {
-            tensor: n.to_string(),
-            axis: 1,
-        })
+        .map(|n| Slice::plain(n.to_string(), 1))
         .collect()
 }
 
-fn producer(conv: &crate::model::conv_bn::ConvBn) -> (String, String) {
-    (conv.conv_name.clone(), conv.bn_name.clone())
-}
-
-fn consumer(conv: &crate::model::conv_bn::ConvBn) -> Slice {
-    Slice {
-        tensor: conv.conv_name.clone(),
-        axis: 1,
-    }
-}
-
-/// The coupling groups of an encoder, in forward order.
-pub fn coupling_groups(enc: &Encoder) -> Vec<CouplingGroup> {
-    match &enc.arch {
-        Arch::ResNet9(m) => resnet9_groups(m, heads(enc)),
-        Arch::ResNet(m) => resnet_groups(m, heads(enc)),
-    }
-}
-
-fn resnet9_groups(m: &ResNet9, heads: Vec<Slice>) -> Vec<CouplingGroup> {
-    let b = |i: usize| &m.blocks[i - 1];
-    let single = |i: usize| CouplingGroup {
-        name: format!("block{i}"),
-        channels: b(i).out_channels(),
-        taps: vec![format!("block{i}")],
-        producers: vec![producer(b(i))],
-        consumers: vec![consumer(b(i + 1))],
-    };
-    let mut res6_consumers = vec![consumer(b(7))];
-    res6_consumers.extend(heads);
-    vec![
-        single(1),
-        CouplingGroup {
-            name: "res2".into(),
-            channels: b(2).out_channels(),
-            taps: vec!["block2".into(), "block4".into(), "res2".into()],
-            producers: vec![producer(b(2)), producer(b(4))],
-            consumers: vec![consumer(b(3)), consumer(b(5))],
-        },
-        single(3),
-        single(5),
-        CouplingGroup {
-            name: "res6".into(),
-            channels: b(6).out_channels(),
-            taps: vec![
-                "block6".into(),
-                "block8".into(),
-                "res6".into(),
-                "pool".into(),
-            ],
-            producers: vec![producer(b(6)), producer(b(8))],
-            consumers: res6_consumers,
-        },
-        single(7),
-    ]
-}
-
-/// torchvision ResNets: the residual stream of each stage (from the stem or the stage's
-/// downsample to the stage's last block) is one group; each block's inner convs (conv1, and
-/// conv2 of a Bottleneck) are groups of their own.
-fn resnet_groups(m: &ResNet, heads: Vec<Slice>) -> Vec<CouplingGroup> {
-    let mut groups = Vec::new();
-    let n_stages = m.stages.len();
-    let mut stream = CouplingGroup {
-        name: "stem".into(),
-        channels: m.conv1.out_channels(),
-        taps: vec!["conv1".into()],
-        producers: vec![producer(&m.conv1)],
-        consumers: vec![],
-    };
-    for (s, stage) in m.stages.iter().enumerate() {
-        for block in stage {
-            // The block reads the stream: its conv1 and, where present, its downsample.
-            stream.consumers.push(consumer(&block.convs[0]));
-            if let Some(d) = &block.downsample {
-                stream.consumers.push(consumer(d));
-                groups.push(stream);
-                stream = CouplingGroup {
-                    name: format!("stage{}", s + 1),
-                    channels: block.out_channels(),
-                    taps: vec![],
-                    producers: vec![producer(d)],
-                    consumers: vec![],
-                };
-            }
-            let n = block.convs.len();
-            for k in 0..n - 1 {
-                groups.push(CouplingGroup {
-                    name: format!("{}.conv{}", block.name, k + 1),
-                    channels: block.convs[k].out_channels(),
-                    taps: vec![format!("{}.conv{}", block.name, k + 1)],
-                    producers: vec![producer(&block.convs[k])],
-                    consumers: vec![consumer(&block.convs[k + 1])],
-                });
-            }
-            stream.producers.push(producer(&block.convs[n - 1]));
-            stream.taps.push(block.name.clone());
-        }
-        if s + 1 == n_stages {
-            stream.taps.push("pool".into());
-        }
-    }
-    stream.consumers.extend(heads);
-    groups.push(stream);
-    // Stream groups were pushed when they ended; order all by their first tap's position.
-    let order: Vec<String> = m.layers().into_iter().map(|l| l.name).collect();
-    let first = |g: &CouplingGroup| {
-        g.taps
-            .iter()
-            .filter_map(|t| order.iter().position(|o| o == t))
-            .min()
-            .unwrap_or(usize::MAX)
-    };
-    groups.sort_by_key(first);
-    groups
-}
-
-/// MACs of each conv for one image of side `size`, by conv weight name.
-pub fn per_conv_macs(enc: &Encoder, size: usize) -> Vec<(String, u64)> {
-    let mut v = Vec::new();
-    match &enc.arch {
-        Arch::ResNet9(m) => {
-            let mut s = size;
-            for (k, b) in m.blocks.iter().enumerate() {
-                v.push((b.conv_name.clone(), b.macs(s)));
-                if crate::model::resnet9::POOLED_BLOCKS.contains(&(k + 1)) {
-                    s /= 2;
-                }
-            }
-        }
-        Arch::ResNet(m) => {
-            v.push((m.conv1.conv_name.clone(), m.conv1.macs(size)));
-            let mut s = m.conv1.out_size(size);
-            if m.stem == crate::model::resnet::Stem::Imagenet {
-                s = (s + 2 - 3) / 2 + 1;
-            }
-            for b in m.blocks() {
-                let mut t = s;
-                for c in &b.convs {
-                    v.push((c.conv_name.clone(), c.macs(t)));
-                    t = c.out_size(t);
-                }
-                if let Some(d) = &b.downsample {
-                    v.push((d.conv_name.clone(), d.macs(s)));
-                }
-                s = t;
-            }
-        }
-    }
-    v
-}
+/// The coupling groups of an encoder, in forward order (kept here for callers of this path).
+pub use crate::model::encoder::coupling_groups;

@@ -1,12 +1,17 @@
 //! Models: the encoders memprune reads, built from a checkpoint's names and shapes.
+//! Each architecture family owns its file; [`registry`] lists them.
 
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_bn;
 pub mod coupling;
 pub mod encoder;
+pub mod family;
+pub mod options;
 pub mod pool;
+pub mod registry;
 pub mod resnet;
 pub mod resnet9;
+pub mod vit;
 
 pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

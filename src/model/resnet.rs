@@ -16,20 +16,11 @@
 use crate::checkpoint::Checkpoint;
 use crate::model::conv::ConvParams;
 use crate::model::conv_bn::{ConvBn, Mode};
-use crate::model::encoder::{Layer, LayerKind};
+use crate::model::coupling::{conv_bn_producer, conv_consumer, CouplingGroup, Slice};
+use crate::model::family::{Family, Layer, LayerKind, Net};
+pub use crate::model::options::Stem;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Stem {
-    /// 7x7 stride-2 conv, then 3x3 stride-2 max-pool (torchvision).
-    Imagenet,
-    /// 3x3 stride-1 conv, no max-pool (solo-learn, lightly and most CIFAR code).
-    Cifar,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum BlockKind {
@@ -258,4 +249,214 @@ fn load_block(
         convs,
         downsample,
     })
+}
+
+/// The torchvision ResNet family: detected by `conv1.weight` and `layer1.0.conv1.weight`.
+pub struct ResNetFamily;
+
+impl Family for ResNetFamily {
+    fn matches(&self, ckpt: &Checkpoint) -> bool {
+        ResNet::matches(ckpt)
+    }
+
+    fn load(&self, ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>> {
+        Ok(Box::new(ResNet::load(ckpt, opts.stem)?))
+    }
+
+    fn expects(&self) -> &'static str {
+        "a torchvision ResNet (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`)"
+    }
+}
+
+impl ResNet {
+    fn all_convs(&self) -> impl Iterator<Item = &ConvBn> {
+        std::iter::once(&self.conv1).chain(
+            self.blocks()
+                .flat_map(|b| b.convs.iter().chain(b.downsample.iter())),
+        )
+    }
+
+    /// The side of the feature map after the stem, for an input of side `size`.
+    fn stem_out_size(&self, size: usize) -> usize {
+        let s = self.conv1.out_size(size);
+        match self.stem {
+            Stem::Imagenet => (s + 2 - 3) / 2 + 1,
+            Stem::Cifar => s,
+        }
+    }
+}
+
+impl Net for ResNet {
+    fn arch_id(&self) -> &'static str {
+        "resnet"
+    }
+
+    fn describe(&self) -> String {
+        let counts: Vec<usize> = self.stages.iter().map(|s| s.len()).collect();
+        let per_block = if self.block_kind == BlockKind::Basic {
+            2
+        } else {
+            3
+        };
+        let depth = counts.iter().sum::<usize>() * per_block + 2;
+        let kind = match self.block_kind {
+            BlockKind::Basic => "basic",
+            BlockKind::Bottleneck => "bottleneck",
+        };
+        let stem = match self.stem {
+            Stem::Imagenet => "imagenet",
+            Stem::Cifar => "cifar",
+        };
+        format!("resnet{depth} ({kind} blocks {counts:?}, {stem} stem)")
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn layers(&self) -> Vec<Layer> {
+        ResNet::layers(self)
+    }
+
+    fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
+        ResNet::forward_taps(self, x, mode)
+    }
+
+    fn used_tensors(&self) -> Vec<String> {
+        self.all_convs().flat_map(|c| c.tensor_names()).collect()
+    }
+
+    fn params(&self) -> usize {
+        self.all_convs().map(|c| c.params()).sum()
+    }
+
+    fn macs(&self, size: usize) -> u64 {
+        let mut total = self.conv1.macs(size);
+        let mut s = self.stem_out_size(size);
+        for b in self.blocks() {
+            let mut t = s;
+            for c in &b.convs {
+                total += c.macs(t);
+                t = c.out_size(t);
+            }
+            if let Some(d) = &b.downsample {
+                total += d.macs(s);
+            }
+            s = t;
+        }
+        total
+    }
+
+    /// The residual stream of each stage (from the stem or the stage's downsample to the
+    /// stage's last block) is one group; each block's inner convs (conv1, and conv2 of a
+    /// Bottleneck) are groups of their own.
+    fn coupling_groups(&self, heads: Vec<Slice>) -> Vec<CouplingGroup> {
+        let new_group = |name: String, channels: usize, taps: Vec<String>, producer: &ConvBn| {
+            let mut g = CouplingGroup {
+                name,
+                channels,
+                taps,
+                producers: vec![],
+                carried: vec![],
+                consumers: vec![],
+            };
+            conv_bn_producer(&mut g, producer);
+            g
+        };
+        let mut groups = Vec::new();
+        let n_stages = self.stages.len();
+        let mut stream = new_group(
+            "stem".into(),
+            self.conv1.out_channels(),
+            vec!["conv1".into()],
+            &self.conv1,
+        );
+        for (s, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                // The block reads the stream: its conv1 and, where present, its downsample.
+                stream.consumers.push(conv_consumer(&block.convs[0]));
+                if let Some(d) = &block.downsample {
+                    stream.consumers.push(conv_consumer(d));
+                    groups.push(stream);
+                    stream = new_group(format!("stage{}", s + 1), block.out_channels(), vec![], d);
+                }
+                let n = block.convs.len();
+                for k in 0..n - 1 {
+                    let mut g = new_group(
+                        format!("{}.conv{}", block.name, k + 1),
+                        block.convs[k].out_channels(),
+                        vec![format!("{}.conv{}", block.name, k + 1)],
+                        &block.convs[k],
+                    );
+                    g.consumers.push(conv_consumer(&block.convs[k + 1]));
+                    groups.push(g);
+                }
+                conv_bn_producer(&mut stream, &block.convs[n - 1]);
+                stream.taps.push(block.name.clone());
+            }
+            if s + 1 == n_stages {
+                stream.taps.push("pool".into());
+            }
+        }
+        stream.consumers.extend(heads);
+        groups.push(stream);
+        // Stream groups were pushed when they ended; order all by their first tap's position.
+        let order: Vec<String> = ResNet::layers(self).into_iter().map(|l| l.name).collect();
+        let first = |g: &CouplingGroup| {
+            g.taps
+                .iter()
+                .filter_map(|t| order.iter().position(|o| o == t))
+                .min()
+                .unwrap_or(usize::MAX)
+        };
+        groups.sort_by_key(first);
+        groups
+    }
+
+    fn trainable_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut v = vec![("conv1".to_string(), vec![self.conv1.conv_name.clone()])];
+        for b in self.blocks() {
+            let n = b.convs.len();
+            for (k, c) in b.convs[..n - 1].iter().enumerate() {
+                v.push((
+                    format!("{}.conv{}", b.name, k + 1),
+                    vec![c.conv_name.clone()],
+                ));
+            }
+            let mut own = vec![b.convs[n - 1].conv_name.clone()];
+            own.extend(b.downsample.iter().map(|d| d.conv_name.clone()));
+            v.push((b.name.clone(), own));
+        }
+        v
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        self.stages
+            .iter()
+            .map(|s| s[0].convs[0].out_channels())
+            .collect()
+    }
+
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        self.all_convs().collect()
+    }
+
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        std::iter::once(&mut self.conv1)
+            .chain(
+                self.stages
+                    .iter_mut()
+                    .flatten()
+                    .flat_map(|b| b.convs.iter_mut().chain(b.downsample.iter_mut())),
+            )
+            .collect()
+    }
+
+    fn clone_box(&self) -> Box<dyn Net> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }

@@ -15,7 +15,8 @@
 use crate::checkpoint::Checkpoint;
 use crate::model::conv::ConvParams;
 use crate::model::conv_bn::{ConvBn, Mode};
-use crate::model::encoder::{Layer, LayerKind};
+use crate::model::coupling::{conv_bn_producer, conv_consumer, CouplingGroup, Slice};
+use crate::model::family::{Family, Layer, LayerKind, Net};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
@@ -134,5 +135,134 @@ impl ResNet9 {
         let res6 = (&o6 + &o8)?;
         let pool = res6.mean((2, 3))?;
         Ok(vec![o1, o2, o3, o4, res2, o5, o6, o7, o8, res6, pool])
+    }
+}
+
+/// The ResNet9 family: detected by `block1.conv.weight`.
+pub struct ResNet9Family;
+
+impl Family for ResNet9Family {
+    fn matches(&self, ckpt: &Checkpoint) -> bool {
+        ResNet9::matches(ckpt)
+    }
+
+    fn load(&self, ckpt: &Checkpoint, _opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>> {
+        Ok(Box::new(ResNet9::load(ckpt)?))
+    }
+
+    fn expects(&self) -> &'static str {
+        "memprune's ResNet9 (`block1.conv.weight` .. `block8`)"
+    }
+}
+
+impl Net for ResNet9 {
+    fn arch_id(&self) -> &'static str {
+        "resnet9"
+    }
+
+    fn describe(&self) -> String {
+        "resnet9".to_string()
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn layers(&self) -> Vec<Layer> {
+        ResNet9::layers(self)
+    }
+
+    fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
+        ResNet9::forward_taps(self, x, mode)
+    }
+
+    fn used_tensors(&self) -> Vec<String> {
+        self.blocks.iter().flat_map(|c| c.tensor_names()).collect()
+    }
+
+    fn params(&self) -> usize {
+        self.blocks.iter().map(|c| c.params()).sum()
+    }
+
+    fn macs(&self, size: usize) -> u64 {
+        let mut s = size;
+        let mut total = 0;
+        for (k, b) in self.blocks.iter().enumerate() {
+            total += b.macs(s);
+            if POOLED_BLOCKS.contains(&(k + 1)) {
+                s /= 2;
+            }
+        }
+        total
+    }
+
+    fn coupling_groups(&self, heads: Vec<Slice>) -> Vec<CouplingGroup> {
+        let b = |i: usize| &self.blocks[i - 1];
+        let group = |name: &str, taps: &[&str], producers: &[usize], consumers: Vec<Slice>| {
+            let mut g = CouplingGroup {
+                name: name.to_string(),
+                channels: b(producers[0]).out_channels(),
+                taps: taps.iter().map(|t| t.to_string()).collect(),
+                producers: vec![],
+                carried: vec![],
+                consumers,
+            };
+            for &p in producers {
+                conv_bn_producer(&mut g, b(p));
+            }
+            g
+        };
+        let single = |i: usize| {
+            let name = format!("block{i}");
+            group(&name, &[&name], &[i], vec![conv_consumer(b(i + 1))])
+        };
+        let mut res6_consumers = vec![conv_consumer(b(7))];
+        res6_consumers.extend(heads);
+        vec![
+            single(1),
+            group(
+                "res2",
+                &["block2", "block4", "res2"],
+                &[2, 4],
+                vec![conv_consumer(b(3)), conv_consumer(b(5))],
+            ),
+            single(3),
+            single(5),
+            group(
+                "res6",
+                &["block6", "block8", "res6", "pool"],
+                &[6, 8],
+                res6_consumers,
+            ),
+            single(7),
+        ]
+    }
+
+    fn trainable_groups(&self) -> Vec<(String, Vec<String>)> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("block{}", i + 1), vec![b.conv_name.clone()]))
+            .collect()
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        self.blocks.iter().map(|c| c.out_channels()).collect()
+    }
+
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        self.blocks.iter().collect()
+    }
+
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        self.blocks.iter_mut().collect()
+    }
+
+    fn clone_box(&self) -> Box<dyn Net> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -66,31 +66,7 @@ impl Plan {
 /// Layers that own parameters, in forward order, with the conv weights they own: what
 /// freeze/train select and rank.
 pub fn parameter_layers(enc: &Encoder) -> Vec<(String, Vec<String>)> {
-    use crate::model::encoder::Arch;
-    match &enc.arch {
-        Arch::ResNet9(m) => m
-            .blocks
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (format!("block{}", i + 1), vec![b.conv_name.clone()]))
-            .collect(),
-        Arch::ResNet(m) => {
-            let mut v = vec![("conv1".to_string(), vec![m.conv1.conv_name.clone()])];
-            for b in m.blocks() {
-                let n = b.convs.len();
-                for (k, c) in b.convs[..n - 1].iter().enumerate() {
-                    v.push((
-                        format!("{}.conv{}", b.name, k + 1),
-                        vec![c.conv_name.clone()],
-                    ));
-                }
-                let mut own = vec![b.convs[n - 1].conv_name.clone()];
-                own.extend(b.downsample.iter().map(|d| d.conv_name.clone()));
-                v.push((b.name.clone(), own));
-            }
-            v
-        }
-    }
+    enc.trainable_groups()
 }
 
 pub fn make_plan(
@@ -264,15 +240,9 @@ fn channel_scores(
             .collect()),
         Criterion::L1Norm => {
             let mut s = vec![0f64; g.channels];
-            for (conv, _) in &g.producers {
-                let w = enc
-                    .checkpoint
-                    .get(conv)?
-                    .flatten_from(1)?
-                    .abs()?
-                    .sum(1)?
-                    .to_vec1::<f32>()?;
-                s.iter_mut().zip(w).for_each(|(a, b)| *a += b as f64);
+            for p in g.producer_weights(&enc.checkpoint) {
+                let w = p.unit_l1(enc.checkpoint.get(&p.tensor)?, g.channels)?;
+                s.iter_mut().zip(w).for_each(|(a, b)| *a += b);
             }
             Ok(s)
         }

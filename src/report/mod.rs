@@ -275,6 +275,57 @@ pub fn layer_mem_table(layers: &[LayerMemLayer]) -> String {
     out
 }
 
+/// One line per layer: LayerMem and dLayerMem with their intervals, and with a control its
+/// LayerMem, the corrected LayerMem and its dLayerMem with their intervals (empty cells where
+/// there is none).
+pub fn layer_mem_csv(layers: &[LayerMemLayer]) -> String {
+    let mut s = String::from("layer,layer_mem,layer_mem_lo,layer_mem_hi,dlayer_mem,dlayer_mem_lo,dlayer_mem_hi,control_layer_mem,corrected,corrected_lo,corrected_hi,dcorrected,dcorrected_lo,dcorrected_hi,top_half,bottom_half\n");
+    let o = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+    let lo = |i: Option<crate::metrics::bootstrap::Interval>| o(i.map(|i| i.lo));
+    let hi = |i: Option<crate::metrics::bootstrap::Interval>| o(i.map(|i| i.hi));
+    for l in layers {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            l.name,
+            l.layer_mem,
+            l.layer_mem_ci.lo,
+            l.layer_mem_ci.hi,
+            o(l.dlayer_mem),
+            lo(l.dlayer_mem_ci),
+            hi(l.dlayer_mem_ci),
+            o(l.control_layer_mem),
+            o(l.corrected),
+            lo(l.corrected_ci),
+            hi(l.corrected_ci),
+            o(l.dcorrected),
+            lo(l.dcorrected_ci),
+            hi(l.dcorrected_ci),
+            l.layer_mem_top_half,
+            l.layer_mem_bottom_half
+        );
+    }
+    s
+}
+
+/// One line per point: point, its set (`candidate` or `control`), then SSLMem' per layer.
+pub fn per_point_sets_csv(
+    names: &[String],
+    points: &[PointScores],
+    control: Option<&[PointScores]>,
+) -> String {
+    let mut s = format!("point,set,{}\n", names.join(","));
+    let rows = points
+        .iter()
+        .map(|p| (p, "candidate"))
+        .chain(control.unwrap_or(&[]).iter().map(|p| (p, "control")));
+    for (p, set) in rows {
+        let vals: Vec<String> = p.sslmem.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(s, "{},{set},{}", p.point, vals.join(","));
+    }
+    s
+}
+
 /// One line per point: point, then SSLMem' per layer.
 pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
     let mut s = format!("point,{}\n", names.join(","));

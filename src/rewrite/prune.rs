@@ -49,27 +49,30 @@ pub fn prune_tensors(
         }
         match mode {
             PruneMode::Remove => {
-                let keep: Vec<u32> = (0..g.channels)
-                    .filter(|c| !cut_set.contains(c))
-                    .map(|c| c as u32)
-                    .collect();
-                let keep = Tensor::new(keep.as_slice(), &Device::Cpu)?;
+                let kept: Vec<usize> = (0..g.channels).filter(|c| !cut_set.contains(c)).collect();
                 for s in g.slices() {
                     let t = out
                         .get(&s.tensor)
                         .ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", s.tensor))?;
-                    let t = t.index_select(&keep, s.axis)?.contiguous()?;
+                    let idx: Vec<u32> = s
+                        .indices(&kept, t.dim(s.axis)?)
+                        .into_iter()
+                        .map(|i| i as u32)
+                        .collect();
+                    let idx = Tensor::new(idx.as_slice(), &Device::Cpu)?;
+                    let t = t.index_select(&idx, s.axis)?.contiguous()?;
                     out.insert(s.tensor.clone(), t);
                 }
             }
             PruneMode::Mask => {
-                for (conv, bn) in &g.producers {
-                    for name in [conv.clone(), format!("{bn}.weight"), format!("{bn}.bias")] {
-                        let t = out
-                            .get(&name)
-                            .ok_or_else(|| anyhow::anyhow!("missing tensor `{name}`"))?;
-                        out.insert(name.clone(), zero_rows(t, &cut_set)?);
-                    }
+                let cut: Vec<usize> = cut_set.iter().copied().collect();
+                for s in &g.producers {
+                    let t = out
+                        .get(&s.tensor)
+                        .ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", s.tensor))?;
+                    let rows: std::collections::BTreeSet<usize> =
+                        s.indices(&cut, t.dim(s.axis)?).into_iter().collect();
+                    out.insert(s.tensor.clone(), zero_along(t, s.axis, &rows)?);
                 }
             }
         }
@@ -77,8 +80,14 @@ pub fn prune_tensors(
     Ok(out)
 }
 
-/// `t` with rows (axis 0) in `rows` set to +0, in `t`'s own dtype.
-fn zero_rows(t: &Tensor, rows: &std::collections::BTreeSet<usize>) -> Result<Tensor> {
+/// `t` with the indices `rows` along `axis` set to +0, in `t`'s own dtype.
+fn zero_along(t: &Tensor, axis: usize, rows: &std::collections::BTreeSet<usize>) -> Result<Tensor> {
+    if axis != 0 {
+        let moved = t.transpose(0, axis)?.contiguous()?;
+        return Ok(zero_along(&moved, 0, rows)?
+            .transpose(0, axis)?
+            .contiguous()?);
+    }
     let dtype = t.dtype();
     let n = t.dim(0)?;
     let per_row = t.elem_count() / n.max(1);

@@ -295,16 +295,7 @@ impl<'a> Trainer<'a> {
                 )
             }
         };
-        let widths: Vec<usize> = match &model.encoder.arch {
-            crate::model::encoder::Arch::ResNet9(m) => {
-                m.blocks.iter().map(|c| c.out_channels()).collect()
-            }
-            crate::model::encoder::Arch::ResNet(m) => m
-                .stages
-                .iter()
-                .map(|s| s[0].convs[0].out_channels())
-                .collect(),
-        };
+        let widths: Vec<usize> = model.encoder.widths();
         if cfg.init_from.is_some() {
             cfg.widths = widths.clone();
         }

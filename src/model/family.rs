@@ -1,0 +1,125 @@
+//! What memprune knows about one architecture family, behind one trait, found through one
+//! registry ([`crate::model::registry`]).
+//!
+//! A family's own file owns everything about it: detection from names and shapes
+//! ([`Family::matches`]), loading ([`Family::load`]), and on the loaded network ([`Net`]) its
+//! layers and taps, parameter count and MACs, coupling groups (which slices of which tensors
+//! make one unit, strided sections included), and its trainable parameter groups. Measure,
+//! plan, rewrite and eval read these and never match on the architecture.
+
+use crate::checkpoint::Checkpoint;
+use crate::model::conv_bn::{ConvBn, Mode};
+use crate::model::coupling::{CouplingGroup, Slice};
+use anyhow::Result;
+use candle_core::Tensor;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerKind {
+    /// conv + BatchNorm + ReLU (+ max-pool): non-negative output.
+    ConvBlock,
+    /// A residual sum (with the block's final ReLU for torchvision blocks).
+    ResidualSum,
+    /// The global average pool: the representation a linear probe reads.
+    Pool,
+    /// A transformer block's attention sub-layer output, after its residual add.
+    Attention,
+    /// The attention heads of a block as units (act_u: see the ViT family).
+    AttentionHeads,
+    /// The MLP hidden neurons of a block (fc1 after GELU): signed.
+    MlpHidden,
+    /// A transformer block's MLP sub-layer output, after its residual add.
+    Mlp,
+}
+
+/// A measured layer: a tap of the forward pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub kind: LayerKind,
+    /// Channels (conv layers), features (pool), neurons or heads (ViT).
+    pub units: usize,
+}
+
+impl Layer {
+    pub fn new(name: &str, kind: LayerKind, units: usize) -> Layer {
+        Layer {
+            name: name.to_string(),
+            kind,
+            units,
+        }
+    }
+}
+
+/// A loaded network of some family.
+pub trait Net: std::fmt::Debug + Send + Sync {
+    /// Short architecture id stored in metadata and JSON (`resnet9`, `resnet`, `vit`).
+    fn arch_id(&self) -> &'static str;
+    /// A short human description, e.g. `resnet18 (basic blocks [2, 2, 2, 2], cifar stem)`.
+    fn describe(&self) -> String;
+    fn in_channels(&self) -> usize;
+    /// The measured layers in forward order.
+    fn layers(&self) -> Vec<Layer>;
+    /// One tensor per layer of [`Net::layers`]; the last is the representation (N, dim).
+    fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>>;
+    /// act_u of every unit of every layer for every image: (N, units) per layer.
+    fn unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        self.forward_taps(x, &mut Mode::Eval)?
+            .into_iter()
+            .map(|t| {
+                if t.rank() == 4 {
+                    crate::model::conv::channel_means(&t)
+                } else {
+                    Ok(t)
+                }
+            })
+            .collect()
+    }
+    /// Every checkpoint tensor the network reads (the rest is reported as unused).
+    fn used_tensors(&self) -> Vec<String>;
+    /// Learnable parameters of the encoder.
+    fn params(&self) -> usize;
+    /// Multiply-accumulates of one forward pass of one image of side `size`.
+    fn macs(&self, size: usize) -> u64;
+    /// Coupling groups in forward order; `heads` are head tensors reading the representation.
+    fn coupling_groups(&self, heads: Vec<Slice>) -> Vec<CouplingGroup>;
+    /// Layers that own parameters, in forward order, with the tensors (conv weights for the
+    /// ResNets) they own: what freeze/train select and rank.
+    fn trainable_groups(&self) -> Vec<(String, Vec<String>)>;
+    /// The widths `memprune train` records and compares on resume.
+    fn widths(&self) -> Vec<usize>;
+    /// Conv + BatchNorm units in forward order (empty for families without them).
+    fn conv_bns(&self) -> Vec<&ConvBn> {
+        Vec::new()
+    }
+    fn conv_bns_mut(&mut self) -> Vec<&mut ConvBn> {
+        Vec::new()
+    }
+    /// Metadata a rewritten checkpoint needs to load as this network with units removed
+    /// (`removed`: per coupling group, the units removed; empty when masking): what shapes
+    /// cannot say, such as a ViT's heads per block.
+    fn rewrite_metadata(
+        &self,
+        _removed: &[(String, usize)],
+    ) -> std::collections::BTreeMap<String, String> {
+        Default::default()
+    }
+    fn clone_box(&self) -> Box<dyn Net>;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl Clone for Box<dyn Net> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// An architecture family: detection and loading.
+pub trait Family: Sync {
+    /// True when the checkpoint's names are this family's.
+    fn matches(&self, ckpt: &Checkpoint) -> bool;
+    fn load(&self, ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>>;
+    /// What the family expects, for the "unknown encoder layout" message.
+    fn expects(&self) -> &'static str;
+}

@@ -1,0 +1,932 @@
+//! Vision transformers in timm's tensor layout (timm, DINO, DINOv2, iBOT, MAE encoders).
+//!
+//! Names: `patch_embed.proj.{weight,bias}`, `cls_token`, `pos_embed`, optional register
+//! tokens (`reg_token` in timm, `register_tokens` in Meta's DINOv2), per block
+//! `blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}` (qkv with or without
+//! bias), optional LayerScale `blocks.{i}.ls{1,2}.gamma` (DINOv2), and the final `norm`
+//! and/or `fc_norm`. Depth, width, MLP width, patch size and grid come from the shapes; the
+//! head count from memprune's metadata (`memprune.heads`), else `--heads`, else timm's
+//! convention (width / 64: 192 -> 3, 384 -> 6, 768 -> 12, 1024 -> 16). Tensors the encoder
+//! does not read (`head.*`, an MAE decoder, `mask_token`) are reported as unused.
+//!
+//! Tokens are ordered class, registers, patches (timm and Meta agree). The position
+//! embedding covers the patches plus 0, 1 or 1 + registers prefix tokens (told apart by
+//! which leaves a square grid). An image of another size than the embedding's grid gets the
+//! grid part interpolated as timm's `resample_abs_pos_embed` does (bicubic, antialiased),
+//! and memprune says so once. LayerNorm eps 1e-6, GELU exact (erf), as timm.
+//!
+//! Layers (1-based blocks, as the paper's Table 2), per block `blockN`:
+//! - `blockN.attn`: the attention sub-layer output after its residual add (the paper's
+//!   "attention" row);
+//! - `blockN.heads`: the heads as units; the tap is the attention output before `proj`
+//!   (heads side by side); act_u of a head = the mean over all tokens of the L2 norm of
+//!   its output (non-negative);
+//! - `blockN.fc1`: the MLP hidden neurons, fc1 after GELU; act_u = the mean over all
+//!   tokens, the class token included (signed);
+//! - `blockN.mlp`: the MLP sub-layer output after its residual add (the paper's "FC" row);
+//!
+//! then `pool`: the representation (the class token after `norm`; with `fc_norm`, the mean
+//! of the patch tokens through `fc_norm`, as timm's `global_pool='avg'`). LayerMem reads
+//! the taps with the tokens chosen by `--tokens` (`all`, default: every token flattened, the
+//! authors' LayerMem script; `cls`: the class token). UnitMem reads act_u of every unit of
+//! every layer; for `attn` and `mlp` that is the mean over tokens of each residual-stream
+//! dimension (signed).
+
+use crate::checkpoint::Checkpoint;
+use crate::model::conv_bn::Mode;
+use crate::model::coupling::{CouplingGroup, Slice};
+use crate::model::family::{Family, Layer, LayerKind, Net};
+use crate::model::options::Tokens;
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor, D};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const LN_EPS: f64 = 1e-6;
+
+#[derive(Debug, Clone)]
+struct Linear {
+    /// (out, in)
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// (..., in) -> (..., out)
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inner = dims[dims.len() - 1];
+        let rows = x.elem_count() / inner;
+        let y = x.reshape((rows, inner))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        let n = out.len();
+        out[n - 1] = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Norm {
+    /// LayerNorm over the last dimension (candle's fused kernel).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, LN_EPS as f32)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    norm1: Norm,
+    qkv: Linear,
+    proj: Linear,
+    ls1: Option<Tensor>,
+    norm2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+    ls2: Option<Tensor>,
+    /// Attention heads of this block, and their total width (`proj`'s input columns; the
+    /// model width unless heads were pruned).
+    heads: usize,
+    inner: usize,
+}
+
+/// Where the head count came from (said in `describe` and at load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadsFrom {
+    Metadata,
+    Flag,
+    Convention,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vit {
+    blocks: Vec<Block>,
+    patch_w: Tensor,
+    patch_b: Option<Tensor>,
+    cls_token: Option<Tensor>,
+    /// (R, D)
+    registers: Option<Tensor>,
+    /// (P, D)
+    pos_embed: Tensor,
+    /// Prefix tokens (class, registers) that have a position embedding: 0, 1 or 1 + R.
+    pos_prefix: usize,
+    norm: Option<Norm>,
+    fc_norm: Option<Norm>,
+    pub width: usize,
+    pub depth: usize,
+    pub mlp_hidden: Vec<usize>,
+    /// Attention heads of the first block (see each block for pruned ones).
+    pub heads: usize,
+    pub heads_from: HeadsFrom,
+    pub patch: usize,
+    /// The position embedding's grid (side).
+    pub grid: usize,
+    pub in_channels: usize,
+    pub tokens: Tokens,
+    /// Layers: the attention and MLP sub-layer outputs only (LayerMem's).
+    pub sub_layers_only: bool,
+    used: Vec<String>,
+    said_resample: Arc<AtomicBool>,
+    path: String,
+}
+
+impl Vit {
+    pub fn matches(ckpt: &Checkpoint) -> bool {
+        ckpt.contains("patch_embed.proj.weight") && ckpt.contains("pos_embed")
+    }
+
+    pub fn load(ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Vit> {
+        let path = ckpt.path.display().to_string();
+        let mut used = Vec::new();
+        let get = |name: &str, used: &mut Vec<String>| -> Result<Tensor> {
+            used.push(name.to_string());
+            Ok(ckpt.get(name)?.clone())
+        };
+        let patch_w = get("patch_embed.proj.weight", &mut used)?;
+        if patch_w.rank() != 4 || patch_w.dim(2)? != patch_w.dim(3)? {
+            bail!(
+                "{path}: `patch_embed.proj.weight` has shape {:?}, expected (width, channels, patch, patch)",
+                patch_w.dims()
+            );
+        }
+        let (width, in_channels, patch) = (patch_w.dim(0)?, patch_w.dim(1)?, patch_w.dim(2)?);
+        let opt = |name: &str, used: &mut Vec<String>| -> Option<Tensor> {
+            let t = ckpt.tensors.get(name)?.clone();
+            used.push(name.to_string());
+            Some(t)
+        };
+        let patch_b = opt("patch_embed.proj.bias", &mut used);
+        let vec_of = |name: &str, t: &Tensor| -> Result<Tensor> {
+            if t.dims().last() != Some(&width) {
+                bail!(
+                    "{path}: `{name}` has shape {:?}, expected its last dimension to be the width {width} (from `patch_embed.proj.weight`)",
+                    t.dims()
+                );
+            }
+            Ok(t.reshape((t.elem_count() / width, width))?)
+        };
+        let cls_token = match opt("cls_token", &mut used) {
+            Some(t) => Some(vec_of("cls_token", &t)?),
+            None => None,
+        };
+        let registers = match opt("reg_token", &mut used)
+            .map(|t| ("reg_token", t))
+            .or_else(|| opt("register_tokens", &mut used).map(|t| ("register_tokens", t)))
+        {
+            Some((n, t)) => Some(vec_of(n, &t)?),
+            None => None,
+        };
+        let n_reg = registers
+            .as_ref()
+            .map(|r| r.dim(0))
+            .transpose()?
+            .unwrap_or(0);
+        let n_cls = usize::from(cls_token.is_some());
+        let pos_embed = vec_of("pos_embed", &get("pos_embed", &mut used)?)?;
+        let p = pos_embed.dim(0)?;
+        let square = |n: usize| -> Option<usize> {
+            let g = (n as f64).sqrt().round() as usize;
+            (g > 0 && g * g == n).then_some(g)
+        };
+        let mut candidates = vec![n_cls + n_reg, n_cls, 0];
+        candidates.dedup();
+        let Some((pos_prefix, grid)) = candidates
+            .iter()
+            .filter(|&&k| k <= p)
+            .find_map(|&k| square(p - k).map(|g| (k, g)))
+        else {
+            bail!(
+                "{path}: `pos_embed` has {p} positions, which fit no square grid of patches plus {} prefix tokens ({n_cls} class, {n_reg} register)",
+                candidates.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+            );
+        };
+        let norm_of =
+            |prefix: &str, used: &mut Vec<String>, required: bool| -> Result<Option<Norm>> {
+                let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+                if !required && !ckpt.contains(&wn) {
+                    return Ok(None);
+                }
+                let weight = ckpt.get_shaped(&wn, &[width])?.clone();
+                let bias = ckpt.get_shaped(&bn, &[width])?.clone();
+                used.push(wn);
+                used.push(bn);
+                Ok(Some(Norm { weight, bias }))
+            };
+        let linear = |prefix: &str, used: &mut Vec<String>, din: usize| -> Result<Linear> {
+            let wn = format!("{prefix}.weight");
+            let weight = ckpt.get(&wn)?.clone();
+            if weight.rank() != 2 || weight.dim(1)? != din {
+                bail!(
+                    "{path}: `{wn}` has shape {:?}, expected ({}, {din})",
+                    weight.dims(),
+                    "out"
+                );
+            }
+            used.push(wn);
+            let bn = format!("{prefix}.bias");
+            let bias = match ckpt.tensors.get(&bn) {
+                Some(b) => {
+                    if b.dims() != [weight.dim(0)?] {
+                        bail!(
+                            "{path}: `{bn}` has shape {:?}, expected [{}]",
+                            b.dims(),
+                            weight.dim(0)?
+                        );
+                    }
+                    used.push(bn);
+                    Some(b.clone())
+                }
+                None => None,
+            };
+            Ok(Linear { weight, bias })
+        };
+        let depth = (0..)
+            .take_while(|i| {
+                ckpt.tensors
+                    .keys()
+                    .any(|k| k.starts_with(&format!("blocks.{i}.")))
+            })
+            .count();
+        let later = ckpt.tensors.keys().find(|k| {
+            k.strip_prefix("blocks.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i > depth)
+        });
+        if let Some(k) = later {
+            bail!("{path}: no `blocks.{depth}.*` tensors, but `{k}` exists: a transformer block is missing");
+        }
+        if depth == 0 {
+            bail!("{path}: no transformer block tensors (`blocks.0.attn.qkv.weight` ...)");
+        }
+        let meta_heads: Option<Vec<usize>> = ckpt.metadata.get("memprune.heads").map(|s| {
+            s.split(',')
+                .filter_map(|h| h.trim().parse::<usize>().ok())
+                .collect()
+        });
+        let (head_list, heads_from) = if let Some(h) = meta_heads.filter(|h| !h.is_empty()) {
+            let h = if h.len() == 1 { vec![h[0]; depth] } else { h };
+            if h.len() != depth {
+                bail!(
+                    "{path}: metadata `memprune.heads` lists {} blocks, the checkpoint has {depth}",
+                    h.len()
+                );
+            }
+            (h, HeadsFrom::Metadata)
+        } else if let Some(h) = opts.heads {
+            (vec![h; depth], HeadsFrom::Flag)
+        } else if width % 64 == 0 {
+            (vec![width / 64; depth], HeadsFrom::Convention)
+        } else {
+            bail!(
+                "{path}: the head count cannot be read from shapes and width {width} has no timm convention (width / 64); give --heads"
+            );
+        };
+        let mut blocks = Vec::with_capacity(depth);
+        let mut mlp_hidden = Vec::with_capacity(depth);
+        for (i, &heads) in head_list.iter().enumerate() {
+            let b = format!("blocks.{i}");
+            let qkv = linear(&format!("{b}.attn.qkv"), &mut used, width)?;
+            let pw = ckpt.get(&format!("{b}.attn.proj.weight"))?;
+            let inner = if pw.rank() == 2 { pw.dim(1)? } else { width };
+            if qkv.weight.dim(0)? != 3 * inner {
+                bail!(
+                    "{path}: `{b}.attn.qkv.weight` has {} rows, expected 3 x width = {} (width {inner}: the columns of `{b}.attn.proj.weight`)",
+                    qkv.weight.dim(0)?,
+                    3 * inner
+                );
+            }
+
+            if heads == 0 || inner % heads != 0 {
+                bail!(
+                    "{path}: {heads} attention heads do not divide the width {inner} of `{b}.attn.qkv.weight`"
+                );
+            }
+            let proj = linear(&format!("{b}.attn.proj"), &mut used, inner)?;
+            let fc1 = linear(&format!("{b}.mlp.fc1"), &mut used, width)?;
+            let hidden = fc1.weight.dim(0)?;
+            let fc2 = linear(&format!("{b}.mlp.fc2"), &mut used, hidden)?;
+            for (n, l) in [("attn.proj", &proj), ("mlp.fc2", &fc2)] {
+                if l.weight.dim(0)? != width {
+                    bail!(
+                        "{path}: `{b}.{n}.weight` has shape {:?}, expected {width} rows (the width)",
+                        l.weight.dims()
+                    );
+                }
+            }
+            let ls = |k: usize, used: &mut Vec<String>| -> Result<Option<Tensor>> {
+                let n = format!("{b}.ls{k}.gamma");
+                match ckpt.tensors.get(&n) {
+                    Some(_) => {
+                        used.push(n.clone());
+                        Ok(Some(ckpt.get_shaped(&n, &[width])?.clone()))
+                    }
+                    None => Ok(None),
+                }
+            };
+            blocks.push(Block {
+                norm1: norm_of(&format!("{b}.norm1"), &mut used, true)?.expect("required"),
+                qkv,
+                proj,
+                ls1: ls(1, &mut used)?,
+                norm2: norm_of(&format!("{b}.norm2"), &mut used, true)?.expect("required"),
+                fc1,
+                fc2,
+                ls2: ls(2, &mut used)?,
+                heads,
+                inner,
+            });
+            mlp_hidden.push(hidden);
+        }
+        let norm = norm_of("norm", &mut used, false)?;
+        let fc_norm = norm_of("fc_norm", &mut used, false)?;
+        let heads = head_list[0];
+        if heads_from == HeadsFrom::Convention {
+            eprintln!(
+                "note: {path}: {heads} attention heads, by timm's convention for width {width} (--heads to set)"
+            );
+        }
+        Ok(Vit {
+            blocks,
+            patch_w,
+            patch_b,
+            cls_token,
+            registers,
+            pos_embed,
+            pos_prefix,
+            norm,
+            fc_norm,
+            width,
+            depth,
+            mlp_hidden,
+            heads,
+            heads_from,
+            patch,
+            grid,
+            in_channels,
+            tokens: opts.tokens,
+            sub_layers_only: opts.sub_layers_only,
+            used,
+            said_resample: Arc::new(AtomicBool::new(false)),
+            path,
+        })
+    }
+
+    /// Prefix tokens: class + registers.
+    fn n_prefix(&self) -> usize {
+        usize::from(self.cls_token.is_some())
+            + self.registers.as_ref().map(|r| r.dims()[0]).unwrap_or(0)
+    }
+
+    /// The position embedding for a grid of side `g` (interpolated when `g != self.grid`).
+    fn pos_for(&self, g: usize) -> candle_core::Result<Tensor> {
+        if g == self.grid {
+            return Ok(self.pos_embed.clone());
+        }
+        if !self.said_resample.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "note: {}: images give a {g}x{g} patch grid; the position embedding ({1}x{1}) is interpolated (bicubic, antialiased, as timm)",
+                self.path,
+                self.grid
+            );
+        }
+        let prefix = self.pos_embed.narrow(0, 0, self.pos_prefix)?;
+        let grid = self
+            .pos_embed
+            .narrow(0, self.pos_prefix, self.grid * self.grid)?;
+        let resized = resample_grid(&grid, self.grid, g)?;
+        Tensor::cat(&[&prefix, &resized], 0)
+    }
+
+    /// Per block: (attention output after its residual add, heads' output before proj,
+    /// fc1 after GELU, MLP output after its residual add), every token; then the
+    /// representation (N, D).
+    fn forward_full(&self, x: &Tensor) -> candle_core::Result<(Vec<[Tensor; 4]>, Tensor)> {
+        let (n, c, h, w) = x.dims4()?;
+        let p = self.patch;
+        let (gh, gw) = (h / p, w / p);
+        if gh != gw {
+            candle_core::bail!(
+                "{}: images of {h}x{w} give a {gh}x{gw} patch grid; memprune's ViT reads square grids",
+                self.path
+            );
+        }
+        let x = x.narrow(2, 0, gh * p)?.narrow(3, 0, gw * p)?;
+        // Patch embedding as one matmul: (N*G, C*p*p) @ (C*p*p, D).
+        let patches = x
+            .reshape((n, c, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((n * gh * gw, c * p * p))?;
+        let wmat = self.patch_w.reshape((self.width, c * p * p))?;
+        let mut t = patches.matmul(&wmat.t()?)?;
+        if let Some(b) = &self.patch_b {
+            t = t.broadcast_add(b)?;
+        }
+        let mut t = t.reshape((n, gh * gw, self.width))?;
+        let pos = self.pos_for(gh)?;
+        let mut prefix: Vec<Tensor> = Vec::new();
+        if let Some(cls) = &self.cls_token {
+            prefix.push(cls.clone());
+        }
+        if let Some(r) = &self.registers {
+            prefix.push(r.clone());
+        }
+        // Prefix tokens with a position embedding get theirs; the patches get the grid's.
+        let with_pos = self.pos_prefix;
+        let pos_patches = pos.narrow(0, with_pos, gh * gw)?;
+        t = t.broadcast_add(&pos_patches.unsqueeze(0)?)?;
+        if !prefix.is_empty() {
+            let mut pre = Tensor::cat(&prefix, 0)?;
+            if with_pos > 0 {
+                let pos_pre = pos.narrow(0, 0, with_pos)?;
+                let rest = pre.dim(0)? - with_pos;
+                pre = if rest > 0 {
+                    Tensor::cat(
+                        &[
+                            &(pre.narrow(0, 0, with_pos)? + pos_pre)?,
+                            &pre.narrow(0, with_pos, rest)?,
+                        ],
+                        0,
+                    )?
+                } else {
+                    (pre + pos_pre)?
+                };
+            }
+            let n_pre = pre.dim(0)?;
+            let pre = pre.unsqueeze(0)?.broadcast_as((n, n_pre, self.width))?;
+            t = Tensor::cat(&[&pre.contiguous()?, &t], 1)?;
+        }
+        let tokens = t.dim(1)?;
+        let mut taps = Vec::with_capacity(self.depth);
+        for b in &self.blocks {
+            let hd = b.inner / b.heads;
+            let scale = 1.0 / (hd as f64).sqrt();
+            let y = b.norm1.forward(&t)?;
+            let qkv = b
+                .qkv
+                .forward(&y)?
+                .reshape((n, tokens, 3, b.heads, hd))?
+                .permute((2, 0, 3, 1, 4))?;
+            let q = (qkv.get(0)?.contiguous()? * scale)?;
+            let k = qkv.get(1)?.contiguous()?;
+            let v = qkv.get(2)?.contiguous()?;
+            let att = q.matmul(&k.t()?)?;
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let heads = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((n, tokens, b.inner))?;
+            let mut a = b.proj.forward(&heads)?;
+            if let Some(g) = &b.ls1 {
+                a = a.broadcast_mul(g)?;
+            }
+            t = (t + a)?;
+            let attn_out = t.clone();
+            let hid = b.fc1.forward(&b.norm2.forward(&t)?)?.gelu_erf()?;
+            let mut m = b.fc2.forward(&hid)?;
+            if let Some(g) = &b.ls2 {
+                m = m.broadcast_mul(g)?;
+            }
+            t = (t + m)?;
+            taps.push([attn_out, heads, hid, t.clone()]);
+        }
+        let rep = if let Some(fc) = &self.fc_norm {
+            let t = match &self.norm {
+                Some(nm) => nm.forward(&t)?,
+                None => t,
+            };
+            let np = self.n_prefix();
+            fc.forward(&t.narrow(1, np, tokens - np)?.mean(1)?)?
+        } else {
+            let t = match &self.norm {
+                Some(nm) => nm.forward(&t)?,
+                None => t,
+            };
+            t.get_on_dim(1, 0)?
+        };
+        Ok((taps, rep))
+    }
+}
+
+/// timm's `resample_abs_pos_embed` on the grid part: `F.interpolate(mode='bicubic',
+/// antialias=True, align_corners=False)` from (g0, g0) to (g1, g1), separable; PyTorch's
+/// antialiased bicubic uses the cubic kernel with a = -0.5, support widened by the scale
+/// when shrinking, and weights normalised per output.
+fn resample_grid(grid: &Tensor, g0: usize, g1: usize) -> candle_core::Result<Tensor> {
+    let d = grid.dim(1)?;
+    let w = aa_weights(g0, g1);
+    // (g1, g0) weights as a matrix; out = W @ grid(g0, g0*d) then along the other axis.
+    let wm: Vec<f32> = w.iter().flatten().map(|&v| v as f32).collect();
+    let wt = Tensor::from_vec(wm, (g1, g0), &Device::Cpu)?;
+    let x = grid.reshape((g0, g0 * d))?; // rows: y
+    let x = wt.matmul(&x)?; // (g1, g0*d)
+    let x = x
+        .reshape((g1, g0, d))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((g0, g1 * d))?;
+    let x = wt.matmul(&x)?; // (g1 [x], g1 [y] * d)
+    x.reshape((g1, g1, d))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((g1 * g1, d))
+}
+
+fn aa_weights(n_in: usize, n_out: usize) -> Vec<Vec<f64>> {
+    let scale = n_in as f64 / n_out as f64;
+    let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    let cubic = |x: f64| -> f64 {
+        let a = -0.5;
+        let x = x.abs();
+        if x < 1.0 {
+            ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            (((x - 5.0) * x + 8.0) * x - 4.0) * a
+        } else {
+            0.0
+        }
+    };
+    (0..n_out)
+        .map(|i| {
+            let center = scale * (i as f64 + 0.5);
+            let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let xmax = ((center + support + 0.5).floor() as usize).min(n_in);
+            let mut row = vec![0f64; n_in];
+            let mut total = 0.0;
+            for (j, r) in row.iter_mut().enumerate().take(xmax).skip(xmin) {
+                let v = cubic((j as f64 - center + 0.5) * invscale);
+                *r = v;
+                total += v;
+            }
+            if total != 0.0 {
+                row.iter_mut().for_each(|v| *v /= total);
+            }
+            row
+        })
+        .collect()
+}
+
+/// The ViT family: detected by `patch_embed.proj.weight` and `pos_embed`.
+pub struct VitFamily;
+
+impl Family for VitFamily {
+    fn matches(&self, ckpt: &Checkpoint) -> bool {
+        Vit::matches(ckpt)
+    }
+
+    fn load(&self, ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>> {
+        Ok(Box::new(Vit::load(ckpt, opts)?))
+    }
+
+    fn expects(&self) -> &'static str {
+        "a timm-layout ViT (`patch_embed.proj.weight`, `pos_embed`, `blocks.0.attn.qkv.weight`)"
+    }
+}
+
+fn select_tokens(t: &Tensor, tokens: Tokens) -> candle_core::Result<Tensor> {
+    match tokens {
+        Tokens::All => Ok(t.clone()),
+        Tokens::Cls => t.get_on_dim(1, 0),
+    }
+}
+
+impl Net for Vit {
+    fn arch_id(&self) -> &'static str {
+        "vit"
+    }
+
+    fn describe(&self) -> String {
+        let mlp = if self.mlp_hidden.iter().all(|&m| m == self.mlp_hidden[0]) {
+            self.mlp_hidden[0].to_string()
+        } else {
+            format!("{:?}", self.mlp_hidden)
+        };
+        let heads_from = match self.heads_from {
+            HeadsFrom::Metadata => "from memprune's metadata",
+            HeadsFrom::Flag => "from --heads",
+            HeadsFrom::Convention => "by timm's convention for the width",
+        };
+        let n_reg = self.registers.as_ref().map(|r| r.dims()[0]).unwrap_or(0);
+        let mut extras = Vec::new();
+        if self.blocks.iter().any(|b| b.ls1.is_some()) {
+            extras.push("LayerScale".to_string());
+        }
+        if n_reg > 0 {
+            extras.push(format!("{n_reg} registers"));
+        }
+        if self.blocks[0].qkv.bias.is_none() {
+            extras.push("qkv without bias".to_string());
+        }
+        if self.fc_norm.is_some() {
+            extras.push("fc_norm (mean of patch tokens)".to_string());
+        }
+        let heads = if self.blocks.iter().all(|b| b.heads == self.heads) {
+            self.heads.to_string()
+        } else {
+            format!(
+                "{:?}",
+                self.blocks.iter().map(|b| b.heads).collect::<Vec<_>>()
+            )
+        };
+        format!(
+            "vit (depth {}, width {}, mlp {mlp}, {heads} heads {heads_from}, patch {}, grid {}x{}{}{})",
+            self.depth,
+            self.width,
+            self.patch,
+            self.grid,
+            self.grid,
+            if extras.is_empty() { "" } else { ", " },
+            extras.join(", ")
+        )
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn layers(&self) -> Vec<Layer> {
+        let mut v = Vec::new();
+        for (i, (h, blk)) in self.mlp_hidden.iter().zip(&self.blocks).enumerate() {
+            let b = format!("block{}", i + 1);
+            v.push(Layer::new(
+                &format!("{b}.attn"),
+                LayerKind::Attention,
+                self.width,
+            ));
+            if self.sub_layers_only {
+                v.push(Layer::new(&format!("{b}.mlp"), LayerKind::Mlp, self.width));
+                continue;
+            }
+            v.push(Layer::new(
+                &format!("{b}.heads"),
+                LayerKind::AttentionHeads,
+                blk.heads,
+            ));
+            v.push(Layer::new(&format!("{b}.fc1"), LayerKind::MlpHidden, *h));
+            v.push(Layer::new(&format!("{b}.mlp"), LayerKind::Mlp, self.width));
+        }
+        v.push(Layer::new("pool", LayerKind::Pool, self.width));
+        v
+    }
+
+    fn forward_taps(&self, x: &Tensor, _mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
+        let (blocks, rep) = self.forward_full(x)?;
+        let mut v = Vec::with_capacity(blocks.len() * 4 + 1);
+        for [attn, heads, hid, mlp] in blocks {
+            let taps = if self.sub_layers_only {
+                vec![attn, mlp]
+            } else {
+                vec![attn, heads, hid, mlp]
+            };
+            for t in taps {
+                v.push(select_tokens(&t, self.tokens)?);
+            }
+        }
+        v.push(rep);
+        Ok(v)
+    }
+
+    fn unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let (blocks, rep) = self.forward_full(x)?;
+        let mut v = Vec::with_capacity(blocks.len() * 4 + 1);
+        for ([attn, heads, hid, mlp], b) in blocks.into_iter().zip(&self.blocks) {
+            let (n, t, _) = heads.dims3()?;
+            v.push(attn.mean(1)?);
+            if self.sub_layers_only {
+                v.push(mlp.mean(1)?);
+                continue;
+            }
+            let norms = heads
+                .reshape((n, t, b.heads, b.inner / b.heads))?
+                .sqr()?
+                .sum(D::Minus1)?
+                .sqrt()?
+                .mean(1)?;
+            v.push(norms);
+            v.push(hid.mean(1)?);
+            v.push(mlp.mean(1)?);
+        }
+        v.push(rep);
+        Ok(v)
+    }
+
+    fn used_tensors(&self) -> Vec<String> {
+        self.used.clone()
+    }
+
+    fn params(&self) -> usize {
+        let mut n = self.patch_w.elem_count()
+            + self.patch_b.as_ref().map(|b| b.elem_count()).unwrap_or(0)
+            + self.cls_token.as_ref().map(|t| t.elem_count()).unwrap_or(0)
+            + self.registers.as_ref().map(|t| t.elem_count()).unwrap_or(0)
+            + self.pos_embed.elem_count();
+        let lin = |l: &Linear| {
+            l.weight.elem_count() + l.bias.as_ref().map(|b| b.elem_count()).unwrap_or(0)
+        };
+        for b in &self.blocks {
+            n += 4 * self.width + lin(&b.qkv) + lin(&b.proj) + lin(&b.fc1) + lin(&b.fc2);
+            n += b.ls1.as_ref().map(|_| self.width).unwrap_or(0);
+            n += b.ls2.as_ref().map(|_| self.width).unwrap_or(0);
+        }
+        n + 2
+            * self.width
+            * (usize::from(self.norm.is_some()) + usize::from(self.fc_norm.is_some()))
+    }
+
+    fn macs(&self, size: usize) -> u64 {
+        let g = (size / self.patch) as u64;
+        let patches = g * g;
+        let t = patches + self.n_prefix() as u64;
+        let d = self.width as u64;
+        let mut m = patches * d * (self.in_channels * self.patch * self.patch) as u64;
+        for (b, &h) in self.blocks.iter().zip(&self.mlp_hidden) {
+            let (h, a) = (h as u64, b.inner as u64);
+            m += t * d * 3 * a + 2 * t * t * a + t * a * d + 2 * t * d * h;
+        }
+        m
+    }
+
+    /// Per block, the heads (their strided rows of each third of `qkv`, their columns of
+    /// `proj`) and the MLP neurons (fc1's rows, fc2's columns); and the whole residual
+    /// stream, one group tying every tensor that writes to or reads from it.
+    fn coupling_groups(&self, mut heads: Vec<Slice>) -> Vec<CouplingGroup> {
+        let mut stream = CouplingGroup {
+            name: "stream".into(),
+            channels: self.width,
+            taps: vec![],
+            producers: vec![Slice::plain("patch_embed.proj.weight", 0)],
+            carried: vec![],
+            consumers: vec![],
+        };
+        let has = |n: &str| self.used.iter().any(|u| u == n);
+        for n in ["patch_embed.proj.bias"] {
+            if has(n) {
+                stream.producers.push(Slice::plain(n, 0));
+            }
+        }
+        for n in ["cls_token", "reg_token", "register_tokens", "pos_embed"] {
+            if has(n) {
+                stream.producers.push(Slice::plain(n, 2));
+            }
+        }
+        let mut groups = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("blocks.{i}");
+            let name = format!("block{}", i + 1);
+            let hd = b.inner / b.heads;
+            let mut hg = CouplingGroup {
+                name: format!("{name}.heads"),
+                channels: b.heads,
+                taps: vec![format!("{name}.heads")],
+                producers: vec![Slice::strided(format!("{p}.attn.qkv.weight"), 0, 3, hd)],
+                carried: vec![],
+                consumers: vec![Slice::strided(format!("{p}.attn.proj.weight"), 1, 1, hd)],
+            };
+            if b.qkv.bias.is_some() {
+                hg.producers
+                    .push(Slice::strided(format!("{p}.attn.qkv.bias"), 0, 3, hd));
+            }
+            groups.push(hg);
+            let mut mg = CouplingGroup {
+                name: format!("{name}.fc1"),
+                channels: b.fc1.weight.dims()[0],
+                taps: vec![format!("{name}.fc1")],
+                producers: vec![Slice::plain(format!("{p}.mlp.fc1.weight"), 0)],
+                carried: vec![],
+                consumers: vec![Slice::plain(format!("{p}.mlp.fc2.weight"), 1)],
+            };
+            if b.fc1.bias.is_some() {
+                mg.producers
+                    .push(Slice::plain(format!("{p}.mlp.fc1.bias"), 0));
+            }
+            groups.push(mg);
+            stream.taps.push(format!("{name}.attn"));
+            stream.taps.push(format!("{name}.mlp"));
+            for n in ["norm1", "norm2"] {
+                for s in ["weight", "bias"] {
+                    stream.carried.push(Slice::plain(format!("{p}.{n}.{s}"), 0));
+                }
+            }
+            for (n, l, ls) in [("attn.proj", &b.proj, "ls1"), ("mlp.fc2", &b.fc2, "ls2")] {
+                stream
+                    .producers
+                    .push(Slice::plain(format!("{p}.{n}.weight"), 0));
+                if l.bias.is_some() {
+                    stream
+                        .producers
+                        .push(Slice::plain(format!("{p}.{n}.bias"), 0));
+                }
+                if has(&format!("{p}.{ls}.gamma")) {
+                    stream
+                        .carried
+                        .push(Slice::plain(format!("{p}.{ls}.gamma"), 0));
+                }
+            }
+            stream
+                .consumers
+                .push(Slice::plain(format!("{p}.attn.qkv.weight"), 1));
+            stream
+                .consumers
+                .push(Slice::plain(format!("{p}.mlp.fc1.weight"), 1));
+        }
+        for n in ["norm", "fc_norm"] {
+            if has(&format!("{n}.weight")) {
+                for s in ["weight", "bias"] {
+                    stream.carried.push(Slice::plain(format!("{n}.{s}"), 0));
+                }
+            }
+        }
+        stream.taps.push("pool".into());
+        stream.consumers.append(&mut heads);
+        groups.insert(0, stream);
+        groups
+    }
+
+    fn trainable_groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut v = vec![(
+            "embed".to_string(),
+            self.used
+                .iter()
+                .filter(|n| {
+                    !n.starts_with("blocks.")
+                        && !n.starts_with("norm.")
+                        && !n.starts_with("fc_norm.")
+                })
+                .cloned()
+                .collect(),
+        )];
+        for i in 0..self.depth {
+            let p = format!("blocks.{i}.");
+            let name = format!("block{}", i + 1);
+            let of = |parts: &[&str]| -> Vec<String> {
+                self.used
+                    .iter()
+                    .filter(|n| {
+                        n.strip_prefix(&p)
+                            .map(|r| parts.iter().any(|q| r.starts_with(q)))
+                            .unwrap_or(false)
+                    })
+                    .cloned()
+                    .collect()
+            };
+            v.push((format!("{name}.attn"), of(&["norm1.", "attn.", "ls1."])));
+            v.push((format!("{name}.mlp"), of(&["norm2.", "mlp.", "ls2."])));
+        }
+        v.push((
+            "norm".to_string(),
+            self.used
+                .iter()
+                .filter(|n| n.starts_with("norm.") || n.starts_with("fc_norm."))
+                .cloned()
+                .collect(),
+        ));
+        v
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let mut v = vec![self.width];
+        v.extend(&self.mlp_hidden);
+        v
+    }
+
+    /// `memprune.heads`: the heads of every block after the removal, so that the rewritten
+    /// file loads with the right head width whatever the flags.
+    fn rewrite_metadata(
+        &self,
+        removed: &[(String, usize)],
+    ) -> std::collections::BTreeMap<String, String> {
+        let heads: Vec<String> = self
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let gone: usize = removed
+                    .iter()
+                    .filter(|(g, _)| *g == format!("block{}.heads", i + 1))
+                    .map(|(_, n)| n)
+                    .sum();
+                (b.heads - gone).to_string()
+            })
+            .collect();
+        [("memprune.heads".to_string(), heads.join(","))].into()
+    }
+
+    fn clone_box(&self) -> Box<dyn Net> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}

@@ -1,0 +1,384 @@
+//! Vision transformers: timm parity of every tap on each fixture layout (made once with timm in
+//! float64 by examples/make_vit_fixtures.py), containers (DINO teacher/student, MAE), the
+//! position embedding's interpolation, coupling groups, and clear errors for bad input.
+
+use candle_core::{DType, Device, Tensor};
+use memprune::checkpoint::{write_safetensors_atomic, Checkpoint};
+use memprune::model::{Encoder, LoadOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+mod common;
+
+fn fx(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vit")
+        .join(name)
+}
+
+fn heads(h: usize) -> LoadOptions {
+    LoadOptions {
+        heads: Some(h),
+        ..Default::default()
+    }
+}
+
+/// Largest |a - b| over the largest |b| (at least 1).
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1.0);
+    let err = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    err / scale
+}
+
+/// Every tap of `enc` on the fixture's input matches timm's to 1e-4 of its scale; returns
+/// the largest relative error.
+fn check(enc: &Encoder, io: &str) -> f32 {
+    let io = candle_core::safetensors::load(fx(io), &Device::Cpu).unwrap();
+    let x = io["input"].to_dtype(DType::F32).unwrap();
+    let taps = enc.forward_taps(&x).unwrap();
+    let n_ref = io.keys().filter(|k| k.starts_with("tap.")).count();
+    assert_eq!(n_ref, enc.layers.len(), "taps in the fixture vs memprune");
+    let mut worst = 0f32;
+    for (layer, tap) in enc.layers.iter().zip(&taps) {
+        let want = &io[&format!("tap.{}", layer.name)];
+        assert_eq!(tap.dims(), want.dims(), "{}", layer.name);
+        let e = rel_err(tap, want);
+        assert!(e <= 1e-4, "{}: error {e} of the scale", layer.name);
+        worst = worst.max(e);
+    }
+    let f = enc.features(&x).unwrap();
+    assert!(rel_err(&f, &io["features"]) <= 1e-4);
+    eprintln!("worst relative error {worst:e}");
+    worst
+}
+
+#[test]
+fn vit_tiny_layout_matches_timm() {
+    let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
+    assert_eq!(
+        enc.describe(),
+        "vit (depth 2, width 192, mlp 768, 3 heads by timm's convention for the width, patch 16, grid 2x2)"
+    );
+    // The classifier is left alone.
+    assert_eq!(enc.unused, vec!["head.bias", "head.weight"]);
+    check(&enc, "vit_tiny_io.safetensors");
+    let names: Vec<&str> = enc.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        &names[..5],
+        &[
+            "block1.attn",
+            "block1.heads",
+            "block1.fc1",
+            "block1.mlp",
+            "block2.attn"
+        ]
+    );
+    assert_eq!(names.last(), Some(&"pool"));
+}
+
+#[test]
+fn pos_embed_is_interpolated_for_other_image_sizes_as_timm() {
+    let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
+    // 48x48 images give a 3x3 grid; the checkpoint's is 2x2.
+    check(&enc, "vit_tiny_io48.safetensors");
+}
+
+#[test]
+fn dino_checkpoint_gives_the_teacher_by_default_and_the_student_by_key() {
+    let enc = Encoder::load(&fx("dino_teacher.pth"), &heads(4)).unwrap();
+    assert!(
+        enc.describe().contains("4 heads from --heads"),
+        "{}",
+        enc.describe()
+    );
+    // The DINO head (`head.mlp.*`, `head.last_layer.*`) is not the encoder's.
+    assert!(
+        enc.unused.iter().all(|n| n.starts_with("head.")),
+        "{:?}",
+        enc.unused
+    );
+    assert_eq!(enc.unused.len(), 4);
+    check(&enc, "dino_teacher_io.safetensors");
+    let student = Encoder::load(
+        &fx("dino_teacher.pth"),
+        &LoadOptions {
+            key: Some("student".into()),
+            heads: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check(&student, "dino_student_io.safetensors");
+}
+
+#[test]
+fn dino_container_in_safetensors_gives_the_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = BTreeMap::new();
+    for (who, seed_file) in [("teacher", None), ("student", Some("student"))] {
+        let ck =
+            Checkpoint::load_keyed(&fx("dino_teacher.pth"), Some("__none__"), seed_file).unwrap();
+        for (k, v) in ck.stored {
+            t.insert(format!("{who}.{k}"), v);
+        }
+    }
+    let p = dir.path().join("dino.safetensors");
+    write_safetensors_atomic(&p, &t, &BTreeMap::new(), &[]).unwrap();
+    check(
+        &Encoder::load(&p, &heads(4)).unwrap(),
+        "dino_teacher_io.safetensors",
+    );
+    let s = Encoder::load(
+        &p,
+        &LoadOptions {
+            key: Some("student".into()),
+            heads: Some(4),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check(&s, "dino_student_io.safetensors");
+}
+
+#[test]
+fn dinov2_layerscale_registers_without_qkv_bias_match_timm() {
+    let enc = Encoder::load(&fx("dinov2_reg.safetensors"), &heads(4)).unwrap();
+    assert_eq!(
+        enc.describe(),
+        "vit (depth 2, width 64, mlp 256, 4 heads from --heads, patch 14, grid 2x2, LayerScale, 4 registers, qkv without bias, fc_norm (mean of patch tokens))"
+    );
+    assert!(enc.unused.is_empty(), "{:?}", enc.unused);
+    check(&enc, "dinov2_reg_io.safetensors");
+}
+
+#[test]
+fn meta_register_tokens_name_loads_like_timm_reg_token() {
+    let ck = Checkpoint::load(&fx("dinov2_reg.safetensors"), None).unwrap();
+    let mut t = ck.stored.clone();
+    let r = t.remove("reg_token").unwrap();
+    t.insert("register_tokens".into(), r);
+    let ck = Checkpoint::from_tensors(&ck.path, t, BTreeMap::new());
+    let enc = Encoder::from_checkpoint(ck, &heads(4)).unwrap();
+    check(&enc, "dinov2_reg_io.safetensors");
+}
+
+#[test]
+fn mae_checkpoint_reports_the_decoder_as_unused() {
+    let enc = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    assert!(enc.unused.contains(&"decoder_pred.weight".to_string()));
+    assert!(enc.unused.contains(&"mask_token".to_string()));
+    assert!(enc
+        .unused
+        .iter()
+        .all(|n| n.starts_with("decoder") || n == "mask_token"));
+    check(&enc, "mae_io.safetensors");
+}
+
+#[test]
+fn tokens_cls_gives_the_class_token_of_each_sub_layer() {
+    let all = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let cls = Encoder::load(
+        &fx("mae.pth"),
+        &LoadOptions {
+            heads: Some(4),
+            tokens: memprune::model::options::Tokens::Cls,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let (a, c) = (all.forward_taps(&x).unwrap(), cls.forward_taps(&x).unwrap());
+    for ((ta, tc), l) in a.iter().zip(&c).zip(&all.layers) {
+        if l.name == "pool" {
+            assert_eq!(ta.dims(), tc.dims());
+            continue;
+        }
+        let first = ta.get_on_dim(1, 0).unwrap();
+        assert_eq!(rel_err(tc, &first), 0.0, "{}", l.name);
+    }
+}
+
+#[test]
+fn unit_acts_are_head_norms_and_token_means() {
+    let enc = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let taps = enc.forward_taps(&x).unwrap();
+    let acts = enc.forward_unit_acts(&x).unwrap();
+    for ((l, t), a) in enc.layers.iter().zip(&taps).zip(&acts) {
+        assert_eq!(a.dims(), &[2, l.units], "{}", l.name);
+        let want = if l.name.ends_with(".heads") {
+            let (n, tok, d) = t.dims3().unwrap();
+            t.reshape((n, tok, 4, d / 4))
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum(3)
+                .unwrap()
+                .sqrt()
+                .unwrap()
+                .mean(1)
+                .unwrap()
+        } else if l.name == "pool" {
+            t.clone()
+        } else {
+            t.mean(1).unwrap()
+        };
+        assert!(rel_err(a, &want) < 1e-6, "{}", l.name);
+    }
+}
+
+#[test]
+fn coupling_groups_slice_heads_from_each_qkv_third() {
+    let enc = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let groups = memprune::model::coupling::coupling_groups(&enc);
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "stream",
+            "block1.heads",
+            "block1.fc1",
+            "block2.heads",
+            "block2.fc1"
+        ]
+    );
+    let h = &groups[1];
+    assert_eq!(h.channels, 4);
+    let qkv = &h.producers[0];
+    assert_eq!(qkv.tensor, "blocks.0.attn.qkv.weight");
+    // Head 1 of 4 (head_dim 16) owns rows 16..32 of each of the three 64-row thirds.
+    let idx = qkv.indices(&[1], 192);
+    let want: Vec<usize> = (16..32).chain(80..96).chain(144..160).collect();
+    assert_eq!(idx, want);
+    // Removing head 1 everywhere equals masking it: outputs agree.
+    use memprune::rewrite::prune::{prune_tensors, GroupCut, PruneMode};
+    let cut = [GroupCut {
+        group: "block1.heads".into(),
+        channels: vec![1],
+    }];
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let mut outs = Vec::new();
+    for mode in [PruneMode::Remove, PruneMode::Mask] {
+        let t = prune_tensors(&enc.checkpoint.stored, &groups, &cut, mode).unwrap();
+        // What the rewriter adds: the heads left in each block.
+        let removed = if mode == PruneMode::Remove {
+            vec![("block1.heads".to_string(), 1)]
+        } else {
+            vec![]
+        };
+        let meta = enc.arch.rewrite_metadata(&removed);
+        let want = if mode == PruneMode::Remove {
+            "3,4"
+        } else {
+            "4,4"
+        };
+        assert_eq!(meta["memprune.heads"], want);
+        let ck = Checkpoint::from_tensors(&enc.checkpoint.path, t, meta);
+        let e = Encoder::from_checkpoint(ck, &LoadOptions::default()).unwrap();
+        outs.push(e.features(&x).unwrap());
+    }
+    assert!(rel_err(&outs[0], &outs[1]) < 1e-5);
+}
+
+#[test]
+fn params_and_macs_of_vit_tiny() {
+    let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
+    // timm's count without the head: patch 192*768+192, cls 192, pos 5*192, per block
+    // 4*192 + 192*576+576 + 192*192+192 + 192*768+768 + 768*192+192, final norm 2*192.
+    let block = 4 * 192 + 192 * 576 + 576 + 192 * 192 + 192 + 192 * 768 + 768 + 768 * 192 + 192;
+    assert_eq!(
+        enc.params(),
+        192 * 768 + 192 + 192 + 5 * 192 + 2 * block + 2 * 192
+    );
+    let (t, d) = (5u64, 192u64);
+    let per_block = t * d * 3 * d + 2 * t * t * d + t * d * d + 2 * t * d * 768;
+    assert_eq!(enc.macs(32), 4 * 768 * d + 2 * per_block);
+}
+
+/// Writes the MAE fixture's encoder with `edit` applied, and returns memprune's error.
+fn bad(edit: impl Fn(&mut BTreeMap<String, Tensor>)) -> (PathBuf, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = Checkpoint::load(&fx("mae.pth"), None).unwrap();
+    let mut t: BTreeMap<String, Tensor> = ck
+        .stored
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("decoder") && k != "mask_token")
+        .collect();
+    edit(&mut t);
+    let p = dir.path().join("bad.safetensors");
+    write_safetensors_atomic(&p, &t, &BTreeMap::new(), &[]).unwrap();
+    let out_json = dir.path().join("out.json");
+    let o = common::memprune_threads(&["inspect", p.to_str().unwrap(), "--heads", "4"], "1");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out_json.exists());
+    (p, err, dir)
+}
+
+#[test]
+fn bad_vit_input_is_one_clear_line() {
+    let (p, e, _d) = bad(|t| {
+        t.remove("blocks.0.mlp.fc1.weight");
+    });
+    assert!(
+        e.contains(p.to_str().unwrap()) && e.contains("blocks.0.mlp.fc1.weight"),
+        "{e}"
+    );
+    let (_, e, _d) = bad(|t| {
+        let w = t["blocks.1.attn.qkv.weight"].narrow(0, 0, 128).unwrap();
+        t.insert("blocks.1.attn.qkv.weight".into(), w);
+        let b = t["blocks.1.attn.qkv.bias"].narrow(0, 0, 128).unwrap();
+        t.insert("blocks.1.attn.qkv.bias".into(), b);
+    });
+    assert!(
+        e.contains("blocks.1.attn.qkv.weight") && e.contains("3 x width"),
+        "{e}"
+    );
+    let (_, e, _d) = bad(|t| {
+        let w = t["pos_embed"].narrow(1, 0, 15).unwrap();
+        t.insert("pos_embed".into(), w);
+    });
+    assert!(e.contains("`pos_embed`") && e.contains("grid"), "{e}");
+    // A whole block missing between others.
+    let (_, e, _d) = bad(|t| {
+        let keys: Vec<String> = t
+            .keys()
+            .filter(|k| k.starts_with("blocks.0."))
+            .cloned()
+            .collect();
+        for k in keys {
+            let v = t.remove(&k).unwrap();
+            t.insert(k.replace("blocks.0.", "blocks.2."), v);
+        }
+    });
+    assert!(e.contains("blocks.0"), "{e}");
+    // Heads that do not divide the width.
+    let dir = tempfile::tempdir().unwrap();
+    let o = common::memprune_threads(
+        &["inspect", fx("mae.pth").to_str().unwrap(), "--heads", "5"],
+        "1",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.contains("mae.pth") && e.contains("5 attention heads") && e.contains("qkv.weight"),
+        "{e}"
+    );
+    drop(dir);
+}

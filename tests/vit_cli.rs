@@ -1,0 +1,140 @@
+//! `memprune inspect` and `measure unit|layer|class` on every ViT fixture layout, end to end;
+//! results that do not depend on the thread count or the batch size.
+
+use std::path::{Path, PathBuf};
+
+mod common;
+use common::{json, ok};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fx(name: &str) -> String {
+    root()
+        .join("tests/fixtures/vit")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// (checkpoint, extra load flags, data folder): 3-channel layouts on the tiny CIFAR-10
+/// fixture (32x32), the 1-channel DINOv2-style one on the embedded Fashion-MNIST.
+fn layouts() -> Vec<(String, Vec<&'static str>, PathBuf)> {
+    let cifar = root().join("tests/fixtures/data/cifar10");
+    let fmnist = root().join("assets/fashion-mnist");
+    vec![
+        (fx("vit_tiny.safetensors"), vec![], cifar.clone()),
+        (fx("dino_teacher.pth"), vec!["--heads", "4"], cifar.clone()),
+        (
+            fx("dino_teacher.pth"),
+            vec!["--heads", "4", "--key", "student"],
+            cifar.clone(),
+        ),
+        (
+            fx("mae.pth"),
+            vec!["--heads", "4", "--tokens", "cls"],
+            cifar,
+        ),
+        (fx("dinov2_reg.safetensors"), vec!["--heads", "4"], fmnist),
+    ]
+}
+
+#[test]
+fn inspect_and_measure_run_on_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (ck, flags, data)) in layouts().into_iter().enumerate() {
+        let data = data.to_str().unwrap().to_string();
+        let mut a = vec!["inspect", ck.as_str(), "--size", "32"];
+        a.extend(&flags);
+        let text = ok(&common::memprune_threads(&a, "2"));
+        assert!(text.contains("vit (depth 2"), "{text}");
+        assert!(text.contains("block2.fc1"), "{text}");
+        for metric in ["unit", "class", "layer"] {
+            let out = dir.path().join(format!("{i}-{metric}.json"));
+            let mut a = vec![
+                "measure",
+                metric,
+                ck.as_str(),
+                "--data",
+                data.as_str(),
+                "--points",
+                "2",
+                "--views",
+                "2",
+                "-q",
+                "--json",
+                out.to_str().unwrap(),
+                // The tiny CIFAR-10 fixture has 1 test point: too few for the control.
+                "--no-control",
+            ];
+            if metric == "layer" {
+                a.extend(["--reference", ck.as_str()]);
+            }
+            a.extend(&flags);
+            ok(&common::memprune_threads(&a, "2"));
+            let j = json(&out);
+            let names: Vec<String> = j["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    l["layer"]
+                        .as_str()
+                        .or(l["name"].as_str())
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
+            if metric == "layer" {
+                assert_eq!(
+                    names,
+                    [
+                        "block1.attn",
+                        "block1.mlp",
+                        "block2.attn",
+                        "block2.mlp",
+                        "pool"
+                    ],
+                    "{ck} {flags:?}"
+                );
+            } else {
+                assert_eq!(names.len(), 9, "{ck} {metric}: {names:?}");
+                assert!(names.contains(&"block1.heads".to_string()));
+            }
+        }
+    }
+}
+
+#[test]
+fn vit_unit_mem_is_identical_across_threads_and_batch_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = fx("dinov2_reg.safetensors");
+    let run = |threads: &str, batch: &str, name: &str| {
+        let out = dir.path().join(name);
+        ok(&common::memprune_threads(
+            &[
+                "measure",
+                "unit",
+                ck.as_str(),
+                "--heads",
+                "4",
+                "--points",
+                "6",
+                "--views",
+                "3",
+                "--batch",
+                batch,
+                "--json",
+                out.to_str().unwrap(),
+                "-q",
+            ],
+            threads,
+        ));
+        json(&out)["layers"].clone()
+    };
+    let a = run("1", "256", "a.json");
+    assert_eq!(a, run("2", "5", "b.json"));
+    assert_eq!(a, run("2", "1", "c.json"));
+}
