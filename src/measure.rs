@@ -9,7 +9,7 @@ use crate::data::augment::{self, AugmentConfig};
 use crate::data::normalize::Normalization;
 use crate::data::ImageSet;
 use crate::metrics::class_mem::ClassMemAccumulator;
-use crate::metrics::layer_mem::{self, normalized_distance, LayerMemLayer, Pairing, PointScores};
+use crate::metrics::layer_mem::{self, normalized_distance, Pairing, PointScores};
 use crate::metrics::unit_mem::{Reduce, UnitMemAccumulator, UnitMemLayer};
 use crate::model::Encoder;
 use anyhow::{bail, Context, Result};
@@ -375,30 +375,6 @@ pub fn layer_mem_points(
     }
     progress.finish_and_clear();
     Ok(out)
-}
-
-/// LayerMem and dLayerMem per layer with intervals, no control: the per-layer table and the
-/// per-point scores it comes from.
-#[allow(clippy::too_many_arguments)]
-pub fn layer_mem(
-    f: &Encoder,
-    g: &Encoder,
-    set: &ImageSet,
-    points: &[usize],
-    k: usize,
-    pairing: Pairing,
-    settings: &ViewSettings,
-    progress: &indicatif::ProgressBar,
-) -> Result<(Vec<LayerMemLayer>, Vec<PointScores>)> {
-    let out = layer_mem_points(f, g, set, points, k, pairing, settings, progress)?;
-    let boot = crate::metrics::bootstrap::Bootstrap {
-        seed: settings.seed,
-        ..Default::default()
-    };
-    Ok((
-        layer_mem::layer_mem(&layer_names(f), &out, None, &boot),
-        out,
-    ))
 }
 
 /// Domain tag of the control points' draw (distinct from the measured points' draw).
