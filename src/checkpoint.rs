@@ -266,7 +266,42 @@ pub fn write_safetensors_atomic(
         .collect::<candle_core::Result<_>>()?;
     let bytes = safetensors::serialize(contiguous.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
         .map_err(|e| anyhow!("{}: cannot serialize: {e}", path.display()))?;
+    let bytes = canonical_header(bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     write_file_atomic(path, &bytes, inputs)
+}
+
+/// The safetensors crate writes its metadata map in hash order, so the same run gave files
+/// that differ in their first bytes. Re-serialize the JSON header with sorted keys (tensor
+/// entries keep their explicit offsets), padded with spaces to 8 bytes as the crate does:
+/// the same tensors and metadata always give the same bytes.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(
+        bytes
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .context("short safetensors buffer")?,
+    ) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8 + n).context("short safetensors header")?)?;
+    let sorted: BTreeMap<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(m) => {
+                let inner: BTreeMap<String, serde_json::Value> = m.into_iter().collect();
+                Ok((k, serde_json::to_value(inner)?))
+            }
+            v => Ok((k, v)),
+        })
+        .collect::<Result<_>>()?;
+    let mut text = serde_json::to_string(&sorted)?;
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 /// Writes any file atomically (temporary file + rename), refusing to overwrite `inputs`.

@@ -232,3 +232,20 @@ fn writes_keep_metadata_and_never_overwrite_inputs() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn the_same_tensors_and_metadata_give_the_same_bytes() {
+    // The safetensors crate writes its metadata map in hash order; memprune's writer
+    // sorts it, so two writes (each with a fresh hash seed) agree byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let t = tensors("resnet9_c1.safetensors");
+    let meta: BTreeMap<String, String> = (0..40)
+        .map(|i| (format!("memprune.key{i}"), format!("[{i}, \"v\"]")))
+        .collect();
+    let (a, b) = (dir.path().join("a.st"), dir.path().join("b.st"));
+    write_safetensors_atomic(&a, &t, &meta, &[]).unwrap();
+    write_safetensors_atomic(&b, &t, &meta, &[]).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let back = Checkpoint::load(&a, Some("")).unwrap();
+    assert_eq!(back.metadata.get("memprune.key7").unwrap(), "[7, \"v\"]");
+}
