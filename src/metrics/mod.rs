@@ -7,6 +7,7 @@ pub mod class_mem;
 pub mod layer_mem;
 pub mod summary;
 pub mod unit_control;
+pub mod unit_control_summary;
 pub mod unit_mem;
 
 pub use summary::{LayerSummary, UnitScore};

@@ -124,7 +124,7 @@ pub struct UnitMemLayer {
     pub units: Vec<UnitScore>,
     /// The same units on an equal number of unseen points, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control: Option<crate::metrics::unit_control::UnitControl>,
+    pub control: Option<crate::metrics::unit_control_summary::UnitControl>,
 }
 
 impl UnitMemAccumulator {
