@@ -1,6 +1,7 @@
 //! Checkpoints: read safetensors (memory-mapped) and PyTorch `.pth` state dicts, strip
 //! wrapper prefixes, and write new checkpoints atomically (temporary file + rename).
 
+use crate::container::RawTensors;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::BTreeMap;
@@ -73,24 +74,48 @@ impl Checkpoint {
         })
     }
 
-    /// The f32 tensor `name`, or an error naming the file and the missing tensor.
+    /// The f32 tensor `name`, or an error naming the file and the missing tensor, or the
+    /// tensor when it is not floating point (an integer weight would otherwise fail deep in
+    /// a model with candle's "unexpected dtype", naming no file).
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.tensors
+        let t = self
+            .tensors
             .get(name)
-            .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.path.display()))
+            .ok_or_else(|| anyhow!("{}: missing tensor `{name}`", self.path.display()))?;
+        if t.dtype() != DType::F32 {
+            bail!(
+                "{}: tensor `{name}` has dtype {:?}; weights must be floating point (f32, f16, bf16 or f64)",
+                self.path.display(),
+                t.dtype()
+            );
+        }
+        Ok(t)
     }
 
-    /// A checkpoint made in memory (tests, training): every tensor stored as given.
+    /// A checkpoint made in memory (tests, training, a pruned encoder probed without being
+    /// written): every tensor stored as given, and computed in f32 as a loaded one (so an
+    /// f16 or bf16 model pruned in memory loads as it does from its file).
     pub fn from_tensors(
         path: &Path,
         tensors: BTreeMap<String, Tensor>,
         metadata: BTreeMap<String, String>,
     ) -> Checkpoint {
         let stored_names = tensors.keys().map(|k| (k.clone(), k.clone())).collect();
+        let compute = tensors
+            .iter()
+            .map(|(k, t)| {
+                // On the CPU a float conversion cannot fail; keeping `t` is only a fallback
+                // (`get` then names the tensor and its dtype).
+                (
+                    k.clone(),
+                    for_compute(t.clone()).unwrap_or_else(|_| t.clone()),
+                )
+            })
+            .collect();
         Checkpoint {
             path: path.to_path_buf(),
-            stored: tensors.clone(),
-            tensors,
+            stored: tensors,
+            tensors: compute,
             stored_names,
             metadata,
         }
@@ -160,8 +185,6 @@ fn strip_prefix(name: &str, prefix: Option<&str>) -> String {
         return s.to_string();
     }
 }
-
-pub(crate) type RawTensors = Vec<(String, Tensor)>;
 
 fn read_safetensors(path: &Path) -> Result<(RawTensors, BTreeMap<String, String>)> {
     let shown = path.display();

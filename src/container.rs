@@ -6,9 +6,14 @@
 //! Safetensors files are flat: a container is names under `teacher.` / `student.`; without
 //! a key, a file holding only such names gives the teacher.
 
-use crate::checkpoint::RawTensors;
 use anyhow::{bail, Result};
+use candle_core::Tensor;
 use std::path::Path;
+
+/// Tensors as a file holds them: (name in the file, tensor in its stored dtype). The readers
+/// (safetensors in `checkpoint`, `.pth` in `pth`) return it; this module picks a container
+/// out of it; neither reader is imported here, so imports go one way.
+pub type RawTensors = Vec<(String, Tensor)>;
 
 /// Keys of a `.pth` tried in order when no `--key` is given.
 pub const PTH_KEYS: [Option<&str>; 5] = [

@@ -248,10 +248,10 @@ struct MeasureArgs {
     #[arg(long, default_value_t = 256)]
     batch: usize,
     /// Per-channel normalisation mean, comma separated (default: the data set's usual one).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     mean: Option<Vec<f32>>,
     /// Per-channel normalisation std, comma separated.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Augmentation settings as a YAML file (keys: size, crop_scale, crop_ratio, flip_p,
     /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: METRICS.md's.
@@ -280,11 +280,69 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = parse_args();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", report::error_line::error_line(&e));
         std::process::exit(1);
     }
+}
+
+/// Every option that takes a value reads a leading `-` followed by a number as that number
+/// (clap would take `--lr -1` for two flags), so the value's own check refuses it clearly.
+fn negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        if !a.is_positional() && a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(negative_numbers)
+}
+
+/// The command line, parsed; a parse error is one line (clap's own spans several, with a
+/// usage block), exit code 1. `--help` and `--version` print as clap prints them.
+fn parse_args() -> Cli {
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = negative_numbers(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let e = match parsed {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.to_string();
+    // The command the error is about, from clap's usage line (`Usage: memprune measure unit
+    // [OPTIONS] ...`), for the pointer to its --help.
+    let usage = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']) && !w.contains('|'))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "memprune".into());
+    let first = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        format!("`{usage}` needs a subcommand")
+    } else {
+        // The first paragraph (a list of missing arguments continues on its own lines).
+        text.lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim_start_matches("error: ")
+            .to_string()
+    };
+    eprintln!("error: {first} (see `{usage} --help`)");
+    std::process::exit(1);
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -321,8 +379,13 @@ fn run(cli: Cli) -> Result<()> {
             size,
             load,
         } => {
+            if size == 0 {
+                bail!("--size 0: images need a side of at least 1 pixel");
+            }
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
+            enc.check_input_size(size)
+                .with_context(|| format!("--size {size}"))?;
             print!("{}", report::inspect(&enc, size));
             Ok(())
         }
@@ -353,9 +416,29 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
             other => bail!("--modes: `{other}` is neither mask nor remove"),
         })
         .collect::<Result<_>>()?;
+    if points == 0 {
+        bail!("--points must be at least 1");
+    }
     let path = checkpoint.unwrap_or_else(defaults::model_f);
-    let enc = Encoder::load(&path, &LoadOptions::default())?;
     let data_path = data_path.unwrap_or_else(defaults::data);
+    // Before any work: the outputs are neither an input nor each other; they appear only
+    // once everything has succeeded.
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&path, "the checkpoint");
+    outputs.input(&data_path, "the data");
+    if let Some(j) = &json {
+        outputs.output(j, "--json")?;
+    }
+    if let Some(c) = &chart {
+        outputs.output(c, "--chart")?;
+    }
+    if views == 0 {
+        bail!("--views must be at least 1");
+    }
+    if draws == 0 {
+        bail!("--draws must be at least 1");
+    }
+    let enc = Encoder::load(&path, &LoadOptions::default())?;
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
     // UnitMem on the encoder's own training points (when it records them), with its control
@@ -397,17 +480,13 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     )?;
     println!("Table 6 on {} ({} units), UnitMem on {} training points x {views} views; linear-probe top-1 on the {} test images of {}\n", path.display(), t.total_units, pts.len(), test.len(), test.source);
     print!("{}", report::table6(&t));
-    let inputs = [path.as_path()];
     if let Some(j) = &json {
-        memprune::checkpoint::write_file_atomic(
-            j,
-            serde_json::to_string_pretty(&t)?.as_bytes(),
-            &inputs,
-        )?;
+        outputs.stage(j, serde_json::to_string_pretty(&t)?.as_bytes())?;
     }
     if let Some(c) = &chart {
-        report::chart::write_svg(c, &report::table6_chart(&t)?, &inputs)?;
+        outputs.stage(c, report::table6_chart(&t)?.as_bytes())?;
     }
+    outputs.commit()?;
     Ok(())
 }
 
@@ -447,7 +526,12 @@ struct Prepared {
     settings: ViewSettings,
 }
 
-fn prepare(c: &MeasureArgs, default_points: DefaultPoints) -> Result<Prepared> {
+/// `per_point`: the views a point is measured on (K for UnitMem and ClassMem, 2K + 1 for
+/// LayerMem at most), for the memory check.
+fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> Result<Prepared> {
+    if c.points == Some(0) {
+        bail!("--points must be at least 1");
+    }
     let path = c.checkpoint.clone().unwrap_or_else(defaults::model_f);
     let encoder = Encoder::load(&path, &c.load.options())?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
@@ -489,10 +573,9 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints) -> Result<Prepared> {
         seed: c.seed,
         batch: c.batch,
     };
-    // LayerMem holds up to 2K views (+ the clean image) of a point at once.
     memprune::data::limits::check_views(
         points.len(),
-        c.views.saturating_mul(2).saturating_add(1),
+        per_point,
         c.batch,
         set.channels,
         settings.size(&set),
@@ -616,7 +699,7 @@ fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usi
 }
 
 fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
-    let p = prepare(&c, DefaultPoints::Training(1000))?;
+    let p = prepare(&c, DefaultPoints::Training(1000), c.views)?;
     let (what, metric, argmax) = if class {
         ("ClassMem", "classmem", "argmax_class")
     } else {
@@ -703,7 +786,12 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
             control,
         } => {
             c.load.sub_layers_only = true;
-            let p = prepare(&c, DefaultPoints::Candidates(100))?;
+            // LayerMem: up to 2K views and the clean image of a point.
+            let p = prepare(
+                &c,
+                DefaultPoints::Candidates(100),
+                c.views.saturating_mul(2).saturating_add(1),
+            )?;
             let ref_path = match reference {
                 Some(r) => r,
                 None if c.checkpoint.is_none() => defaults::model_g(),
@@ -1107,15 +1195,27 @@ struct ProbeArgs {
 fn probe_cmd(a: ProbeArgs) -> Result<()> {
     use memprune::eval::probe::{probe_accuracy, raw_pixel_accuracy, ProbeSettings};
     set_threads(a.threads)?;
-    let data_path = a.data.clone().unwrap_or_else(defaults::data);
-    let train = data::open(&data_path, Split::Train)?;
-    let test = data::open(&data_path, Split::Test)?;
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&a.data.clone().unwrap_or_else(defaults::data), "the data");
+    if !a.raw && a.random_init.is_none() {
+        outputs.input(
+            &a.checkpoint.clone().unwrap_or_else(defaults::model_f),
+            "the checkpoint",
+        );
+    }
+    if let Some(p) = &a.json {
+        outputs.output(p, "--json")?;
+    }
     let settings = ProbeSettings {
         steps: a.steps,
         lr: a.lr,
         l2: a.l2,
         ..ProbeSettings::default()
     };
+    settings.validate()?;
+    let data_path = a.data.clone().unwrap_or_else(defaults::data);
+    let train = data::open(&data_path, Split::Train)?;
+    let test = data::open(&data_path, Split::Test)?;
     let (what, r) = if a.raw {
         (
             "raw pixels".to_string(),
@@ -1150,11 +1250,8 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     );
     if let Some(p) = &a.json {
         let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r});
-        memprune::checkpoint::write_file_atomic(
-            p,
-            serde_json::to_string_pretty(&j)?.as_bytes(),
-            &[],
-        )?;
+        outputs.stage(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
+    outputs.commit()?;
     Ok(())
 }

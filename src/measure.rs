@@ -28,9 +28,10 @@ pub struct ViewSettings {
 }
 
 impl ViewSettings {
-    /// Side of the views for images of `set`.
+    /// Side of the views for images of `set`: the augment's own rule (its `size`, else the
+    /// shorter side), so that the tensor is shaped as the views are made.
     pub fn size(&self, set: &ImageSet) -> usize {
-        self.augment.size.unwrap_or(set.height)
+        self.augment.output_size(set)
     }
 
     /// The views `items` = (point, view index) as an (n, C, S, S) tensor.
@@ -188,7 +189,9 @@ fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Re
     if settings.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    Ok(())
+    encoder
+        .check_input_size(settings.size(set))
+        .with_context(|| format!("{}", set.source))
 }
 
 /// Calls `sink(point, mu)` for every point, in order, with `mu[l][u]` = the mean over `k`
@@ -206,7 +209,17 @@ pub fn for_each_point_mean_acts(
     if k == 0 {
         bail!("--views must be at least 1");
     }
-    let per_chunk = (settings.batch / k).max(1);
+    if k > settings.batch {
+        // More views than a batch: each point's views stream through in batches, so memory
+        // is bounded by --batch, not by K.
+        for &p in points {
+            sink(p, streamed_mean_acts(encoder, set, p, k, settings)?)?;
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        return Ok(());
+    }
+    let per_chunk = settings.batch / k;
     for chunk in points.chunks(per_chunk) {
         let items: Vec<(usize, u64)> = chunk
             .iter()
@@ -220,6 +233,47 @@ pub fn for_each_point_mean_acts(
     }
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Eq. 5 for one point whose `k` views are more than a batch: views `0..k` in batches of
+/// `settings.batch`, summed in f64 in view order and divided by `k` at the end, the same
+/// arithmetic as [`mean_acts_of_views`] on all of them at once (so the same numbers).
+fn streamed_mean_acts(
+    encoder: &Encoder,
+    set: &ImageSet,
+    p: usize,
+    k: usize,
+    settings: &ViewSettings,
+) -> Result<Vec<Vec<f64>>> {
+    let mut sums: Vec<Vec<f64>> = Vec::new();
+    for (from, to) in view_batches(k, settings.batch) {
+        let items: Vec<(usize, u64)> = (from..to).map(|v| (p, v as u64)).collect();
+        let acts: Vec<Vec<Vec<f32>>> = encoder
+            .forward_unit_acts(&settings.views(set, &items)?)?
+            .iter()
+            .map(|t| t.to_vec2::<f32>())
+            .collect::<candle_core::Result<_>>()?;
+        if sums.is_empty() {
+            sums = acts.iter().map(|l| vec![0f64; l[0].len()]).collect();
+        }
+        for (m, layer) in sums.iter_mut().zip(&acts) {
+            for row in layer {
+                for (a, &v) in m.iter_mut().zip(row) {
+                    *a += v as f64;
+                }
+            }
+        }
+    }
+    for m in &mut sums {
+        m.iter_mut().for_each(|a| *a /= k as f64);
+    }
+    Ok(sums)
+}
+
+/// `0..n` in consecutive ranges of at most `batch` (at least 1).
+fn view_batches(n: usize, batch: usize) -> impl Iterator<Item = (usize, usize)> {
+    let b = batch.max(1);
+    (0..n.div_ceil(b)).map(move |i| (i * b, ((i + 1) * b).min(n)))
 }
 
 /// `x` holds `k` consecutive views of each of several points; returns per point, per layer,
@@ -359,8 +413,18 @@ pub fn layer_mem_points(
         bail!("--views must be at least 1");
     }
     let v = layer_mem_views(pairing, k);
-    let per_chunk = (settings.batch / (v + 1)).max(1);
     let mut out = Vec::with_capacity(points.len());
+    if v + 1 > settings.batch {
+        // A point's views are more than a batch: they stream through in batches of whole
+        // pairs, so memory is bounded by --batch, not by K.
+        for &p in points {
+            out.push(streamed_point_scores(f, g, set, p, k, pairing, settings)?);
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        return Ok(out);
+    }
+    let per_chunk = settings.batch / (v + 1);
     for chunk in points.chunks(per_chunk) {
         let items: Vec<(usize, u64)> = chunk
             .iter()
@@ -375,6 +439,103 @@ pub fn layer_mem_points(
     }
     progress.finish_and_clear();
     Ok(out)
+}
+
+/// The layer outputs of `x`, flattened per image: `rows[layer][image]`.
+fn tap_rows(e: &Encoder, x: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
+    e.forward_taps(x)?
+        .iter()
+        .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
+        .collect()
+}
+
+/// Running sums of pair distances of one encoder at one layer: over all K pairs, and over
+/// the first and second halves (the selection split of [`PointScores`]).
+#[derive(Clone)]
+struct PairSums {
+    all: f64,
+    first: f64,
+    second: f64,
+}
+
+/// [`point_scores_of_views`] for one point whose views are more than a batch: pairs in
+/// batches (a clean image forwarded once), distances summed in pair order from the same
+/// starting value as `Iterator::sum`, so the numbers are those of all views at once.
+fn streamed_point_scores(
+    f: &Encoder,
+    g: &Encoder,
+    set: &ImageSet,
+    p: usize,
+    k: usize,
+    pairing: Pairing,
+    settings: &ViewSettings,
+) -> Result<PointScores> {
+    let nl = f.layers.len();
+    let zero: f64 = std::iter::empty::<f64>().sum();
+    let start = PairSums {
+        all: zero,
+        first: zero,
+        second: zero,
+    };
+    let mut sums = [vec![start.clone(); nl], vec![start; nl]];
+    let clean = match pairing {
+        Pairing::Clean => {
+            let x = settings.clean(set, &[p])?;
+            Some([tap_rows(f, &x)?, tap_rows(g, &x)?])
+        }
+        Pairing::Views => None,
+    };
+    let h = k / 2;
+    let per_pair = layer_mem_views(pairing, 1);
+    for (from, to) in view_batches(k, (settings.batch / per_pair).max(1)) {
+        let items: Vec<(usize, u64)> = (from * per_pair..to * per_pair)
+            .map(|v| (p, v as u64))
+            .collect();
+        let x = settings.views(set, &items)?;
+        for (e, (enc, acc)) in [f, g].into_iter().zip(sums.iter_mut()).enumerate() {
+            let rows = tap_rows(enc, &x)?;
+            for (l, s) in acc.iter_mut().enumerate() {
+                for j in from..to {
+                    let i = j - from;
+                    let d = match &clean {
+                        Some(c) => normalized_distance(&c[e][l][0], &rows[l][i]),
+                        None => normalized_distance(&rows[l][2 * i], &rows[l][2 * i + 1]),
+                    };
+                    s.all += d;
+                    if j < h {
+                        s.first += d;
+                    } else {
+                        s.second += d;
+                    }
+                }
+            }
+        }
+    }
+    let mean = |x: f64, n: usize| x / n.max(1) as f64;
+    let [sf, sg] = &sums;
+    let ssl_f: Vec<f64> = sf.iter().map(|s| mean(s.all, k)).collect();
+    let ssl_g: Vec<f64> = sg.iter().map(|s| mean(s.all, k)).collect();
+    let half = |pick: fn(&PairSums) -> f64, n: usize| -> Vec<f64> {
+        if h == 0 {
+            return Vec::new();
+        }
+        sf.iter()
+            .zip(sg)
+            .map(|(a, b)| layer_mem::ssl_mem(mean(pick(a), n), mean(pick(b), n)))
+            .collect()
+    };
+    Ok(PointScores {
+        point: p,
+        sslmem: ssl_f
+            .iter()
+            .zip(&ssl_g)
+            .map(|(&a, &b)| layer_mem::ssl_mem(a, b))
+            .collect(),
+        sslmem_first_half: half(|s| s.first, h),
+        sslmem_second_half: half(|s| s.second, k - h),
+        ssl_f,
+        ssl_g,
+    })
 }
 
 /// Domain tag of the control points' draw (distinct from the measured points' draw).

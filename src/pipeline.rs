@@ -266,7 +266,7 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
     // The rewritten file goes back through detection like any other checkpoint.
     let after = Encoder::load(&staged, &LoadOptions::default())
         .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
-    let size = planned.data.height;
+    let size = pf.policy.metrics.augment.output_size(&planned.data);
     let speed = pf.policy.evaluation.speed;
     Ok(PolicyReport {
         policy: pf.path.clone(),

@@ -7,6 +7,7 @@
 //! against the size of its own storage entry before anything is allocated. Every failure is
 //! an error naming the file; nothing is printed.
 
+use crate::container::RawTensors;
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -803,12 +804,12 @@ fn key_name(k: &Obj) -> String {
 /// Reads the state dict of the torch.save zip in `bytes`: the top-level dict when it holds
 /// tensors, else the first dict under [`crate::container::PTH_KEYS`] that does. Errors do
 /// not name the file (the caller does).
-pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
+pub fn read_state_dict(bytes: &[u8]) -> Result<RawTensors> {
     read_state_dict_keyed(bytes, None)
 }
 
 /// As [`read_state_dict`]; with `key`, exactly the dict under that top-level key.
-pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<Vec<(String, Tensor)>> {
+pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<RawTensors> {
     if is_legacy(bytes) {
         bail!("a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch (torch.save(torch.load(f), f), the zip format) or convert it to safetensors");
     }

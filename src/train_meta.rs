@@ -16,15 +16,27 @@ pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
     } else {
         "memprune.independent"
     };
-    match ckpt.metadata_json(key)? {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: metadata `memprune.candidates` is not a list of point indices: {e}",
-                ckpt.path.display()
-            )
-        }),
+    point_list(ckpt, key)
+}
+
+/// The list of point indices under metadata `key`: present, non-empty and without
+/// duplicates (an empty list would measure nothing, a duplicate would count twice).
+fn point_list(ckpt: &Checkpoint, key: &str) -> Result<Option<Vec<usize>>> {
+    let shown = ckpt.path.display();
+    let Some(v) = ckpt.metadata_json(key)? else {
+        return Ok(None);
+    };
+    let v: Vec<usize> = serde_json::from_value(v).map_err(|e| {
+        anyhow::anyhow!("{shown}: metadata `{key}` is not a list of point indices: {e}")
+    })?;
+    if v.is_empty() {
+        bail!("{shown}: metadata `{key}` is an empty list of points");
     }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = v.iter().find(|&&p| !seen.insert(p)) {
+        bail!("{shown}: metadata `{key}` lists point {d} twice");
+    }
+    Ok(Some(v))
 }
 
 /// Refuses a LayerMem pair whose recorded splits do not fit: f must be trained on shared +
@@ -104,13 +116,5 @@ pub fn training_points(
 
 /// The planted (known atypical) points recorded in `memprune.planted`, if any.
 pub fn planted(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
-    match ckpt.metadata_json("memprune.planted")? {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: metadata `memprune.planted` is not a list of point indices: {e}",
-                ckpt.path.display()
-            )
-        }),
-    }
+    point_list(ckpt, "memprune.planted")
 }

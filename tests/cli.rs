@@ -2,17 +2,13 @@
 //! across thread counts and batch sizes, LayerMem of an encoder against itself, view dumps,
 //! and clear errors that write nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
-use common::{json, ok};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{json, ok, root};
 
 fn model() -> PathBuf {
-    root().join("tests/fixtures/parity/resnet9_c1.safetensors")
+    common::parity("resnet9_c1.safetensors")
 }
 
 fn memprune(args: &[&str], threads: &str) -> std::process::Output {

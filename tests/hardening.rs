@@ -4,41 +4,12 @@
 
 mod common;
 
+use common::pth::{st, state_pickle, torch_zip};
+use common::{memprune as run, parity as fx, refused, root, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fx(name: &str) -> PathBuf {
-    root().join("tests/fixtures/parity").join(name)
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memprune"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
-
-/// Exit 1, one line on stderr containing every needle.
-fn refused(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "not refused: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    for n in needles {
-        assert!(err.contains(n), "`{n}` not in: {err}");
-    }
-}
 
 /// The data every CLI case here measures on (relative to the repository root).
 const FASHION: [&str; 2] = ["--data", "assets/fashion-mnist"];
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 const POLICY: &str = "model: MODEL\ndata: {path: DATA, points: 8INDICES}\nmetrics: {views: 2}\nactions:\n  - prune: {criterion: unitmem, end: low, fraction: 0.25, mode: remove}\nevaluation: {speed: false, probe: false}\noutput: {checkpoint: CKPT, json: JSON}\n";
 
@@ -269,6 +240,8 @@ fn a_failed_run_leaves_no_partial_output() {
 
 #[test]
 fn sizes_from_user_numbers_are_checked_before_allocating() {
+    // --dump-views holds every view at once: 10^8 of them are refused before any work.
+    let dir = tempfile::tempdir().unwrap();
     let r = run(&[
         "measure",
         "unit",
@@ -279,8 +252,11 @@ fn sizes_from_user_numbers_are_checked_before_allocating() {
         "--views",
         "100000000",
         "-q",
+        "--dump-views",
+        s(&dir.path().join("views")),
     ]);
     refused(&r, &["--views", "GB"]);
+    assert!(!dir.path().join("views").exists());
     let dir = tempfile::tempdir().unwrap();
     let aug = dir.path().join("aug.yaml");
     std::fs::write(&aug, "size: 100000\n").unwrap();
@@ -298,6 +274,115 @@ fn sizes_from_user_numbers_are_checked_before_allocating() {
         s(&aug),
     ]);
     refused(&r, &["augment size"]);
+}
+
+/// The peak resident memory (VmHWM) of a running process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+#[test]
+fn views_stream_in_batches_so_memory_is_bounded_by_batch_not_k() {
+    // 10^8 views of 2 points would be 313 GB at once; streamed in batches of 64 the run
+    // starts and stays small. It is stopped after a few seconds of measuring.
+    for metric in ["unit", "layer"] {
+        let mut args = vec![
+            "measure",
+            metric,
+            "--points",
+            "2",
+            "--views",
+            "100000000",
+            "--batch",
+            "64",
+            "--no-control",
+            "-q",
+        ];
+        if metric == "layer" {
+            args.extend(["--per-point"]);
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_memprune"))
+            .args(&args)
+            .current_dir(root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let running = child.try_wait().unwrap().is_none();
+        let peak = peak_rss(child.id());
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            running,
+            "{metric}: exited early: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let peak = peak.expect("VmHWM of the running process");
+        assert!(peak < 1 << 30, "{metric}: peak RSS {peak} bytes");
+    }
+}
+
+#[test]
+fn streamed_views_give_the_numbers_of_views_in_one_batch() {
+    // Batches smaller than a point's views take the streaming path; the numbers must be
+    // those of a batch holding them all (UnitMem K = 10; LayerMem 2K = 8 views and K = 4
+    // clean pairs).
+    let dir = tempfile::tempdir().unwrap();
+    let m = fx("resnet9_c1.safetensors");
+    let measure = |args: &[&str], batch: &str, name: &str| {
+        let out = dir.path().join(name);
+        let mut a = vec!["measure"];
+        a.extend_from_slice(args);
+        a.extend([
+            s(&m),
+            "--points",
+            "5",
+            "--batch",
+            batch,
+            "-q",
+            "--json",
+            s(&out),
+        ]);
+        common::ok(&run(&a));
+        let j = common::json(&out);
+        (
+            j["layers"].clone(),
+            j.get("per_point").cloned(),
+            j.get("control_per_point").cloned(),
+        )
+    };
+    let unit = ["unit", "--views", "10"];
+    assert_eq!(
+        measure(&unit, "256", "u1.json"),
+        measure(&unit, "3", "u2.json")
+    );
+    for pairing in ["views", "clean"] {
+        let layer = [
+            "layer",
+            "--views",
+            "4",
+            "--pairing",
+            pairing,
+            "--per-point",
+            "--reference",
+        ];
+        let mut with_ref = layer.to_vec();
+        // The same widths, other (rounded) weights: SSLMem' is not 0.
+        let g = s(&fx("resnet9_c1_bf16.safetensors")).to_string();
+        with_ref.push(&g);
+        let a = measure(&with_ref, "256", "l1.json");
+        let b = measure(&with_ref, "3", "l2.json");
+        let pp = a.1.as_ref().expect("per-point scores");
+        assert!(pp[0]["sslmem"][0].as_f64().unwrap() != 0.0, "{pp}");
+        assert_eq!(a, b, "{pairing}");
+    }
 }
 
 #[test]
@@ -349,108 +434,6 @@ fn a_gzip_bomb_is_refused_after_its_header() {
     );
     assert!(e.contains("inflates past"), "{e}");
     assert!(t.elapsed().as_secs_f64() < 2.0);
-}
-
-// ---- .pth: a zip writer like torch.save's (stored entries, data aligned to 64 bytes) ----
-
-fn zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut cd = Vec::new();
-    for (name, data) in entries {
-        let off = out.len();
-        let pad = (64 - (off + 30 + name.len()) % 64) % 64;
-        let le16 = |v: usize| (v as u16).to_le_bytes();
-        let le32 = |v: usize| (v as u32).to_le_bytes();
-        out.extend(0x0403_4b50u32.to_le_bytes());
-        out.extend([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        out.extend(le32(data.len()));
-        out.extend(le32(data.len()));
-        out.extend(le16(name.len()));
-        out.extend(le16(pad));
-        out.extend(name.as_bytes());
-        out.extend(vec![0u8; pad]);
-        out.extend(data);
-        cd.extend(0x0201_4b50u32.to_le_bytes());
-        cd.extend([20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        cd.extend(le32(data.len()));
-        cd.extend(le32(data.len()));
-        cd.extend(le16(name.len()));
-        cd.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        cd.extend(le32(off));
-        cd.extend(name.as_bytes());
-    }
-    let cd_off = out.len();
-    out.extend(&cd);
-    out.extend(0x0605_4b50u32.to_le_bytes());
-    out.extend([0, 0, 0, 0]);
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((entries.len() as u16).to_le_bytes());
-    out.extend((cd.len() as u32).to_le_bytes());
-    out.extend((cd_off as u32).to_le_bytes());
-    out.extend([0, 0]);
-    out
-}
-
-fn st(x: &str) -> Vec<u8> {
-    let mut v = vec![b'X'];
-    v.extend((x.len() as u32).to_le_bytes());
-    v.extend(x.as_bytes());
-    v
-}
-
-/// `{name: _rebuild_tensor_v2((storage, FloatStorage, "0", cpu, n), 0, shape, stride)}`,
-/// with `rebuild_args`/`pid_fields` cut short when asked.
-fn state_pickle(name: &str, shape: &[u32], rebuild_args: usize, pid_fields: usize) -> Vec<u8> {
-    let mut p = vec![0x80, 2, b'}', b'('];
-    p.extend(st(name));
-    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
-    let mut pid = vec![b'('];
-    let fields: [Vec<u8>; 5] = [
-        st("storage"),
-        b"ctorch\nFloatStorage\n".to_vec(),
-        st("0"),
-        st("cpu"),
-        vec![b'K', 4],
-    ];
-    for f in fields.iter().take(pid_fields) {
-        pid.extend(f);
-    }
-    pid.extend(b"tQ");
-    let mut size = vec![b'('];
-    let mut stride = vec![b'('];
-    let mut acc = 1u64;
-    let mut strides = Vec::new();
-    for &d in shape.iter().rev() {
-        strides.push(acc.min(1 << 30) as u32);
-        acc = acc.saturating_mul(d as u64);
-    }
-    strides.reverse();
-    for (&d, &s) in shape.iter().zip(&strides) {
-        size.push(b'J');
-        size.extend(d.to_le_bytes());
-        stride.push(b'J');
-        stride.extend(s.to_le_bytes());
-    }
-    size.push(b't');
-    stride.push(b't');
-    let args = [pid, vec![b'K', 0], size, stride, vec![0x89]];
-    for a in args.iter().take(rebuild_args) {
-        p.extend(a);
-    }
-    p.extend(b"tRu.");
-    p
-}
-
-fn torch_zip(stem: &str, pickle: Vec<u8>) -> Vec<u8> {
-    let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    zip(&[
-        (format!("{stem}/data.pkl"), pickle),
-        (format!("{stem}/byteorder"), b"little".to_vec()),
-        (format!("{stem}/data/0"), data),
-    ])
 }
 
 fn pth_err(bytes: &[u8]) -> String {
@@ -564,4 +547,70 @@ fn pth_errors_are_one_line_name_the_file_and_the_real_cause() {
     let r = run(&["inspect", s(&f)]);
     refused(&r, &["short.pth", "tensor `w`"]);
     assert!(!String::from_utf8_lossy(&r.stderr).contains("skipping"));
+}
+
+#[test]
+fn experiment_and_probe_outputs_never_overwrite_an_input_and_appear_only_on_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::tiny_idx(dir.path(), 40);
+    let model = dir.path().join("m.safetensors");
+    std::fs::copy(fx("resnet9_c1.safetensors"), &model).unwrap();
+    let labels = data.join("train-labels-idx1-ubyte");
+    let (j, c) = (dir.path().join("t6.json"), dir.path().join("t6.svg"));
+    let experiment = |extra: &[&str]| {
+        let mut v = vec![
+            "experiment",
+            "prune",
+            s(&model),
+            "--data",
+            s(&data),
+            "--points",
+            "20",
+            "--views",
+            "2",
+            "--draws",
+            "1",
+            "--modes",
+            "mask",
+            "-q",
+        ];
+        v.extend_from_slice(extra);
+        run(&v)
+    };
+    let before = snapshot(&[&model, &labels]);
+    // Each output against each input kind, and against the other output.
+    refused(
+        &experiment(&["--json", s(&model)]),
+        &["--json", "the checkpoint"],
+    );
+    refused(
+        &experiment(&["--chart", s(&labels)]),
+        &["--chart", "the data"],
+    );
+    refused(
+        &experiment(&["--json", s(&j), "--chart", s(&j)]),
+        &["the same file"],
+    );
+    let probe = |extra: &[&str]| {
+        let mut v = vec!["probe", s(&model), "--data", s(&data), "--steps", "5"];
+        v.extend_from_slice(extra);
+        run(&v)
+    };
+    refused(
+        &probe(&["--json", s(&model)]),
+        &["--json", "the checkpoint"],
+    );
+    refused(&probe(&["--json", s(&labels)]), &["--json", "the data"]);
+    assert_eq!(before, snapshot(&[&model, &labels]));
+    assert!(!j.exists() && !c.exists());
+    // The chart cannot be written (its folder would be inside a file): the JSON, staged
+    // before it, must not appear either.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let r = experiment(&["--json", s(&j), "--chart", s(&blocker.join("t6.svg"))]);
+    refused(&r, &["a-file"]);
+    assert!(!j.exists());
+    // A good run writes both.
+    common::ok(&experiment(&["--json", s(&j), "--chart", s(&c)]));
+    assert!(j.exists() && c.exists());
 }

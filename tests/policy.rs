@@ -2,18 +2,12 @@
 //! one clear error naming the file (and line) and writes nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::memprune as run;
 
 fn fx(name: &str) -> String {
-    root()
-        .join("tests/fixtures/parity")
-        .join(name)
-        .display()
-        .to_string()
+    common::parity(name).display().to_string()
 }
 
 /// Writes `body` (with `MODEL` and `OUT` substituted) as a policy in `dir`.
@@ -25,14 +19,6 @@ fn policy(dir: &Path, body: &str) -> (PathBuf, PathBuf) {
     let p = dir.join("policy.yaml");
     std::fs::write(&p, text).unwrap();
     (p, out)
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_memprune"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
 }
 
 const GOOD: &str = "model: MODEL\ndata: {points: 40}\nmetrics: {views: 2}\nactions:\n  - prune: {criterion: unitmem, end: low, fraction: 0.25, mode: remove}\nevaluation: {speed: false, probe: false}\noutput: {checkpoint: OUT}\n";

@@ -1,14 +1,10 @@
 //! `memprune inspect` and `measure unit|layer|class` on every ViT fixture layout, end to end;
 //! results that do not depend on the thread count or the batch size.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
-use common::{json, ok};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{json, ok, root};
 
 fn fx(name: &str) -> String {
     root()

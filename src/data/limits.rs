@@ -33,9 +33,10 @@ pub fn check_alloc(what: &str, dims: &[usize], elem_bytes: usize) -> Result<()> 
     }
 }
 
-/// The view tensors of a measurement: each step holds at least one point's `views` views
-/// (or `batch` of them) of `channels` x `size` x `size` f32; `--dump-views` holds all
-/// `points` x `views` at once.
+/// The view tensors of a measurement: a step holds at most `batch` views (a point with more
+/// views than that streams them through in batches; a LayerMem pair needs 2) of
+/// `channels` x `size` x `size` f32, and never more than all `points` x `views`;
+/// `--dump-views` holds all of them at once.
 pub fn check_views(
     points: usize,
     views: usize,
@@ -44,7 +45,7 @@ pub fn check_views(
     size: usize,
     dump: bool,
 ) -> Result<()> {
-    let step = views.max(batch);
+    let step = batch.max(2).min(points.saturating_mul(views)).max(1);
     check_alloc(
         &format!(
             "one step of {step} views of {channels}x{size}x{size} (--views, --batch, augment size)"
@@ -54,7 +55,7 @@ pub fn check_views(
     )?;
     if dump {
         check_alloc(
-            &format!("--dump-views of {points} points x {views} views of {channels}x{size}x{size}"),
+            &format!("--dump-views of {points} points x {views} views (--views) of {channels}x{size}x{size}"),
             &[points, views, channels, size, size],
             4,
         )?;

@@ -40,6 +40,23 @@ impl Default for ProbeSettings {
     }
 }
 
+impl ProbeSettings {
+    /// Refuses settings that would fit nothing (0 steps) or give NaN weights (a NaN, infinite
+    /// or non-positive rate, a negative or NaN penalty), naming `probe`'s flags.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("--steps must be at least 1, got 0");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a finite number > 0, got {}", self.lr);
+        }
+        if !(self.l2.is_finite() && self.l2 >= 0.0) {
+            bail!("--l2 must be a finite number >= 0, got {}", self.l2);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeResult {
     /// Top-1 accuracy on the test split, in [0, 1].
@@ -73,12 +90,16 @@ pub fn encoder_features(
     norm.validate(set.channels)?;
     if encoder.in_channels() != set.channels {
         bail!(
-            "the encoder takes {} channels, {} has {}",
+            "{}: the encoder takes {} channels, {} has {}",
+            encoder.checkpoint.path.display(),
             encoder.in_channels(),
             set.source,
             set.channels
         );
     }
+    encoder
+        .check_input_size(AugmentConfig::identity().output_size(set))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", set.source))?;
     let mut parts = Vec::new();
     let all: Vec<usize> = (0..set.len()).collect();
     for chunk in all.chunks(settings.batch.max(1)) {
@@ -111,6 +132,7 @@ pub fn fit(
     test_y: &[u32],
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
+    settings.validate()?;
     let dev = Device::Cpu;
     let (n, d) = train_x.dims2()?;
     if n != train_y.len() || test_x.dim(0)? != test_y.len() || test_x.dim(1)? != d {

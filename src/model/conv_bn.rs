@@ -71,6 +71,12 @@ impl ConvBn {
                 ckpt.path.display()
             );
         }
+        if dims.contains(&0) {
+            bail!(
+                "{}: tensor `{conv_name}` has shape {dims:?}: a conv needs at least one output channel, input channel and kernel tap",
+                ckpt.path.display()
+            );
+        }
         if dims[1] * params.groups != in_channels {
             bail!(
                 "{}: tensor `{conv_name}` has shape {dims:?}: it takes {} input channels but the layer before gives {in_channels}",

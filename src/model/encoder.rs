@@ -107,6 +107,30 @@ impl Encoder {
         self.arch.forward_taps(x, mode)
     }
 
+    /// Fails, naming the checkpoint, when images of side `size` cannot pass through the
+    /// network (too small for its pools and strides, or no patch for a ViT): one forward of a
+    /// single zero image, so the error is one clear line before any work instead of an
+    /// op's message ("max_pool2d: bad geometry") in the middle of it.
+    pub fn check_input_size(&self, size: usize) -> Result<()> {
+        let shown = self.checkpoint.path.display();
+        if size == 0 {
+            bail!("{shown}: images of side 0 cannot be measured");
+        }
+        let x = Tensor::zeros(
+            (1, self.in_channels(), size, size),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )?;
+        self.forward_taps(&x).map(|_| ()).map_err(|e| {
+            let e = e.to_string();
+            anyhow::anyhow!(
+                "{shown}: {size}x{size} images do not fit this {} ({})",
+                self.describe(),
+                e.lines().next().unwrap_or("").trim()
+            )
+        })
+    }
+
     /// Every conv + BatchNorm of the encoder, in forward order.
     pub fn conv_bns(&self) -> Vec<&ConvBn> {
         self.arch.conv_bns()

@@ -89,6 +89,8 @@ impl ResNet {
         } else {
             BlockKind::Basic
         };
+        check_kernel(ckpt, &conv1)?;
+        check_stages(ckpt)?;
         let mut stages = Vec::new();
         let mut cin = conv1.out_channels();
         let mut s = 1;
@@ -151,12 +153,9 @@ impl ResNet {
     fn stem_forward(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let y = self.conv1.forward(x, true, mode)?;
         match self.stem {
-            // torchvision's MaxPool2d(3, 2, padding=1); the input is post-ReLU (>= 0), so
-            // zero padding gives the same maxima as PyTorch's -inf padding.
-            Stem::Imagenet => y
-                .pad_with_zeros(2, 1, 1)?
-                .pad_with_zeros(3, 1, 1)?
-                .max_pool2d_with_stride(3, 2),
+            // torchvision's MaxPool2d(3, 2, padding=1), through memprune's pool: candle's
+            // backward refuses a kernel other than the stride, so training failed here.
+            Stem::Imagenet => crate::model::pool::max_pool2d(&y, 3, 2, 1),
             Stem::Cifar => Ok(y),
         }
     }
@@ -213,6 +212,7 @@ fn load_block(
             _ => 1,
         };
         let cb = ConvBn::load(ckpt, &wname, &format!("{name}.bn{i}"), c, p(conv_stride, k))?;
+        check_kernel(ckpt, &cb)?;
         c = cb.out_channels();
         convs.push(cb);
     }
@@ -249,6 +249,53 @@ fn load_block(
         convs,
         downsample,
     })
+}
+
+/// torchvision's convs are square with an odd side (7 or 3 in the stem, 3 or 1 in blocks,
+/// 1 in downsamples) and pad by half of it; any other kernel would change the feature map's
+/// size and break the residual adds, so it is refused with its name.
+fn check_kernel(ckpt: &Checkpoint, c: &ConvBn) -> Result<()> {
+    let d = c.weight.dims();
+    if d[2] != d[3] || d[2] % 2 == 0 {
+        bail!(
+            "{}: tensor `{}` has shape {d:?}: a torchvision ResNet's kernels are square with an odd side",
+            ckpt.path.display(),
+            c.conv_name
+        );
+    }
+    Ok(())
+}
+
+/// Stages `layer1..layerS` and the blocks `layerS.0..layerS.J` of each must have no gaps:
+/// the loader stops at the first missing one, so a gap would otherwise load as a shorter
+/// network with the rest called unused.
+fn check_stages(ckpt: &Checkpoint) -> Result<()> {
+    let mut blocks: std::collections::BTreeMap<usize, std::collections::BTreeSet<usize>> =
+        Default::default();
+    for name in ckpt.tensors.keys() {
+        let Some(rest) = name.strip_prefix("layer") else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '.');
+        let (Some(s), Some(j)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if let (Ok(s), Ok(j)) = (s.parse::<usize>(), j.parse::<usize>()) {
+            blocks.entry(s).or_default().insert(j);
+        }
+    }
+    let path = ckpt.path.display();
+    for (k, (&s, js)) in blocks.iter().enumerate() {
+        if s != k + 1 {
+            bail!("{path}: tensors of `layer{s}` but none of `layer{}`: a torchvision ResNet's stages are layer1, layer2, ... without a gap", k + 1);
+        }
+        for (i, &j) in js.iter().enumerate() {
+            if j != i {
+                bail!("{path}: tensors of `layer{s}.{j}` but none of `layer{s}.{i}`: a stage's blocks are numbered 0, 1, ... without a gap");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The torchvision ResNet family: detected by `conv1.weight` and `layer1.0.conv1.weight`.

@@ -157,6 +157,12 @@ impl Vit {
                 patch_w.dims()
             );
         }
+        if patch_w.dims().contains(&0) {
+            bail!(
+                "{path}: `patch_embed.proj.weight` has shape {:?}: width, channels and patch must be at least 1",
+                patch_w.dims()
+            );
+        }
         let (width, in_channels, patch) = (patch_w.dim(0)?, patch_w.dim(1)?, patch_w.dim(2)?);
         let opt = |name: &str, used: &mut Vec<String>| -> Option<Tensor> {
             let t = ckpt.tensors.get(name)?.clone();
@@ -305,7 +311,7 @@ impl Vit {
                 );
             }
 
-            if heads == 0 || inner % heads != 0 {
+            if inner == 0 || heads == 0 || inner % heads != 0 {
                 bail!(
                     "{path}: {heads} attention heads do not divide the width {inner} of `{b}.attn.qkv.weight`"
                 );
@@ -313,6 +319,9 @@ impl Vit {
             let proj = linear(&format!("{b}.attn.proj"), &mut used, inner)?;
             let fc1 = linear(&format!("{b}.mlp.fc1"), &mut used, width)?;
             let hidden = fc1.weight.dim(0)?;
+            if hidden == 0 {
+                bail!("{path}: `{b}.mlp.fc1.weight` has no rows: an MLP needs at least one hidden unit");
+            }
             let fc2 = linear(&format!("{b}.mlp.fc2"), &mut used, hidden)?;
             for (n, l) in [("attn.proj", &proj), ("mlp.fc2", &fc2)] {
                 if l.weight.dim(0)? != width {

@@ -100,8 +100,10 @@ pub fn make_plan(
                 for (g, c) in picks {
                     pruned[g].insert(c);
                 }
+                // A layer this plan leaves whole is never below the floor (min_keep may be
+                // larger than a small layer: that layer is then not pruned at all).
                 for (g, set) in pruned.iter().enumerate() {
-                    if groups[g].channels - set.len() < a.min_keep {
+                    if !set.is_empty() && groups[g].channels - set.len() < a.min_keep {
                         return Err(pf.error_at(Some(i), "prune", &format!("the prune actions together would leave `{}` with fewer than min_keep = {} units", groups[g].name, a.min_keep)));
                     }
                 }
@@ -286,6 +288,7 @@ fn per_layer(
     notes: &mut Vec<String>,
 ) -> Result<Vec<(usize, usize)>> {
     let mut out = Vec::new();
+    let mut floored = false;
     for (&g, s) in sel.iter().zip(scores) {
         let n = groups[g].channels;
         let mut k = amount(a, n);
@@ -300,18 +303,32 @@ fn per_layer(
                 ),
             ));
         }
+        // `n - k` and `n - min_keep` without underflow: min_keep may exceed the layer.
         if n - k < a.min_keep {
+            floored = true;
+            k = n.saturating_sub(a.min_keep);
             notes.push(format!(
-                "{}: min_keep = {} limits pruning to {} of {n} units",
-                groups[g].name,
-                a.min_keep,
-                n - a.min_keep
+                "{}: min_keep = {} limits pruning to {k} of {n} units",
+                groups[g].name, a.min_keep,
             ));
-            k = n - a.min_keep;
         }
         out.extend(order(s, a.end).into_iter().take(k).map(|c| (g, c)));
     }
+    if out.is_empty() && floored {
+        return Err(min_keep_prunes_nothing(pf, i, a));
+    }
     Ok(out)
+}
+
+fn min_keep_prunes_nothing(pf: &PolicyFile, i: usize, a: &PruneAction) -> anyhow::Error {
+    pf.error_at(
+        Some(i),
+        "min_keep",
+        &format!(
+            "actions[{i}].prune.min_keep = {} leaves no unit to prune in any selected layer",
+            a.min_keep
+        ),
+    )
 }
 
 fn global(
@@ -353,6 +370,9 @@ fn global(
             *left.get_mut(&g).expect("selected") -= 1;
             out.push((g, c));
         }
+    }
+    if out.is_empty() && k > 0 {
+        return Err(min_keep_prunes_nothing(pf, i, a));
     }
     if out.len() < k {
         notes.push(format!(

@@ -336,6 +336,29 @@ impl PolicyFile {
         if p.metrics.batch == 0 {
             return Err(self.error_at(None, "batch", "metrics.batch must be at least 1"));
         }
+        let d = &p.data;
+        let given: Vec<&str> = [
+            ("points", d.points.is_some()),
+            ("range", d.range.is_some()),
+            ("indices", d.indices.is_some()),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(k, _)| *k)
+        .collect();
+        if given.len() > 1 {
+            return Err(self.error_at(
+                None,
+                given[1],
+                &format!(
+                    "data: give at most one of `points`, `range` and `indices` (this policy gives {})",
+                    given.join(" and ")
+                ),
+            ));
+        }
+        if d.points == Some(0) {
+            return Err(self.error_at(None, "points", "data.points must be at least 1"));
+        }
         p.metrics
             .augment
             .validate()
@@ -373,6 +396,9 @@ impl PolicyFile {
                     if pr.min_keep == 0 {
                         return Err(self.error_at(Some(i), "min_keep", &format!("actions[{i}].prune.min_keep must be at least 1: a layer is never emptied")));
                     }
+                    if pr.layers.is_empty() {
+                        return Err(self.error_at(Some(i), "layers", &format!("actions[{i}].prune.layers is empty: it selects no layer (default: all)")));
+                    }
                     if mode.is_some_and(|m| m != pr.mode) {
                         return Err(self.error_at(Some(i), "mode", &format!("actions[{i}].prune.mode: all prune actions of a policy must use the same mode")));
                     }
@@ -397,6 +423,22 @@ impl PolicyFile {
                             &format!(
                                 "actions[{i}].{verb}: give `layers`, or `by` with `top`, or `last`"
                             ),
+                        ));
+                    }
+                    for (key, n) in [("top", s.top), ("last", s.last)] {
+                        if n == Some(0) {
+                            return Err(self.error_at(
+                                Some(i),
+                                key,
+                                &format!("actions[{i}].{verb}.{key} must be at least 1: 0 selects no layer"),
+                            ));
+                        }
+                    }
+                    if s.layers.as_ref().is_some_and(|l| l.is_empty()) {
+                        return Err(self.error_at(
+                            Some(i),
+                            "layers",
+                            &format!("actions[{i}].{verb}.layers is empty: it selects no layer"),
                         ));
                     }
                 }

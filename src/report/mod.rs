@@ -2,6 +2,7 @@
 //! charts ([`chart`]).
 
 pub mod chart;
+pub mod error_line;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;

@@ -91,12 +91,27 @@ fn zero_along(t: &Tensor, axis: usize, rows: &std::collections::BTreeSet<usize>)
     let dtype = t.dtype();
     let n = t.dim(0)?;
     let per_row = t.elem_count() / n.max(1);
-    let mut v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    for &r in rows {
-        v[r * per_row..(r + 1) * per_row]
-            .iter_mut()
-            .for_each(|x| *x = 0.0);
+    // Untouched rows must keep their bits: f64 is zeroed in f64 (through f32 it would be
+    // rounded); f16/bf16 -> f32 -> f16/bf16 is exact.
+    if dtype == DType::F64 {
+        let mut v = t.flatten_all()?.to_vec1::<f64>()?;
+        zero_rows(&mut v, rows, per_row);
+        return Ok(Tensor::from_vec(v, t.dims(), &Device::Cpu)?);
     }
-    // f16/bf16 -> f32 -> f16/bf16 is exact, so untouched rows keep their bits.
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        bail!("a unit's producer tensor has dtype {dtype:?}; only floating-point weights can be masked");
+    }
+    let mut v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    zero_rows(&mut v, rows, per_row);
     Ok(Tensor::from_vec(v, t.dims(), &Device::Cpu)?.to_dtype(dtype)?)
+}
+
+fn zero_rows<T: Copy + Default>(
+    v: &mut [T],
+    rows: &std::collections::BTreeSet<usize>,
+    per_row: usize,
+) {
+    for &r in rows {
+        v[r * per_row..(r + 1) * per_row].fill(T::default());
+    }
 }

@@ -12,6 +12,7 @@
 //!   (`<out>.state.safetensors`: f32 weights, running statistics, optimizer state) are written
 //!   atomically, so an interrupted run continues with `--resume <out>`.
 
+pub mod checks;
 pub mod init;
 pub mod loss;
 pub mod model;
@@ -177,6 +178,7 @@ impl<'a> Trainer<'a> {
         data_label: &str,
         resume: Option<&Path>,
     ) -> Result<Trainer<'a>> {
+        checks::check_numbers(&cfg)?;
         if set.is_empty() {
             bail!("{}: no images", set.source);
         }
@@ -323,6 +325,10 @@ impl<'a> Trainer<'a> {
                 model.encoder.in_channels()
             );
         }
+        model
+            .encoder
+            .check_input_size(cfg.augment.output_size(set))
+            .with_context(|| set.source.clone())?;
         let view_seed = hash_key(&[VIEW_TAG, cfg.seed]);
         Ok(Trainer {
             cfg,

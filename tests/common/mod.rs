@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod pth;
+
 use std::path::{Path, PathBuf};
 
 /// A labelled in-memory set of `s`x`s` single-channel images, `pixels` image after image.
@@ -60,13 +62,51 @@ pub fn tiny_idx(dir: &Path, n: usize) -> PathBuf {
     d
 }
 
-/// Runs the memprune binary with `threads` rayon threads.
+/// The repository root (where relative paths in the tests start).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A checkpoint of `tests/fixtures/parity/`.
+pub fn parity(name: &str) -> PathBuf {
+    root().join("tests/fixtures/parity").join(name)
+}
+
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs the memprune binary in the repository root with `threads` rayon threads.
 pub fn memprune_threads(args: &[&str], threads: &str) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_memprune"))
         .args(args)
         .env("RAYON_NUM_THREADS", threads)
+        .current_dir(root())
         .output()
         .unwrap()
+}
+
+/// Runs the memprune binary in the repository root, with backtraces on (candle then puts
+/// its backtrace into its error messages: [`refused`] still wants one line).
+pub fn memprune(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_memprune"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+/// The run was refused as the README promises: exit code 1 and one line on stderr that
+/// contains every needle.
+pub fn refused(out: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "not refused: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
 }
 
 /// Its stdout, after checking it succeeded.
@@ -82,4 +122,23 @@ pub fn ok(out: &std::process::Output) -> String {
 /// A JSON file.
 pub fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A copy of the parity fixture `fixture` written to `dir/name` after `edit` changed its
+/// tensors (as stored: their own dtypes) and `metadata`.
+pub fn edited(
+    fixture: &str,
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(
+        &mut std::collections::BTreeMap<String, candle_core::Tensor>,
+        &mut std::collections::BTreeMap<String, String>,
+    ),
+) -> PathBuf {
+    let c = memprune::checkpoint::Checkpoint::load(&parity(fixture), None).unwrap();
+    let (mut t, mut m) = (c.stored, c.metadata);
+    edit(&mut t, &mut m);
+    let p = dir.join(name);
+    memprune::checkpoint::write_safetensors_atomic(&p, &t, &m, &[]).unwrap();
+    p
 }

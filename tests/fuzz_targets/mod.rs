@@ -1,8 +1,12 @@
-//! memprune's fuzz targets and a seeded mutation fuzzer (stable Rust: cargo-fuzz/libFuzzer
-//! need nightly). Shared by `tests/fuzz.rs` (a bounded run and the crash-corpus replay, in
-//! every `cargo test`) and `examples/fuzz.rs` (long campaigns). Each target hands bytes to
-//! one reader; a target fails only by panicking (an error is the right answer to garbage).
+//! memprune's fuzz targets and a feedback-guided mutation fuzzer on stable Rust (cargo-fuzz
+//! needs nightly; cargo-afl needs its own compiler wrapper and an AFL++ install, bolero a
+//! libFuzzer/AFL engine for guidance: none of them runs on this stable toolchain alone).
+//! Shared by `tests/fuzz.rs` (a bounded run and the crash-corpus replay, in every `cargo
+//! test`) and `examples/fuzz.rs` (long campaigns). Each target hands bytes to one reader; a
+//! target fails only by panicking (an error is the right answer to garbage).
 #![allow(dead_code)]
+
+pub mod coverage;
 
 use std::path::{Path, PathBuf};
 
@@ -23,28 +27,62 @@ pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus")
 }
 
-/// Runs `target` on `data`, with scratch files under `scratch`.
-pub fn run_target(target: &str, data: &[u8], scratch: &Path) {
+/// The outcome of one reader call as a signature: "ok", or the error's message with what
+/// varies with the input (numbers, quoted names, the scratch path) blanked, so that inputs
+/// that reach a new error path can be told from those that reach a known one.
+fn signature<T>(r: &anyhow::Result<T>, scratch: &Path) -> String {
+    let Err(e) = r else {
+        return "ok".into();
+    };
+    let text = format!("{e:#}").replace(&scratch.display().to_string(), "");
+    let mut out = String::new();
+    let mut quoted: Option<char> = None;
+    for c in text.chars() {
+        match quoted {
+            Some(q) if c == q => quoted = None,
+            Some(_) => {}
+            None if matches!(c, '`' | '"' | '\'') => {
+                quoted = Some(c);
+                out.push('_');
+            }
+            None if c.is_ascii_digit() => {
+                if !out.ends_with('#') {
+                    out.push('#');
+                }
+            }
+            None => out.push(c),
+        }
+        if out.len() >= 160 {
+            break;
+        }
+    }
+    out
+}
+
+/// Runs `target` on `data`, with scratch files under `scratch`; returns the outcome's
+/// [`signature`] (the readers called, joined).
+pub fn run_target(target: &str, data: &[u8], scratch: &Path) -> String {
     let file = |name: &str| {
         let p = scratch.join(name);
         std::fs::write(&p, data).unwrap();
         p
     };
     match target {
-        "pth" => {
-            let _ = memprune::pth::read_state_dict(data);
-        }
-        "safetensors" => {
-            let _ = memprune::checkpoint::Checkpoint::load(&file("f.safetensors"), None);
-        }
+        "pth" => signature(&memprune::pth::read_state_dict(data), scratch),
+        "safetensors" => signature(
+            &memprune::checkpoint::Checkpoint::load(&file("f.safetensors"), None),
+            scratch,
+        ),
         "idx" | "idx_gz" => {
             let p = file("f-images-idx3-ubyte");
-            let _ = memprune::data::idx::read_idx_images(&p);
-            let _ = memprune::data::idx::read_idx_labels(&p);
+            let a = signature(&memprune::data::idx::read_idx_images(&p), scratch);
+            let b = signature(&memprune::data::idx::read_idx_labels(&p), scratch);
+            format!("{a} | {b}")
         }
-        "cifar" => {
-            let _ = memprune::data::cifar::read_cifar10(&[file("data_batch_1.bin")]);
-        }
+        "cifar" => signature(
+            &memprune::data::cifar::read_cifar10(&[file("data_batch_1.bin")]),
+            scratch,
+        ),
         "folder" => {
             let root = scratch.join("folder");
             let _ = std::fs::remove_dir_all(&root);
@@ -52,23 +90,25 @@ pub fn run_target(target: &str, data: &[u8], scratch: &Path) {
             std::fs::create_dir_all(root.join("b")).unwrap();
             std::fs::write(root.join("a/0.png"), data).unwrap();
             std::fs::write(root.join("b/0.jpg"), data).unwrap();
-            let _ = memprune::data::folder::read_image_folder(&root);
+            signature(&memprune::data::folder::read_image_folder(&root), scratch)
         }
-        "policy" => {
-            let _ = memprune::plan::PolicyFile::load(&file("p.yaml"));
-        }
+        "policy" => signature(&memprune::plan::PolicyFile::load(&file("p.yaml")), scratch),
         "augment" => {
             let text = String::from_utf8_lossy(data);
-            if let Ok(a) = serde_yaml::from_str::<memprune::data::augment::AugmentConfig>(&text) {
-                let _ = a.validate();
+            match serde_yaml::from_str::<memprune::data::augment::AugmentConfig>(&text) {
+                Ok(a) => signature(&a.validate(), scratch),
+                Err(e) => signature::<()>(&Err(e.into()), scratch),
             }
         }
-        "indices" => {
-            let _ = memprune::data::subset::Subset::from_file(&file("i.txt"), 1000);
-        }
+        "indices" => signature(
+            &memprune::data::subset::Subset::from_file(&file("i.txt"), 1000),
+            scratch,
+        ),
         "npy" => {
-            let _ = memprune::data::npy::read_npy_f32(&file("v.npy"));
-            let _ = memprune::data::npy::read_npy_i64(&file("v.npy"));
+            let p = file("v.npy");
+            let a = signature(&memprune::data::npy::read_npy_f32(&p), scratch);
+            let b = signature(&memprune::data::npy::read_npy_i64(&p), scratch);
+            format!("{a} | {b}")
         }
         other => panic!("no fuzz target {other}"),
     }
@@ -170,36 +210,81 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Fuzzes `target` for `execs` executions from its seed corpus (seeded by `seed`); returns
-/// the inputs that panicked. Interesting inputs are not kept (this fuzzer is not
-/// coverage-guided): every input is a mutation of a seed.
-pub fn fuzz(target: &str, execs: u64, seed: u64, scratch: &Path) -> Vec<Vec<u8>> {
-    let seeds: Vec<Vec<u8>> = files(&corpus_dir().join(target))
+/// Most inputs kept for reaching a new outcome, and the largest kept input (bytes).
+const MAX_KEPT: usize = 2000;
+const MAX_KEPT_LEN: usize = 1 << 20;
+
+/// What a campaign found.
+pub struct Campaign {
+    /// The inputs that panicked.
+    pub crashes: Vec<Vec<u8>>,
+    /// Distinct outcome signatures seen.
+    pub signatures: usize,
+    /// Inputs added to the pool because they reached new coverage (or a new signature).
+    pub kept: usize,
+    /// Edges reached and edges in all, when the binary is instrumented.
+    pub edges: Option<(usize, usize)>,
+}
+
+/// Fuzzes `target` for `execs` executions (seeded by `seed`), starting from its seed corpus.
+/// Feedback-guided: an input that reaches an edge (or an edge's hit-count bucket) never
+/// reached before joins the pool that later inputs are mutated from (up to [`MAX_KEPT`]), so
+/// mutations build on inputs that got further into a reader. Edges come from
+/// SanitizerCoverage when the binary is instrumented ([`coverage`]); otherwise (a plain
+/// `cargo test` build) the outcome [`signature`] stands in for the branch reached.
+pub fn campaign(target: &str, execs: u64, seed: u64, scratch: &Path) -> Campaign {
+    let mut pool: Vec<Vec<u8>> = files(&corpus_dir().join(target))
         .into_iter()
         .map(|(_, b)| b)
         .collect();
-    assert!(!seeds.is_empty(), "no seeds for {target}");
+    assert!(!pool.is_empty(), "no seeds for {target}");
+    let n_seeds = pool.len() as u64;
     let mut rng =
         Rng(seed
             ^ memprune::data::rng::hash_key(&[target.len() as u64, target.as_bytes()[0] as u64]));
+    let mut seen = std::collections::HashSet::new();
+    let guided = coverage::available();
+    let mut cov = coverage::Seen::default();
     let mut crashes = Vec::new();
+    let mut kept = 0;
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     for i in 0..execs {
-        let input = if i < seeds.len() as u64 {
-            seeds[i as usize].clone()
+        let input = if i < n_seeds {
+            pool[i as usize].clone()
         } else {
-            let a = &seeds[rng.below(seeds.len())];
-            let b = &seeds[rng.below(seeds.len())];
+            let a = &pool[rng.below(pool.len())];
+            let b = &pool[rng.below(pool.len())];
             mutate(&mut rng, a, b)
         };
+        if guided {
+            cov.reset();
+        }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_target(target, &input, scratch)
         }));
-        if r.is_err() {
-            crashes.push(input);
+        match r {
+            Err(_) => crashes.push(input),
+            Ok(sig) => {
+                let new_sig = seen.insert(sig);
+                let new = if guided { cov.observe() } else { new_sig };
+                if new && i >= n_seeds && kept < MAX_KEPT && input.len() <= MAX_KEPT_LEN {
+                    pool.push(input);
+                    kept += 1;
+                }
+            }
         }
     }
     std::panic::set_hook(prev);
-    crashes
+    Campaign {
+        crashes,
+        signatures: seen.len(),
+        kept,
+        edges: guided.then(|| (cov.covered(), coverage::edges())),
+    }
+}
+
+/// [`campaign`]'s crashing inputs.
+pub fn fuzz(target: &str, execs: u64, seed: u64, scratch: &Path) -> Vec<Vec<u8>> {
+    campaign(target, execs, seed, scratch).crashes
 }
