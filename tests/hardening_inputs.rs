@@ -183,6 +183,8 @@ fn probe_and_train_numbers_that_cannot_work_are_refused() {
         ("--lr", "NaN"),
         ("--temperature", "0"),
         ("--momentum", "1.5"),
+        ("--wd", "-1"),
+        ("--lars-eta", "0"),
     ] {
         let r = memprune(&[
             "train",
@@ -201,6 +203,27 @@ fn probe_and_train_numbers_that_cannot_work_are_refused() {
         refused(&r, &[flag]);
         assert!(!out.exists() && !memprune::train::state_path(&out).exists());
     }
+    // Counts of points, views and draws that would measure nothing.
+    let m = parity("resnet9_c1.safetensors");
+    for metric in ["unit", "layer"] {
+        let r = memprune(&["measure", metric, s(&m), "--points", "0", "--json", s(&json)]);
+        refused(&r, &["--points must be at least 1"]);
+    }
+    for (flag, v) in [("--points", "0"), ("--views", "0"), ("--draws", "0")] {
+        let r = memprune(&[
+            "experiment",
+            "prune",
+            s(&m),
+            "--data",
+            s(&data),
+            flag,
+            v,
+            "--json",
+            s(&json),
+        ]);
+        refused(&r, &[flag]);
+    }
+    assert!(!json.exists());
 }
 
 fn policy_refused(body: &str, needles: &[&str]) {
