@@ -989,7 +989,13 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     memprune::block_cache::enable_for_training();
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;
-    let vit = a.arch == memprune::train::init::TrainArch::Vit || a.framework == Framework::Mae;
+    let init_is_vit = match &a.init {
+        Some(p) => Encoder::load(p, &LoadOptions::default())?.arch.arch_id() == "vit",
+        None => false,
+    };
+    let vit = a.arch == memprune::train::init::TrainArch::Vit
+        || a.framework == Framework::Mae
+        || init_is_vit;
     let kind = a.optimizer.unwrap_or(if vit {
         OptimizerKind::Adamw
     } else if a.framework == Framework::Simclr {

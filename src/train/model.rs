@@ -363,10 +363,25 @@ impl TrainModel {
                     continue;
                 }
                 if let Some(v) = self.vars.remove(k) {
-                    self.frozen.insert(k.clone(), v.as_tensor().clone());
+                    self.frozen.insert(k.clone(), v.as_tensor().detach());
                 }
             }
         }
+        // Rebuilt so that the frozen weights it reads are plain tensors: backward then
+        // stops at the first trainable layer instead of computing unused gradients.
+        let mut t: BTreeMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        for (k, f) in self.buffers.iter().chain(&self.frozen) {
+            t.insert(k.clone(), f.clone());
+        }
+        let path = self.encoder.checkpoint.path.clone();
+        self.encoder = Encoder::from_checkpoint(
+            Checkpoint::from_tensors(&path, t, self.meta.clone()),
+            &LoadOptions::default(),
+        )?;
         Ok(())
     }
 
