@@ -197,6 +197,11 @@ struct LoadArgs {
     /// flattened, the authors' LayerMem script) or `cls` (the class token).
     #[arg(long, value_enum, default_value_t = Tokens::All)]
     tokens: Tokens,
+    /// ViT: the representation (`pool`): `cls` (the class token after `norm`) or `avg` (the
+    /// mean of the patch tokens after `norm`, then `fc_norm` if present). Default: `avg` when
+    /// the checkpoint has `fc_norm` (timm's global_pool='avg'), else `cls`.
+    #[arg(long, value_enum)]
+    pool: Option<memprune::model::options::VitPool>,
     /// Set by `measure layer`: a ViT's layers are its attention and MLP sub-layer outputs.
     #[arg(skip)]
     sub_layers_only: bool,
@@ -211,6 +216,7 @@ impl LoadArgs {
             heads: self.heads,
             tokens: self.tokens,
             sub_layers_only: self.sub_layers_only,
+            pool: self.pool,
         }
     }
 }

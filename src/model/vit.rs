@@ -25,8 +25,9 @@
 //!   tokens, the class token included (signed);
 //! - `blockN.mlp`: the MLP sub-layer output after its residual add (the paper's "FC" row);
 //!
-//! then `pool`: the representation (the class token after `norm`; with `fc_norm`, the mean
-//! of the patch tokens through `fc_norm`, as timm's `global_pool='avg'`). LayerMem reads
+//! then `pool`: the representation (`--pool`; default the class token after `norm`, or with
+//! `fc_norm` the mean of the patch tokens through `fc_norm`, as timm's `global_pool='avg'`;
+//! `--pool avg` without `fc_norm`: the mean of the patch tokens after `norm`). LayerMem reads
 //! the taps with the tokens chosen by `--tokens` (`all`, default: every token flattened, the
 //! authors' LayerMem script; `cls`: the class token). UnitMem reads act_u of every unit of
 //! every layer; for `attn` and `mlp` that is the mean over tokens of each residual-stream
@@ -125,6 +126,8 @@ pub struct Vit {
     pos_prefix: usize,
     norm: Option<Norm>,
     fc_norm: Option<Norm>,
+    /// The representation: the class token, or the mean of the patch tokens.
+    pool: crate::model::options::VitPool,
     pub width: usize,
     pub depth: usize,
     pub mlp_hidden: Vec<usize>,
@@ -264,6 +267,15 @@ impl Vit {
         }
         let norm = load_norm(ckpt, "norm", width, &mut used, false)?;
         let fc_norm = load_norm(ckpt, "fc_norm", width, &mut used, false)?;
+        use crate::model::options::VitPool;
+        let pool = opts.pool.unwrap_or(if fc_norm.is_some() || cls_token.is_none() {
+            VitPool::Avg
+        } else {
+            VitPool::Cls
+        });
+        if pool == VitPool::Cls && cls_token.is_none() {
+            bail!("{path}: --pool cls, but the checkpoint has no `cls_token`");
+        }
         let heads = head_list[0];
         if heads_from == HeadsFrom::Convention {
             eprintln!(
@@ -279,6 +291,7 @@ impl Vit {
             pos_embed,
             pos_prefix,
             norm,
+            pool,
             fc_norm,
             width,
             depth,
@@ -411,11 +424,16 @@ impl Vit {
             Some(nm) => nm.forward(&t, train)?,
             None => t,
         };
-        let rep = if let Some(fc) = &self.fc_norm {
-            let np = self.n_prefix();
-            fc.forward(&t.narrow(1, np, tokens - np)?.mean(1)?, train)?
-        } else {
-            t.get_on_dim(1, 0)?
+        let rep = match self.pool {
+            crate::model::options::VitPool::Avg => {
+                let np = self.n_prefix();
+                let mean = t.narrow(1, np, tokens - np)?.mean(1)?;
+                match &self.fc_norm {
+                    Some(fc) => fc.forward(&mean, train)?,
+                    None => mean,
+                }
+            }
+            crate::model::options::VitPool::Cls => t.get_on_dim(1, 0)?,
         };
         Ok((taps, rep))
     }
@@ -738,8 +756,14 @@ impl Net for Vit {
         if self.blocks[0].qkv.bias.is_none() {
             extras.push("qkv without bias".to_string());
         }
-        if self.fc_norm.is_some() {
-            extras.push("fc_norm (mean of patch tokens)".to_string());
+        if self.pool == crate::model::options::VitPool::Avg {
+            extras.push(match self.fc_norm {
+                Some(_) => "pool: fc_norm of the mean of patch tokens".to_string(),
+                None => "pool: mean of patch tokens".to_string(),
+            });
+        }
+        if self.fc_norm.is_some() && self.pool == crate::model::options::VitPool::Cls {
+            extras.push("pool: class token (fc_norm unused)".to_string());
         }
         let heads = if self.blocks.iter().all(|b| b.heads == self.heads) {
             self.heads.to_string()
