@@ -268,11 +268,13 @@ impl Vit {
         let norm = load_norm(ckpt, "norm", width, &mut used, false)?;
         let fc_norm = load_norm(ckpt, "fc_norm", width, &mut used, false)?;
         use crate::model::options::VitPool;
-        let pool = opts.pool.unwrap_or(if fc_norm.is_some() || cls_token.is_none() {
-            VitPool::Avg
-        } else {
-            VitPool::Cls
-        });
+        let pool = opts
+            .pool
+            .unwrap_or(if fc_norm.is_some() || cls_token.is_none() {
+                VitPool::Avg
+            } else {
+                VitPool::Cls
+            });
         if pool == VitPool::Cls && cls_token.is_none() {
             bail!("{path}: --pool cls, but the checkpoint has no `cls_token`");
         }
@@ -758,7 +760,7 @@ impl Net for Vit {
         }
         if self.pool == crate::model::options::VitPool::Avg {
             extras.push(match self.fc_norm {
-                Some(_) => "pool: fc_norm of the mean of patch tokens".to_string(),
+                Some(_) => "fc_norm (mean of patch tokens)".to_string(),
                 None => "pool: mean of patch tokens".to_string(),
             });
         }
