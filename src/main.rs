@@ -1267,7 +1267,9 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     set_threads(a.threads)?;
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&a.data.clone().unwrap_or_else(defaults::data), "the data");
-    if !a.raw && a.random_init.is_none() {
+    if let Some(like) = &a.random_like {
+        outputs.input(like, "--random-like");
+    } else if !a.raw && a.random_init.is_none() {
         outputs.input(
             &a.checkpoint.clone().unwrap_or_else(defaults::model_f),
             "the checkpoint",

@@ -191,7 +191,7 @@ fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Re
     }
     encoder
         .check_input_size(settings.size(set))
-        .with_context(|| format!("{}", set.source))
+        .with_context(|| set.source.to_string())
 }
 
 /// Calls `sink(point, mu)` for every point, in order, with `mu[l][u]` = the mean over `k`

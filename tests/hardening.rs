@@ -601,6 +601,16 @@ fn experiment_and_probe_outputs_never_overwrite_an_input_and_appear_only_on_succ
         &["--json", "the checkpoint"],
     );
     refused(&probe(&["--json", s(&labels)]), &["--json", "the data"]);
+    let r = run(&[
+        "probe",
+        "--random-like",
+        s(&model),
+        "--data",
+        s(&data),
+        "--json",
+        s(&model),
+    ]);
+    refused(&r, &["--json", "--random-like"]);
     assert_eq!(before, snapshot(&[&model, &labels]));
     assert!(!j.exists() && !c.exists());
     // The chart cannot be written (its folder would be inside a file): the JSON, staged

@@ -1,7 +1,7 @@
 //! `memprune inspect` and `measure unit|layer|class` on every ViT fixture layout, end to end;
 //! results that do not depend on the thread count or the batch size.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 mod common;
 use common::{json, ok, root};

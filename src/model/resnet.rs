@@ -256,7 +256,7 @@ fn load_block(
 /// size and break the residual adds, so it is refused with its name.
 fn check_kernel(ckpt: &Checkpoint, c: &ConvBn) -> Result<()> {
     let d = c.weight.dims();
-    if d[2] != d[3] || d[2] % 2 == 0 {
+    if d[2] != d[3] || d[2].is_multiple_of(2) {
         bail!(
             "{}: tensor `{}` has shape {d:?}: a torchvision ResNet's kernels are square with an odd side",
             ckpt.path.display(),

@@ -78,7 +78,8 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Zeroes every counter (before a run).
+    /// Zeroes every counter (before the first run; [`observe`](Self::observe) zeroes those
+    /// it reads).
     pub fn reset(&self) {
         for r in regions() {
             r.fill(0);
@@ -86,6 +87,8 @@ impl Seen {
     }
 
     /// After a run: true when some edge reached a bucket it never reached before (recorded).
+    /// Zeroes the counters for the next run in the same pass: most are 0 after any one
+    /// input, so they are skipped eight at a time.
     pub fn observe(&mut self) -> bool {
         let total = edges();
         if self.bits.len() != total {
@@ -94,18 +97,20 @@ impl Seen {
         let mut new = false;
         let mut at = 0;
         for r in regions() {
-            let bits = &mut self.bits[at..at + r.len()];
-            at += r.len();
-            for (chunk, seen) in r.chunks(8).zip(bits.chunks_mut(8)) {
+            let n = r.len();
+            let bits = &mut self.bits[at..at + n];
+            at += n;
+            for (chunk, seen) in r.chunks_mut(8).zip(bits.chunks_mut(8)) {
                 if chunk.iter().all(|&c| c == 0) {
                     continue;
                 }
-                for (&c, s) in chunk.iter().zip(seen.iter_mut()) {
-                    let b = bucket(c);
+                for (c, s) in chunk.iter_mut().zip(seen.iter_mut()) {
+                    let b = bucket(*c);
                     if b & !*s != 0 {
                         *s |= b;
                         new = true;
                     }
+                    *c = 0;
                 }
             }
         }

@@ -211,8 +211,8 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
 }
 
 /// Most inputs kept for reaching a new outcome, and the largest kept input (bytes).
-const MAX_KEPT: usize = 2000;
-const MAX_KEPT_LEN: usize = 1 << 20;
+const MAX_KEPT: usize = 10_000;
+const MAX_KEPT_LEN: usize = 64 << 10;
 
 /// What a campaign found.
 pub struct Campaign {
@@ -245,6 +245,7 @@ pub fn campaign(target: &str, execs: u64, seed: u64, scratch: &Path) -> Campaign
     let mut seen = std::collections::HashSet::new();
     let guided = coverage::available();
     let mut cov = coverage::Seen::default();
+    cov.reset();
     let mut crashes = Vec::new();
     let mut kept = 0;
     let prev = std::panic::take_hook();
@@ -257,14 +258,16 @@ pub fn campaign(target: &str, execs: u64, seed: u64, scratch: &Path) -> Campaign
             let b = &pool[rng.below(pool.len())];
             mutate(&mut rng, a, b)
         };
-        if guided {
-            cov.reset();
-        }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_target(target, &input, scratch)
         }));
         match r {
-            Err(_) => crashes.push(input),
+            Err(_) => {
+                if guided {
+                    cov.observe(); // clears the counters the crash left
+                }
+                crashes.push(input)
+            }
             Ok(sig) => {
                 let new_sig = seen.insert(sig);
                 let new = if guided { cov.observe() } else { new_sig };
