@@ -260,3 +260,35 @@ fn masking_an_f64_checkpoint_keeps_the_other_rows_bit_for_bit() {
     let t: &Tensor = &out["block1.conv.weight"];
     assert_eq!(bits(t), bits(&enc.checkpoint.stored["block1.conv.weight"]));
 }
+
+#[test]
+fn a_vit_batch_of_one_image_gives_the_numbers_of_a_larger_batch() {
+    // gemm's small-matrix kernel rounds differently: a ViT's lone image (the last of 5
+    // points in batches of 2, or K = 1 at --batch 1) used to measure other numbers.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = common::root().join("tests/fixtures/vit/dinov2_reg.safetensors");
+    let run = |batch: &str| {
+        let out = dir.path().join(format!("b{batch}.json"));
+        ok(&memprune(&[
+            "measure",
+            "unit",
+            s(&ck),
+            "--heads",
+            "4",
+            "--points",
+            "5",
+            "--views",
+            "1",
+            "--batch",
+            batch,
+            "--no-control",
+            "-q",
+            "--json",
+            s(&out),
+        ]));
+        common::json(&out)["layers"].clone()
+    };
+    let all = run("256");
+    assert_eq!(all, run("2"));
+    assert_eq!(all, run("1"));
+}

@@ -206,7 +206,15 @@ fn probe_and_train_numbers_that_cannot_work_are_refused() {
     // Counts of points, views and draws that would measure nothing.
     let m = parity("resnet9_c1.safetensors");
     for metric in ["unit", "layer"] {
-        let r = memprune(&["measure", metric, s(&m), "--points", "0", "--json", s(&json)]);
+        let r = memprune(&[
+            "measure",
+            metric,
+            s(&m),
+            "--points",
+            "0",
+            "--json",
+            s(&json),
+        ]);
         refused(&r, &["--points must be at least 1"]);
     }
     for (flag, v) in [("--points", "0"), ("--views", "0"), ("--draws", "0")] {

@@ -58,7 +58,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inner = dims[dims.len() - 1];
         let rows = x.elem_count() / inner;
-        let y = x.reshape((rows, inner))?.matmul(&self.weight.t()?)?;
+        let y = matmul_rows(&x.reshape((rows, inner))?, &self.weight.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -68,6 +68,22 @@ impl Linear {
         out[n - 1] = self.weight.dim(0)?;
         y.reshape(out)
     }
+}
+
+/// `x (rows, k) @ wt (k, out)`, each row rounded the same whatever the other rows: the
+/// `gemm` crate takes another kernel for a product of at most 16 x 16 outputs or a single
+/// row, which rounds differently, so a batch of one image (a ViT's patch embedding gives
+/// it 4 rows) measured other numbers than the same image among others. Few rows are padded
+/// with zero rows up to the general kernel and cut back.
+fn matmul_rows(x: &Tensor, wt: &Tensor) -> candle_core::Result<Tensor> {
+    let (rows, k) = x.dims2()?;
+    let out = wt.dim(1)?;
+    let min = (256 / out.max(1) + 1).max(2);
+    if rows >= min {
+        return x.matmul(wt);
+    }
+    let pad = Tensor::zeros((min - rows, k), x.dtype(), x.device())?;
+    Tensor::cat(&[x, &pad], 0)?.matmul(wt)?.narrow(0, 0, rows)
 }
 
 #[derive(Debug, Clone)]
@@ -363,7 +379,7 @@ impl Vit {
             .contiguous()?
             .reshape((n * gh * gw, c * p * p))?;
         let wmat = self.patch_w.reshape((self.width, c * p * p))?;
-        let mut t = patches.matmul(&wmat.t()?)?;
+        let mut t = matmul_rows(&patches, &wmat.t()?)?;
         if let Some(b) = &self.patch_b {
             t = t.broadcast_add(b)?;
         }
