@@ -397,6 +397,10 @@ fn pth_errors_give_the_real_cause_and_any_stem_reads() {
         t.tensors["w"].to_vec2::<f32>().unwrap(),
         [[1.0, 2.0], [3.0, 4.0]]
     );
+    // A good .pth reads silently (candle's reader printed `skipping: ...` lines).
+    let r = memprune(&["inspect", s(&parity("resnet9_c1_lightning.pth"))]);
+    assert!(r.status.success());
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "");
     // A legacy (non-zip) torch.save file is named as such, not as a bad safetensors file.
     let p = dir.path().join("old.pt");
     std::fs::write(
