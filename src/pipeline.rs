@@ -195,6 +195,83 @@ pub struct PolicyReport {
     pub plan: Plan,
     pub before: Evaluated,
     pub after: Evaluated,
+    /// When inexact units were removed (`allow_inexact`): how far the removed model's
+    /// representation is from the masked one's (relative L2 over images of the data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inexact_change: Option<InexactChange>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InexactChange {
+    pub groups: Vec<String>,
+    pub images: usize,
+    /// ||removed - masked|| / ||masked|| of the `pool` features.
+    pub relative_l2: f64,
+}
+
+/// Removing a residual-stream channel is not zeroing it: LayerNorm then normalises over
+/// fewer channels. Compares the removed model with the masked one on up to 64 images.
+fn inexact_change(planned: &Planned, removed: &Encoder) -> Result<Option<InexactChange>> {
+    if planned.plan.mode != Some(crate::rewrite::PruneMode::Remove) {
+        return Ok(None);
+    }
+    let cuts = planned.plan.cuts();
+    let groups: Vec<String> = cuts
+        .iter()
+        .filter(|c| {
+            planned
+                .groups
+                .iter()
+                .any(|g| g.name == c.group && g.inexact.is_some())
+        })
+        .map(|c| c.group.clone())
+        .collect();
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let enc = &planned.encoder;
+    let masked = prune_tensors(
+        &enc.checkpoint.stored,
+        &planned.groups,
+        &cuts,
+        crate::rewrite::PruneMode::Mask,
+    )?;
+    let masked = Encoder::from_checkpoint(
+        crate::checkpoint::Checkpoint::from_tensors(
+            &enc.checkpoint.path,
+            masked,
+            enc.checkpoint.metadata.clone(),
+        ),
+        &LoadOptions::default(),
+    )?;
+    let points: Vec<usize> = (0..planned.data.len().min(64)).collect();
+    let x = crate::train::clean_tensor(
+        &crate::data::AugmentConfig::identity(),
+        &data::Normalization::default_for(planned.data.kind, planned.data.channels),
+        &planned.data,
+        &points,
+    )?;
+    let (a, mut b) = (removed.features(&x)?, masked.features(&x)?);
+    // Compared on the channels both have: removing stream channels removes them from the
+    // representation too.
+    if let Some(stream) = cuts.iter().find(|c| {
+        planned.groups.iter().any(|g| {
+            g.name == c.group && g.inexact.is_some() && g.channels == b.dim(1).unwrap_or(0)
+        })
+    }) {
+        let kept: Vec<u32> = (0..b.dim(1)? as u32)
+            .filter(|c| !stream.channels.contains(&(*c as usize)))
+            .collect();
+        let idx = candle_core::Tensor::from_vec(kept.clone(), kept.len(), b.device())?;
+        b = b.contiguous()?.index_select(&idx, 1)?;
+    }
+    let diff = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    let norm = b.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    Ok(Some(InexactChange {
+        groups,
+        images: points.len(),
+        relative_l2: (diff / norm.max(f64::MIN_POSITIVE)).sqrt(),
+    }))
 }
 
 /// The metadata memprune adds to a rewritten checkpoint.
@@ -268,7 +345,9 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
         .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
     let size = pf.policy.metrics.augment.output_size(&planned.data);
     let speed = pf.policy.evaluation.speed;
+    let inexact_change = inexact_change(planned, &after)?;
     Ok(PolicyReport {
+        inexact_change,
         policy: pf.path.clone(),
         plan: planned.plan.clone(),
         before: Evaluated {

@@ -90,6 +90,7 @@ fn one_action(
     s: Setting,
     mode: PruneMode,
     seed: u64,
+    units: Option<crate::plan::policy::UnitKind>,
 ) -> PolicyFile {
     let action = PruneAction {
         criterion,
@@ -102,6 +103,8 @@ fn one_action(
         mode,
         min_keep: 1,
         seed,
+        units,
+        allow_inexact: false,
     };
     let policy = Policy {
         model: None,
@@ -136,6 +139,13 @@ pub fn table6(
 ) -> Result<Table6> {
     use rayon::prelude::*;
     let groups: Vec<CouplingGroup> = coupling_groups(enc);
+    // A ViT's Table 6 prunes its MLP neurons (heads and the residual stream are other
+    // experiments); a ResNet's, every channel.
+    use crate::plan::policy::UnitKind;
+    let units = groups
+        .iter()
+        .any(|g| crate::plan::planner::unit_kind(enc, g) == UnitKind::Mlp)
+        .then_some(UnitKind::Mlp);
     let scores = Scores {
         unit_mem: Some(unit_mem.to_vec()),
         ..Default::default()
@@ -165,11 +175,17 @@ pub fn table6(
         .with_max_len(1)
         .map(|&(s, mode, strategy, draw)| {
             let pf = match strategy {
-                Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0),
-                Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0),
-                Strategy::TopExcess => one_action(Criterion::UnitmemExcess, End::Top, s, mode, 0),
-                Strategy::LowExcess => one_action(Criterion::UnitmemExcess, End::Low, s, mode, 0),
-                Strategy::Random => one_action(Criterion::Random, End::Top, s, mode, draw as u64),
+                Strategy::Top => one_action(Criterion::Unitmem, End::Top, s, mode, 0, units),
+                Strategy::Low => one_action(Criterion::Unitmem, End::Low, s, mode, 0, units),
+                Strategy::TopExcess => {
+                    one_action(Criterion::UnitmemExcess, End::Top, s, mode, 0, units)
+                }
+                Strategy::LowExcess => {
+                    one_action(Criterion::UnitmemExcess, End::Low, s, mode, 0, units)
+                }
+                Strategy::Random => {
+                    one_action(Criterion::Random, End::Top, s, mode, draw as u64, units)
+                }
             };
             let plan = make_plan(&pf, enc, &groups, &scores)?;
             let tensors = prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
@@ -207,7 +223,14 @@ pub fn table6(
     }
     Ok(Table6 {
         baseline,
-        total_units: groups.iter().map(|g| g.channels).sum(),
+        total_units: groups
+            .iter()
+            .filter(|g| {
+                g.inexact.is_none()
+                    && units.is_none_or(|u| crate::plan::planner::unit_kind(enc, g) == u)
+            })
+            .map(|g| g.channels)
+            .sum(),
         rows,
     })
 }

@@ -115,6 +115,11 @@ pub struct CouplingGroup {
     pub carried: Vec<Slice>,
     /// Tensors reading the units.
     pub consumers: Vec<Slice>,
+    /// Why removing these units changes what the kept units compute (a ViT's residual
+    /// stream: every LayerNorm normalises over all its channels); `None` when removal is
+    /// exact. The planner removes such units only when the policy says `allow_inexact`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inexact: Option<String>,
 }
 
 impl CouplingGroup {

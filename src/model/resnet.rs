@@ -406,6 +406,7 @@ impl Net for ResNet {
                 producers: vec![],
                 carried: vec![],
                 consumers: vec![],
+                inexact: None,
             };
             conv_bn_producer(&mut g, producer);
             g

@@ -206,6 +206,7 @@ impl Net for ResNet9 {
                 producers: vec![],
                 carried: vec![],
                 consumers,
+                inexact: None,
             };
             for &p in producers {
                 conv_bn_producer(&mut g, b(p));

@@ -930,6 +930,9 @@ impl Net for Vit {
             producers: vec![Slice::plain("patch_embed.proj.weight", 0)],
             carried: vec![],
             consumers: vec![],
+            inexact: Some(
+                "the residual stream: every LayerNorm normalises over all its channels, so removing some changes the others".into(),
+            ),
         };
         let has = |n: &str| self.used.iter().any(|u| u == n);
         for n in ["patch_embed.proj.bias"] {
@@ -954,6 +957,7 @@ impl Net for Vit {
                 producers: vec![Slice::strided(format!("{p}.attn.qkv.weight"), 0, 3, hd)],
                 carried: vec![],
                 consumers: vec![Slice::strided(format!("{p}.attn.proj.weight"), 1, 1, hd)],
+                inexact: None,
             };
             if b.qkv.bias.is_some() {
                 hg.producers
@@ -967,6 +971,7 @@ impl Net for Vit {
                 producers: vec![Slice::plain(format!("{p}.mlp.fc1.weight"), 0)],
                 carried: vec![],
                 consumers: vec![Slice::plain(format!("{p}.mlp.fc2.weight"), 1)],
+                inexact: None,
             };
             if b.fc1.bias.is_some() {
                 mg.producers

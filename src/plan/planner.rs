@@ -10,9 +10,10 @@ use crate::data::rng::Rng;
 use crate::metrics::layer_mem::LayerMemLayer;
 use crate::metrics::unit_mem::UnitMemLayer;
 use crate::model::coupling::CouplingGroup;
+use crate::model::family::LayerKind;
 use crate::model::Encoder;
 use crate::plan::policy::{
-    glob_match, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank, Scope,
+    glob_match, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank, Scope, UnitKind,
 };
 use crate::rewrite::{GroupCut, PruneMode};
 use anyhow::{anyhow, Result};
@@ -84,7 +85,7 @@ pub fn make_plan(
         match action {
             Action::Prune(a) => {
                 mode = Some(a.mode);
-                let selected = select_groups(pf, i, a, groups)?;
+                let selected = select_groups(pf, i, a, enc, groups)?;
                 let channel_scores: Vec<Vec<f64>> = selected
                     .iter()
                     .map(|&g| channel_scores(pf, i, a, enc, &groups[g], g, scores))
@@ -145,12 +146,56 @@ fn matches(pattern: &str, g: &CouplingGroup) -> bool {
     glob_match(pattern, &g.name) || g.taps.iter().any(|t| glob_match(pattern, t))
 }
 
+/// The kind of unit a group holds, from its first measured layer.
+pub fn unit_kind(enc: &Encoder, g: &CouplingGroup) -> UnitKind {
+    let kind = g
+        .taps
+        .first()
+        .and_then(|t| enc.layers.iter().find(|l| &l.name == t))
+        .map(|l| l.kind);
+    match kind {
+        Some(LayerKind::MlpHidden) => UnitKind::Mlp,
+        Some(LayerKind::AttentionHeads) => UnitKind::Heads,
+        _ => UnitKind::Channels,
+    }
+}
+
 fn select_groups(
     pf: &PolicyFile,
     i: usize,
     a: &PruneAction,
+    enc: &Encoder,
     groups: &[CouplingGroup],
 ) -> Result<Vec<usize>> {
+    if let Some(u) = a.units {
+        if !groups.iter().any(|g| unit_kind(enc, g) == u) {
+            let what = match u {
+                UnitKind::Mlp => "MLP neurons",
+                UnitKind::Heads => "attention heads",
+                UnitKind::Channels => "channels",
+            };
+            return Err(pf.error_at(
+                Some(i),
+                "units",
+                &format!("actions[{i}].prune.units: {} has no {what}", enc.describe()),
+            ));
+        }
+    }
+    // Named exactly, an inexact group needs `allow_inexact`; a glob passes over it.
+    if !a.allow_inexact {
+        for g in groups {
+            if let (Some(why), true) = (&g.inexact, a.layers.iter().any(|p| p == &g.name)) {
+                return Err(pf.error_at(
+                    Some(i),
+                    "layers",
+                    &format!(
+                        "actions[{i}].prune: removing units of `{}` is not exact ({why}); set `allow_inexact: true` to do it anyway",
+                        g.name
+                    ),
+                ));
+            }
+        }
+    }
     let names = || {
         groups
             .iter()
@@ -176,6 +221,8 @@ fn select_groups(
         .filter(|&g| {
             a.layers.iter().any(|p| matches(p, &groups[g]))
                 && !a.exclude.iter().any(|p| matches(p, &groups[g]))
+                && (a.allow_inexact || groups[g].inexact.is_none())
+                && a.units.is_none_or(|u| unit_kind(enc, &groups[g]) == u)
         })
         .collect();
     if sel.is_empty() {

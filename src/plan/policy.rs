@@ -194,6 +194,23 @@ pub struct PruneAction {
     /// Seed of the `random` criterion.
     #[serde(default)]
     pub seed: u64,
+    /// Which kind of unit: `mlp` (a ViT's MLP neurons), `heads` (its attention heads) or
+    /// `channels` (conv channels, a ViT's residual stream). Default: every kind.
+    #[serde(default)]
+    pub units: Option<UnitKind>,
+    /// Also remove units whose removal changes what the kept ones compute (a ViT's residual
+    /// stream, under LayerNorm); the report then says by how much.
+    #[serde(default)]
+    pub allow_inexact: bool,
+}
+
+/// The kinds of unit a prune action may select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    Mlp,
+    Heads,
+    Channels,
 }
 
 fn default_end() -> End {

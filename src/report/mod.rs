@@ -494,7 +494,17 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
             ratio(x, y),
         ]);
     }
-    table(&["", "before", "after", "after/before"], &rows)
+    let mut out = table(&["", "before", "after", "after/before"], &rows);
+    if let Some(c) = &r.inexact_change {
+        let _ = writeln!(
+            out,
+            "\nnot exact: removing units of {} changed the representation by {:.2e} (relative L2 against masking them, {} images)",
+            c.groups.join(", "),
+            c.relative_l2,
+            c.images
+        );
+    }
+    out
 }
 
 /// The paper's Table 6, CIFAR10 column (mean, std for random), in the order of

@@ -66,7 +66,15 @@ pub fn prune_tensors(
             }
             PruneMode::Mask => {
                 let cut: Vec<usize> = cut_set.iter().copied().collect();
-                for s in &g.producers {
+                // Zeroing the producers silences a unit, except where something between
+                // them and the consumers adds to it (LayerNorm's bias in a ViT's residual
+                // stream): there the consumers are zeroed too, so that nothing reads it.
+                let zeroed: Vec<&crate::model::coupling::Slice> = if g.inexact.is_some() {
+                    g.producers.iter().chain(&g.consumers).collect()
+                } else {
+                    g.producers.iter().collect()
+                };
+                for s in zeroed {
                     let t = out
                         .get(&s.tensor)
                         .ok_or_else(|| anyhow::anyhow!("missing tensor `{}`", s.tensor))?;
