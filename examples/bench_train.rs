@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         init_from: None,
         trainable: None,
         planted: None,
+        vit: Default::default(),
     };
     let mut t = Trainer::new(cfg, &set, "embedded", None)?;
     let order = t.epoch_order(0);

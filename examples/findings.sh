@@ -5,6 +5,9 @@
 # 1. LayerMem by depth: f against g on f's 50 candidates, 10 view pairs; control: as many
 #    test points neither saw (corrected = LayerMem - control), and the symmetric estimate
 #    (g's own independent points); the planted digits against the other candidates.
+# 2. Table 2 (ViT, MAE): attention against FC LayerMem and dLayerMem per block, on the
+#    embedded MAE ViT pair, every token flattened (the authors' LayerMem script) and the
+#    class token only; the same controls.
 # 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder, each beside
 #    the same units on as many unseen test points; UnitMem-excess per layer; the planted
 #    digits as argmax of the highest-excess units.
@@ -23,6 +26,14 @@ echo "== Finding 1: LayerMem by depth (control: unseen test points)"
 $M measure layer -q --json "$OUT/layer.json"
 echo; echo "== Finding 1, symmetric estimate (control: g's independent points)"
 $M measure layer -q --control independent --json "$OUT/layer-symmetric.json"
+echo; echo "== Finding 2: ViT attention against FC (Table 2), MAE pair, every token"
+VF=assets/models/vit-mae-f.safetensors
+VG=assets/models/vit-mae-g.safetensors
+$M measure layer "$VF" --reference "$VG" -q --json "$OUT/vit-layer.json"
+echo; echo "== Finding 2, class token only"
+$M measure layer "$VF" --reference "$VG" --tokens cls -q --json "$OUT/vit-layer-cls.json"
+echo; echo "== Finding 2, symmetric estimate (control: g's independent points)"
+$M measure layer "$VF" --reference "$VG" --control independent -q --json "$OUT/vit-layer-symmetric.json"
 echo; echo "== Finding 3: UnitMem and ClassMem, SSL (f) against supervised"
 for m in "$F" "$S"; do
   n=$(basename "$m" .safetensors)

@@ -197,6 +197,11 @@ struct LoadArgs {
     /// flattened, the authors' LayerMem script) or `cls` (the class token).
     #[arg(long, value_enum, default_value_t = Tokens::All)]
     tokens: Tokens,
+    /// ViT: the representation (`pool`): `cls` (the class token after `norm`) or `avg` (the
+    /// mean of the patch tokens after `norm`, then `fc_norm` if present). Default: `avg` when
+    /// the checkpoint has `fc_norm` (timm's global_pool='avg'), else `cls`.
+    #[arg(long, value_enum)]
+    pool: Option<memprune::model::options::VitPool>,
     /// Set by `measure layer`: a ViT's layers are its attention and MLP sub-layer outputs.
     #[arg(skip)]
     sub_layers_only: bool,
@@ -211,6 +216,7 @@ impl LoadArgs {
             heads: self.heads,
             tokens: self.tokens,
             sub_layers_only: self.sub_layers_only,
+            pool: self.pool,
         }
     }
 }
@@ -858,6 +864,28 @@ struct TrainArgs {
     /// 32,64,64,64,128,256,256,256). ResNets: the 4 stage widths (default 64,128,256,512).
     #[arg(long, value_delimiter = ',')]
     widths: Option<Vec<usize>>,
+    /// ViT: transformer blocks (default 6).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// ViT: model width (default 128).
+    #[arg(long)]
+    width: Option<usize>,
+    /// ViT: attention heads (default 4).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// ViT: MLP hidden width (default 4 x width).
+    #[arg(long)]
+    mlp: Option<usize>,
+    /// ViT: patch side in pixels (default 4: a 7x7 grid on 28x28 images).
+    #[arg(long)]
+    patch: Option<usize>,
+    /// MAE decoder: blocks (default 2), width (default 64), heads (default 4).
+    #[arg(long)]
+    decoder_depth: Option<usize>,
+    #[arg(long)]
+    decoder_width: Option<usize>,
+    #[arg(long)]
+    decoder_heads: Option<usize>,
     /// Training data (the train split is read). Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -867,13 +895,15 @@ struct TrainArgs {
     #[arg(long, default_value_t = 256)]
     batch: usize,
     /// Peak learning rate. Default: simclr 0.3 (LARS) or 0.5 (sgd) or 1e-3 (adamw);
-    /// simsiam 0.05; supervised 0.1 (sgd) or 1e-3 (adamw); each times batch/256 except adamw.
+    /// simsiam 0.05; supervised 0.1 (sgd) or 1e-3 (adamw); each times batch/256 except adamw;
+    /// mae 1e-3 (adamw).
     #[arg(long)]
     lr: Option<f64>,
-    /// Weight decay (on conv and linear weights only). Default: simclr 1e-6, else 5e-4.
+    /// Weight decay (on conv and linear weights only). Default: ViTs 0.05; simclr 1e-6,
+    /// else 5e-4.
     #[arg(long)]
     wd: Option<f64>,
-    /// Default: lars for simclr, sgd otherwise.
+    /// Default: adamw for ViTs (betas 0.9/0.95 for MAE), lars for simclr, sgd otherwise.
     #[arg(long, value_enum)]
     optimizer: Option<memprune::train::optim::OptimizerKind>,
     #[arg(long, default_value_t = 0.9)]
@@ -965,7 +995,16 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     memprune::block_cache::enable_for_training();
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;
-    let kind = a.optimizer.unwrap_or(if a.framework == Framework::Simclr {
+    let init_is_vit = match &a.init {
+        Some(p) => Encoder::load(p, &LoadOptions::default())?.arch.arch_id() == "vit",
+        None => false,
+    };
+    let vit = a.arch == memprune::train::init::TrainArch::Vit
+        || a.framework == Framework::Mae
+        || init_is_vit;
+    let kind = a.optimizer.unwrap_or(if vit {
+        OptimizerKind::Adamw
+    } else if a.framework == Framework::Simclr {
         OptimizerKind::Lars
     } else {
         OptimizerKind::Sgd
@@ -977,13 +1016,31 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         (Framework::Simclr, _) => 0.5 * scale,
         (Framework::Simsiam, _) => 0.05 * scale,
         (Framework::Supervised, _) => 0.1 * scale,
+        (Framework::Mae, _) => 1e-3,
     });
-    let wd = a.wd.unwrap_or(if a.framework == Framework::Simclr {
+    let wd = a.wd.unwrap_or(if vit {
+        0.05
+    } else if a.framework == Framework::Simclr {
         1e-6
     } else {
         5e-4
     });
     let mut optimizer = OptimizerConfig::new(kind, wd);
+    if a.framework == Framework::Mae {
+        optimizer.beta2 = 0.95;
+    }
+    let d = memprune::train::vit_init::VitShape::default();
+    let width = a.width.unwrap_or(d.width);
+    let vit_shape = memprune::train::vit_init::VitShape {
+        depth: a.depth.unwrap_or(d.depth),
+        width,
+        heads: a.heads.unwrap_or(d.heads),
+        mlp: a.mlp.unwrap_or(4 * width),
+        patch: a.patch.unwrap_or(d.patch),
+        decoder_depth: a.decoder_depth.unwrap_or(d.decoder_depth),
+        decoder_width: a.decoder_width.unwrap_or(d.decoder_width),
+        decoder_heads: a.decoder_heads.unwrap_or(d.decoder_heads),
+    };
     optimizer.momentum = a.momentum;
     optimizer.nesterov = a.nesterov;
     optimizer.eta = a.lars_eta;
@@ -996,7 +1053,14 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         }
         None => a.framework.default_augment(),
     };
-    let widths = a.widths.clone().unwrap_or_else(|| a.arch.default_widths());
+    let widths = if a.arch == memprune::train::init::TrainArch::Vit {
+        if a.widths.is_some() {
+            bail!("--widths sizes ResNets; a ViT takes --depth, --width, --heads, --mlp, --patch");
+        }
+        vit_shape.widths()
+    } else {
+        a.widths.clone().unwrap_or_else(|| a.arch.default_widths())
+    };
     if a.init.is_none() {
         a.arch.check_widths(&widths)?;
     }
@@ -1026,6 +1090,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
             Some(p) => Some(memprune::data::subset::Subset::from_file(p, set.len())?.indices),
             None => None,
         },
+        vit: vit_shape,
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
@@ -1087,6 +1152,11 @@ struct ProbeArgs {
     /// of a checkpoint: the random-init baseline.
     #[arg(long, value_delimiter = ',', conflicts_with = "raw")]
     random_init: Option<Vec<usize>>,
+    /// Probe a fresh initialisation of CKPT's architecture and sizes (a ResNet9 or a ViT;
+    /// seeded by --init-seed, as `memprune train` initialises): the random-init baseline of
+    /// a trained model.
+    #[arg(long, value_name = "CKPT", conflicts_with_all = ["raw", "random_init"])]
+    random_like: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     init_seed: u64,
     /// Full-batch Adam steps of the logistic regression.
@@ -1120,6 +1190,12 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         (
             "raw pixels".to_string(),
             raw_pixel_accuracy(&train, &test, &settings)?,
+        )
+    } else if let Some(like) = &a.random_like {
+        let enc = memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?;
+        (
+            enc.checkpoint.path.display().to_string(),
+            probe_accuracy(&enc, &train, &test, &settings)?,
         )
     } else if let Some(w) = &a.random_init {
         let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;

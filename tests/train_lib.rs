@@ -57,6 +57,7 @@ fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
         init_from: None,
         trainable: None,
         planted: None,
+        vit: Default::default(),
     }
 }
 

@@ -138,3 +138,92 @@ fn vit_unit_mem_is_identical_across_threads_and_batch_sizes() {
     assert_eq!(a, run("2", "5", "b.json"));
     assert_eq!(a, run("2", "1", "c.json"));
 }
+
+/// The shipped MAE ViT pair: every command on the embedded data, with its controls.
+#[test]
+fn the_shipped_vit_pair_is_inspected_and_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = root().join("assets/models/vit-mae-f.safetensors");
+    let g = root().join("assets/models/vit-mae-g.safetensors");
+    let (f, g) = (f.to_str().unwrap(), g.to_str().unwrap());
+    let text = ok(&common::memprune_threads(&["inspect", f], "2"));
+    assert!(
+        text.contains("vit (depth 6, width 128, mlp 512, 4 heads from memprune's metadata"),
+        "{text}"
+    );
+    assert!(
+        text.contains("decoder_pred.weight"),
+        "the decoder is listed as unused"
+    );
+    for metric in ["unit", "class", "layer"] {
+        let out = dir.path().join(format!("{metric}.json"));
+        let mut a = vec![
+            "measure",
+            metric,
+            f,
+            "--views",
+            "2",
+            "-q",
+            "--json",
+            out.to_str().unwrap(),
+        ];
+        if metric == "layer" {
+            a.extend(["--reference", g]);
+        } else {
+            a.extend(["--points", "30"]);
+        }
+        ok(&common::memprune_threads(&a, "2"));
+        let j = json(&out);
+        let layers = j["layers"].as_array().unwrap();
+        let want = if metric == "layer" { 13 } else { 25 };
+        assert_eq!(layers.len(), want, "{metric}");
+        let text = serde_json::to_string(&j).unwrap();
+        assert!(
+            !text.contains("NaN") && !text.contains("null,\"corrected"),
+            "{metric}"
+        );
+    }
+}
+
+/// `--pool avg` makes the representation the mean of the patch tokens: `inspect` says so,
+/// and `pool` then differs from the class token's; a checkpoint without a class token
+/// refuses `--pool cls`.
+#[test]
+fn pool_chooses_the_representation() {
+    let f = root().join("assets/models/vit-mae-f.safetensors");
+    let f = f.to_str().unwrap();
+    let text = ok(&common::memprune_threads(
+        &["inspect", f, "--pool", "avg"],
+        "2",
+    ));
+    assert!(text.contains("pool: mean of patch tokens"), "{text}");
+    let text = ok(&common::memprune_threads(&["inspect", f], "2"));
+    assert!(!text.contains("pool: mean"), "{text}");
+    let enc = |pool| {
+        let opts = memprune::model::LoadOptions {
+            pool,
+            ..Default::default()
+        };
+        memprune::model::Encoder::load(Path::new(f), &opts).unwrap()
+    };
+    let x = candle_core::Tensor::ones(
+        (2, 1, 28, 28),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let feat = |e: &memprune::model::Encoder| {
+        e.features(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    use memprune::model::options::VitPool;
+    assert_ne!(
+        feat(&enc(Some(VitPool::Avg))),
+        feat(&enc(Some(VitPool::Cls)))
+    );
+    assert_eq!(feat(&enc(None)), feat(&enc(Some(VitPool::Cls))));
+}

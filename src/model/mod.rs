@@ -13,5 +13,6 @@ pub mod registry;
 pub mod resnet;
 pub mod resnet9;
 pub mod vit;
+pub mod vit_ops;
 
 pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

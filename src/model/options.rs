@@ -33,6 +33,19 @@ pub enum Tokens {
     Cls,
 }
 
+/// A ViT's representation (`pool`), as timm's `global_pool`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum VitPool {
+    /// The class token after `norm` (timm's `global_pool='token'`; MAE's linear probe).
+    Cls,
+    /// The mean of the patch tokens after `norm`, then `fc_norm` if the checkpoint has one
+    /// (timm's `global_pool='avg'`; MAE's fine-tuning).
+    Avg,
+}
+
 /// Options for reading an encoder.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -51,4 +64,7 @@ pub struct LoadOptions {
     /// LayerMem compares (the paper's "attention" and "FC" rows, so that dLayerMem steps
     /// from one sub-layer to the next); `measure layer` sets it.
     pub sub_layers_only: bool,
+    /// ViT: the representation; default the checkpoint's own (`avg` with `fc_norm`, else
+    /// `cls`).
+    pub pool: Option<VitPool>,
 }

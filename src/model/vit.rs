@@ -29,8 +29,9 @@
 //!   tokens, the class token included (signed);
 //! - `blockN.mlp`: the MLP sub-layer output after its residual add (the paper's "FC" row);
 //!
-//! then `pool`: the representation (the class token after `norm`; with `fc_norm`, the mean
-//! of the patch tokens through `fc_norm`, as timm's `global_pool='avg'`). LayerMem reads
+//! then `pool`: the representation (`--pool`; default the class token after `norm`, or with
+//! `fc_norm` the mean of the patch tokens through `fc_norm`, as timm's `global_pool='avg'`;
+//! `--pool avg` without `fc_norm`: the mean of the patch tokens after `norm`). LayerMem reads
 //! the taps with the tokens chosen by `--tokens` (`all`, default: every token flattened, the
 //! authors' LayerMem script; `cls`: the class token). UnitMem reads act_u of every unit of
 //! every layer; for `attn` and `mlp` that is the mean over tokens of each residual-stream
@@ -49,15 +50,15 @@ use std::sync::Arc;
 const LN_EPS: f64 = 1e-6;
 
 #[derive(Debug, Clone)]
-struct Linear {
+pub(crate) struct Linear {
     /// (out, in)
-    weight: Tensor,
+    pub(crate) weight: Tensor,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     /// (..., in) -> (..., out)
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
         let inner = dims[dims.len() - 1];
         let rows = x.elem_count() / inner;
@@ -74,20 +75,25 @@ impl Linear {
 }
 
 #[derive(Debug, Clone)]
-struct Norm {
+pub(crate) struct Norm {
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Norm {
-    /// LayerNorm over the last dimension (candle's fused kernel).
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, LN_EPS as f32)
+    /// LayerNorm over the last dimension: candle's fused kernel, or when `train` the same
+    /// function built from differentiable ops (the fused kernel has no backward).
+    pub(crate) fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if train {
+            crate::model::vit_ops::layer_norm(x, &self.weight, &self.bias, LN_EPS)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, LN_EPS as f32)
+        }
     }
 }
 
 #[derive(Debug, Clone)]
-struct Block {
+pub(crate) struct Block {
     norm1: Norm,
     qkv: Linear,
     proj: Linear,
@@ -124,6 +130,8 @@ pub struct Vit {
     pos_prefix: usize,
     norm: Option<Norm>,
     fc_norm: Option<Norm>,
+    /// The representation: the class token, or the mean of the patch tokens.
+    pool: crate::model::options::VitPool,
     pub width: usize,
     pub depth: usize,
     pub mlp_hidden: Vec<usize>,
@@ -212,46 +220,6 @@ impl Vit {
                 candidates.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
             );
         };
-        let norm_of =
-            |prefix: &str, used: &mut Vec<String>, required: bool| -> Result<Option<Norm>> {
-                let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
-                if !required && !ckpt.contains(&wn) {
-                    return Ok(None);
-                }
-                let weight = ckpt.get_shaped(&wn, &[width])?.clone();
-                let bias = ckpt.get_shaped(&bn, &[width])?.clone();
-                used.push(wn);
-                used.push(bn);
-                Ok(Some(Norm { weight, bias }))
-            };
-        let linear = |prefix: &str, used: &mut Vec<String>, din: usize| -> Result<Linear> {
-            let wn = format!("{prefix}.weight");
-            let weight = ckpt.get(&wn)?.clone();
-            if weight.rank() != 2 || weight.dim(1)? != din {
-                bail!(
-                    "{path}: `{wn}` has shape {:?}, expected ({}, {din})",
-                    weight.dims(),
-                    "out"
-                );
-            }
-            used.push(wn);
-            let bn = format!("{prefix}.bias");
-            let bias = match ckpt.tensors.get(&bn) {
-                Some(b) => {
-                    if b.dims() != [weight.dim(0)?] {
-                        bail!(
-                            "{path}: `{bn}` has shape {:?}, expected [{}]",
-                            b.dims(),
-                            weight.dim(0)?
-                        );
-                    }
-                    used.push(bn);
-                    Some(b.clone())
-                }
-                None => None,
-            };
-            Ok(Linear { weight, bias })
-        };
         let depth = (0..)
             .take_while(|i| {
                 ckpt.tensors
@@ -297,66 +265,23 @@ impl Vit {
         let mut blocks = Vec::with_capacity(depth);
         let mut mlp_hidden = Vec::with_capacity(depth);
         for (i, &heads) in head_list.iter().enumerate() {
-            let b = format!("blocks.{i}");
-            let qkv = linear(&format!("{b}.attn.qkv"), &mut used, width)?;
-            let pw = ckpt.get(&format!("{b}.attn.proj.weight"))?;
-            let inner = if pw.rank() == 2 { pw.dim(1)? } else { width };
-            if qkv.weight.dim(0)? != 3 * inner {
-                bail!(
-                    "{path}: `{b}.attn.qkv.weight` has {} rows, expected 3 x width = {} (width {inner}: the columns of `{b}.attn.proj.weight`)",
-                    qkv.weight.dim(0)?,
-                    3 * inner
-                );
-            }
-
-            if heads == 0 || inner % heads != 0 {
-                bail!(
-                    "{path}: {heads} attention heads do not divide the width {inner} of `{b}.attn.qkv.weight`"
-                );
-            }
-            if ckpt.contains(&format!("{b}.mlp.w12.weight")) {
-                bail!(
-                    "{path}: `{b}.mlp.w12.weight` is a SwiGLU MLP (Meta's ViT-g); memprune's ViT reads the GELU MLP (`{b}.mlp.fc1`, `{b}.mlp.fc2`)"
-                );
-            }
-            let proj = linear(&format!("{b}.attn.proj"), &mut used, inner)?;
-            let fc1 = linear(&format!("{b}.mlp.fc1"), &mut used, width)?;
-            let hidden = fc1.weight.dim(0)?;
-            let fc2 = linear(&format!("{b}.mlp.fc2"), &mut used, hidden)?;
-            for (n, l) in [("attn.proj", &proj), ("mlp.fc2", &fc2)] {
-                if l.weight.dim(0)? != width {
-                    bail!(
-                        "{path}: `{b}.{n}.weight` has shape {:?}, expected {width} rows (the width)",
-                        l.weight.dims()
-                    );
-                }
-            }
-            let ls = |k: usize, used: &mut Vec<String>| -> Result<Option<Tensor>> {
-                let n = format!("{b}.ls{k}.gamma");
-                match ckpt.tensors.get(&n) {
-                    Some(_) => {
-                        used.push(n.clone());
-                        Ok(Some(ckpt.get_shaped(&n, &[width])?.clone()))
-                    }
-                    None => Ok(None),
-                }
-            };
-            blocks.push(Block {
-                norm1: norm_of(&format!("{b}.norm1"), &mut used, true)?.expect("required"),
-                qkv,
-                proj,
-                ls1: ls(1, &mut used)?,
-                norm2: norm_of(&format!("{b}.norm2"), &mut used, true)?.expect("required"),
-                fc1,
-                fc2,
-                ls2: ls(2, &mut used)?,
-                heads,
-                inner,
-            });
-            mlp_hidden.push(hidden);
+            let block = load_block(ckpt, &format!("blocks.{i}"), width, heads, &mut used)?;
+            mlp_hidden.push(block.fc1.weight.dim(0)?);
+            blocks.push(block);
         }
-        let norm = norm_of("norm", &mut used, false)?;
-        let fc_norm = norm_of("fc_norm", &mut used, false)?;
+        let norm = load_norm(ckpt, "norm", width, &mut used, false)?;
+        let fc_norm = load_norm(ckpt, "fc_norm", width, &mut used, false)?;
+        use crate::model::options::VitPool;
+        let pool = opts
+            .pool
+            .unwrap_or(if fc_norm.is_some() || cls_token.is_none() {
+                VitPool::Avg
+            } else {
+                VitPool::Cls
+            });
+        if pool == VitPool::Cls && cls_token.is_none() {
+            bail!("{path}: --pool cls, but the checkpoint has no `cls_token`");
+        }
         let heads = head_list[0];
         if heads_from == HeadsFrom::Convention {
             eprintln!(
@@ -372,6 +297,7 @@ impl Vit {
             pos_embed,
             pos_prefix,
             norm,
+            pool,
             fc_norm,
             width,
             depth,
@@ -415,10 +341,9 @@ impl Vit {
         Tensor::cat(&[&prefix, &resized], 0)
     }
 
-    /// Per block: (attention output after its residual add, heads' output before proj,
-    /// fc1 after GELU, MLP output after its residual add), every token; then the
-    /// representation (N, D).
-    fn forward_full(&self, x: &Tensor) -> candle_core::Result<(Vec<[Tensor; 4]>, Tensor)> {
+    /// Patch tokens with their position embedding (N, G, D), the prefix tokens (class,
+    /// registers) with theirs (P, D) if any, and the grid side.
+    fn embed(&self, x: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let (n, c, h, w) = x.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
@@ -440,8 +365,12 @@ impl Vit {
         if let Some(b) = &self.patch_b {
             t = t.broadcast_add(b)?;
         }
-        let mut t = t.reshape((n, gh * gw, self.width))?;
+        let t = t.reshape((n, gh * gw, self.width))?;
         let pos = self.pos_for(gh)?;
+        // Prefix tokens with a position embedding get theirs; the patches get the grid's.
+        let with_pos = self.pos_prefix;
+        let pos_patches = pos.narrow(0, with_pos, gh * gw)?;
+        let t = t.broadcast_add(&pos_patches.unsqueeze(0)?)?;
         let mut prefix: Vec<Tensor> = Vec::new();
         if let Some(cls) = &self.cls_token {
             prefix.push(cls.clone());
@@ -449,81 +378,282 @@ impl Vit {
         if let Some(r) = &self.registers {
             prefix.push(r.clone());
         }
-        // Prefix tokens with a position embedding get theirs; the patches get the grid's.
-        let with_pos = self.pos_prefix;
-        let pos_patches = pos.narrow(0, with_pos, gh * gw)?;
-        t = t.broadcast_add(&pos_patches.unsqueeze(0)?)?;
-        if !prefix.is_empty() {
-            let mut pre = Tensor::cat(&prefix, 0)?;
-            if with_pos > 0 {
-                let pos_pre = pos.narrow(0, 0, with_pos)?;
-                let rest = pre.dim(0)? - with_pos;
-                pre = if rest > 0 {
-                    Tensor::cat(
-                        &[
-                            &(pre.narrow(0, 0, with_pos)? + pos_pre)?,
-                            &pre.narrow(0, with_pos, rest)?,
-                        ],
-                        0,
-                    )?
-                } else {
-                    (pre + pos_pre)?
-                };
-            }
-            let n_pre = pre.dim(0)?;
-            let pre = pre.unsqueeze(0)?.broadcast_as((n, n_pre, self.width))?;
-            t = Tensor::cat(&[&pre.contiguous()?, &t], 1)?;
+        if prefix.is_empty() {
+            return Ok((t, None));
         }
+        let mut pre = Tensor::cat(&prefix, 0)?;
+        if with_pos > 0 {
+            let pos_pre = pos.narrow(0, 0, with_pos)?;
+            let rest = pre.dim(0)? - with_pos;
+            pre = if rest > 0 {
+                Tensor::cat(
+                    &[
+                        &(pre.narrow(0, 0, with_pos)? + pos_pre)?,
+                        &pre.narrow(0, with_pos, rest)?,
+                    ],
+                    0,
+                )?
+            } else {
+                (pre + pos_pre)?
+            };
+        }
+        Ok((t, Some(pre)))
+    }
+
+    /// The prefix tokens (P, D), the same for every image, in front of `t` (N, T, D).
+    fn with_prefix(t: Tensor, prefix: Option<Tensor>) -> candle_core::Result<Tensor> {
+        let Some(pre) = prefix else { return Ok(t) };
+        let (n, _, d) = t.dims3()?;
+        let n_pre = pre.dim(0)?;
+        let pre = pre.unsqueeze(0)?.broadcast_as((n, n_pre, d))?;
+        Tensor::cat(&[&pre.contiguous()?, &t], 1)
+    }
+
+    /// Per block: (attention output after its residual add, heads' output before proj,
+    /// fc1 after GELU, MLP output after its residual add), every token; then the
+    /// representation (N, D). `train`: differentiable ops only.
+    fn forward_full(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<(Vec<[Tensor; 4]>, Tensor)> {
+        let (t, prefix) = self.embed(x)?;
+        let mut t = Self::with_prefix(t, prefix)?;
         let tokens = t.dim(1)?;
         let mut taps = Vec::with_capacity(self.depth);
         for b in &self.blocks {
-            let hd = b.inner / b.heads;
-            let scale = 1.0 / (hd as f64).sqrt();
-            let y = b.norm1.forward(&t)?;
-            let qkv = b
-                .qkv
-                .forward(&y)?
-                .reshape((n, tokens, 3, b.heads, hd))?
-                .permute((2, 0, 3, 1, 4))?;
-            let q = (qkv.get(0)?.contiguous()? * scale)?;
-            let k = qkv.get(1)?.contiguous()?;
-            let v = qkv.get(2)?.contiguous()?;
-            let att = q.matmul(&k.t()?)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let heads = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((n, tokens, b.inner))?;
-            let mut a = b.proj.forward(&heads)?;
-            if let Some(g) = &b.ls1 {
-                a = a.broadcast_mul(g)?;
-            }
-            t = (t + a)?;
-            let attn_out = t.clone();
-            let hid = b.fc1.forward(&b.norm2.forward(&t)?)?.gelu_erf()?;
-            let mut m = b.fc2.forward(&hid)?;
-            if let Some(g) = &b.ls2 {
-                m = m.broadcast_mul(g)?;
-            }
-            t = (t + m)?;
-            taps.push([attn_out, heads, hid, t.clone()]);
+            let out = b.forward(&t, train)?;
+            t = out[3].clone();
+            taps.push(out);
         }
-        let rep = if let Some(fc) = &self.fc_norm {
-            let t = match &self.norm {
-                Some(nm) => nm.forward(&t)?,
-                None => t,
-            };
-            let np = self.n_prefix();
-            fc.forward(&t.narrow(1, np, tokens - np)?.mean(1)?)?
-        } else {
-            let t = match &self.norm {
-                Some(nm) => nm.forward(&t)?,
-                None => t,
-            };
-            t.get_on_dim(1, 0)?
+        let t = match &self.norm {
+            Some(nm) => nm.forward(&t, train)?,
+            None => t,
+        };
+        let rep = match self.pool {
+            crate::model::options::VitPool::Avg => {
+                let np = self.n_prefix();
+                let mean = t.narrow(1, np, tokens - np)?.mean(1)?;
+                match &self.fc_norm {
+                    Some(fc) => fc.forward(&mean, train)?,
+                    None => mean,
+                }
+            }
+            crate::model::options::VitPool::Cls => t.get_on_dim(1, 0)?,
         };
         Ok((taps, rep))
+    }
+
+    /// MAE's encoder pass: only the patches `keep` (N, K) u32, indices into the grid,
+    /// each image its own) with the prefix tokens; returns every token after the final
+    /// norm (N, P + K, D). Differentiable.
+    pub fn encode_visible(&self, x: &Tensor, keep: &Tensor) -> candle_core::Result<Tensor> {
+        let (t, prefix) = self.embed(x)?;
+        let (n, g, d) = t.dims3()?;
+        let k = keep.dim(1)?;
+        let offsets = Tensor::arange(0u32, n as u32, keep.device())?
+            .affine(g as f64, 0.0)?
+            .unsqueeze(1)?;
+        let rows = keep.broadcast_add(&offsets)?.flatten_all()?;
+        let t = t
+            .reshape((n * g, d))?
+            .index_select(&rows, 0)?
+            .reshape((n, k, d))?;
+        let mut t = Self::with_prefix(t, prefix)?;
+        for b in &self.blocks {
+            t = b.forward(&t, true)?[3].clone();
+        }
+        match &self.norm {
+            Some(nm) => nm.forward(&t, true),
+            None => Ok(t),
+        }
+    }
+
+    /// Prefix tokens in front of the patches (class + registers).
+    pub fn prefix_tokens(&self) -> usize {
+        self.n_prefix()
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn patch(&self) -> usize {
+        self.patch
+    }
+
+    pub fn grid(&self) -> usize {
+        self.grid
+    }
+
+    pub fn heads_per_block(&self) -> Vec<usize> {
+        self.blocks.iter().map(|b| b.heads).collect()
+    }
+}
+
+/// LayerNorm `{prefix}.{weight,bias}` of `width`; `None` when optional and absent.
+pub(crate) fn load_norm(
+    ckpt: &Checkpoint,
+    prefix: &str,
+    width: usize,
+    used: &mut Vec<String>,
+    required: bool,
+) -> Result<Option<Norm>> {
+    let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+    if !required && !ckpt.contains(&wn) {
+        return Ok(None);
+    }
+    let weight = ckpt.get_shaped(&wn, &[width])?.clone();
+    let bias = ckpt.get_shaped(&bn, &[width])?.clone();
+    used.push(wn);
+    used.push(bn);
+    Ok(Some(Norm { weight, bias }))
+}
+
+/// Linear `{prefix}.weight` (out, `din`) with an optional bias.
+pub(crate) fn load_linear(
+    ckpt: &Checkpoint,
+    prefix: &str,
+    din: usize,
+    used: &mut Vec<String>,
+) -> Result<Linear> {
+    let path = ckpt.path.display();
+    let wn = format!("{prefix}.weight");
+    let weight = ckpt.get(&wn)?.clone();
+    if weight.rank() != 2 || weight.dim(1)? != din {
+        bail!(
+            "{path}: `{wn}` has shape {:?}, expected (out, {din})",
+            weight.dims()
+        );
+    }
+    used.push(wn);
+    let bn = format!("{prefix}.bias");
+    let bias = match ckpt.tensors.get(&bn) {
+        Some(b) => {
+            if b.dims() != [weight.dim(0)?] {
+                bail!(
+                    "{path}: `{bn}` has shape {:?}, expected [{}]",
+                    b.dims(),
+                    weight.dim(0)?
+                );
+            }
+            used.push(bn);
+            Some(b.clone())
+        }
+        None => None,
+    };
+    Ok(Linear { weight, bias })
+}
+
+/// The transformer block `b` (`blocks.3`, or `decoder_blocks.0` for an MAE decoder) of a
+/// residual stream of `width` with `heads` attention heads.
+pub(crate) fn load_block(
+    ckpt: &Checkpoint,
+    b: &str,
+    width: usize,
+    heads: usize,
+    used: &mut Vec<String>,
+) -> Result<Block> {
+    let path = ckpt.path.display();
+    let qkv = load_linear(ckpt, &format!("{b}.attn.qkv"), width, used)?;
+    let pw = ckpt.get(&format!("{b}.attn.proj.weight"))?;
+    let inner = if pw.rank() == 2 { pw.dim(1)? } else { width };
+    if qkv.weight.dim(0)? != 3 * inner {
+        bail!(
+            "{path}: `{b}.attn.qkv.weight` has {} rows, expected 3 x width = {} (width {inner}: the columns of `{b}.attn.proj.weight`)",
+            qkv.weight.dim(0)?,
+            3 * inner
+        );
+    }
+    if heads == 0 || inner % heads != 0 {
+        bail!("{path}: {heads} attention heads do not divide the width {inner} of `{b}.attn.qkv.weight`");
+    }
+    if ckpt.contains(&format!("{b}.mlp.w12.weight")) {
+        bail!(
+            "{path}: `{b}.mlp.w12.weight` is a SwiGLU MLP (Meta's ViT-g); memprune's ViT reads the GELU MLP (`{b}.mlp.fc1`, `{b}.mlp.fc2`)"
+        );
+    }
+    let proj = load_linear(ckpt, &format!("{b}.attn.proj"), inner, used)?;
+    let fc1 = load_linear(ckpt, &format!("{b}.mlp.fc1"), width, used)?;
+    let hidden = fc1.weight.dim(0)?;
+    let fc2 = load_linear(ckpt, &format!("{b}.mlp.fc2"), hidden, used)?;
+    for (n, l) in [("attn.proj", &proj), ("mlp.fc2", &fc2)] {
+        if l.weight.dim(0)? != width {
+            bail!(
+                "{path}: `{b}.{n}.weight` has shape {:?}, expected {width} rows (the width)",
+                l.weight.dims()
+            );
+        }
+    }
+    let ls = |k: usize, used: &mut Vec<String>| -> Result<Option<Tensor>> {
+        let n = format!("{b}.ls{k}.gamma");
+        match ckpt.tensors.get(&n) {
+            Some(_) => {
+                used.push(n.clone());
+                Ok(Some(ckpt.get_shaped(&n, &[width])?.clone()))
+            }
+            None => Ok(None),
+        }
+    };
+    let ls1 = ls(1, used)?;
+    let ls2 = ls(2, used)?;
+    Ok(Block {
+        norm1: load_norm(ckpt, &format!("{b}.norm1"), width, used, true)?.expect("required"),
+        qkv,
+        proj,
+        ls1,
+        norm2: load_norm(ckpt, &format!("{b}.norm2"), width, used, true)?.expect("required"),
+        fc1,
+        fc2,
+        ls2,
+        heads,
+        inner,
+    })
+}
+
+impl Block {
+    /// (the attention sub-layer's output after its residual add, the heads' output before
+    /// `proj`, fc1 after GELU, the block's output), every token. `train`: differentiable
+    /// ops only (candle's fused softmax and LayerNorm have no backward).
+    pub(crate) fn forward(&self, t: &Tensor, train: bool) -> candle_core::Result<[Tensor; 4]> {
+        let (n, tokens, _) = t.dims3()?;
+        let hd = self.inner / self.heads;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = self.norm1.forward(t, train)?;
+        let qkv = self
+            .qkv
+            .forward(&y)?
+            .reshape((n, tokens, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * scale)?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let att = q.matmul(&k.t()?)?;
+        let att = if train {
+            crate::model::vit_ops::softmax_last_dim(&att)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        };
+        let heads = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((n, tokens, self.inner))?;
+        let mut a = self.proj.forward(&heads)?;
+        if let Some(g) = &self.ls1 {
+            a = a.broadcast_mul(g)?;
+        }
+        let t = (t + a)?;
+        let hid = self
+            .fc1
+            .forward(&self.norm2.forward(&t, train)?)?
+            .gelu_erf()?;
+        let mut m = self.fc2.forward(&hid)?;
+        if let Some(g) = &self.ls2 {
+            m = m.broadcast_mul(g)?;
+        }
+        let out = (&t + m)?;
+        Ok([t, heads, hid, out])
     }
 }
 
@@ -718,8 +848,14 @@ impl Net for Vit {
         if self.blocks[0].qkv.bias.is_none() {
             extras.push("qkv without bias".to_string());
         }
-        if self.fc_norm.is_some() {
-            extras.push("fc_norm (mean of patch tokens)".to_string());
+        if self.pool == crate::model::options::VitPool::Avg {
+            extras.push(match self.fc_norm {
+                Some(_) => "fc_norm (mean of patch tokens)".to_string(),
+                None => "pool: mean of patch tokens".to_string(),
+            });
+        }
+        if self.fc_norm.is_some() && self.pool == crate::model::options::VitPool::Cls {
+            extras.push("pool: class token (fc_norm unused)".to_string());
         }
         let heads = if self.blocks.iter().all(|b| b.heads == self.heads) {
             self.heads.to_string()
@@ -770,8 +906,9 @@ impl Net for Vit {
         v
     }
 
-    fn forward_taps(&self, x: &Tensor, _mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
-        let (blocks, rep) = self.forward_full(x)?;
+    fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
+        let train = matches!(mode, Mode::Train(_));
+        let (blocks, rep) = self.forward_full(x, train)?;
         let mut v = Vec::with_capacity(blocks.len() * 4 + 1);
         for [attn, heads, hid, mlp] in blocks {
             let taps = if self.sub_layers_only {
@@ -788,7 +925,7 @@ impl Net for Vit {
     }
 
     fn unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let (blocks, rep) = self.forward_full(x)?;
+        let (blocks, rep) = self.forward_full(x, false)?;
         let mut v = Vec::with_capacity(blocks.len() * 4 + 1);
         for ([attn, heads, hid, mlp], b) in blocks.into_iter().zip(&self.blocks) {
             let (n, t, _) = heads.dims3()?;

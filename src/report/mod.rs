@@ -368,6 +368,17 @@ pub fn inspect(encoder: &Encoder, size: usize) -> String {
         .collect();
     s.push('\n');
     s.push_str(&table(&["layer", "kind", "units"], &rows));
+    let groups: Vec<String> = encoder
+        .trainable_groups()
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(g, _)| g)
+        .collect();
+    let _ = writeln!(
+        s,
+        "\ntrainable groups (train --trainable): {}",
+        groups.join(", ")
+    );
     if !encoder.unused.is_empty() {
         let _ = writeln!(
             s,

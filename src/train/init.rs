@@ -22,12 +22,12 @@ fn name_key(name: &str) -> u64 {
     hash_key(&words)
 }
 
-fn rng_for(seed: u64, name: &str) -> Rng {
+pub(crate) fn rng_for(seed: u64, name: &str) -> Rng {
     Rng::from_key(&[INIT_TAG, seed, name_key(name)])
 }
 
 /// Standard normal draws (Box-Muller).
-fn normals(rng: &mut Rng, n: usize) -> Vec<f32> {
+pub(crate) fn normals(rng: &mut Rng, n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n + 1);
     while v.len() < n {
         let u1 = 1.0 - rng.next_f64(); // (0, 1]
@@ -139,6 +139,8 @@ pub enum TrainArch {
     Resnet34,
     /// torchvision resnet50 (Bottleneck [3, 4, 6, 3], expansion 4).
     Resnet50,
+    /// A ViT in timm's layout; sizes by --depth, --width, --heads, --mlp, --patch.
+    Vit,
 }
 
 impl TrainArch {
@@ -148,6 +150,7 @@ impl TrainArch {
             TrainArch::Resnet18 => "resnet18",
             TrainArch::Resnet34 => "resnet34",
             TrainArch::Resnet50 => "resnet50",
+            TrainArch::Vit => "vit",
         }
     }
 
@@ -155,13 +158,14 @@ impl TrainArch {
     pub fn default_widths(self) -> Vec<usize> {
         match self {
             TrainArch::Resnet9 => PAPER_WIDTHS.to_vec(),
+            TrainArch::Vit => crate::train::vit_init::VitShape::default().widths(),
             _ => vec![64, 128, 256, 512],
         }
     }
 
     fn blocks(self) -> (&'static [usize], bool) {
         match self {
-            TrainArch::Resnet9 => (&[], false),
+            TrainArch::Resnet9 | TrainArch::Vit => (&[], false),
             TrainArch::Resnet18 => (&[2, 2, 2, 2], false),
             TrainArch::Resnet34 => (&[3, 4, 6, 3], false),
             TrainArch::Resnet50 => (&[3, 4, 6, 3], true),
@@ -172,6 +176,8 @@ impl TrainArch {
     pub fn check_widths(self, widths: &[usize]) -> Result<()> {
         match self {
             TrainArch::Resnet9 => check_widths(widths),
+            // A ViT's sizes come from its own flags (VitShape::check).
+            TrainArch::Vit => Ok(()),
             _ if widths.len() != 4 || widths.contains(&0) => {
                 bail!(
                     "{} needs 4 positive stage widths, got {widths:?}",
@@ -184,6 +190,9 @@ impl TrainArch {
 
     /// Width of the representation (the pooled features).
     pub fn feature_dim(self, widths: &[usize]) -> usize {
+        if self == TrainArch::Vit {
+            return widths.first().copied().unwrap_or(0);
+        }
         let last = widths.last().copied().unwrap_or(0);
         if self.blocks().1 {
             4 * last
@@ -204,12 +213,65 @@ impl TrainArch {
         self.check_widths(widths)?;
         match self {
             TrainArch::Resnet9 => resnet9(in_channels, widths, seed),
+            TrainArch::Vit => {
+                bail!("a ViT is made by train::vit_init::encoder (it needs the image size)")
+            }
             _ => {
                 let (blocks, bottleneck) = self.blocks();
                 resnet(in_channels, blocks, bottleneck, widths, small_images, seed)
             }
         }
     }
+}
+
+/// A fresh encoder of `like`'s architecture and sizes (ResNet9 or ViT), seeded by `seed`
+/// as `memprune train` initialises: the random-init baseline of a trained model.
+pub fn random_like(
+    like: &std::path::Path,
+    opts: &crate::model::LoadOptions,
+    seed: u64,
+) -> Result<crate::model::Encoder> {
+    use crate::checkpoint::Checkpoint;
+    use crate::model::Encoder;
+    let enc = Encoder::load(like, opts)?;
+    let name = std::path::PathBuf::from(format!(
+        "<random-init like {}, seed {seed}>",
+        like.display()
+    ));
+    let channels = enc.in_channels();
+    let (tensors, meta) = if let Some(vit) =
+        enc.arch.as_any().downcast_ref::<crate::model::vit::Vit>()
+    {
+        let heads = vit.heads_per_block();
+        let widths = enc.widths();
+        if heads.iter().any(|&h| h != heads[0]) || widths[1..].iter().any(|&w| w != widths[1]) {
+            bail!(
+                "{}: --random-like needs a ViT with equal blocks (this one is pruned)",
+                like.display()
+            );
+        }
+        let shape = crate::train::vit_init::VitShape {
+            depth: heads.len(),
+            width: vit.width(),
+            heads: heads[0],
+            mlp: widths[1],
+            patch: vit.patch(),
+            ..Default::default()
+        };
+        let t = crate::train::vit_init::encoder(&shape, channels, vit.grid() * vit.patch(), seed)?;
+        let mut m = BTreeMap::new();
+        m.insert("memprune.heads".to_string(), heads[0].to_string());
+        (t, m)
+    } else if enc.arch.arch_id() == "resnet9" {
+        (resnet9(channels, &enc.widths(), seed)?, BTreeMap::new())
+    } else {
+        bail!(
+            "{}: --random-like makes ResNet9s and ViTs; this is {}",
+            like.display(),
+            enc.describe()
+        );
+    };
+    Encoder::from_checkpoint(Checkpoint::from_tensors(&name, tensors, meta), opts)
 }
 
 fn conv_bn(

@@ -14,9 +14,11 @@
 
 pub mod init;
 pub mod loss;
+pub mod mae;
 pub mod model;
 pub mod optim;
 pub mod split;
+pub mod vit_init;
 
 use crate::checkpoint::{write_safetensors_atomic, Checkpoint};
 use crate::data::augment::{clean_batch, views_batch, AugmentConfig};
@@ -46,6 +48,9 @@ pub enum Framework {
     Simsiam,
     /// Cross-entropy with a linear classifier `fc` on the pooled features.
     Supervised,
+    /// MAE (ViTs only): 75 % of the patches masked, a light decoder predicts their
+    /// normalised pixels.
+    Mae,
 }
 
 impl Framework {
@@ -54,6 +59,7 @@ impl Framework {
             Framework::Simclr => "simclr",
             Framework::Simsiam => "simsiam",
             Framework::Supervised => "supervised",
+            Framework::Mae => "mae",
         }
     }
 
@@ -61,11 +67,26 @@ impl Framework {
         self != Framework::Supervised
     }
 
+    /// Views of each image per step: two for the contrastive and Siamese objectives.
+    pub fn views(self) -> usize {
+        match self {
+            Framework::Simclr | Framework::Simsiam => 2,
+            Framework::Supervised | Framework::Mae => 1,
+        }
+    }
+
     /// The augmentation this framework trains with: METRICS.md's SSL augmentation for the
     /// SSL frameworks; for supervised training a milder one (random resized crop with scale
     /// 0.5..1, horizontal flip, no colour jitter or grayscale).
     pub fn default_augment(self) -> AugmentConfig {
         match self {
+            // MAE's pre-training augmentation: random resized crop (0.2..1) and flips.
+            Framework::Mae => AugmentConfig {
+                crop_scale: (0.2, 1.0),
+                jitter_p: 0.0,
+                grayscale_p: 0.0,
+                ..AugmentConfig::default()
+            },
             Framework::Supervised => AugmentConfig {
                 crop_scale: (0.5, 1.0),
                 jitter_p: 0.0,
@@ -113,6 +134,22 @@ pub struct TrainConfig {
     /// Metadata only: training does not treat them differently.
     #[serde(default)]
     pub planted: Option<Vec<usize>>,
+    /// ViT sizes (`arch: vit`).
+    #[serde(default)]
+    pub vit: vit_init::VitShape,
+}
+
+/// The load metadata of a fresh ViT: its head counts (not readable from shapes).
+fn vit_meta(cfg: &TrainConfig) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("memprune.heads".into(), cfg.vit.heads.to_string());
+    if cfg.framework == Framework::Mae {
+        m.insert(
+            "memprune.decoder_heads".into(),
+            cfg.vit.decoder_heads.to_string(),
+        );
+    }
+    m
 }
 
 fn f32_dtype() -> DType {
@@ -230,9 +267,81 @@ impl<'a> Trainer<'a> {
                     num_classes(set),
                     cfg.seed,
                 )?);
-                (TrainModel::from_tensors(cfg.framework, &t, &p)?, 0)
+                let mut meta = BTreeMap::new();
+                if let Some(vit) = enc.arch.as_any().downcast_ref::<crate::model::vit::Vit>() {
+                    meta.insert(
+                        "memprune.heads".to_string(),
+                        enc.checkpoint
+                            .metadata
+                            .get("memprune.heads")
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                vit.heads_per_block()
+                                    .iter()
+                                    .map(|h| h.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            }),
+                    );
+                    if cfg.framework == Framework::Mae {
+                        let shape = vit_init::VitShape {
+                            width: vit.width(),
+                            patch: vit.patch(),
+                            ..cfg.vit.clone()
+                        };
+                        let image = vit.grid() * vit.patch();
+                        t.extend(vit_init::mae_decoder(
+                            &shape,
+                            set.channels,
+                            image,
+                            cfg.seed,
+                        )?);
+                        meta.insert(
+                            "memprune.decoder_heads".to_string(),
+                            cfg.vit.decoder_heads.to_string(),
+                        );
+                    }
+                } else if cfg.framework == Framework::Mae {
+                    bail!(
+                        "{}: --framework mae trains ViTs; this is {}",
+                        p.display(),
+                        enc.describe()
+                    );
+                }
+                (TrainModel::from_tensors(cfg.framework, &t, &p, &meta)?, 0)
+            }
+            None if cfg.arch == init::TrainArch::Vit => {
+                let image = cfg.augment.output_size(set);
+                let mut t = vit_init::encoder(&cfg.vit, set.channels, image, cfg.seed)?;
+                if cfg.framework == Framework::Mae {
+                    t.extend(vit_init::mae_decoder(
+                        &cfg.vit,
+                        set.channels,
+                        image,
+                        cfg.seed,
+                    )?);
+                }
+                t.extend(model::init_heads(
+                    cfg.framework,
+                    cfg.vit.width,
+                    num_classes(set),
+                    cfg.seed,
+                )?);
+                cfg.widths = cfg.vit.widths();
+                (
+                    TrainModel::from_tensors(
+                        cfg.framework,
+                        &t,
+                        Path::new("<fresh>"),
+                        &vit_meta(&cfg),
+                    )?,
+                    0,
+                )
             }
             None => {
+                if cfg.framework == Framework::Mae {
+                    bail!("--framework mae trains ViTs (--arch vit)");
+                }
                 // Images of 64 pixels or less get the CIFAR stem (solo-learn's choice).
                 let small = set.height.max(set.width) <= 64;
                 let mut t = cfg.arch.init(set.channels, &cfg.widths, small, cfg.seed)?;
@@ -244,7 +353,12 @@ impl<'a> Trainer<'a> {
                     cfg.seed,
                 )?);
                 (
-                    TrainModel::from_tensors(cfg.framework, &t, Path::new("<fresh>"))?,
+                    TrainModel::from_tensors(
+                        cfg.framework,
+                        &t,
+                        Path::new("<fresh>"),
+                        &BTreeMap::new(),
+                    )?,
                     0,
                 )
             }
@@ -289,8 +403,16 @@ impl<'a> Trainer<'a> {
                     );
                 }
                 optimizer.load_state(&state.tensors, steps)?;
+                let meta: BTreeMap<String, String> = state
+                    .metadata
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.as_str() == "memprune.heads" || k.as_str() == "memprune.decoder_heads"
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
                 (
-                    TrainModel::from_tensors(cfg.framework, &state.tensors, &path)?,
+                    TrainModel::from_tensors(cfg.framework, &state.tensors, &path, &meta)?,
                     done,
                 )
             }
@@ -368,7 +490,7 @@ impl<'a> Trainer<'a> {
         let s = self.cfg.augment.output_size(self.set);
         let c = self.set.channels;
         let e = epoch as u64;
-        let (items, n): (Vec<(usize, u64)>, usize) = if self.cfg.framework.is_ssl() {
+        let (items, n): (Vec<(usize, u64)>, usize) = if self.cfg.framework.views() == 2 {
             let mut items: Vec<(usize, u64)> = points.iter().map(|&p| (p, 2 * e)).collect();
             items.extend(points.iter().map(|&p| (p, 2 * e + 1)));
             (items, 2 * points.len())
@@ -396,7 +518,23 @@ impl<'a> Trainer<'a> {
     /// One optimisation step on `points` (views of epoch `epoch`); returns the loss.
     pub fn step(&mut self, points: &[usize], epoch: usize) -> Result<f64> {
         let (x, labels) = self.batch_input(points, epoch)?;
-        let (loss, stats) = self.model.loss(&x, labels.as_ref(), self.cfg.temperature)?;
+        let masks = match &self.model.decoder {
+            Some(_) => {
+                let vit = self
+                    .model
+                    .encoder
+                    .arch
+                    .as_any()
+                    .downcast_ref::<crate::model::vit::Vit>()
+                    .context("MAE trains ViTs")?;
+                let g = (x.dim(2)? / vit.patch()).pow(2);
+                Some(mae::masks(mae::mask_seed(self.cfg.seed), epoch, points, g)?)
+            }
+            None => None,
+        };
+        let (loss, stats) =
+            self.model
+                .loss(&x, labels.as_ref(), masks.as_ref(), self.cfg.temperature)?;
         let value = loss.to_scalar::<f32>()? as f64;
         if !value.is_finite() {
             bail!(
@@ -481,6 +619,15 @@ impl<'a> Trainer<'a> {
         if let Some(p) = &c.planted {
             put("planted", serde_json::to_string(p).unwrap_or_default());
         }
+        for (k, v) in &self.model.meta {
+            m.insert(k.clone(), v.clone());
+        }
+        if c.arch == init::TrainArch::Vit && c.init_from.is_none() {
+            m.insert(
+                "memprune.vit".into(),
+                serde_json::to_string(&c.vit).unwrap_or_default(),
+            );
+        }
         m
     }
 
@@ -505,7 +652,7 @@ impl<'a> Trainer<'a> {
     pub fn run(&mut self, out: &Path, progress: bool, quiet: bool) -> Result<TrainSummary> {
         let spe = self.steps_per_epoch();
         let b = self.batch_size();
-        let views = if self.cfg.framework.is_ssl() { 2 } else { 1 };
+        let views = self.cfg.framework.views();
         let start = Instant::now();
         let mut last = f64::NAN;
         let mut epoch_secs = Vec::new();

@@ -61,8 +61,15 @@ pub fn init_heads(
             }
             linear(&mut m, seed, "fc", d, classes, true)?;
         }
+        // MAE's decoder depends on the patch grid: `vit_init::mae_decoder` makes it.
+        Framework::Mae => {}
     }
     Ok(m)
+}
+
+/// Tensors MAE keeps fixed (its sin-cos position embeddings).
+fn fixed_in(framework: Framework, name: &str) -> bool {
+    framework == Framework::Mae && (name == "pos_embed" || name == "decoder_pos_embed")
 }
 
 pub struct TrainModel {
@@ -72,18 +79,24 @@ pub struct TrainModel {
     /// Parameters of frozen layers (see [`TrainModel::freeze_all_but`]): saved, never updated.
     pub frozen: BTreeMap<String, Tensor>,
     pub encoder: Encoder,
+    /// MAE's decoder.
+    pub decoder: Option<crate::train::mae::Decoder>,
+    /// Load metadata the encoder needs (`memprune.heads`, `memprune.decoder_heads`).
+    pub meta: BTreeMap<String, String>,
 }
 
 impl TrainModel {
     /// From named tensors (encoder + heads + running statistics); `optimizer.*` tensors are
-    /// ignored.
+    /// ignored. `meta`: the metadata the encoder is loaded with (a ViT's head counts).
     pub fn from_tensors(
         framework: Framework,
         tensors: &BTreeMap<String, Tensor>,
         path: &Path,
+        meta: &BTreeMap<String, String>,
     ) -> Result<TrainModel> {
         let mut vars = BTreeMap::new();
         let mut buffers = BTreeMap::new();
+        let mut frozen = BTreeMap::new();
         let mut ckpt_tensors = BTreeMap::new();
         for (k, t) in tensors {
             if k.starts_with("optimizer.") {
@@ -96,6 +109,9 @@ impl TrainModel {
             if is_buffer(k) {
                 buffers.insert(k.clone(), t.clone());
                 ckpt_tensors.insert(k.clone(), t);
+            } else if fixed_in(framework, k) {
+                frozen.insert(k.clone(), t.clone());
+                ckpt_tensors.insert(k.clone(), t);
             } else {
                 // A fresh copy: the Var owns its storage.
                 let v = Var::from_tensor(&t.copy()?)?;
@@ -103,15 +119,37 @@ impl TrainModel {
                 vars.insert(k.clone(), v);
             }
         }
-        let ckpt = Checkpoint::from_tensors(path, ckpt_tensors, BTreeMap::new());
-        let encoder = Encoder::from_checkpoint(ckpt, &LoadOptions::default())
+        let ckpt = Checkpoint::from_tensors(path, ckpt_tensors, meta.clone());
+        let encoder = Encoder::from_checkpoint(ckpt.clone(), &LoadOptions::default())
             .context("building the encoder to train")?;
+        let decoder = if framework == Framework::Mae {
+            let Some(vit) = encoder
+                .arch
+                .as_any()
+                .downcast_ref::<crate::model::vit::Vit>()
+            else {
+                bail!(
+                    "{}: --framework mae trains ViTs; this is {}",
+                    path.display(),
+                    encoder.describe()
+                );
+            };
+            let heads = meta
+                .get("memprune.decoder_heads")
+                .and_then(|h| h.parse().ok())
+                .context("no `memprune.decoder_heads` for MAE's decoder")?;
+            Some(crate::train::mae::Decoder::load(&ckpt, vit.width(), heads)?)
+        } else {
+            None
+        };
         let model = TrainModel {
             framework,
             vars,
             buffers,
-            frozen: BTreeMap::new(),
+            frozen,
             encoder,
+            decoder,
+            meta: meta.clone(),
         };
         let need: &[&str] = match framework {
             Framework::Simclr => &["projector.0.weight", "projector.3.weight"],
@@ -122,6 +160,7 @@ impl TrainModel {
                 "predictor.3.weight",
             ],
             Framework::Supervised => &["fc.weight", "fc.bias"],
+            Framework::Mae => &["decoder_embed.weight", "decoder_pred.weight", "mask_token"],
         };
         for n in need {
             if !model.vars.contains_key(*n) {
@@ -195,8 +234,20 @@ impl TrainModel {
         &self,
         x: &Tensor,
         labels: Option<&Tensor>,
+        masks: Option<&crate::train::mae::Masks>,
         temperature: f64,
     ) -> Result<(Tensor, Vec<BatchStats>)> {
+        if self.framework == Framework::Mae {
+            let vit = self
+                .encoder
+                .arch
+                .as_any()
+                .downcast_ref::<crate::model::vit::Vit>()
+                .context("MAE trains ViTs")?;
+            let dec = self.decoder.as_ref().context("MAE needs its decoder")?;
+            let masks = masks.context("MAE needs masks")?;
+            return Ok((crate::train::mae::loss(vit, dec, x, masks)?, Vec::new()));
+        }
         let mut mode = Mode::Train(Vec::new());
         let h = self
             .encoder
@@ -227,6 +278,7 @@ impl TrainModel {
                 let logits = self.linear(&h, "fc")?;
                 loss::cross_entropy(&logits, labels.context("supervised training needs labels")?)?
             }
+            Framework::Mae => unreachable!("handled above"),
         };
         Ok((loss, stats))
     }
@@ -251,6 +303,9 @@ impl TrainModel {
     /// name covers its last conv and its downsample): every other conv + BatchNorm runs
     /// with its folded running statistics and its parameters leave the optimiser.
     pub fn freeze_all_but(&mut self, layers: &[String]) -> Result<()> {
+        if self.encoder.conv_bns().is_empty() {
+            return self.freeze_tensors_but(layers);
+        }
         let groups = crate::plan::planner::parameter_layers(&self.encoder);
         let mut convs = std::collections::BTreeSet::new();
         for l in layers {
@@ -284,6 +339,52 @@ impl TrainModel {
         Ok(())
     }
 
+    /// Families without BatchNorm (ViTs): the parameters of every trainable group but
+    /// `layers` leave the optimiser; the forward pass is unchanged.
+    fn freeze_tensors_but(&mut self, layers: &[String]) -> Result<()> {
+        let groups = self.encoder.arch.trainable_groups();
+        let mut keep = std::collections::BTreeSet::new();
+        for l in layers {
+            match groups.iter().find(|(name, _)| name == l) {
+                Some((_, t)) => keep.extend(t.iter().cloned()),
+                None => bail!(
+                    "no trainable layer `{l}` in this encoder (it has {})",
+                    groups
+                        .iter()
+                        .map(|g| g.0.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        for (_, tensors) in &groups {
+            for k in tensors {
+                if keep.contains(k) {
+                    continue;
+                }
+                if let Some(v) = self.vars.remove(k) {
+                    self.frozen.insert(k.clone(), v.as_tensor().detach());
+                }
+            }
+        }
+        // Rebuilt so that the frozen weights it reads are plain tensors: backward then
+        // stops at the first trainable layer instead of computing unused gradients.
+        let mut t: BTreeMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        for (k, f) in self.buffers.iter().chain(&self.frozen) {
+            t.insert(k.clone(), f.clone());
+        }
+        let path = self.encoder.checkpoint.path.clone();
+        self.encoder = Encoder::from_checkpoint(
+            Checkpoint::from_tensors(&path, t, self.meta.clone()),
+            &LoadOptions::default(),
+        )?;
+        Ok(())
+    }
+
     /// Current values of every parameter and buffer (copies, safe to keep).
     pub fn tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
@@ -298,7 +399,7 @@ impl TrainModel {
 
     /// An inference encoder (BatchNorm folded with the current running statistics).
     pub fn eval_encoder(&self, path: &Path) -> Result<Encoder> {
-        let ckpt = Checkpoint::from_tensors(path, self.tensors()?, BTreeMap::new());
+        let ckpt = Checkpoint::from_tensors(path, self.tensors()?, self.meta.clone());
         Encoder::from_checkpoint(ckpt, &LoadOptions::default())
     }
 }

@@ -1,0 +1,274 @@
+//! A fresh ViT in timm's tensor layout, and for MAE its light decoder in the MAE
+//! reference's names (`decoder_embed`, `mask_token`, `decoder_pos_embed`,
+//! `decoder_blocks.N.*`, `decoder_norm`, `decoder_pred`), initialised as MAE does: Xavier
+//! uniform linear and patch-embedding weights, zero biases, LayerNorm 1/0, class and mask
+//! tokens N(0, 0.02²), and fixed 2-D sin-cos position embeddings (the class token's row 0).
+//! Every tensor draws from its own stream keyed by (seed, name).
+
+use crate::train::init::{normals, rng_for};
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Sizes of a ViT to train (and of MAE's decoder).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VitShape {
+    pub depth: usize,
+    pub width: usize,
+    pub heads: usize,
+    /// MLP hidden width.
+    pub mlp: usize,
+    pub patch: usize,
+    pub decoder_depth: usize,
+    pub decoder_width: usize,
+    pub decoder_heads: usize,
+}
+
+impl Default for VitShape {
+    /// The embedded ViT: 28x28 Fashion-MNIST in 4x4 patches (a 7x7 grid), 6 blocks of
+    /// width 128 with 4 heads and MLP ratio 4 (about 1.2 M parameters, the size of the
+    /// embedded ResNet9); MAE's decoder 2 blocks of width 64.
+    fn default() -> Self {
+        VitShape {
+            depth: 6,
+            width: 128,
+            heads: 4,
+            mlp: 512,
+            patch: 4,
+            decoder_depth: 2,
+            decoder_width: 64,
+            decoder_heads: 4,
+        }
+    }
+}
+
+impl VitShape {
+    pub fn check(&self, image: usize) -> Result<()> {
+        for (what, v) in [
+            ("--depth", self.depth),
+            ("--width", self.width),
+            ("--heads", self.heads),
+            ("--mlp", self.mlp),
+            ("--patch", self.patch),
+            ("--decoder-depth", self.decoder_depth),
+            ("--decoder-width", self.decoder_width),
+            ("--decoder-heads", self.decoder_heads),
+        ] {
+            if v == 0 {
+                bail!("{what} must be > 0");
+            }
+        }
+        if !self.width.is_multiple_of(self.heads) {
+            bail!(
+                "--heads {} does not divide --width {}",
+                self.heads,
+                self.width
+            );
+        }
+        if !self.decoder_width.is_multiple_of(self.decoder_heads) {
+            bail!(
+                "--decoder-heads {} does not divide --decoder-width {}",
+                self.decoder_heads,
+                self.decoder_width
+            );
+        }
+        if self.patch > image {
+            bail!(
+                "--patch {} is larger than the {image}-pixel images",
+                self.patch
+            );
+        }
+        let params = (12 * self.width * self.width + 2 * self.width * self.mlp) * self.depth;
+        if params > 2_000_000_000 {
+            bail!("a ViT of {params} parameters is too large to train here");
+        }
+        Ok(())
+    }
+
+    /// What the loaded encoder reports as its widths: the model width, then each block's
+    /// MLP width.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut v = vec![self.width];
+        v.extend(std::iter::repeat_n(self.mlp, self.depth));
+        v
+    }
+}
+
+fn cpu() -> Device {
+    Device::Cpu
+}
+
+fn xavier(
+    m: &mut BTreeMap<String, Tensor>,
+    seed: u64,
+    prefix: &str,
+    fan_in: usize,
+    fan_out: usize,
+) -> Result<()> {
+    let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+    let mut rng = rng_for(seed, prefix);
+    let w: Vec<f32> = (0..fan_in * fan_out)
+        .map(|_| rng.uniform(-bound, bound) as f32)
+        .collect();
+    m.insert(
+        format!("{prefix}.weight"),
+        Tensor::from_vec(w, (fan_out, fan_in), &cpu())?,
+    );
+    m.insert(
+        format!("{prefix}.bias"),
+        Tensor::zeros(fan_out, candle_core::DType::F32, &cpu())?,
+    );
+    Ok(())
+}
+
+fn layer_norm(m: &mut BTreeMap<String, Tensor>, prefix: &str, d: usize) -> Result<()> {
+    m.insert(
+        format!("{prefix}.weight"),
+        Tensor::ones(d, candle_core::DType::F32, &cpu())?,
+    );
+    m.insert(
+        format!("{prefix}.bias"),
+        Tensor::zeros(d, candle_core::DType::F32, &cpu())?,
+    );
+    Ok(())
+}
+
+fn token(seed: u64, name: &str, d: usize) -> Result<Tensor> {
+    let v: Vec<f32> = normals(&mut rng_for(seed, name), d)
+        .into_iter()
+        .map(|x| x * 0.02)
+        .collect();
+    Ok(Tensor::from_vec(v, (1, 1, d), &cpu())?)
+}
+
+/// MAE's `get_2d_sincos_pos_embed(d, grid, cls_token=True)`: (1, 1 + grid², d); half the
+/// dimensions encode the row, half the column, each as sin and cos of 1/10000^(2i/(d/2)).
+pub fn sincos_pos_embed(d: usize, grid: usize) -> Result<Tensor> {
+    if !d.is_multiple_of(4) {
+        bail!("a 2-D sin-cos position embedding needs a width divisible by 4, got {d}");
+    }
+    let quarter = d / 4;
+    let omega: Vec<f64> = (0..quarter)
+        .map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64))
+        .collect();
+    let mut v = vec![0f32; d];
+    for h in 0..grid {
+        for w in 0..grid {
+            // MAE's meshgrid puts w first: emb_h uses grid[0] (= the column index).
+            let mut row = Vec::with_capacity(d);
+            for pos in [w as f64, h as f64] {
+                row.extend(omega.iter().map(|o| (pos * o).sin() as f32));
+                row.extend(omega.iter().map(|o| (pos * o).cos() as f32));
+            }
+            v.extend(row);
+        }
+    }
+    Ok(Tensor::from_vec(v, (1, 1 + grid * grid, d), &cpu())?)
+}
+
+fn blocks(
+    m: &mut BTreeMap<String, Tensor>,
+    seed: u64,
+    prefix: &str,
+    depth: usize,
+    d: usize,
+    mlp: usize,
+) -> Result<()> {
+    for i in 0..depth {
+        let b = format!("{prefix}.{i}");
+        layer_norm(m, &format!("{b}.norm1"), d)?;
+        xavier(m, seed, &format!("{b}.attn.qkv"), d, 3 * d)?;
+        xavier(m, seed, &format!("{b}.attn.proj"), d, d)?;
+        layer_norm(m, &format!("{b}.norm2"), d)?;
+        xavier(m, seed, &format!("{b}.mlp.fc1"), d, mlp)?;
+        xavier(m, seed, &format!("{b}.mlp.fc2"), mlp, d)?;
+    }
+    Ok(())
+}
+
+/// A fresh ViT encoder for `channels` x `image` x `image` inputs (the grid is
+/// image / patch, the remainder cropped as the loader does).
+pub fn encoder(
+    shape: &VitShape,
+    channels: usize,
+    image: usize,
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>> {
+    shape.check(image)?;
+    let (d, p) = (shape.width, shape.patch);
+    let grid = image / p;
+    let mut m = BTreeMap::new();
+    xavier(&mut m, seed, "patch_embed.proj", channels * p * p, d)?;
+    let w = m.remove("patch_embed.proj.weight").expect("just inserted");
+    m.insert(
+        "patch_embed.proj.weight".into(),
+        w.reshape((d, channels, p, p))?,
+    );
+    m.insert("cls_token".into(), token(seed, "cls_token", d)?);
+    m.insert("pos_embed".into(), sincos_pos_embed(d, grid)?);
+    blocks(&mut m, seed, "blocks", shape.depth, d, shape.mlp)?;
+    layer_norm(&mut m, "norm", d)?;
+    Ok(m)
+}
+
+/// MAE's decoder for `encoder`'s grid: embeds the encoder's tokens to the decoder width,
+/// fills the masked positions with `mask_token`, and predicts each patch's pixels.
+pub fn mae_decoder(
+    shape: &VitShape,
+    channels: usize,
+    image: usize,
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>> {
+    let (d, dd, p) = (shape.width, shape.decoder_width, shape.patch);
+    let grid = image / p;
+    let mut m = BTreeMap::new();
+    xavier(&mut m, seed, "decoder_embed", d, dd)?;
+    m.insert("mask_token".into(), token(seed, "mask_token", dd)?);
+    m.insert("decoder_pos_embed".into(), sincos_pos_embed(dd, grid)?);
+    blocks(
+        &mut m,
+        seed,
+        "decoder_blocks",
+        shape.decoder_depth,
+        dd,
+        4 * dd,
+    )?;
+    layer_norm(&mut m, "decoder_norm", dd)?;
+    xavier(&mut m, seed, "decoder_pred", dd, channels * p * p)?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row 0 (the class token) is zero; row 1 + h*g + w starts with sin(w * 1) = sin(w)
+    /// and its cos half with cos(w); the second half encodes h.
+    #[test]
+    fn sincos_matches_mae_layout() {
+        let t = sincos_pos_embed(8, 3).unwrap();
+        let v: Vec<Vec<f32>> = t.squeeze(0).unwrap().to_vec2().unwrap();
+        assert!(v[0].iter().all(|&x| x == 0.0));
+        let (h, w) = (2usize, 1usize);
+        let r = &v[1 + h * 3 + w];
+        assert!((r[0] - (w as f32).sin()).abs() < 1e-6);
+        assert!((r[2] - (w as f32).cos()).abs() < 1e-6);
+        assert!((r[4] - (h as f32).sin()).abs() < 1e-6);
+        assert!((r[6] - (h as f32).cos()).abs() < 1e-6);
+        assert!((r[1] - (w as f32 * 0.01).sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn shapes_are_checked() {
+        let mut s = VitShape::default();
+        assert!(s.check(28).is_ok());
+        s.heads = 3;
+        assert!(s.check(28).unwrap_err().to_string().contains("--heads 3"));
+        let s = VitShape {
+            patch: 40,
+            ..VitShape::default()
+        };
+        assert!(s.check(28).is_err());
+    }
+}
