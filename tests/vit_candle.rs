@@ -1,22 +1,27 @@
 //! memprune's ViT against candle-transformers' DINOv2 (`candle_transformers::models::dinov2`,
 //! ViT-S/14: depth 12, width 384, 6 heads, MLP 1536, LayerScale, 518x518 images, a 37x37
 //! grid plus the class token), on the same seeded random weights written once in timm's
-//! layout (which candle-transformers reads too) and loaded by both.
+//! layout (which candle-transformers reads too) and loaded by both. Compared: the final
+//! features, the class token after the final norm and the mean of the patch tokens after
+//! it (memprune's `--pool cls` and `--pool avg`; candle-transformers' classifier input).
 //!
-//! Compared: the final features (the class token after the final norm, and the mean of the
-//! patch tokens after it: memprune's `--pool cls` and `--pool avg`) and every block's output
-//! tokens. The images are 518x518, candle-transformers' native size: at other sizes it
-//! resamples the position embedding by nearest neighbour, memprune (as timm) bicubically,
-//! which is a deliberate difference and not compared.
+//! The images are 518x518, candle-transformers' native size: at other sizes it resamples
+//! the position embedding by nearest neighbour, memprune (as timm) bicubically; that
+//! deliberate difference is not compared.
 //!
-//! Two known differences of candle-transformers from Meta's DINOv2 (and timm, and memprune)
-//! remain in the comparison: its LayerNorms use eps 1e-5 (Meta: 1e-6) and its MLP the tanh
-//! approximation of GELU (Meta: the exact erf). With activations of unit scale both stay
-//! far below the 1e-4 tolerance (the test prints the errors); a real discrepancy (a head
-//! split, a transposed weight, a missing LayerScale) gives errors of order one, as the test
-//! checks by loading the same file with the wrong head count.
+//! candle-transformers departs from Meta's DINOv2 (and timm, and memprune) in two places:
+//! its LayerNorms use eps 1e-5 (Meta: 1e-6) and its MLP the tanh approximation of GELU
+//! (Meta: the exact erf, nn.GELU()). On unit-scale activations these two move the final
+//! features by about 2e-4 of their scale, above the 1e-4 the parity tests hold. So the
+//! test writes the same network by hand with plain candle ops (conv2d patch embedding,
+//! LayerNorm and softmax spelled out), either way, and checks the chain:
+//! candle-transformers = by hand with tanh GELU and eps 1e-5 (to 1e-5); memprune = by hand
+//! with erf GELU and eps 1e-6 (every block's output and both features, to 1e-4); and the
+//! direct memprune / candle-transformers gap equals what those two choices move (to 1e-5),
+//! so nothing else differs. Measured (x86-64, release): 7e-7, 8e-7, gap 1.92e-4 against
+//! 1.92e-4.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::VarBuilder;
 use memprune::model::options::VitPool;
 use memprune::model::{Encoder, LoadOptions};
@@ -49,6 +54,7 @@ const WIDTH: usize = 384;
 const MLP: usize = 4 * WIDTH;
 const GRID: usize = 37;
 const PATCH: usize = 14;
+const HEADS: usize = 6;
 
 /// ViT-S/14 in timm's names with seeded weights: matrices uniform with variance 1/fan_in
 /// (tokens of unit scale), LayerNorm weights in [0.5, 1.5], LayerScale in [0.5, 1], other
@@ -93,10 +99,7 @@ fn weights() -> HashMap<String, Tensor> {
     }
     vec("norm.weight".into(), WIDTH, 0.5, 1.5);
     vec("norm.bias".into(), WIDTH, -0.2, 0.2);
-    t.insert(
-        "cls_token".into(),
-        r.uniform(&[1, 1, WIDTH], -1.0, 1.0),
-    );
+    t.insert("cls_token".into(), r.uniform(&[1, 1, WIDTH], -1.0, 1.0));
     t.insert(
         "pos_embed".into(),
         r.uniform(&[1, GRID * GRID + 1, WIDTH], -0.5, 0.5),
@@ -130,28 +133,86 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     s(&(a - b).unwrap()) / s(b).max(1.0)
 }
 
+/// The network written out with plain candle tensor ops (conv2d patch embedding, LayerNorm
+/// and softmax by hand), GELU exact (erf) or tanh-approximated, LayerNorm eps `eps`:
+/// every block's output (all tokens), the class token after the final norm and the mean
+/// of the patch tokens after it.
+fn by_hand(
+    w: &HashMap<String, Tensor>,
+    x: &Tensor,
+    exact_gelu: bool,
+    eps: f64,
+) -> candle_core::Result<(Vec<Tensor>, Tensor, Tensor)> {
+    let ln = |x: &Tensor, p: &str| -> candle_core::Result<Tensor> {
+        let c = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = c.sqr()?.mean_keepdim(D::Minus1)?;
+        c.broadcast_div(&(var + eps)?.sqrt()?)?
+            .broadcast_mul(&w[&format!("{p}.weight")])?
+            .broadcast_add(&w[&format!("{p}.bias")])
+    };
+    let lin = |x: &Tensor, p: &str| -> candle_core::Result<Tensor> {
+        x.broadcast_matmul(&w[&format!("{p}.weight")].t()?)?
+            .broadcast_add(&w[&format!("{p}.bias")])
+    };
+    let n = x.dim(0)?;
+    let hd = WIDTH / HEADS;
+    let patches = x
+        .conv2d(&w["patch_embed.proj.weight"], 0, PATCH, 1, 1)?
+        .flatten_from(2)?
+        .transpose(1, 2)?
+        .broadcast_add(&w["patch_embed.proj.bias"])?;
+    let cls = w["cls_token"].broadcast_as((n, 1, WIDTH))?;
+    let mut t = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&w["pos_embed"])?;
+    let tokens = t.dim(1)?;
+    let mut outs = Vec::new();
+    for i in 0..DEPTH {
+        let b = format!("blocks.{i}");
+        let qkv = lin(&ln(&t, &format!("{b}.norm1"))?, &format!("{b}.attn.qkv"))?
+            .reshape((n, tokens, 3, HEADS, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let (q, k, v) = (
+            qkv.get(0)?.contiguous()?,
+            qkv.get(1)?.contiguous()?,
+            qkv.get(2)?.contiguous()?,
+        );
+        let s = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        let e = s.broadcast_sub(&s.max_keepdim(D::Minus1)?)?.exp()?;
+        let a = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+        let o = a.matmul(&v)?.transpose(1, 2)?.reshape((n, tokens, WIDTH))?;
+        let o = lin(&o, &format!("{b}.attn.proj"))?.broadcast_mul(&w[&format!("{b}.ls1.gamma")])?;
+        t = (t + o)?;
+        let h = lin(&ln(&t, &format!("{b}.norm2"))?, &format!("{b}.mlp.fc1"))?;
+        let h = if exact_gelu { h.gelu_erf()? } else { h.gelu()? };
+        let m = lin(&h, &format!("{b}.mlp.fc2"))?.broadcast_mul(&w[&format!("{b}.ls2.gamma")])?;
+        t = (t + m)?;
+        outs.push(t.clone());
+    }
+    let t = ln(&t, "norm")?;
+    let cls = t.get_on_dim(1, 0)?;
+    let avg = t.narrow(1, 1, tokens - 1)?.mean(1)?;
+    Ok((outs, cls, avg))
+}
+
 #[test]
-fn final_features_and_block_outputs_match_candle_transformers_dinov2() {
+fn final_features_match_candle_transformers_dinov2() {
     let w = weights();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dinov2_vits14.safetensors");
     candle_core::safetensors::save(&w, &path).unwrap();
-
-    let vb = VarBuilder::from_tensors(w, DType::F32, &Device::Cpu);
-    let theirs = candle_transformers::models::dinov2::vit_small(vb).unwrap();
     let x = Rng(7).uniform(&[1, 3, GRID * PATCH, GRID * PATCH], -2.0, 2.0);
-    // The head copies [class token after norm, mean of the patch tokens after norm].
-    let out = theirs.forward(&x).unwrap();
-    let (cls_theirs, avg_theirs) = (
-        out.narrow(1, 0, WIDTH).unwrap(),
-        out.narrow(1, WIDTH, WIDTH).unwrap(),
-    );
-    // Every block's output, the patch tokens (candle-transformers leaves the class out).
-    let blocks: Vec<usize> = (0..DEPTH).collect();
-    let inter = theirs
-        .get_intermediate_layers(&x, &blocks, false, false, false)
-        .unwrap();
 
+    // candle-transformers: its head copies [class token, patch mean] (after the norm).
+    let vb = VarBuilder::from_tensors(w.clone(), DType::F32, &Device::Cpu);
+    let theirs = candle_transformers::models::dinov2::vit_small(vb)
+        .unwrap()
+        .forward(&x)
+        .unwrap();
+    let (cls_theirs, avg_theirs) = (
+        theirs.narrow(1, 0, WIDTH).unwrap(),
+        theirs.narrow(1, WIDTH, WIDTH).unwrap(),
+    );
+
+    // memprune, the class token (the default pool here) and the patch mean (--pool avg).
     let enc = Encoder::load(&path, &LoadOptions::default()).unwrap();
     assert_eq!(
         enc.describe(),
@@ -159,21 +220,8 @@ fn final_features_and_block_outputs_match_candle_transformers_dinov2() {
     );
     assert_eq!(enc.unused, ["head.bias", "head.weight"]);
     let taps = enc.forward_taps(&x).unwrap();
-    let cls_ours = taps.last().unwrap();
-    let e_cls = rel_err(cls_ours, &cls_theirs);
-    let mut worst_block = 0f32;
-    for i in 0..DEPTH {
-        let k = enc
-            .layers
-            .iter()
-            .position(|l| l.name == format!("block{}.mlp", i + 1))
-            .unwrap();
-        let ours = taps[k].narrow(1, 1, GRID * GRID).unwrap();
-        let e = rel_err(&ours, &inter.get(i).unwrap());
-        assert!(e <= 1e-4, "block{} output: error {e:e} of the scale", i + 1);
-        worst_block = worst_block.max(e);
-    }
-    let avg = Encoder::load(
+    let cls_ours = taps.last().unwrap().clone();
+    let avg_enc = Encoder::load(
         &path,
         &LoadOptions {
             pool: Some(VitPool::Avg),
@@ -181,21 +229,36 @@ fn final_features_and_block_outputs_match_candle_transformers_dinov2() {
         },
     )
     .unwrap();
-    let e_avg = rel_err(&avg.features(&x).unwrap(), &avg_theirs);
+    let avg_ours = avg_enc.features(&x).unwrap();
+
+    // 1. The hand-written network with candle-transformers' GELU (tanh) and eps (1e-5) is
+    //    candle-transformers' network: it validates the hand-written one.
+    let (_, cls_t, avg_t) = by_hand(&w, &x, false, 1e-5).unwrap();
+    let e1 = rel_err(&cls_t, &cls_theirs).max(rel_err(&avg_t, &avg_theirs));
+    // 2. With Meta's GELU (erf) and eps (1e-6), it is memprune's, every block and both
+    //    final features to 1e-4 of the scale.
+    let (blocks, cls_e, avg_e) = by_hand(&w, &x, true, 1e-6).unwrap();
+    let mut e2 = rel_err(&cls_ours, &cls_e).max(rel_err(&avg_ours, &avg_e));
+    for (i, want) in blocks.iter().enumerate() {
+        let k = enc
+            .layers
+            .iter()
+            .position(|l| l.name == format!("block{}.mlp", i + 1))
+            .unwrap();
+        e2 = e2.max(rel_err(&taps[k], want));
+    }
+    // 3. memprune against candle-transformers directly: apart by those two choices only.
+    let e3 = rel_err(&cls_ours, &cls_theirs).max(rel_err(&avg_ours, &avg_theirs));
+    // What the two choices alone move: the hand-written network both ways.
+    let e_choices = rel_err(&cls_e, &cls_t).max(rel_err(&avg_e, &avg_t));
     eprintln!(
-        "memprune vs candle-transformers dinov2: class token {e_cls:e}, patch mean {e_avg:e}, block outputs at most {worst_block:e} of the scale"
+        "final features, error of the scale: candle-transformers vs by hand (tanh GELU, eps 1e-5) {e1:e}; \
+         memprune vs by hand (erf GELU, eps 1e-6; blocks too) {e2:e}; \
+         memprune vs candle-transformers {e3:e}; by hand erf/1e-6 vs tanh/1e-5 {e_choices:e}"
     );
-    assert!(e_cls <= 1e-4, "class token: error {e_cls:e} of the scale");
-    assert!(e_avg <= 1e-4, "patch mean: error {e_avg:e} of the scale");
-    // Sanity: the comparison sees a real difference (3 heads instead of candle's 6).
-    let wrong = Encoder::load(
-        &path,
-        &LoadOptions {
-            heads: Some(3),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let e_wrong = rel_err(&wrong.features(&x).unwrap(), &cls_theirs);
-    assert!(e_wrong > 1e-2, "3 heads: error only {e_wrong:e}");
+    assert!(e1 <= 1e-5, "candle-transformers vs by hand: {e1:e}");
+    assert!(e2 <= 1e-4, "memprune vs by hand: {e2:e}");
+    // The direct gap is the two choices' (which are of order 1e-4 here), to 1e-5.
+    assert!((e3 - e_choices).abs() <= 1e-5, "{e3:e} vs {e_choices:e}");
+    assert!(e3 <= 1e-3, "memprune vs candle-transformers: {e3:e}");
 }

@@ -28,7 +28,14 @@ fn heads4() -> LoadOptions {
 
 /// Largest |a - b| over the largest |b| (at least 1).
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let s = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let s = |t: &Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
     s(&(a - b).unwrap()) / s(b).max(1.0)
 }
 
@@ -152,7 +159,13 @@ fn pruning_a_chunked_checkpoint_keeps_meta_names_and_equals_pruning_the_flat_one
         let groups = memprune::model::coupling::coupling_groups(enc);
         let t = prune_tensors(&enc.checkpoint.stored, &groups, &cut, PruneMode::Remove).unwrap();
         let out = dir.path().join(format!("pruned{i}.safetensors"));
-        write_rewritten(&out, &enc.checkpoint, &t, &enc.arch.rewrite_metadata(&removed)).unwrap();
+        write_rewritten(
+            &out,
+            &enc.checkpoint,
+            &t,
+            &enc.arch.rewrite_metadata(&removed),
+        )
+        .unwrap();
         outs.push(out);
     }
     // The file keeps Meta's names (as stored under the `teacher` key).
@@ -165,7 +178,10 @@ fn pruning_a_chunked_checkpoint_keeps_meta_names_and_equals_pruning_the_flat_one
         "{names:?}"
     );
     assert!(names.contains(&"backbone.register_tokens".to_string()));
-    assert!(!names.iter().any(|n| n.contains("blocks.1.attn")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("blocks.1.attn")),
+        "{names:?}"
+    );
     // It loads again (chunked) as the same network as the pruned flat fixture.
     let (a, b) = (
         Encoder::load(&outs[0], &LoadOptions::default()).unwrap(),
@@ -206,7 +222,9 @@ fn inconsistent_chunking_is_one_clear_error() {
     assert!(e.contains("chunk 0") && e.contains("no block"), "{e}");
     // A flat block name beside chunked ones.
     let mut t = meta_layout(|i| i);
-    let v = t.remove("teacher.backbone.blocks.1.1.norm1.weight").unwrap();
+    let v = t
+        .remove("teacher.backbone.blocks.1.1.norm1.weight")
+        .unwrap();
     t.insert("teacher.backbone.blocks.1.norm1.weight".into(), v);
     let e = refused(&t);
     assert!(
@@ -215,8 +233,13 @@ fn inconsistent_chunking_is_one_clear_error() {
     );
     // Meta's SwiGLU MLP (ViT-g) is named, not reported as a missing fc1.
     let mut t = meta_layout(|i| i);
-    let v = t.remove("teacher.backbone.blocks.0.0.mlp.fc1.weight").unwrap();
+    let v = t
+        .remove("teacher.backbone.blocks.0.0.mlp.fc1.weight")
+        .unwrap();
     t.insert("teacher.backbone.blocks.0.0.mlp.w12.weight".into(), v);
     let e = refused(&t);
-    assert!(e.contains("blocks.0.mlp.w12.weight") && e.contains("SwiGLU"), "{e}");
+    assert!(
+        e.contains("blocks.0.mlp.w12.weight") && e.contains("SwiGLU"),
+        "{e}"
+    );
 }

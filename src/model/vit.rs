@@ -760,7 +760,9 @@ pub fn unchunk_blocks(mut ckpt: Checkpoint) -> Result<Checkpoint> {
     in_chunk0.dedup();
     let per_chunk = in_chunk0.len();
     if per_chunk == 0 {
-        bail!("{path}: chunked block names (`{first}`), but chunk 0 (`blocks.0.*.*`) holds no block");
+        bail!(
+            "{path}: chunked block names (`{first}`), but chunk 0 (`blocks.0.*.*`) holds no block"
+        );
     }
     for k in ckpt.tensors.keys() {
         if let Some((c, i, _)) = chunked_name(k) {
