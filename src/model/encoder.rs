@@ -56,6 +56,7 @@ impl Encoder {
                 expected.join(" or ")
             );
         };
+        let ckpt = family.normalize(ckpt)?;
         let arch = family.load(&ckpt, opts)?;
         let layers = arch.layers();
         let used: std::collections::BTreeSet<String> = arch.used_tensors().into_iter().collect();

@@ -119,6 +119,13 @@ impl Clone for Box<dyn Net> {
 pub trait Family: Sync {
     /// True when the checkpoint's names are this family's.
     fn matches(&self, ckpt: &Checkpoint) -> bool;
+    /// The checkpoint with the family's names put in the form [`Family::load`] reads (for
+    /// instance Meta's chunked ViT blocks made flat), the names in the file kept in
+    /// `stored_names` so that a rewrite writes them back. Called on a matching checkpoint
+    /// before `load`; the default leaves it as it is.
+    fn normalize(&self, ckpt: Checkpoint) -> Result<Checkpoint> {
+        Ok(ckpt)
+    }
     fn load(&self, ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>>;
     /// What the family expects, for the "unknown encoder layout" message.
     fn expects(&self) -> &'static str;

@@ -9,6 +9,10 @@
 //! convention (width / 64: 192 -> 3, 384 -> 6, 768 -> 12, 1024 -> 16). Tensors the encoder
 //! does not read (`head.*`, an MAE decoder, `mask_token`) are reported as unused.
 //!
+//! Meta's DINOv2 training checkpoints (`block_chunks > 0`) name block `I` of chunk `C`
+//! `blocks.C.I.*`; they load as the flat `blocks.I.*` ([`unchunk_blocks`]), and a rewrite
+//! keeps the file's chunked names.
+//!
 //! Tokens are ordered class, registers, patches (timm and Meta agree). The position
 //! embedding covers the patches plus 0, 1 or 1 + registers prefix tokens (told apart by
 //! which leaves a square grid). An image of another size than the embedding's grid gets the
@@ -586,6 +590,11 @@ pub(crate) fn load_block(
     if inner == 0 || heads == 0 || inner % heads != 0 {
         bail!("{path}: {heads} attention heads do not divide the width {inner} of `{b}.attn.qkv.weight`");
     }
+    if ckpt.contains(&format!("{b}.mlp.w12.weight")) {
+        bail!(
+            "{path}: `{b}.mlp.w12.weight` is a SwiGLU MLP (Meta's ViT-g); memprune's ViT reads the GELU MLP (`{b}.mlp.fc1`, `{b}.mlp.fc2`)"
+        );
+    }
     let proj = load_linear(ckpt, &format!("{b}.attn.proj"), inner, used)?;
     let fc1 = load_linear(ckpt, &format!("{b}.mlp.fc1"), width, used)?;
     let hidden = fc1.weight.dim(0)?;
@@ -732,12 +741,95 @@ fn aa_weights(n_in: usize, n_out: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// `blocks.C.I.rest` (Meta's chunked name of block `I` in chunk `C`) as `(C, I, rest)`.
+fn chunked_name(name: &str) -> Option<(usize, usize, &str)> {
+    let mut it = name.strip_prefix("blocks.")?.splitn(3, '.');
+    let c = it.next()?.parse().ok()?;
+    let i = it.next()?.parse().ok()?;
+    Some((c, i, it.next()?))
+}
+
+/// Meta's DINOv2 with `block_chunks > 0` (its training checkpoints) keeps the blocks in
+/// chunks, block `I` of chunk `C` named `blocks.C.I.*` (`I` the block's index in the whole
+/// network; chunk `C` holds blocks `C*k .. (C+1)*k` for `k = depth // block_chunks`). Those
+/// names become the flat `blocks.I.*` memprune reads; `stored_names` keeps the file's, so a
+/// rewrite writes chunked names back. A checkpoint that mixes both forms, or puts a block in
+/// another chunk than that rule gives, is refused naming the tensor.
+pub fn unchunk_blocks(mut ckpt: Checkpoint) -> Result<Checkpoint> {
+    let path = ckpt.path.display().to_string();
+    let Some(first) = ckpt
+        .tensors
+        .keys()
+        .find(|k| chunked_name(k).is_some())
+        .cloned()
+    else {
+        return Ok(ckpt);
+    };
+    if let Some(flat) = ckpt
+        .tensors
+        .keys()
+        .find(|k| k.starts_with("blocks.") && chunked_name(k).is_none())
+    {
+        bail!(
+            "{path}: `{flat}` is a flat block name but `{first}` is a chunked one (Meta's `blocks.CHUNK.BLOCK.*`): the checkpoint mixes both"
+        );
+    }
+    let mut in_chunk0: Vec<usize> = ckpt
+        .tensors
+        .keys()
+        .filter_map(|k| chunked_name(k))
+        .filter(|&(c, _, _)| c == 0)
+        .map(|(_, i, _)| i)
+        .collect();
+    in_chunk0.sort_unstable();
+    in_chunk0.dedup();
+    let per_chunk = in_chunk0.len();
+    if per_chunk == 0 {
+        bail!(
+            "{path}: chunked block names (`{first}`), but chunk 0 (`blocks.0.*.*`) holds no block"
+        );
+    }
+    for k in ckpt.tensors.keys() {
+        if let Some((c, i, _)) = chunked_name(k) {
+            if c != i / per_chunk {
+                bail!(
+                    "{path}: `{k}` puts block {i} in chunk {c}, but chunk 0 holds {per_chunk} blocks, so block {i} belongs in chunk {} (Meta's chunking: depth // block_chunks blocks a chunk, in order)",
+                    i / per_chunk
+                );
+            }
+        }
+    }
+    let flat = |k: String| -> String {
+        match chunked_name(&k) {
+            Some((_, i, rest)) => format!("blocks.{i}.{rest}"),
+            None => k,
+        }
+    };
+    ckpt.tensors = std::mem::take(&mut ckpt.tensors)
+        .into_iter()
+        .map(|(k, t)| (flat(k), t))
+        .collect();
+    ckpt.stored = std::mem::take(&mut ckpt.stored)
+        .into_iter()
+        .map(|(k, t)| (flat(k), t))
+        .collect();
+    ckpt.stored_names = std::mem::take(&mut ckpt.stored_names)
+        .into_iter()
+        .map(|(k, n)| (flat(k), n))
+        .collect();
+    Ok(ckpt)
+}
+
 /// The ViT family: detected by `patch_embed.proj.weight` and `pos_embed`.
 pub struct VitFamily;
 
 impl Family for VitFamily {
     fn matches(&self, ckpt: &Checkpoint) -> bool {
         Vit::matches(ckpt)
+    }
+
+    fn normalize(&self, ckpt: Checkpoint) -> Result<Checkpoint> {
+        unchunk_blocks(ckpt)
     }
 
     fn load(&self, ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>> {
