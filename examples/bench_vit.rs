@@ -138,7 +138,9 @@ fn train_rate(framework: memprune::train::Framework, steps: usize) -> f64 {
     let order = t.epoch_order(0);
     let mut rates = Vec::new();
     for k in 0..=steps {
-        let pts = &order[k * batch..(k + 1) * batch];
+        // The embedded set holds fewer than 2 batches of 256: steps wrap around it.
+        let off = (k * batch) % (order.len().saturating_sub(batch) + 1);
+        let pts = &order[off..off + batch];
         let t0 = Instant::now();
         let loss = t.step(pts, 0).unwrap();
         let dt = t0.elapsed().as_secs_f64();
