@@ -40,3 +40,9 @@ pub fn model_g() -> PathBuf {
 pub fn model_supervised() -> PathBuf {
     asset("models/resnet9-supervised.safetensors")
 }
+
+/// The embedded downstream task: 1,000 MNIST training and 2,000 test digits, none of them
+/// seen in pre-training (the fine-tuning experiment's transfer target).
+pub fn downstream() -> PathBuf {
+    asset("mnist")
+}

@@ -174,6 +174,124 @@ enum Experiment {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+    /// Table 5: fine-tune on a downstream task the head only, the layers of highest
+    /// dLayerMem, the last layers, or random ones (k = 1..3), each over several seeds.
+    Finetune(Box<FinetuneExperimentArgs>),
+}
+
+#[derive(Args)]
+struct FinetuneExperimentArgs {
+    /// The SSL encoder f. Default: the embedded f.
+    checkpoint: Option<PathBuf>,
+    /// The reference encoder g for LayerMem. Default: the embedded g (with the embedded f).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The pre-training data: f's candidates (train split), the control (test split).
+    /// Default: the embedded data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The downstream task (train and test splits, labelled). Default: the embedded MNIST
+    /// subset.
+    #[arg(long)]
+    downstream: Option<PathBuf>,
+    /// LayerMem: at most this many of f's candidates (the control: as many unseen points).
+    #[arg(long, default_value_t = 100)]
+    points: usize,
+    /// LayerMem: view pairs per point.
+    #[arg(long, default_value_t = 10)]
+    views: usize,
+    /// Seed of LayerMem's views and intervals.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    finetune: FinetuneArgs,
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// How to fine-tune (defaults: the library's `FinetuneSettings`).
+#[derive(Args)]
+struct FinetuneArgs {
+    /// Fine-tuning epochs on the downstream training split.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Peak learning rate (AdamW).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// One fine-tuning per seed (mean ± std over them).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+}
+
+impl FinetuneArgs {
+    fn settings(&self) -> memprune::eval::finetune::FinetuneSettings {
+        let d = memprune::eval::finetune::FinetuneSettings::default();
+        memprune::eval::finetune::FinetuneSettings {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            lr: self.lr.unwrap_or(d.lr),
+            batch: self.batch.unwrap_or(d.batch),
+            seeds: self.seeds.clone().unwrap_or(d.seeds.clone()),
+            ..d
+        }
+    }
+}
+
+fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()> {
+    use memprune::eval::finetune_experiment::{run, Table5Inputs};
+    set_threads(a.threads)?;
+    let checkpoint = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+    let reference = match (&a.reference, &a.checkpoint) {
+        (Some(r), _) => r.clone(),
+        (None, None) => defaults::model_g(),
+        (None, Some(_)) => bail!(
+            "--reference: LayerMem needs the reference encoder g, trained without f's candidates"
+        ),
+    };
+    let inputs = Table5Inputs {
+        checkpoint,
+        reference,
+        data: a.data.clone().unwrap_or_else(defaults::data),
+        downstream: a.downstream.clone().unwrap_or_else(defaults::downstream),
+        points: a.points,
+        views: a.views,
+        seed: a.seed,
+    };
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&inputs.checkpoint, "the checkpoint");
+    outputs.input(&inputs.reference, "--reference");
+    outputs.input(&inputs.data, "the data");
+    outputs.input(&inputs.downstream, "--downstream");
+    if let Some(j) = &a.json {
+        outputs.output(j, "--json")?;
+    }
+    let settings = a.finetune.settings();
+    let (t, _) = run(&inputs, &settings, !quiet, |line| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    })?;
+    println!(
+        "Table 5 on {}: fine-tuned on {} ({} training, {} test images), {} epochs, AdamW lr {}, batch {}, seeds {:?}; LayerMem against {}\n",
+        inputs.checkpoint.display(),
+        inputs.downstream.display(),
+        t.train_points,
+        t.test_points,
+        settings.epochs,
+        settings.lr,
+        settings.batch,
+        settings.seeds,
+        inputs.reference.display()
+    );
+    print!("{}", report::finetune::table5(&t));
+    if let Some(j) = &a.json {
+        outputs.stage(j, serde_json::to_string_pretty(&t)?.as_bytes())?;
+    }
+    outputs.commit()?;
+    Ok(())
 }
 
 #[derive(Args, Clone)]
@@ -403,17 +521,22 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
-    let Experiment::Prune {
-        checkpoint,
-        data: data_path,
-        points,
-        views,
-        seed,
-        draws,
-        modes,
-        json,
-        chart,
-    } = e;
+    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart) = match e {
+        Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
+        Experiment::Prune {
+            checkpoint,
+            data,
+            points,
+            views,
+            seed,
+            draws,
+            modes,
+            json,
+            chart,
+        } => (
+            checkpoint, data, points, views, seed, draws, modes, json, chart,
+        ),
+    };
     let modes: Vec<PruneMode> = modes
         .iter()
         .map(|m| match m.as_str() {
@@ -511,6 +634,11 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     print!("{}", report::plan_table(&planned.plan));
     let mut r = pipeline::run_policy(&planned, &mut outputs)?;
     let probe = pipeline::probe_before_after(&planned, &mut r, &outputs)?;
+    let finetune = pipeline::finetune_before_after(&planned, &mut r, &outputs, |l| {
+        if !quiet {
+            eprintln!("{l}");
+        }
+    })?;
     let out = &planned.policy.policy.output;
     if let Some(j) = &out.json {
         outputs.stage(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
@@ -522,6 +650,22 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     outputs.commit()?;
     println!("\nwrote {}\n", r.after.checkpoint.display());
     print!("{}", report::before_after_table(&r, probe));
+    if let Some((b, a)) = &finetune {
+        let ft = planned
+            .policy
+            .policy
+            .evaluation
+            .finetune
+            .clone()
+            .unwrap_or_default();
+        println!(
+            "\nfine-tuned on {} ({} epochs, seeds {:?}):\n",
+            ft.data_path().display(),
+            ft.settings().epochs,
+            ft.settings().seeds
+        );
+        print!("{}", report::finetune::before_after(b, a));
+    }
     Ok(())
 }
 
@@ -1255,6 +1399,15 @@ struct ProbeArgs {
     /// L2 penalty on the probe's weights.
     #[arg(long, default_value_t = 1e-4)]
     l2: f64,
+    /// Also the weighted kNN classifier of DINO on the same features: cosine similarity of
+    /// L2-normalised features, the k nearest training points vote with weight exp(s / T);
+    /// top-1 and top-5.
+    #[arg(long)]
+    knn: bool,
+    #[arg(long, default_value_t = 20, requires = "knn")]
+    knn_k: usize,
+    #[arg(long, default_value_t = 0.07, requires = "knn")]
+    knn_temperature: f64,
     #[arg(long)]
     threads: Option<usize>,
     /// Write the result as JSON.
@@ -1263,7 +1416,7 @@ struct ProbeArgs {
 }
 
 fn probe_cmd(a: ProbeArgs) -> Result<()> {
-    use memprune::eval::probe::{probe_accuracy, raw_pixel_accuracy, ProbeSettings};
+    use memprune::eval::probe::{encoder_features, fit, labels_of, pixel_features, ProbeSettings};
     set_threads(a.threads)?;
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&a.data.clone().unwrap_or_else(defaults::data), "the data");
@@ -1288,33 +1441,48 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
-    let (what, r) = if a.raw {
+    let knn_settings = memprune::eval::knn::KnnSettings {
+        k: a.knn_k,
+        temperature: a.knn_temperature,
+        ..Default::default()
+    };
+    knn_settings.validate()?;
+    let (what, ftr, fte) = if a.raw {
         (
             "raw pixels".to_string(),
-            raw_pixel_accuracy(&train, &test, &settings)?,
-        )
-    } else if let Some(like) = &a.random_like {
-        let enc = memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?;
-        (
-            enc.checkpoint.path.display().to_string(),
-            probe_accuracy(&enc, &train, &test, &settings)?,
-        )
-    } else if let Some(w) = &a.random_init {
-        let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
-        let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
-        let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
-        let enc = Encoder::from_checkpoint(ckpt, &LoadOptions::default())?;
-        (
-            enc.checkpoint.path.display().to_string(),
-            probe_accuracy(&enc, &train, &test, &settings)?,
+            pixel_features(&train, &settings)?,
+            pixel_features(&test, &settings)?,
         )
     } else {
-        let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-        let enc = Encoder::load(&path, &a.load.options())?;
+        let enc = if let Some(like) = &a.random_like {
+            memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?
+        } else if let Some(w) = &a.random_init {
+            let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
+            let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
+            let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
+            Encoder::from_checkpoint(ckpt, &LoadOptions::default())?
+        } else {
+            let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+            Encoder::load(&path, &a.load.options())?
+        };
         (
-            path.display().to_string(),
-            probe_accuracy(&enc, &train, &test, &settings)?,
+            enc.checkpoint.path.display().to_string(),
+            encoder_features(&enc, &train, &settings)?,
+            encoder_features(&enc, &test, &settings)?,
         )
+    };
+    let (ytr, yte) = (labels_of(&train)?, labels_of(&test)?);
+    let r = fit(&ftr, &ytr, &fte, &yte, &settings)?;
+    let knn = if a.knn {
+        Some(memprune::eval::knn::knn(
+            &ftr,
+            &ytr,
+            &fte,
+            &yte,
+            &knn_settings,
+        )?)
+    } else {
+        None
     };
     println!(
         "linear probe of {what} on {}: top-1 {:.2} % on {} test images (train {:.2} %, {} images, {} features, {} classes)",
@@ -1326,8 +1494,19 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         r.features,
         r.classes
     );
+    if let Some(k) = &knn {
+        println!(
+            "kNN (k = {}, T = {}) of {what} on {}: top-1 {:.2} %, top-5 {:.2} % on {} test images",
+            k.k,
+            k.temperature,
+            data_path.display(),
+            100.0 * k.top1,
+            100.0 * k.top5,
+            k.test_points
+        );
+    }
     if let Some(p) = &a.json {
-        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r});
+        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r, "knn": knn});
         outputs.stage(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     outputs.commit()?;

@@ -117,7 +117,8 @@ pub fn pixel_features(set: &ImageSet, settings: &ProbeSettings) -> Result<Tensor
     Ok(clean_images(set, &norm, &all)?.flatten_from(1)?)
 }
 
-fn labels(set: &ImageSet) -> Result<Vec<u32>> {
+/// The labels of a set the probe is fitted or scored on (an error naming it when it has none).
+pub fn labels_of(set: &ImageSet) -> Result<Vec<u32>> {
     match &set.labels {
         Some(l) => Ok(l.clone()),
         None => bail!("{}: the linear probe needs labels", set.source),
@@ -132,6 +133,25 @@ pub fn fit(
     test_y: &[u32],
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
+    Ok(fit_head(train_x, train_y, test_x, test_y, settings)?.0)
+}
+
+/// A fitted probe as one linear layer on the raw features (the standardisation folded in):
+/// `logits = x W^T + b`, `W` of shape (classes, d) as a `Linear` layer stores it.
+#[derive(Debug, Clone)]
+pub struct LinearHead {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// [`fit`], also returning the fitted classifier.
+pub fn fit_head(
+    train_x: &Tensor,
+    train_y: &[u32],
+    test_x: &Tensor,
+    test_y: &[u32],
+    settings: &ProbeSettings,
+) -> Result<(ProbeResult, LinearHead)> {
     settings.validate()?;
     let dev = Device::Cpu;
     let (n, d) = train_x.dims2()?;
@@ -197,7 +217,7 @@ pub fn fit(
             .to_vec1::<u32>()?;
         Ok(pred.iter().zip(ys).filter(|(a, b)| a == b).count() as f64 / ys.len() as f64)
     };
-    Ok(ProbeResult {
+    let result = ProbeResult {
         test_accuracy: acc(&xte, test_y)?,
         train_accuracy: acc(&xtr, train_y)?,
         train_points: n,
@@ -205,7 +225,16 @@ pub fn fit(
         features: d,
         classes,
         final_loss: ce + reg,
-    })
+    };
+    // ((x - mean) / std) w + b = x (w / std^T) + (b - (mean / std) w)
+    let inv = std.recip()?.to_dtype(DType::F32)?; // (1, d)
+    let w_raw = w.broadcast_mul(&inv.t()?)?; // (d, classes)
+    let shift = mean.to_dtype(DType::F32)?.broadcast_mul(&inv)?.matmul(&w)?; // (1, classes)
+    let head = LinearHead {
+        weight: w_raw.t()?.contiguous()?,
+        bias: (b.unsqueeze(0)? - shift)?.flatten_all()?,
+    };
+    Ok((result, head))
 }
 
 /// Linear-probe accuracy of a frozen `encoder`: fitted on `train`, scored on `test`.
@@ -215,7 +244,7 @@ pub fn probe_accuracy(
     test: &ImageSet,
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
-    let (ytr, yte) = (labels(train)?, labels(test)?);
+    let (ytr, yte) = (labels_of(train)?, labels_of(test)?);
     let ftr = encoder_features(encoder, train, settings)?;
     let fte = encoder_features(encoder, test, settings)?;
     fit(&ftr, &ytr, &fte, &yte, settings)
@@ -227,7 +256,7 @@ pub fn raw_pixel_accuracy(
     test: &ImageSet,
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
-    let (ytr, yte) = (labels(train)?, labels(test)?);
+    let (ytr, yte) = (labels_of(train)?, labels_of(test)?);
     fit(
         &pixel_features(train, settings)?,
         &ytr,

@@ -142,6 +142,12 @@ impl Encoder {
     pub fn freeze_all_but(&mut self, trainable: &std::collections::BTreeSet<String>) {
         for c in self.arch.conv_bns_mut() {
             c.frozen = !trainable.contains(&c.conv_name);
+            if c.frozen {
+                // The folded weights are computed from the trainable variables; detached,
+                // backward stops here instead of computing gradients nobody keeps.
+                c.folded_weight = c.folded_weight.detach();
+                c.folded_bias = c.folded_bias.detach();
+            }
         }
     }
 

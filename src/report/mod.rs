@@ -3,6 +3,7 @@
 
 pub mod chart;
 pub mod error_line;
+pub mod finetune;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;
@@ -467,6 +468,19 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
             format!("{:.2}%", 100.0 * pa),
             format!("{:+.2} pts", 100.0 * (pa - pb)),
         ]);
+    }
+    if let (Some(kb), Some(ka)) = (&r.before.knn, &r.after.knn) {
+        for (name, x, y) in [
+            ("kNN top-1", kb.top1, ka.top1),
+            ("kNN top-5", kb.top5, ka.top5),
+        ] {
+            rows.push(vec![
+                name.into(),
+                format!("{:.2}%", 100.0 * x),
+                format!("{:.2}%", 100.0 * y),
+                format!("{:+.2} pts", 100.0 * (y - x)),
+            ]);
+        }
     }
     rows.push(vec![
         "parameters".into(),
