@@ -68,7 +68,7 @@ def cifar_stem(m):
 
 
 class SimCLR(nn.Module):
-    """lightly's documented SimCLR model (docs: "SimCLR", examples/pytorch/simclr.py)."""
+    """lightly's documented SimCLR model (the SimCLR example of lightly's documentation)."""
 
     def __init__(self, backbone, dim):
         super().__init__()

@@ -200,3 +200,24 @@ fn embed_never_writes_over_an_input_nor_leaves_partial_output() {
         assert!(!dir.path().join(f).exists(), "{f}");
     }
 }
+
+#[test]
+fn images_smaller_than_a_vit_patch_are_refused() {
+    // 8x8 images and 14x14 patches: no patch token (the mean of none gave NaN features).
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_idx(dir.path(), 4);
+    let model = common::root().join("tests/fixtures/vit/dinov2_reg.safetensors");
+    let out = dir.path().join("v.npy");
+    let r = memprune(&[
+        "embed",
+        s(&model),
+        "--heads",
+        "4",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+    ]);
+    refused(&r, &["8x8", "smaller than one 14x14 patch"]);
+    assert!(!out.exists());
+}
