@@ -190,9 +190,10 @@ struct LoadArgs {
     /// Override the ResNet stem detection (by conv1's kernel size).
     #[arg(long, value_enum)]
     stem: Option<Stem>,
-    /// The key of the container holding the state dict (`teacher` or `student` of a DINO,
-    /// DINOv2 or iBOT checkpoint; default: the state dict itself, else `state_dict`, `model`,
-    /// `model_state_dict`, `teacher`).
+    /// Which state dict of a checkpoint holding several: a top-level key of the file
+    /// (`state_dict`, `student`, ...), else a name prefix inside the dict chosen (DINOv2's
+    /// `student`). Default: the top level when it holds tensors, else the only dict of
+    /// tensors one level down, else `teacher`; several others are listed.
     #[arg(long)]
     key: Option<String>,
     /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
