@@ -63,10 +63,15 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Linear-probe top-1 accuracy of a frozen encoder (or of raw pixels with --raw).
     Probe(ProbeArgs),
+    /// Write the encoder's features of every point of a split (the probe's pooled features,
+    /// or a layer's act_u per unit with --layer), with the point indices and labels, as .npy
+    /// or safetensors.
+    Embed(EmbedArgs),
 }
 
-/// Where METRICS.md leaves a choice, memprune makes this one (also in the README).
-const CHOICES: &str = "Choices where the paper is silent:
+/// Where docs/METRICS.md leaves a choice, memprune makes this one (also in the README).
+const CHOICES: &str =
+    "Definitions: docs/METRICS.md in memprune's repository. Choices where the paper is silent:
   act_u       the spatial mean of a channel of the layer's output as the network passes it
               on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
   ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
@@ -105,7 +110,7 @@ const CHOICES: &str = "Choices where the paper is silent:
 
 #[derive(Subcommand)]
 enum Measure {
-    /// UnitMem of every unit of every layer (METRICS.md Eq. 5-8).
+    /// UnitMem of every unit of every layer (docs/METRICS.md Eq. 5-8).
     #[command(after_long_help = CHOICES)]
     Unit {
         #[command(flatten)]
@@ -303,9 +308,10 @@ struct LoadArgs {
     /// Override the ResNet stem detection (by conv1's kernel size).
     #[arg(long, value_enum)]
     stem: Option<Stem>,
-    /// The key of the container holding the state dict (`teacher` or `student` of a DINO,
-    /// DINOv2 or iBOT checkpoint; default: the state dict itself, else `state_dict`, `model`,
-    /// `model_state_dict`, `teacher`).
+    /// Which state dict of a checkpoint holding several: a top-level key of the file
+    /// (`state_dict`, `student`, ...), else a name prefix inside the dict chosen (DINOv2's
+    /// `student`). Default: the top level when it holds tensors, else the only dict of
+    /// tensors one level down, else `teacher`; several others are listed.
     #[arg(long)]
     key: Option<String>,
     /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
@@ -378,7 +384,7 @@ struct MeasureArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Augmentation settings as a YAML file (keys: size, crop_scale, crop_ratio, flip_p,
-    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: METRICS.md's.
+    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: docs/METRICS.md's.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// Write everything (settings, per layer, per unit or per point) as JSON.
@@ -517,6 +523,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiment(e) => experiment_cmd(e, quiet),
         Command::Train(a) => train_cmd(*a, quiet),
         Command::Probe(a) => probe_cmd(a),
+        Command::Embed(a) => embed_cmd(a),
     }
 }
 
@@ -1160,7 +1167,7 @@ struct TrainArgs {
     /// Seed of the 80/10/10 split (f and g must share it).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
-    /// Augmentation settings as YAML (as `measure --augment`). Default: METRICS.md's SSL
+    /// Augmentation settings as YAML (as `measure --augment`). Default: docs/METRICS.md's SSL
     /// augmentation; supervised: crop scale 0.5..1 and flips only.
     #[arg(long)]
     augment: Option<PathBuf>,
@@ -1510,5 +1517,110 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         outputs.stage(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     outputs.commit()?;
+    Ok(())
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Encoder checkpoint. Default: the embedded encoder f.
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Data: an IDX folder, CIFAR binary folder or image folder. Default: the embedded
+    /// Fashion-MNIST subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which split of --data: every one of its points is embedded, in order.
+    #[arg(long, value_enum, default_value_t = Split::Train)]
+    split: Split,
+    /// FILE.safetensors (tensors `features`, `indices`, `labels`) or FILE.npy (the features;
+    /// FILE-stem.indices.npy and FILE-stem.labels.npy beside it).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// A layer's act_u per unit (the spatial mean of each channel; a ViT's units as
+    /// `inspect` lists them) instead of the pooled representation (`pool`, the probe's).
+    #[arg(long, value_name = "NAME")]
+    layer: Option<String>,
+    /// Images per forward pass (memory only).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Per-channel normalisation mean, comma separated (default: the data set's usual one).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel normalisation std, comma separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    std: Option<Vec<f32>>,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn embed_cmd(a: EmbedArgs) -> Result<()> {
+    use memprune::eval::embed;
+    set_threads(a.threads)?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+    let data_path = a.data.clone().unwrap_or_else(defaults::data);
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&path, "the checkpoint");
+    outputs.input(&data_path, "the data");
+    let files = embed::output_files(&a.out)?;
+    for f in &files {
+        outputs.output(f, "--out")?;
+    }
+    let enc = Encoder::load(&path, &a.load.options())?;
+    let set = data::open(&data_path, a.split)?;
+    let mut normalization = Normalization::default_for(set.kind, set.channels);
+    if let Some(m) = &a.mean {
+        normalization.mean = m.clone();
+    }
+    if let Some(s) = &a.std {
+        normalization.std = s.clone();
+    }
+    normalization
+        .validate(set.channels)
+        .context("--mean/--std")?;
+    let settings = memprune::eval::probe::ProbeSettings {
+        batch: a.batch,
+        normalization: Some(normalization),
+        ..Default::default()
+    };
+    let e = embed::embed(&enc, &set, a.layer.as_deref(), &settings)?;
+    let split = format!("{:?}", a.split).to_lowercase();
+    let meta = std::collections::BTreeMap::from([
+        (
+            "memprune.checkpoint".to_string(),
+            path.display().to_string(),
+        ),
+        ("memprune.data".to_string(), data_path.display().to_string()),
+        ("memprune.split".to_string(), split.clone()),
+        (
+            "memprune.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ]);
+    let encoded = embed::encode(&e, &a.out, &meta)?;
+    for (f, bytes) in &encoded {
+        outputs.stage(f, bytes)?;
+    }
+    outputs.commit()?;
+    let dims = e.features.dims();
+    println!(
+        "{}: `{}` of {} {split} points of {} ({} values each){}",
+        path.display(),
+        e.layer,
+        dims[0],
+        data_path.display(),
+        dims[1..].iter().product::<usize>(),
+        if e.labels.is_none() {
+            ", no labels in the data"
+        } else {
+            ""
+        }
+    );
+    for (f, _) in &encoded {
+        println!("wrote {}", f.display());
+    }
     Ok(())
 }

@@ -195,7 +195,7 @@ fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Re
 }
 
 /// Calls `sink(point, mu)` for every point, in order, with `mu[l][u]` = the mean over `k`
-/// views of unit `u`'s activation at layer `l` (METRICS.md Eq. 5).
+/// views of unit `u`'s activation at layer `l` (docs/METRICS.md Eq. 5).
 pub fn for_each_point_mean_acts(
     encoder: &Encoder,
     set: &ImageSet,

@@ -86,6 +86,34 @@ pub fn encoder_features(
     set: &ImageSet,
     settings: &ProbeSettings,
 ) -> Result<Tensor> {
+    per_image(encoder, set, settings, |x| Ok(encoder.features(x)?))
+}
+
+/// act_u of every unit of `encoder.layers[layer]` for every image of `set`, (N, units), clean,
+/// eval mode: what UnitMem reads of that layer, for one view that is the image itself.
+pub fn encoder_unit_acts(
+    encoder: &Encoder,
+    set: &ImageSet,
+    settings: &ProbeSettings,
+    layer: usize,
+) -> Result<Tensor> {
+    per_image(encoder, set, settings, |x| {
+        let mut acts = encoder.forward_unit_acts(x)?;
+        if layer >= acts.len() {
+            bail!("layer {layer} of an encoder with {} layers", acts.len());
+        }
+        Ok(acts.swap_remove(layer))
+    })
+}
+
+/// `f` of every image of `set` in batches of `settings.batch`, concatenated along the first
+/// axis, after checking that the images fit the encoder.
+fn per_image(
+    encoder: &Encoder,
+    set: &ImageSet,
+    settings: &ProbeSettings,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let norm = norm_for(set, settings);
     norm.validate(set.channels)?;
     if encoder.in_channels() != set.channels {
@@ -104,7 +132,7 @@ pub fn encoder_features(
     let all: Vec<usize> = (0..set.len()).collect();
     for chunk in all.chunks(settings.batch.max(1)) {
         let x = clean_images(set, &norm, chunk)?;
-        parts.push(encoder.features(&x)?);
+        parts.push(f(&x)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

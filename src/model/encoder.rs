@@ -152,7 +152,7 @@ impl Encoder {
     }
 
     /// Per layer, the activation of every unit for every image: (N, units), the spatial
-    /// mean of each channel (METRICS.md's `act_u`; the family defines it for other units).
+    /// mean of each channel (docs/METRICS.md's `act_u`; the family defines it for other units).
     pub fn forward_unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         self.arch.unit_acts(x)
     }

@@ -81,7 +81,7 @@ pub struct MetricSettings {
     pub seed: u64,
     pub reduce: Reduce,
     pub batch: usize,
-    /// Default: METRICS.md's SSL augmentation.
+    /// Default: docs/METRICS.md's SSL augmentation.
     pub augment: AugmentConfig,
 }
 

@@ -342,6 +342,9 @@ pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
 pub fn inspect(encoder: &Encoder, size: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "checkpoint  {}", encoder.checkpoint.path.display());
+    for note in &encoder.checkpoint.notes {
+        let _ = writeln!(s, "read as     {note}");
+    }
     let _ = writeln!(
         s,
         "encoder     {} ({} input channel(s))",

@@ -76,7 +76,7 @@ impl Framework {
         }
     }
 
-    /// The augmentation this framework trains with: METRICS.md's SSL augmentation for the
+    /// The augmentation this framework trains with: docs/METRICS.md's SSL augmentation for the
     /// SSL frameworks; for supervised training a milder one (random resized crop with scale
     /// 0.5..1, horizontal flip, no colour jitter or grayscale).
     pub fn default_augment(self) -> AugmentConfig {
