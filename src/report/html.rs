@@ -45,7 +45,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:24px auto;max-width:1400
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:2em}h3{margin:1.2em 0 .4em}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}
-.charts{display:flex;flex-wrap:wrap;gap:12px}.chart svg{max-width:100%;height:auto}.grid{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.charts>.chart{flex:1 1 560px;min-width:0}.chart svg{max-width:100%;height:auto}.grid{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}
 figure{margin:0;padding:4px;border:1px solid #ddd;text-align:center;font-size:11px;width:96px}
 figure img{image-rendering:pixelated;display:block;margin:0 auto 3px auto}
 figure.planted{border:2px solid #d62728}.row{display:flex;gap:16px;align-items:baseline}
@@ -709,4 +709,17 @@ fn settings_section(o: &mut String, g: &Gathered, command: &str) -> Result<()> {
     }
     o.push_str("</section>\n");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn escape_makes_markup_text() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
 }
