@@ -1,5 +1,6 @@
 //! The embedded default: data and encoders shipped in the repository, so that memprune's
-//! main job runs on a fresh clone with no download.
+//! main job runs on a fresh clone with no download; and the measurement settings every
+//! command that measures starts from (`measure`, `report`, policies).
 
 use std::path::PathBuf;
 
@@ -46,3 +47,19 @@ pub fn model_supervised() -> PathBuf {
 pub fn downstream() -> PathBuf {
     asset("mnist")
 }
+
+/// K: augmented views per point (LayerMem: K view pairs).
+pub const VIEWS: usize = 10;
+
+/// The seed of the views, of random point draws and of the bootstrap.
+pub const SEED: u64 = 0;
+
+/// Views per forward pass (memory, not results).
+pub const BATCH: usize = 256;
+
+/// UnitMem and ClassMem: at most this many of the encoder's own training points (else as
+/// many random points).
+pub const UNIT_POINTS: usize = 1000;
+
+/// LayerMem: the first this many candidate points recorded in f (else as many random points).
+pub const LAYER_CANDIDATES: usize = 100;

@@ -67,6 +67,48 @@ enum Command {
     /// or a layer's act_u per unit with --layer), with the point indices and labels, as .npy
     /// or safetensors.
     Embed(EmbedArgs),
+    /// One self-contained HTML file: LayerMem and UnitMem per layer with their intervals and
+    /// controls, and the images each layer and its most memorizing units memorize.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The encoder f (safetensors or .pth). Default: the embedded encoder f.
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The reference encoder g for LayerMem. Default: the embedded g when the model is the
+    /// embedded f; without one, the report has no LayerMem sections.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Data (as `measure --data`): the train split is measured, the test split is the
+    /// control. Default: the embedded Fashion-MNIST subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// UnitMem on N points (as `measure unit --points`; default: the encoder's own training
+    /// points, at most 1,000, else 1,000 random points).
+    #[arg(long)]
+    points: Option<usize>,
+    /// LayerMem on the first N candidates recorded in f (as `measure layer --points`;
+    /// default 100), else N random points.
+    #[arg(long)]
+    candidates: Option<usize>,
+    /// K: augmented views per point (LayerMem: K pairs).
+    #[arg(long, default_value_t = defaults::VIEWS)]
+    views: usize,
+    /// Seed of the views, the random points and the bootstrap.
+    #[arg(long, default_value_t = defaults::SEED)]
+    seed: u64,
+    /// Views per forward pass: memory, not results.
+    #[arg(long, default_value_t = defaults::BATCH)]
+    batch: usize,
+    /// Augmentation settings as a YAML file (as `measure --augment`).
+    #[arg(long)]
+    augment: Option<PathBuf>,
+    /// The HTML file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Where docs/METRICS.md leaves a choice, memprune makes this one (also in the README).
@@ -200,13 +242,13 @@ struct FinetuneExperimentArgs {
     #[arg(long)]
     downstream: Option<PathBuf>,
     /// LayerMem: at most this many of f's candidates (the control: as many unseen points).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults::LAYER_CANDIDATES)]
     points: usize,
     /// LayerMem: view pairs per point.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::VIEWS)]
     views: usize,
     /// Seed of LayerMem's views and intervals.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     #[command(flatten)]
     finetune: FinetuneArgs,
@@ -369,13 +411,13 @@ struct MeasureArgs {
     #[arg(long)]
     indices: Option<PathBuf>,
     /// K: augmented views per point (LayerMem: K pairs).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::VIEWS)]
     views: usize,
     /// Seed of the views (and of --points).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     /// Views per forward pass: memory, not results.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults::BATCH)]
     batch: usize,
     /// Per-channel normalisation mean, comma separated (default: the data set's usual one).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
@@ -524,7 +566,79 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(*a, quiet),
         Command::Probe(a) => probe_cmd(a),
         Command::Embed(a) => embed_cmd(a),
+        Command::Report(a) => report_cmd(a, quiet),
     }
+}
+
+/// The command line as typed, for the report's settings.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
+    use memprune::report::gather::{gather, ReportSettings};
+    let mut s = ReportSettings::defaults(a.checkpoint.clone());
+    if let Some(r) = a.reference {
+        s.reference = Some(r);
+    }
+    if let Some(d) = a.data {
+        s.data = d;
+    }
+    // Before any work: --out is no input.
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&s.model, "the checkpoint");
+    if let Some(r) = &s.reference {
+        outputs.input(r, "the reference");
+    }
+    outputs.input(&s.data, "the data");
+    if let Some(p) = &a.augment {
+        outputs.input(p, "the augment file");
+    }
+    outputs.output(&a.out, "--out")?;
+    for (flag, n) in [("--points", a.points), ("--candidates", a.candidates)] {
+        if n == Some(0) {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    s.load = a.load.options();
+    s.unit_points.points = a.points;
+    s.candidates.points = a.candidates;
+    s.views = a.views;
+    s.seed = a.seed;
+    s.batch = a.batch;
+    if let Some(p) = &a.augment {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+        s.augment = serde_yaml::from_str::<AugmentConfig>(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        s.augment
+            .validate()
+            .with_context(|| p.display().to_string())?;
+    }
+    let t0 = std::time::Instant::now();
+    let g = gather(&s, !quiet)?;
+    let t1 = std::time::Instant::now();
+    let html = memprune::report::html::render(&g, &command_line(), None)?;
+    outputs.stage(&a.out, html.as_bytes())?;
+    outputs.commit()?;
+    let t2 = std::time::Instant::now();
+    println!(
+        "wrote {} ({} bytes): measured in {:.1} s, HTML written in {:.2} s",
+        a.out.display(),
+        html.len(),
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64()
+    );
+    Ok(())
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
@@ -630,6 +744,10 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     let pf = PolicyFile::load(path)?;
     // Every output checked against every input and each other before any work.
     let mut outputs = memprune::output::policy_outputs(&pf)?;
+    let report_settings = match &pf.policy.output.report {
+        Some(_) => Some(memprune::report::gather::ReportSettings::of_policy(&pf)?),
+        None => None,
+    };
     let planned = pipeline::plan_policy(pf, !quiet)?;
     println!(
         "{}: {} ({} units of {} pruned)\n",
@@ -652,6 +770,16 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     }
     if let (Some(c), Some(u)) = (&out.chart, &planned.scores.unit_mem) {
         outputs.stage(c, report::unit_mem_chart(u)?.as_bytes())?;
+    }
+    if let (Some(h), Some(s)) = (&out.report, &report_settings) {
+        let g = memprune::report::gather::gather(s, !quiet)?;
+        let part = memprune::report::html::PolicyPart {
+            report: &r,
+            probe,
+            text: &planned.policy.text,
+        };
+        let html = memprune::report::html::render(&g, &command_line(), Some(&part))?;
+        outputs.stage(h, html.as_bytes())?;
     }
     // Everything validated and computed: only now do the files appear.
     outputs.commit()?;
@@ -856,7 +984,7 @@ fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usi
 }
 
 fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
-    let p = prepare(&c, DefaultPoints::Training(1000), c.views)?;
+    let p = prepare(&c, DefaultPoints::Training(defaults::UNIT_POINTS), c.views)?;
     let (what, metric, argmax) = if class {
         ("ClassMem", "classmem", "argmax_class")
     } else {
@@ -946,7 +1074,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
             // LayerMem: up to 2K views and the clean image of a point.
             let p = prepare(
                 &c,
-                DefaultPoints::Candidates(100),
+                DefaultPoints::Candidates(defaults::LAYER_CANDIDATES),
                 c.views.saturating_mul(2).saturating_add(1),
             )?;
             let ref_path = match reference {
@@ -962,8 +1090,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 Control::None => None,
                 Control::Unseen => unseen_for(&c, &p)?,
                 Control::Independent => {
-                    let ind = memprune::train_meta::candidates(&g.checkpoint)?
-                        .filter(|_| g.checkpoint.metadata.get("memprune.split").map(String::as_str) == Some("shared+independent"))
+                    let ind = memprune::train_meta::independent_points(&g.checkpoint)?
                         .with_context(|| format!("{}: --control independent needs a reference trained by memprune on shared+independent (it records its independent points)", ref_path.display()))?;
                     let data_path = c.data.clone().unwrap_or_else(defaults::data);
                     let set = data::open(&data_path, Split::Train)?;

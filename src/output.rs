@@ -328,7 +328,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The output set of a policy run: the policy file, its model, reference, data, indices and
-/// evaluation data read; its checkpoint, JSON and chart written.
+/// evaluation data read; its checkpoint, JSON, chart and HTML report written.
 pub fn policy_outputs(pf: &crate::plan::PolicyFile) -> Result<OutputSet> {
     let p = &pf.policy;
     let mut set = OutputSet::new();
@@ -357,7 +357,11 @@ pub fn policy_outputs(pf: &crate::plan::PolicyFile) -> Result<OutputSet> {
     }
     set.output(&pf.output_checkpoint(), "output.checkpoint")
         .map_err(|e| pf.error_at(None, "checkpoint", &e.to_string()))?;
-    for (path, key) in [(&p.output.json, "json"), (&p.output.chart, "chart")] {
+    for (path, key) in [
+        (&p.output.json, "json"),
+        (&p.output.chart, "chart"),
+        (&p.output.report, "report"),
+    ] {
         if let Some(path) = path {
             set.output(path, &format!("output.{key}"))
                 .map_err(|e| pf.error_at(None, key, &e.to_string()))?;

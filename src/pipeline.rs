@@ -43,9 +43,9 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         indices: p.data.indices.clone(),
     };
     let default = if need_layer && !need_unit && !need_class {
-        DefaultPoints::Candidates(100)
+        DefaultPoints::Candidates(crate::defaults::LAYER_CANDIDATES)
     } else {
-        DefaultPoints::Training(1000)
+        DefaultPoints::Training(crate::defaults::UNIT_POINTS)
     };
     let points = measure::choose_points(
         &choice,
@@ -65,7 +65,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
             p.data.split,
             &encoder,
             p.metrics.seed,
-            DefaultPoints::Candidates(100),
+            DefaultPoints::Candidates(crate::defaults::LAYER_CANDIDATES),
         )
         .with_context(|| pf.path.display().to_string())?
     } else {

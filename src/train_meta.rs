@@ -19,6 +19,15 @@ pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
     point_list(ckpt, key)
 }
 
+/// g's independent points (the points it trained on and f did not) when g is a reference
+/// trained by memprune on shared + independent: the symmetric control of LayerMem.
+pub fn independent_points(g: &Checkpoint) -> Result<Option<Vec<usize>>> {
+    if g.metadata.get("memprune.split").map(String::as_str) != Some("shared+independent") {
+        return Ok(None);
+    }
+    candidates(g)
+}
+
 /// The list of point indices under metadata `key`: present, non-empty and without
 /// duplicates (an empty list would measure nothing, a duplicate would count twice).
 fn point_list(ckpt: &Checkpoint, key: &str) -> Result<Option<Vec<usize>>> {

@@ -12,7 +12,7 @@
 //!   - train: {by: dlayermem, top: 2}
 //! evaluation: {probe: true, speed: true, knn: false,
 //!              finetune: {data: assets/mnist, epochs: 10, lr: 0.001, seeds: [0, 1, 2]}}
-//! output: {checkpoint: out/pruned.safetensors, json: out/report.json, chart: out/report.svg}
+//! output: {checkpoint: out/pruned.safetensors, json: out/report.json, chart: out/report.svg, report: out/report.html}
 //! ```
 
 use crate::data::augment::AugmentConfig;
@@ -88,10 +88,10 @@ pub struct MetricSettings {
 impl Default for MetricSettings {
     fn default() -> Self {
         MetricSettings {
-            views: 10,
-            seed: 0,
+            views: crate::defaults::VIEWS,
+            seed: crate::defaults::SEED,
             reduce: Reduce::Mean,
-            batch: 256,
+            batch: crate::defaults::BATCH,
             augment: AugmentConfig::default(),
         }
     }
@@ -338,6 +338,9 @@ pub struct Output {
     pub json: Option<PathBuf>,
     /// A chart (SVG) of UnitMem per layer and units pruned (optional).
     pub chart: Option<PathBuf>,
+    /// The HTML report of `memprune report` on the policy's model, data and metric
+    /// settings, with the plan and the before/after figures (optional).
+    pub report: Option<PathBuf>,
 }
 
 /// A parsed policy with its source, for error messages.

@@ -1,9 +1,14 @@
-//! Reports: readable tables for the terminal, CSV per unit, JSON with everything, and SVG
-//! charts ([`chart`]).
+//! Reports: readable tables for the terminal, CSV per unit, JSON with everything, SVG
+//! charts ([`chart`]), and the self-contained HTML report ([`gather`] measures it,
+//! [`html`] writes it).
 
 pub mod chart;
 pub mod error_line;
 pub mod finetune;
+pub mod gather;
+pub mod html;
+pub mod interval_chart;
+pub mod png;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;
@@ -409,10 +414,9 @@ pub fn inspect(encoder: &Encoder, size: usize) -> String {
     s
 }
 
-/// What a plan does, per coupling group.
-pub fn plan_table(plan: &crate::plan::Plan) -> String {
-    let rows: Vec<Vec<String>> = plan
-        .groups
+/// The rows of [`plan_table`]: group, units, pruned, kept, share.
+pub fn plan_rows(plan: &crate::plan::Plan) -> Vec<Vec<String>> {
+    plan.groups
         .iter()
         .map(|g| {
             vec![
@@ -426,15 +430,29 @@ pub fn plan_table(plan: &crate::plan::Plan) -> String {
                 ),
             ]
         })
-        .collect();
-    let verb = match plan.mode {
+        .collect()
+}
+
+/// What a plan's units undergo: `removed`, `masked`, or `pruned` when it prunes nothing.
+pub fn plan_verb(plan: &crate::plan::Plan) -> &'static str {
+    match plan.mode {
         Some(crate::rewrite::PruneMode::Remove) => "removed",
         Some(crate::rewrite::PruneMode::Mask) => "masked",
         None => "pruned",
-    };
+    }
+}
+
+/// What a plan does, per coupling group.
+pub fn plan_table(plan: &crate::plan::Plan) -> String {
     let mut s = table(
-        &["layer (coupling group)", "units", verb, "kept", "share"],
-        &rows,
+        &[
+            "layer (coupling group)",
+            "units",
+            plan_verb(plan),
+            "kept",
+            "share",
+        ],
+        &plan_rows(plan),
     );
     if let Some(t) = &plan.trainable {
         let _ = writeln!(
@@ -453,8 +471,11 @@ pub fn plan_table(plan: &crate::plan::Plan) -> String {
     s
 }
 
-/// Before/after figures of a policy run; `probe` holds the accuracies when measured.
-pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64, f64)>) -> String {
+/// The rows of [`before_after_table`]: what, before, after, after/before.
+pub fn before_after_rows(
+    r: &crate::pipeline::PolicyReport,
+    probe: Option<(f64, f64)>,
+) -> Vec<Vec<String>> {
     let (b, a) = (&r.before.cost, &r.after.cost);
     let ratio = |x: f64, y: f64| {
         if x > 0.0 {
@@ -511,7 +532,15 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
             ratio(x, y),
         ]);
     }
-    let mut out = table(&["", "before", "after", "after/before"], &rows);
+    rows
+}
+
+/// Before/after figures of a policy run; `probe` holds the accuracies when measured.
+pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64, f64)>) -> String {
+    let mut out = table(
+        &["", "before", "after", "after/before"],
+        &before_after_rows(r, probe),
+    );
     if let Some(c) = &r.inexact_change {
         let _ = writeln!(
             out,
