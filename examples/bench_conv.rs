@@ -2,7 +2,7 @@
 //!
 //!     BENCH_DATA=/tmp/bench-data cargo run --release --example bench_conv
 //!
-//! Env: BENCH_DATA (weights/inputs from /work/shared/bench/gen.py; whole-model part is
+//! Env: BENCH_DATA (weights/inputs from examples/bench/gen.py; whole-model part is
 //! skipped without it), RUNS (timed runs per figure, default 5), STOCK_TRAIN=0 to skip
 //! the (slow) stock-candle training step, LAYERS=0 / MODELS=0 / R18=0 to skip a part,
 //! R9FWD_ONLY=1 for just the ResNet9 forward.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent reference implementation of memprune's UnitMem and LayerMem
-(see METRICS.md), for checking memprune's numbers. Uses numpy + torch only, and the
+(see docs/METRICS.md), for checking memprune's numbers. Uses numpy + torch only, and the
 model definitions in examples/resnet9.py and examples/torchvision_resnet.py; no
 memprune code.
 
@@ -28,7 +28,7 @@ Prints JSON on stdout:
             "per_point": [{"point", "sslmem": [per layer], "ssl_f": [..], "ssl_g": [..]}]}
 ("dead", "signed", "ssl_f", "ssl_g" are extras for debugging.)
 
-Conventions (where METRICS.md leaves a choice):
+Conventions (where docs/METRICS.md leaves a choice):
 - argmax = the first maximal point in point order.
 - median of the other N-1 values = numpy's median (mean of the two middle values when
   N-1 is even; torch.median would return the lower one).

@@ -26,6 +26,9 @@ pub struct Checkpoint {
     pub stored_names: BTreeMap<String, String>,
     /// The safetensors `__metadata__` (empty for `.pth`).
     pub metadata: BTreeMap<String, String>,
+    /// How memprune read the file where it had a choice (the container, the prefix, a
+    /// family's renaming of the names), one line each, for `inspect`.
+    pub notes: Vec<String>,
 }
 
 impl Checkpoint {
@@ -42,12 +45,28 @@ impl Checkpoint {
         let shown = path.display();
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
         // Zip torch.save files, and legacy ones (named as such by the .pth reader).
+        let mut notes = Vec::new();
         let (raw, metadata) = if bytes_head.starts_with(b"PK") || crate::pth::is_legacy(&bytes_head)
         {
-            (read_pth(path, key)?, BTreeMap::new())
+            let dict = read_pth(path, key)?;
+            // A key that named a top-level dict is used up; otherwise it is a name prefix
+            // inside the dict chosen (a DINOv2 `model` dict of `teacher.*` names).
+            let rest = if key.is_some() && dict.key.as_deref() == key {
+                None
+            } else {
+                key
+            };
+            if let Some(k) = &dict.key {
+                notes.push(format!("the state dict under the top-level key `{k}`"));
+            }
+            let n = dict.tensors.len();
+            let raw = crate::container::select_key(dict.tensors, rest, path)?;
+            (with_prefix_note(raw, n, rest, &mut notes), BTreeMap::new())
         } else {
             let (raw, meta) = read_safetensors(path)?;
-            (crate::container::select_key(raw, key, path)?, meta)
+            let n = raw.len();
+            let raw = crate::container::select_key(raw, key, path)?;
+            (with_prefix_note(raw, n, key, &mut notes), meta)
         };
         if raw.is_empty() {
             bail!("{shown}: the checkpoint holds no tensors");
@@ -62,6 +81,12 @@ impl Checkpoint {
             }
             stored.insert(stripped.clone(), t.clone());
             let t = for_compute(t)?;
+            if stripped != name && notes.iter().all(|n| !n.starts_with("prefix")) {
+                let gone = &name[..name.len() - stripped.len()];
+                notes.push(format!(
+                    "prefix `{gone}` stripped (`{name}` read as `{stripped}`)"
+                ));
+            }
             stored_names.insert(stripped.clone(), name);
             tensors.insert(stripped, t);
         }
@@ -71,6 +96,7 @@ impl Checkpoint {
             stored,
             stored_names,
             metadata,
+            notes,
         })
     }
 
@@ -118,6 +144,7 @@ impl Checkpoint {
             tensors: compute,
             stored_names,
             metadata,
+            notes: Vec::new(),
         }
     }
 
@@ -255,10 +282,24 @@ fn st_dtype(d: safetensors::Dtype, name: &str, path: &Path) -> Result<DType> {
     })
 }
 
-fn read_pth(path: &Path, key: Option<&str>) -> Result<RawTensors> {
+/// `raw` as selected from `n` tensors, with a note when a name prefix (`teacher.`) chose them.
+fn with_prefix_note(
+    raw: RawTensors,
+    n: usize,
+    key: Option<&str>,
+    notes: &mut Vec<String>,
+) -> RawTensors {
+    if raw.len() < n || key.is_some() {
+        let k = key.unwrap_or("teacher");
+        notes.push(format!("the {} of {n} tensors named `{k}.*`", raw.len()));
+    }
+    raw
+}
+
+fn read_pth(path: &Path, key: Option<&str>) -> Result<crate::pth::PthDict> {
     // memprune's own bounded reader (crate::pth): candle's pickle reader panics, aborts and
-    // prints on malicious files. Lightning and many training scripts nest the weights under
-    // a key (crate::container::PTH_KEYS); `key` picks one.
+    // prints on malicious files. Training scripts nest the weights in a dict of their
+    // checkpoint (crate::container::choose); `key` picks one.
     let shown = path.display();
     let file = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
     // SAFETY: read-only map of a file memprune does not write while reading it.
@@ -266,10 +307,10 @@ fn read_pth(path: &Path, key: Option<&str>) -> Result<RawTensors> {
         unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{shown}: cannot map"))?;
     let mut v = crate::pth::read_state_dict_keyed(&map, key)
         .map_err(|e| anyhow!("{shown}: not a readable PyTorch state dict: {e}"))?;
-    if v.is_empty() {
+    if v.tensors.is_empty() {
         bail!("{shown}: the PyTorch file holds no tensors");
     }
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
 }
 
@@ -282,15 +323,25 @@ pub fn write_safetensors_atomic(
     metadata: &BTreeMap<String, String>,
     inputs: &[&Path],
 ) -> Result<()> {
+    let bytes =
+        safetensors_bytes(tensors, metadata).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    write_file_atomic(path, &bytes, inputs)
+}
+
+/// The bytes of a safetensors file of `tensors` (in their own dtypes) and `metadata`, the
+/// same bytes for the same contents (see [`canonical_header`]).
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let meta: std::collections::HashMap<String, String> = metadata.clone().into_iter().collect();
     let contiguous: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
         .collect::<candle_core::Result<_>>()?;
     let bytes = safetensors::serialize(contiguous.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-        .map_err(|e| anyhow!("{}: cannot serialize: {e}", path.display()))?;
-    let bytes = canonical_header(bytes).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    write_file_atomic(path, &bytes, inputs)
+        .map_err(|e| anyhow!("cannot serialize: {e}"))?;
+    canonical_header(bytes)
 }
 
 /// The safetensors crate writes its metadata map in hash order, so the same run gave files

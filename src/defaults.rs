@@ -42,6 +42,12 @@ pub fn model_supervised() -> PathBuf {
     asset("models/resnet9-supervised.safetensors")
 }
 
+/// The embedded downstream task: 1,000 MNIST training and 2,000 test digits, none of them
+/// seen in pre-training (the fine-tuning experiment's transfer target).
+pub fn downstream() -> PathBuf {
+    asset("mnist")
+}
+
 /// K: augmented views per point (LayerMem: K view pairs).
 pub const VIEWS: usize = 10;
 

@@ -66,6 +66,10 @@ enum Command {
     /// One self-contained HTML file: LayerMem and UnitMem per layer with their intervals and
     /// controls, and the images each layer and its most memorizing units memorize.
     Report(ReportArgs),
+    /// Write the encoder's features of every point of a split (the probe's pooled features,
+    /// or a layer's act_u per unit with --layer), with the point indices and labels, as .npy
+    /// or safetensors.
+    Embed(EmbedArgs),
 }
 
 #[derive(Args)]
@@ -107,8 +111,9 @@ struct ReportArgs {
     out: PathBuf,
 }
 
-/// Where METRICS.md leaves a choice, memprune makes this one (also in the README).
-const CHOICES: &str = "Choices where the paper is silent:
+/// Where docs/METRICS.md leaves a choice, memprune makes this one (also in the README).
+const CHOICES: &str =
+    "Definitions: docs/METRICS.md in memprune's repository. Choices where the paper is silent:
   act_u       the spatial mean of a channel of the layer's output as the network passes it
               on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
   ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
@@ -147,7 +152,7 @@ const CHOICES: &str = "Choices where the paper is silent:
 
 #[derive(Subcommand)]
 enum Measure {
-    /// UnitMem of every unit of every layer (METRICS.md Eq. 5-8).
+    /// UnitMem of every unit of every layer (docs/METRICS.md Eq. 5-8).
     #[command(after_long_help = CHOICES)]
     Unit {
         #[command(flatten)]
@@ -216,6 +221,124 @@ enum Experiment {
         #[arg(long)]
         chart: Option<PathBuf>,
     },
+    /// Table 5: fine-tune on a downstream task the head only, the layers of highest
+    /// dLayerMem, the last layers, or random ones (k = 1..3), each over several seeds.
+    Finetune(Box<FinetuneExperimentArgs>),
+}
+
+#[derive(Args)]
+struct FinetuneExperimentArgs {
+    /// The SSL encoder f. Default: the embedded f.
+    checkpoint: Option<PathBuf>,
+    /// The reference encoder g for LayerMem. Default: the embedded g (with the embedded f).
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// The pre-training data: f's candidates (train split), the control (test split).
+    /// Default: the embedded data.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The downstream task (train and test splits, labelled). Default: the embedded MNIST
+    /// subset.
+    #[arg(long)]
+    downstream: Option<PathBuf>,
+    /// LayerMem: at most this many of f's candidates (the control: as many unseen points).
+    #[arg(long, default_value_t = 100)]
+    points: usize,
+    /// LayerMem: view pairs per point.
+    #[arg(long, default_value_t = 10)]
+    views: usize,
+    /// Seed of LayerMem's views and intervals.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    finetune: FinetuneArgs,
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// How to fine-tune (defaults: the library's `FinetuneSettings`).
+#[derive(Args)]
+struct FinetuneArgs {
+    /// Fine-tuning epochs on the downstream training split.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Peak learning rate (AdamW).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// One fine-tuning per seed (mean ± std over them).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+}
+
+impl FinetuneArgs {
+    fn settings(&self) -> memprune::eval::finetune::FinetuneSettings {
+        let d = memprune::eval::finetune::FinetuneSettings::default();
+        memprune::eval::finetune::FinetuneSettings {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            lr: self.lr.unwrap_or(d.lr),
+            batch: self.batch.unwrap_or(d.batch),
+            seeds: self.seeds.clone().unwrap_or(d.seeds.clone()),
+            ..d
+        }
+    }
+}
+
+fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()> {
+    use memprune::eval::finetune_experiment::{run, Table5Inputs};
+    set_threads(a.threads)?;
+    let checkpoint = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+    let reference = match (&a.reference, &a.checkpoint) {
+        (Some(r), _) => r.clone(),
+        (None, None) => defaults::model_g(),
+        (None, Some(_)) => bail!(
+            "--reference: LayerMem needs the reference encoder g, trained without f's candidates"
+        ),
+    };
+    let inputs = Table5Inputs {
+        checkpoint,
+        reference,
+        data: a.data.clone().unwrap_or_else(defaults::data),
+        downstream: a.downstream.clone().unwrap_or_else(defaults::downstream),
+        points: a.points,
+        views: a.views,
+        seed: a.seed,
+    };
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&inputs.checkpoint, "the checkpoint");
+    outputs.input(&inputs.reference, "--reference");
+    outputs.input(&inputs.data, "the data");
+    outputs.input(&inputs.downstream, "--downstream");
+    if let Some(j) = &a.json {
+        outputs.output(j, "--json")?;
+    }
+    let settings = a.finetune.settings();
+    let (t, _) = run(&inputs, &settings, !quiet, |line| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    })?;
+    println!(
+        "Table 5 on {}: fine-tuned on {} ({} training, {} test images), {} epochs, AdamW lr {}, batch {}, seeds {:?}; LayerMem against {}\n",
+        inputs.checkpoint.display(),
+        inputs.downstream.display(),
+        t.train_points,
+        t.test_points,
+        settings.epochs,
+        settings.lr,
+        settings.batch,
+        settings.seeds,
+        inputs.reference.display()
+    );
+    print!("{}", report::finetune::table5(&t));
+    if let Some(j) = &a.json {
+        outputs.stage(j, serde_json::to_string_pretty(&t)?.as_bytes())?;
+    }
+    outputs.commit()?;
+    Ok(())
 }
 
 #[derive(Args, Clone)]
@@ -227,9 +350,10 @@ struct LoadArgs {
     /// Override the ResNet stem detection (by conv1's kernel size).
     #[arg(long, value_enum)]
     stem: Option<Stem>,
-    /// The key of the container holding the state dict (`teacher` or `student` of a DINO,
-    /// DINOv2 or iBOT checkpoint; default: the state dict itself, else `state_dict`, `model`,
-    /// `model_state_dict`, `teacher`).
+    /// Which state dict of a checkpoint holding several: a top-level key of the file
+    /// (`state_dict`, `student`, ...), else a name prefix inside the dict chosen (DINOv2's
+    /// `student`). Default: the top level when it holds tensors, else the only dict of
+    /// tensors one level down, else `teacher`; several others are listed.
     #[arg(long)]
     key: Option<String>,
     /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
@@ -302,7 +426,7 @@ struct MeasureArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Augmentation settings as a YAML file (keys: size, crop_scale, crop_ratio, flip_p,
-    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: METRICS.md's.
+    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: docs/METRICS.md's.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// Write everything (settings, per layer, per unit or per point) as JSON.
@@ -442,6 +566,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train_cmd(*a, quiet),
         Command::Probe(a) => probe_cmd(a),
         Command::Report(a) => report_cmd(a, quiet),
+        Command::Embed(a) => embed_cmd(a),
     }
 }
 
@@ -517,17 +642,22 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
-    let Experiment::Prune {
-        checkpoint,
-        data: data_path,
-        points,
-        views,
-        seed,
-        draws,
-        modes,
-        json,
-        chart,
-    } = e;
+    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart) = match e {
+        Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
+        Experiment::Prune {
+            checkpoint,
+            data,
+            points,
+            views,
+            seed,
+            draws,
+            modes,
+            json,
+            chart,
+        } => (
+            checkpoint, data, points, views, seed, draws, modes, json, chart,
+        ),
+    };
     let modes: Vec<PruneMode> = modes
         .iter()
         .map(|m| match m.as_str() {
@@ -629,6 +759,11 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     print!("{}", report::plan_table(&planned.plan));
     let mut r = pipeline::run_policy(&planned, &mut outputs)?;
     let probe = pipeline::probe_before_after(&planned, &mut r, &outputs)?;
+    let finetune = pipeline::finetune_before_after(&planned, &mut r, &outputs, |l| {
+        if !quiet {
+            eprintln!("{l}");
+        }
+    })?;
     let out = &planned.policy.policy.output;
     if let Some(j) = &out.json {
         outputs.stage(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
@@ -650,6 +785,22 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     outputs.commit()?;
     println!("\nwrote {}\n", r.after.checkpoint.display());
     print!("{}", report::before_after_table(&r, probe));
+    if let Some((b, a)) = &finetune {
+        let ft = planned
+            .policy
+            .policy
+            .evaluation
+            .finetune
+            .clone()
+            .unwrap_or_default();
+        println!(
+            "\nfine-tuned on {} ({} epochs, seeds {:?}):\n",
+            ft.data_path().display(),
+            ft.settings().epochs,
+            ft.settings().seeds
+        );
+        print!("{}", report::finetune::before_after(b, a));
+    }
     Ok(())
 }
 
@@ -1143,7 +1294,7 @@ struct TrainArgs {
     /// Seed of the 80/10/10 split (f and g must share it).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
-    /// Augmentation settings as YAML (as `measure --augment`). Default: METRICS.md's SSL
+    /// Augmentation settings as YAML (as `measure --augment`). Default: docs/METRICS.md's SSL
     /// augmentation; supervised: crop scale 0.5..1 and flips only.
     #[arg(long)]
     augment: Option<PathBuf>,
@@ -1382,6 +1533,15 @@ struct ProbeArgs {
     /// L2 penalty on the probe's weights.
     #[arg(long, default_value_t = 1e-4)]
     l2: f64,
+    /// Also the weighted kNN classifier of DINO on the same features: cosine similarity of
+    /// L2-normalised features, the k nearest training points vote with weight exp(s / T);
+    /// top-1 and top-5.
+    #[arg(long)]
+    knn: bool,
+    #[arg(long, default_value_t = 20, requires = "knn")]
+    knn_k: usize,
+    #[arg(long, default_value_t = 0.07, requires = "knn")]
+    knn_temperature: f64,
     #[arg(long)]
     threads: Option<usize>,
     /// Write the result as JSON.
@@ -1390,7 +1550,7 @@ struct ProbeArgs {
 }
 
 fn probe_cmd(a: ProbeArgs) -> Result<()> {
-    use memprune::eval::probe::{probe_accuracy, raw_pixel_accuracy, ProbeSettings};
+    use memprune::eval::probe::{encoder_features, fit, labels_of, pixel_features, ProbeSettings};
     set_threads(a.threads)?;
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&a.data.clone().unwrap_or_else(defaults::data), "the data");
@@ -1415,33 +1575,48 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
-    let (what, r) = if a.raw {
+    let knn_settings = memprune::eval::knn::KnnSettings {
+        k: a.knn_k,
+        temperature: a.knn_temperature,
+        ..Default::default()
+    };
+    knn_settings.validate()?;
+    let (what, ftr, fte) = if a.raw {
         (
             "raw pixels".to_string(),
-            raw_pixel_accuracy(&train, &test, &settings)?,
-        )
-    } else if let Some(like) = &a.random_like {
-        let enc = memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?;
-        (
-            enc.checkpoint.path.display().to_string(),
-            probe_accuracy(&enc, &train, &test, &settings)?,
-        )
-    } else if let Some(w) = &a.random_init {
-        let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
-        let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
-        let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
-        let enc = Encoder::from_checkpoint(ckpt, &LoadOptions::default())?;
-        (
-            enc.checkpoint.path.display().to_string(),
-            probe_accuracy(&enc, &train, &test, &settings)?,
+            pixel_features(&train, &settings)?,
+            pixel_features(&test, &settings)?,
         )
     } else {
-        let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-        let enc = Encoder::load(&path, &a.load.options())?;
+        let enc = if let Some(like) = &a.random_like {
+            memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?
+        } else if let Some(w) = &a.random_init {
+            let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
+            let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
+            let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
+            Encoder::from_checkpoint(ckpt, &LoadOptions::default())?
+        } else {
+            let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+            Encoder::load(&path, &a.load.options())?
+        };
         (
-            path.display().to_string(),
-            probe_accuracy(&enc, &train, &test, &settings)?,
+            enc.checkpoint.path.display().to_string(),
+            encoder_features(&enc, &train, &settings)?,
+            encoder_features(&enc, &test, &settings)?,
         )
+    };
+    let (ytr, yte) = (labels_of(&train)?, labels_of(&test)?);
+    let r = fit(&ftr, &ytr, &fte, &yte, &settings)?;
+    let knn = if a.knn {
+        Some(memprune::eval::knn::knn(
+            &ftr,
+            &ytr,
+            &fte,
+            &yte,
+            &knn_settings,
+        )?)
+    } else {
+        None
     };
     println!(
         "linear probe of {what} on {}: top-1 {:.2} % on {} test images (train {:.2} %, {} images, {} features, {} classes)",
@@ -1453,10 +1628,126 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         r.features,
         r.classes
     );
+    if let Some(k) = &knn {
+        println!(
+            "kNN (k = {}, T = {}) of {what} on {}: top-1 {:.2} %, top-5 {:.2} % on {} test images",
+            k.k,
+            k.temperature,
+            data_path.display(),
+            100.0 * k.top1,
+            100.0 * k.top5,
+            k.test_points
+        );
+    }
     if let Some(p) = &a.json {
-        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r});
+        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r, "knn": knn});
         outputs.stage(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     outputs.commit()?;
+    Ok(())
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Encoder checkpoint. Default: the embedded encoder f.
+    checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Data: an IDX folder, CIFAR binary folder or image folder. Default: the embedded
+    /// Fashion-MNIST subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which split of --data: every one of its points is embedded, in order.
+    #[arg(long, value_enum, default_value_t = Split::Train)]
+    split: Split,
+    /// FILE.safetensors (tensors `features`, `indices`, `labels`) or FILE.npy (the features;
+    /// FILE-stem.indices.npy and FILE-stem.labels.npy beside it).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// A layer's act_u per unit (the spatial mean of each channel; a ViT's units as
+    /// `inspect` lists them) instead of the pooled representation (`pool`, the probe's).
+    #[arg(long, value_name = "NAME")]
+    layer: Option<String>,
+    /// Images per forward pass (memory only).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Per-channel normalisation mean, comma separated (default: the data set's usual one).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel normalisation std, comma separated.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    std: Option<Vec<f32>>,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn embed_cmd(a: EmbedArgs) -> Result<()> {
+    use memprune::eval::embed;
+    set_threads(a.threads)?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+    let data_path = a.data.clone().unwrap_or_else(defaults::data);
+    let mut outputs = memprune::output::OutputSet::new();
+    outputs.input(&path, "the checkpoint");
+    outputs.input(&data_path, "the data");
+    let files = embed::output_files(&a.out)?;
+    for f in &files {
+        outputs.output(f, "--out")?;
+    }
+    let enc = Encoder::load(&path, &a.load.options())?;
+    let set = data::open(&data_path, a.split)?;
+    let mut normalization = Normalization::default_for(set.kind, set.channels);
+    if let Some(m) = &a.mean {
+        normalization.mean = m.clone();
+    }
+    if let Some(s) = &a.std {
+        normalization.std = s.clone();
+    }
+    normalization
+        .validate(set.channels)
+        .context("--mean/--std")?;
+    let settings = memprune::eval::probe::ProbeSettings {
+        batch: a.batch,
+        normalization: Some(normalization),
+        ..Default::default()
+    };
+    let e = embed::embed(&enc, &set, a.layer.as_deref(), &settings)?;
+    let split = format!("{:?}", a.split).to_lowercase();
+    let meta = std::collections::BTreeMap::from([
+        (
+            "memprune.checkpoint".to_string(),
+            path.display().to_string(),
+        ),
+        ("memprune.data".to_string(), data_path.display().to_string()),
+        ("memprune.split".to_string(), split.clone()),
+        (
+            "memprune.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ]);
+    let encoded = embed::encode(&e, &a.out, &meta)?;
+    for (f, bytes) in &encoded {
+        outputs.stage(f, bytes)?;
+    }
+    outputs.commit()?;
+    let dims = e.features.dims();
+    println!(
+        "{}: `{}` of {} {split} points of {} ({} values each){}",
+        path.display(),
+        e.layer,
+        dims[0],
+        data_path.display(),
+        dims[1..].iter().product::<usize>(),
+        if e.labels.is_none() {
+            ", no labels in the data"
+        } else {
+            ""
+        }
+    );
+    for (f, _) in &encoded {
+        println!("wrote {}", f.display());
+    }
     Ok(())
 }

@@ -195,7 +195,7 @@ fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Re
 }
 
 /// Calls `sink(point, mu)` for every point, in order, with `mu[l][u]` = the mean over `k`
-/// views of unit `u`'s activation at layer `l` (METRICS.md Eq. 5).
+/// views of unit `u`'s activation at layer `l` (docs/METRICS.md Eq. 5).
 pub fn for_each_point_mean_acts(
     encoder: &Encoder,
     set: &ImageSet,
@@ -536,6 +536,51 @@ fn streamed_point_scores(
         ssl_f,
         ssl_g,
     })
+}
+
+/// LayerMem and dLayerMem of `points` (f's candidates) with their bootstrap intervals, and,
+/// given `unseen` test points, the corrected LayerMem (candidates minus unseen points): what
+/// policies and experiments rank layers by. Views pair as [`Pairing::Views`].
+#[allow(clippy::too_many_arguments)]
+pub fn layer_mem_with_control(
+    f: &Encoder,
+    g: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    unseen: Option<(&ImageSet, &[usize])>,
+    k: usize,
+    settings: &ViewSettings,
+    progress: bool,
+) -> Result<Vec<crate::metrics::layer_mem::LayerMemLayer>> {
+    let pb = progress_bar(points.len(), progress, "LayerMem");
+    let cand = layer_mem_points(f, g, set, points, k, Pairing::Views, settings, &pb)?;
+    let ctrl = match unseen {
+        Some((test, v)) => {
+            let pb = progress_bar(v.len(), progress, "LayerMem (control)");
+            Some(layer_mem_points(
+                f,
+                g,
+                test,
+                v,
+                k,
+                Pairing::Views,
+                settings,
+                &pb,
+            )?)
+        }
+        None => None,
+    };
+    let boot = crate::metrics::bootstrap::Bootstrap {
+        seed: settings.seed,
+        ..Default::default()
+    };
+    Ok(crate::metrics::layer_mem::layer_mem(
+        &layer_names(f),
+        &cand,
+        ctrl.as_deref()
+            .map(|c| (c, crate::metrics::layer_mem::Control::Unseen)),
+        &boot,
+    ))
 }
 
 /// Domain tag of the control points' draw (distinct from the measured points' draw).

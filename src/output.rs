@@ -352,6 +352,9 @@ pub fn policy_outputs(pf: &crate::plan::PolicyFile) -> Result<OutputSet> {
     {
         set.input(d, "the evaluation data");
     }
+    if let Some(ft) = &p.evaluation.finetune {
+        set.input(&ft.data_path(), "the fine-tuning data");
+    }
     set.output(&pf.output_checkpoint(), "output.checkpoint")
         .map_err(|e| pf.error_at(None, "checkpoint", &e.to_string()))?;
     for (path, key) in [

@@ -3,7 +3,6 @@
 use crate::data::{self, ImageSet, Split};
 use crate::eval::cost::{cost, Cost};
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-use crate::metrics::layer_mem::Pairing;
 use crate::model::coupling::{coupling_groups, CouplingGroup};
 use crate::model::{Encoder, LoadOptions};
 use crate::output::OutputSet;
@@ -128,45 +127,18 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         measure::check_pair(&encoder, &g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
         crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
-        let pb = measure::progress_bar(layer_points.len(), progress, "LayerMem");
-        let cand = measure::layer_mem_points(
+        // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
+        let unseen = unseen_for(layer_points.len())?;
+        scores.layer_mem = Some(measure::layer_mem_with_control(
             &encoder,
             &g,
             &data,
             &layer_points,
+            unseen.as_ref().map(|(t, v)| (t, v.as_slice())),
             k,
-            Pairing::Views,
             &settings,
-            &pb,
-        )?;
-        // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
-        let ctrl = match unseen_for(layer_points.len())? {
-            Some((test, v)) => {
-                let pb = measure::progress_bar(v.len(), progress, "LayerMem (control)");
-                Some(measure::layer_mem_points(
-                    &encoder,
-                    &g,
-                    &test,
-                    &v,
-                    k,
-                    Pairing::Views,
-                    &settings,
-                    &pb,
-                )?)
-            }
-            None => None,
-        };
-        let boot = crate::metrics::bootstrap::Bootstrap {
-            seed: p.metrics.seed,
-            ..Default::default()
-        };
-        scores.layer_mem = Some(crate::metrics::layer_mem::layer_mem(
-            &measure::layer_names(&encoder),
-            &cand,
-            ctrl.as_deref()
-                .map(|c| (c, crate::metrics::layer_mem::Control::Unseen)),
-            &boot,
-        ));
+            progress,
+        )?);
     }
     let plan = make_plan(&pf, &encoder, &groups, &scores)?;
     Ok(Planned {
@@ -187,6 +159,13 @@ pub struct Evaluated {
     pub cost: Cost,
     /// Linear-probe top-1 on the test split, when evaluated.
     pub probe_accuracy: Option<f64>,
+    /// kNN on the probe's features, when evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn: Option<crate::eval::knn::KnnResult>,
+    /// Downstream fine-tuning, when evaluated: before, the head only; after, the layers the
+    /// policy marked trainable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<crate::eval::finetune::FinetuneResult>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -354,11 +333,15 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
             checkpoint: enc.checkpoint.path.clone(),
             cost: cost(enc, size, speed, 256, 5)?,
             probe_accuracy: None,
+            knn: None,
+            finetune: None,
         },
         after: Evaluated {
             checkpoint: out.clone(),
             cost: cost(&after, size, speed, 256, 5)?,
             probe_accuracy: None,
+            knn: None,
+            finetune: None,
         },
     })
 }
@@ -378,15 +361,17 @@ pub fn probe_sets(planned: &Planned) -> Result<(ImageSet, ImageSet)> {
     Ok((train, test))
 }
 
-/// Linear-probe accuracy of the model before (features cached under `out/cache`) and after,
-/// on the same data and settings; `None` when the policy turns the probe off.
+/// Linear-probe accuracy (and kNN, when asked) of the model before (features cached under
+/// `out/cache`) and after, on the same data and settings; `None` when the policy turns the
+/// probe off.
 pub fn probe_before_after(
     planned: &Planned,
     report: &mut PolicyReport,
     outputs: &OutputSet,
 ) -> Result<Option<(f64, f64)>> {
     use crate::eval::probe::{fit, ProbeSettings};
-    if !planned.policy.policy.evaluation.probe {
+    let e = &planned.policy.policy.evaluation;
+    if !e.probe && !e.knn {
         return Ok(None);
     }
     let (train, test) = probe_sets(planned)?;
@@ -403,7 +388,11 @@ pub fn probe_before_after(
         &outputs.current(&report.after.checkpoint),
         &LoadOptions::default(),
     )?;
-    let acc = |e: &Encoder, cached: bool| -> Result<f64> {
+    let knn_settings = crate::eval::knn::KnnSettings::default();
+    let want_knn = planned.policy.policy.evaluation.knn;
+    let want_probe = planned.policy.policy.evaluation.probe;
+    type Scores = (Option<f64>, Option<crate::eval::knn::KnnResult>);
+    let acc = |e: &Encoder, cached: bool| -> Result<Scores> {
         let (ftr, fte) = if cached {
             (
                 crate::eval::feature_cache::features(e, &train, &settings, &cache)?,
@@ -415,10 +404,69 @@ pub fn probe_before_after(
                 crate::eval::probe::encoder_features(e, &test, &settings)?,
             )
         };
-        Ok(fit(&ftr, &ytr, &fte, &yte, &settings)?.test_accuracy)
+        let knn = if want_knn {
+            Some(crate::eval::knn::knn(
+                &ftr,
+                &ytr,
+                &fte,
+                &yte,
+                &knn_settings,
+            )?)
+        } else {
+            None
+        };
+        let probe = if want_probe {
+            Some(fit(&ftr, &ytr, &fte, &yte, &settings)?.test_accuracy)
+        } else {
+            None
+        };
+        Ok((probe, knn))
     };
-    let (b, a) = (acc(before, true)?, acc(&after, false)?);
-    report.before.probe_accuracy = Some(b);
-    report.after.probe_accuracy = Some(a);
+    let ((b, kb), (a, ka)) = (acc(before, true)?, acc(&after, false)?);
+    report.before.probe_accuracy = b;
+    report.after.probe_accuracy = a;
+    report.before.knn = kb;
+    report.after.knn = ka;
+    Ok(b.zip(a))
+}
+
+/// `evaluation.finetune`: the head only on the model before, and the layers the plan marked
+/// trainable on the model after, fine-tuned on the downstream task for every seed.
+pub fn finetune_before_after(
+    planned: &Planned,
+    report: &mut PolicyReport,
+    outputs: &OutputSet,
+    mut progress: impl FnMut(&str),
+) -> Result<
+    Option<(
+        crate::eval::finetune::FinetuneResult,
+        crate::eval::finetune::FinetuneResult,
+    )>,
+> {
+    let Some(ft) = &planned.policy.policy.evaluation.finetune else {
+        return Ok(None);
+    };
+    let layers = planned.plan.trainable.clone().unwrap_or_default();
+    let path = ft.data_path();
+    let train = data::open(&path, Split::Train)?;
+    let test = data::open(&path, Split::Test)?;
+    let settings = ft.settings();
+    let after = Encoder::load(
+        &outputs.current(&report.after.checkpoint),
+        &LoadOptions::default(),
+    )?;
+    progress(&format!(
+        "fine-tuning on {}: the head only, then {}",
+        path.display(),
+        if layers.is_empty() {
+            "-".to_string()
+        } else {
+            layers.join(",")
+        }
+    ));
+    let b = crate::eval::finetune::finetune(&planned.encoder, &[], &train, &test, &settings)?;
+    let a = crate::eval::finetune::finetune(&after, &layers, &train, &test, &settings)?;
+    report.before.finetune = Some(b.clone());
+    report.after.finetune = Some(a.clone());
     Ok(Some((b, a)))
 }

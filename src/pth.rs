@@ -372,7 +372,7 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn run(mut self) -> Result<Obj> {
+    fn run(&mut self) -> Result<Obj> {
         loop {
             let op = self.u8()?;
             match op {
@@ -543,6 +543,9 @@ impl<'a> Machine<'a> {
                     let state = self.pop()?;
                     let add = depth_of(std::iter::once(&state))?;
                     match self.top()? {
+                        // An OrderedDict's state is its attributes (a state dict's
+                        // `_metadata`), set after its items: the items stay.
+                        Obj::Reduce(r, _) if is_global(&r.0, "collections", "OrderedDict") => {}
                         Obj::Reduce(r, depth) => {
                             Rc::make_mut(r).2 = Some(state);
                             *depth = (*depth).max(add);
@@ -576,7 +579,13 @@ impl<'a> Machine<'a> {
 
 /// Runs the pickle `code` (torch.save's subset) to its value.
 pub fn unpickle(code: &[u8]) -> Result<Obj> {
-    let m = Machine {
+    Ok(unpickle_prefix(code)?.0)
+}
+
+/// Runs the pickle at the start of `code` to its STOP: its value and the bytes it took
+/// (a legacy torch.save file is several pickles in a row).
+fn unpickle_prefix(code: &[u8]) -> Result<(Obj, usize)> {
+    let mut m = Machine {
         code,
         pos: 0,
         stack: Vec::new(),
@@ -587,7 +596,7 @@ pub fn unpickle(code: &[u8]) -> Result<Obj> {
     if matches!(v, Obj::Mark) {
         bail!("the pickle's value is a MARK");
     }
-    Ok(v)
+    Ok((v, m.pos))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -801,17 +810,92 @@ fn key_name(k: &Obj) -> String {
     }
 }
 
-/// Reads the state dict of the torch.save zip in `bytes`: the top-level dict when it holds
-/// tensors, else the first dict under [`crate::container::PTH_KEYS`] that does. Errors do
-/// not name the file (the caller does).
-pub fn read_state_dict(bytes: &[u8]) -> Result<RawTensors> {
-    read_state_dict_keyed(bytes, None)
+/// What a pickle's value is, when it is not a dict: a whole `nn.Module` (an object whose
+/// state has `_modules` or `_parameters`, named by its class), another object or call
+/// (named by its callable), or nothing memprune can name. Read from the unevaluated value:
+/// no pickled code runs to tell.
+fn describe_non_dict(o: &Obj) -> String {
+    let Obj::Reduce(r, _) = o else {
+        return "holds no dict of tensors".into();
+    };
+    let callable = match &r.0 {
+        Obj::Global(m, n) => format!("{m}.{n}"),
+        // A legacy file refers to a module's class as ("module", class, file, source).
+        Obj::PersId(pid, _) => match tuple_items(pid).and_then(|t| t.get(1)) {
+            Some(Obj::Global(m, n)) => format!("{m}.{n}"),
+            _ => "an unnamed class".into(),
+        },
+        _ => "an unnamed callable".into(),
+    };
+    let is_module = r.2.as_ref().and_then(dict_items).is_some_and(|items| {
+        items
+            .iter()
+            .any(|(k, _)| matches!(k, Obj::Str(s) if &**s == "_modules" || &**s == "_parameters"))
+    });
+    if is_module {
+        format!("holds a whole pickled nn.Module (`{callable}`), not a state dict: rebuilding a module runs the file's pickled code, which memprune never does")
+    } else {
+        format!(
+            "holds a call of `{callable}`, not a dict of tensors (memprune runs no pickled code)"
+        )
+    }
 }
 
-/// As [`read_state_dict`]; with `key`, exactly the dict under that top-level key.
-pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<RawTensors> {
+/// The Python that turns a file memprune refuses (a legacy torch.save file, a whole pickled
+/// module) into a state dict it reads; `torch.load(..., weights_only=False)` runs the file's
+/// pickled code, so only for a file one trusts.
+pub const CONVERT_HELP: &str = "re-save it in Python, for a file you trust (weights_only=False runs its pickled code): `obj = torch.load(\"IN.pth\", weights_only=False)` then `torch.save(obj.state_dict() if isinstance(obj, torch.nn.Module) else obj, \"OUT.pth\")`";
+
+/// Names what a legacy (pre-1.6, non-zip) torch.save file holds, from its object pickle
+/// (the fourth of the stream: magic number, protocol, system info, object), unevaluated.
+fn describe_legacy(bytes: &[u8]) -> String {
+    // The magic number is a 10-byte LONG1, beyond this reader's integers: skip its pickle.
+    const MAGIC: [u8; 15] = [
+        0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.',
+    ];
+    if !bytes.starts_with(&MAGIC) {
+        return String::new();
+    }
+    let mut at = MAGIC.len();
+    let mut value = None;
+    for _ in 0..3 {
+        match bytes.get(at..).map(unpickle_prefix) {
+            Some(Ok((v, n))) => {
+                at += n;
+                value = Some(v);
+            }
+            _ => return String::new(),
+        }
+    }
+    match value {
+        Some(v) if dict_items(&v).is_some() => " holding a state dict".into(),
+        Some(v) => format!(" that {}", describe_non_dict(&v)),
+        None => String::new(),
+    }
+}
+
+/// The tensors of one dict of a torch.save file, by key (`None`: the top level).
+pub struct PthDict {
+    pub tensors: RawTensors,
+    /// The top-level key of the dict read, when it is not the top level itself.
+    pub key: Option<String>,
+}
+
+/// Reads the state dict of the torch.save zip in `bytes`, chosen as
+/// [`crate::container::choose`] says. Errors do not name the file (the caller does).
+pub fn read_state_dict(bytes: &[u8]) -> Result<RawTensors> {
+    Ok(read_state_dict_keyed(bytes, None)?.tensors)
+}
+
+/// As [`read_state_dict`]; with `key`, the dict under that top-level key when there is one
+/// (else the dict chosen without a key, `key` left to the caller to look for as a name
+/// prefix, as in a DINOv2 training checkpoint's `model` dict of `teacher.*` names).
+pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<PthDict> {
     if is_legacy(bytes) {
-        bail!("a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch (torch.save(torch.load(f), f), the zip format) or convert it to safetensors");
+        bail!(
+            "a legacy (pre-1.6, non-zip) torch.save file{}; memprune reads torch.save's zip format (PyTorch 1.6 and later) and safetensors: {CONVERT_HELP}",
+            describe_legacy(bytes)
+        );
     }
     let entries = central_directory(bytes)?;
     let pkl = entries
@@ -829,15 +913,24 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<RawTenso
         }
     }
     let root = unpickle(entry_data(bytes, pkl)?)?;
-    let top = dict_items(&root).ok_or_else(|| anyhow!("data.pkl holds no dict of tensors"))?;
-    let has_tensors = |items: &[(Obj, Obj)]| -> Result<bool> {
+    let top = match dict_items(&root) {
+        Some(t) => t,
+        None if matches!(root, Obj::Reduce(..)) => {
+            bail!("data.pkl {}; {CONVERT_HELP}", describe_non_dict(&root))
+        }
+        None => bail!("data.pkl holds no dict of tensors"),
+    };
+    let count_tensors = |items: &[(Obj, Obj)]| -> Result<usize> {
+        let mut n = 0;
         for (k, v) in items {
-            let t = tensor_ref(v).map_err(|e| anyhow!("tensor `{}`: {e}", key_name(k)))?;
-            if t.is_some() {
-                return Ok(true);
+            if tensor_ref(v)
+                .map_err(|e| anyhow!("tensor `{}`: {e}", key_name(k)))?
+                .is_some()
+            {
+                n += 1;
             }
         }
-        Ok(false)
+        Ok(n)
     };
     let keys_found = || {
         let keys: Vec<String> = top.iter().take(12).map(|(k, _)| key_name(k)).collect();
@@ -847,52 +940,51 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<RawTenso
             keys.join(", ")
         }
     };
-    let under = |key: &str| {
-        top.iter()
-            .find(|(k, _)| matches!(k, Obj::Str(s) if &**s == key))
-            .and_then(|(_, v)| dict_items(v))
-    };
-    let chosen = match key {
-        Some(k) => {
-            let items = under(k).ok_or_else(|| {
-                anyhow!(
-                    "no dict under the key `{k}` (top-level keys: {})",
-                    keys_found()
-                )
-            })?;
-            if !has_tensors(items)? {
+    // Every dict of tensors at the top level or one level down.
+    let mut candidates = Vec::new();
+    let mut dicts = Vec::new();
+    let n_top = count_tensors(top)?;
+    if n_top > 0 {
+        candidates.push(crate::container::Candidate {
+            key: None,
+            tensors: n_top,
+        });
+        dicts.push(top);
+    }
+    for (k, v) in top {
+        if let (Obj::Str(name), Some(items)) = (k, dict_items(v)) {
+            let n = count_tensors(items)?;
+            if n > 0 {
+                candidates.push(crate::container::Candidate {
+                    key: Some(name.to_string()),
+                    tensors: n,
+                });
+                dicts.push(items);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        bail!(
+            "no tensors at the top level nor in any dict one level down (top-level keys: {})",
+            keys_found()
+        );
+    }
+    let keyed = key.and_then(|k| candidates.iter().position(|c| c.key.as_deref() == Some(k)));
+    if let (Some(k), None) = (key, keyed) {
+        if let Some((_, v)) = top
+            .iter()
+            .find(|(name, _)| matches!(name, Obj::Str(s) if &**s == k))
+        {
+            if dict_items(v).is_some() {
                 bail!("no tensors under the key `{k}`");
             }
-            items
         }
-        None => {
-            let mut found = None;
-            for k in crate::container::PTH_KEYS {
-                let items = match k {
-                    None => Some(top),
-                    Some(k) => under(k),
-                };
-                if let Some(items) = items {
-                    if has_tensors(items)? {
-                        found = Some(items);
-                        break;
-                    }
-                }
-            }
-            found.ok_or_else(|| {
-                let tried: Vec<&str> = crate::container::PTH_KEYS
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .collect();
-                anyhow!(
-                    "no tensors at the top level nor under {} (top-level keys: {})",
-                    tried.join(", "),
-                    keys_found()
-                )
-            })?
-        }
+    }
+    let at = match keyed {
+        Some(i) => i,
+        None => crate::container::choose(&candidates)?,
     };
+    let chosen = dicts[at];
     let storages: HashMap<&str, &Entry> = entries
         .iter()
         .filter_map(|e| e.name.strip_prefix(&format!("{dir}data/")).map(|k| (k, e)))
@@ -916,5 +1008,8 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<RawTenso
         let tensor = materialize(&t, data).map_err(|e| anyhow!("tensor `{name}`: {e}"))?;
         out.push((name, tensor));
     }
-    Ok(out)
+    Ok(PthDict {
+        tensors: out,
+        key: candidates[at].key.clone(),
+    })
 }

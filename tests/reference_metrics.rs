@@ -1,5 +1,5 @@
 //! memprune's UnitMem and LayerMem against the independent NumPy/PyTorch implementation of
-//! METRICS.md (examples/reference_metrics.py), on the same committed view tensors.
+//! docs/METRICS.md (examples/reference_metrics.py), on the same committed view tensors.
 
 use candle_core::{Device, Tensor};
 use memprune::data::npy;

@@ -113,7 +113,7 @@ fn random_mus(points: usize, units: &[usize], seed: u64) -> Vec<(usize, Vec<Vec<
         .collect()
 }
 
-/// METRICS.md Eq. 6-8 straight from all values in memory.
+/// docs/METRICS.md Eq. 6-8 straight from all values in memory.
 fn direct(mus: &[(usize, Vec<Vec<f64>>)], layer: usize, unit: usize, reduce: Reduce) -> UnitScore {
     let vals: Vec<(usize, f64)> = mus.iter().map(|(p, m)| (*p, m[layer][unit])).collect();
     let (k, max) = vals

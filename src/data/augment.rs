@@ -1,4 +1,4 @@
-//! The SSL augmentation `Aug` of METRICS.md ("Augmentations"), reproducible per view.
+//! The SSL augmentation `Aug` of docs/METRICS.md ("Augmentations"), reproducible per view.
 //!
 //! Pipeline (torchvision's SimCLR recipe, every probability and strength configurable):
 //! RandomResizedCrop -> RandomHorizontalFlip -> RandomApply(ColorJitter) ->

@@ -1,7 +1,10 @@
 //! NumPy `.npy` (format version 1.0, little-endian, C order) writer and a small reader.
 //!
-//! Used by `--dump-views` and result dumps so anyone can recompute memprune's numbers
-//! with `numpy.load`, no Rust needed.
+//! Used by `--dump-views`, `embed` and result dumps so anyone can recompute memprune's
+//! numbers with `numpy.load`, no Rust needed. memprune's own rather than candle's
+//! `Tensor::read_npy`, which sizes its buffer from the header before reading: a 128-byte
+//! file declaring 2^40 floats aborts the process, an overflowing shape panics, trailing
+//! bytes are ignored (measured on candle 0.11.1).
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -37,36 +40,27 @@ fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     h
 }
 
-fn write_npy<const N: usize>(
-    path: &Path,
+fn npy_bytes<const N: usize>(
     descr: &str,
     shape: &[usize],
     count: usize,
-    bytes: impl Iterator<Item = [u8; N]>,
-) -> Result<()> {
+    values: impl Iterator<Item = [u8; N]>,
+) -> Result<Vec<u8>> {
     let expected: usize = shape.iter().product();
     if expected != count {
-        bail!(
-            "{}: shape {shape:?} holds {expected} values but {count} were given",
-            path.display()
-        );
+        bail!("shape {shape:?} holds {expected} values but {count} were given");
     }
-    let f = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut w = BufWriter::new(f);
-    let io = |e: std::io::Error| anyhow!("{}: write failed: {e}", path.display());
-    w.write_all(&header(descr, shape)).map_err(io)?;
-    for b in bytes {
-        w.write_all(&b).map_err(io)?;
+    let mut out = header(descr, shape);
+    out.reserve(count * N);
+    for b in values {
+        out.extend_from_slice(&b);
     }
-    w.flush().map_err(io)?;
-    Ok(())
+    Ok(out)
 }
 
-/// Writes `data` as a float32 array of `shape` (product must equal `data.len()`).
-pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    write_npy(
-        path,
+/// The bytes of a float32 `.npy` array of `shape` (product must equal `data.len()`).
+pub fn npy_bytes_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    npy_bytes(
         "<f4",
         shape,
         data.len(),
@@ -74,15 +68,35 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     )
 }
 
-/// Writes `data` as an int64 array of `shape` (product must equal `data.len()`).
-pub fn write_npy_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
-    write_npy(
-        path,
+/// The bytes of an int64 `.npy` array of `shape` (product must equal `data.len()`).
+pub fn npy_bytes_i64(shape: &[usize], data: &[i64]) -> Result<Vec<u8>> {
+    npy_bytes(
         "<i8",
         shape,
         data.len(),
         data.iter().map(|v| v.to_le_bytes()),
     )
+}
+
+fn write_bytes(path: &Path, bytes: Result<Vec<u8>>) -> Result<()> {
+    let bytes = bytes.map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let f = std::fs::File::create(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut w = BufWriter::new(f);
+    let io = |e: std::io::Error| anyhow!("{}: write failed: {e}", path.display());
+    w.write_all(&bytes).map_err(io)?;
+    w.flush().map_err(io)?;
+    Ok(())
+}
+
+/// Writes `data` as a float32 array of `shape` (product must equal `data.len()`).
+pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write_bytes(path, npy_bytes_f32(shape, data))
+}
+
+/// Writes `data` as an int64 array of `shape` (product must equal `data.len()`).
+pub fn write_npy_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
+    write_bytes(path, npy_bytes_i64(shape, data))
 }
 
 /// Reads a float32, C-order `.npy` file (version 1.0 or 2.0) as (shape, values).

@@ -86,6 +86,34 @@ pub fn encoder_features(
     set: &ImageSet,
     settings: &ProbeSettings,
 ) -> Result<Tensor> {
+    per_image(encoder, set, settings, |x| Ok(encoder.features(x)?))
+}
+
+/// act_u of every unit of `encoder.layers[layer]` for every image of `set`, (N, units), clean,
+/// eval mode: what UnitMem reads of that layer, for one view that is the image itself.
+pub fn encoder_unit_acts(
+    encoder: &Encoder,
+    set: &ImageSet,
+    settings: &ProbeSettings,
+    layer: usize,
+) -> Result<Tensor> {
+    per_image(encoder, set, settings, |x| {
+        let mut acts = encoder.forward_unit_acts(x)?;
+        if layer >= acts.len() {
+            bail!("layer {layer} of an encoder with {} layers", acts.len());
+        }
+        Ok(acts.swap_remove(layer))
+    })
+}
+
+/// `f` of every image of `set` in batches of `settings.batch`, concatenated along the first
+/// axis, after checking that the images fit the encoder.
+fn per_image(
+    encoder: &Encoder,
+    set: &ImageSet,
+    settings: &ProbeSettings,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let norm = norm_for(set, settings);
     norm.validate(set.channels)?;
     if encoder.in_channels() != set.channels {
@@ -104,7 +132,7 @@ pub fn encoder_features(
     let all: Vec<usize> = (0..set.len()).collect();
     for chunk in all.chunks(settings.batch.max(1)) {
         let x = clean_images(set, &norm, chunk)?;
-        parts.push(encoder.features(&x)?);
+        parts.push(f(&x)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
 }
@@ -117,7 +145,8 @@ pub fn pixel_features(set: &ImageSet, settings: &ProbeSettings) -> Result<Tensor
     Ok(clean_images(set, &norm, &all)?.flatten_from(1)?)
 }
 
-fn labels(set: &ImageSet) -> Result<Vec<u32>> {
+/// The labels of a set the probe is fitted or scored on (an error naming it when it has none).
+pub fn labels_of(set: &ImageSet) -> Result<Vec<u32>> {
     match &set.labels {
         Some(l) => Ok(l.clone()),
         None => bail!("{}: the linear probe needs labels", set.source),
@@ -132,6 +161,25 @@ pub fn fit(
     test_y: &[u32],
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
+    Ok(fit_head(train_x, train_y, test_x, test_y, settings)?.0)
+}
+
+/// A fitted probe as one linear layer on the raw features (the standardisation folded in):
+/// `logits = x W^T + b`, `W` of shape (classes, d) as a `Linear` layer stores it.
+#[derive(Debug, Clone)]
+pub struct LinearHead {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// [`fit`], also returning the fitted classifier.
+pub fn fit_head(
+    train_x: &Tensor,
+    train_y: &[u32],
+    test_x: &Tensor,
+    test_y: &[u32],
+    settings: &ProbeSettings,
+) -> Result<(ProbeResult, LinearHead)> {
     settings.validate()?;
     let dev = Device::Cpu;
     let (n, d) = train_x.dims2()?;
@@ -197,7 +245,7 @@ pub fn fit(
             .to_vec1::<u32>()?;
         Ok(pred.iter().zip(ys).filter(|(a, b)| a == b).count() as f64 / ys.len() as f64)
     };
-    Ok(ProbeResult {
+    let result = ProbeResult {
         test_accuracy: acc(&xte, test_y)?,
         train_accuracy: acc(&xtr, train_y)?,
         train_points: n,
@@ -205,7 +253,16 @@ pub fn fit(
         features: d,
         classes,
         final_loss: ce + reg,
-    })
+    };
+    // ((x - mean) / std) w + b = x (w / std^T) + (b - (mean / std) w)
+    let inv = std.recip()?.to_dtype(DType::F32)?; // (1, d)
+    let w_raw = w.broadcast_mul(&inv.t()?)?; // (d, classes)
+    let shift = mean.to_dtype(DType::F32)?.broadcast_mul(&inv)?.matmul(&w)?; // (1, classes)
+    let head = LinearHead {
+        weight: w_raw.t()?.contiguous()?,
+        bias: (b.unsqueeze(0)? - shift)?.flatten_all()?,
+    };
+    Ok((result, head))
 }
 
 /// Linear-probe accuracy of a frozen `encoder`: fitted on `train`, scored on `test`.
@@ -215,7 +272,7 @@ pub fn probe_accuracy(
     test: &ImageSet,
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
-    let (ytr, yte) = (labels(train)?, labels(test)?);
+    let (ytr, yte) = (labels_of(train)?, labels_of(test)?);
     let ftr = encoder_features(encoder, train, settings)?;
     let fte = encoder_features(encoder, test, settings)?;
     fit(&ftr, &ytr, &fte, &yte, settings)
@@ -227,7 +284,7 @@ pub fn raw_pixel_accuracy(
     test: &ImageSet,
     settings: &ProbeSettings,
 ) -> Result<ProbeResult> {
-    let (ytr, yte) = (labels(train)?, labels(test)?);
+    let (ytr, yte) = (labels_of(train)?, labels_of(test)?);
     fit(
         &pixel_features(train, settings)?,
         &ytr,

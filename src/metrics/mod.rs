@@ -1,4 +1,4 @@
-//! The memorization metrics of METRICS.md: [`unit_mem`] (per unit, one encoder),
+//! The memorization metrics of docs/METRICS.md: [`unit_mem`] (per unit, one encoder),
 //! [`class_mem`] (its supervised counterpart) and [`layer_mem`] (per layer, two encoders).
 //! Each is a streaming accumulator fed by [`crate::measure`]; none touches the model.
 

@@ -16,7 +16,7 @@ pub struct UnitScore {
 }
 
 impl UnitScore {
-    /// Eq. 8, with the edge cases of METRICS.md: a dead unit (`mu_max <= 0`) scores 0; a
+    /// Eq. 8, with the edge cases of docs/METRICS.md: a dead unit (`mu_max <= 0`) scores 0; a
     /// zero denominator (possible only for signed activations) scores 0 too.
     pub fn new(mu_max: f64, mu_rest: f64, argmax: usize) -> UnitScore {
         let dead = mu_max <= 0.0;

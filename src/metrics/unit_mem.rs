@@ -35,7 +35,7 @@ pub struct LayerAccumulator {
     pub argmax: Vec<usize>,
     pub sum: Vec<f64>,
     pub points: usize,
-    /// Some activation was negative: the ratio is not bounded (METRICS.md's "signed").
+    /// Some activation was negative: the ratio is not bounded (docs/METRICS.md's "signed").
     pub signed: bool,
     /// `median` only: every (point, mu) per unit.
     pub values: Option<Vec<Vec<(usize, f64)>>>,

@@ -165,7 +165,13 @@ pub fn conv_consumer(conv: &crate::model::conv_bn::ConvBn) -> Slice {
 }
 
 /// Head tensors that may read the representation (input features on axis 1).
-const HEAD_INPUTS: [&str; 3] = ["fc.weight", "projector.0.weight", "predictor.0.weight"];
+const HEAD_INPUTS: [&str; 4] = [
+    "fc.weight",
+    "projector.0.weight",
+    "predictor.0.weight",
+    // lightly's projection heads (SimCLR, MoCo, BYOL, ...).
+    "projection_head.layers.0.weight",
+];
 
 /// The head tensors of `ckpt` that read a representation of width `feature_dim`.
 pub fn heads(ckpt: &crate::checkpoint::Checkpoint, feature_dim: usize) -> Vec<Slice> {

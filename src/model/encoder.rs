@@ -142,11 +142,17 @@ impl Encoder {
     pub fn freeze_all_but(&mut self, trainable: &std::collections::BTreeSet<String>) {
         for c in self.arch.conv_bns_mut() {
             c.frozen = !trainable.contains(&c.conv_name);
+            if c.frozen {
+                // The folded weights are computed from the trainable variables; detached,
+                // backward stops here instead of computing gradients nobody keeps.
+                c.folded_weight = c.folded_weight.detach();
+                c.folded_bias = c.folded_bias.detach();
+            }
         }
     }
 
     /// Per layer, the activation of every unit for every image: (N, units), the spatial
-    /// mean of each channel (METRICS.md's `act_u`; the family defines it for other units).
+    /// mean of each channel (docs/METRICS.md's `act_u`; the family defines it for other units).
     pub fn forward_unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         self.arch.unit_acts(x)
     }

@@ -3,7 +3,9 @@
 //! (3x3 stride-1 conv, no max-pool).
 //!
 //! Names as torchvision's: `conv1.weight`, `bn1.*`, `layer{s}.{j}.conv{1,2[,3]}.weight`,
-//! `layer{s}.{j}.bn{1,2[,3]}.*`, `layer{s}.{j}.downsample.{0,1}.*`. BasicBlock or
+//! `layer{s}.{j}.bn{1,2[,3]}.*`, `layer{s}.{j}.downsample.{0,1}.*`; or the numbered names of
+//! lightly's backbone, `nn.Sequential(*list(resnet.children())[:-1])` ([`sequential_names`]),
+//! read as those and written back as they were. BasicBlock or
 //! Bottleneck is told by `layer1.0.conv3.weight`, blocks per stage by counting names, widths
 //! by shapes. As in torchvision, the first block of every stage after the first has stride 2
 //! (on conv1 for BasicBlock, on conv2 for Bottleneck, the "v1.5" placement).
@@ -298,12 +300,118 @@ fn check_stages(ckpt: &Checkpoint) -> Result<()> {
     Ok(())
 }
 
-/// The torchvision ResNet family: detected by `conv1.weight` and `layer1.0.conv1.weight`.
+/// lightly's documented way to make a backbone, `nn.Sequential(*list(resnet.children())[:-1])`
+/// of a torchvision ResNet, numbers torchvision's children: `0` conv1, `1` bn1, `2` relu and
+/// `3` maxpool (no tensors), `4`.. the stages, then avgpool (no tensors). When the names are
+/// that (a conv weight at `0`, a BatchNorm at `1`, then consecutive numbers each holding
+/// `N.0.conv1.weight`, and no other number), the prefixes to read them under: (`0.`,
+/// `conv1.`), (`1.`, `bn1.`), (`4.`, `layer1.`), ... Shapes decide, not the positions: a
+/// Sequential without the max-pool numbers its stages from 3.
+pub fn sequential_names(ckpt: &Checkpoint) -> Option<Vec<(String, String)>> {
+    if ckpt.contains("conv1.weight") {
+        return None;
+    }
+    let mut by_index: std::collections::BTreeMap<usize, Vec<&str>> = Default::default();
+    for name in ckpt.tensors.keys() {
+        let Some((first, rest)) = name.split_once('.') else {
+            continue;
+        };
+        if let Ok(i) = first.parse::<usize>() {
+            by_index.entry(i).or_default().push(rest);
+        }
+    }
+    let conv = by_index.get(&0)?;
+    let conv_ok = conv.iter().all(|r| matches!(*r, "weight" | "bias"))
+        && ckpt.tensors.get("0.weight").is_some_and(|t| t.rank() == 4);
+    let bn = by_index.get(&1)?;
+    let bn_ok = ["weight", "bias", "running_mean", "running_var"]
+        .iter()
+        .all(|r| bn.contains(r))
+        && bn.iter().all(|r| {
+            matches!(
+                *r,
+                "weight" | "bias" | "running_mean" | "running_var" | "num_batches_tracked"
+            )
+        });
+    if !conv_ok || !bn_ok {
+        return None;
+    }
+    let stages: Vec<usize> = by_index.keys().copied().filter(|&i| i > 1).collect();
+    let first = *stages.first()?;
+    let consecutive = stages.iter().enumerate().all(|(k, &i)| i == first + k);
+    let blocks = stages
+        .iter()
+        .all(|i| ckpt.contains(&format!("{i}.0.conv1.weight")));
+    if !consecutive || !blocks {
+        return None;
+    }
+    let mut map = vec![
+        ("0.".to_string(), "conv1.".to_string()),
+        ("1.".to_string(), "bn1.".to_string()),
+    ];
+    for (k, i) in stages.iter().enumerate() {
+        map.push((format!("{i}."), format!("layer{}.", k + 1)));
+    }
+    Some(map)
+}
+
+/// The checkpoint with lightly's numbered names (see [`sequential_names`]) read as
+/// torchvision's, the file's names kept in `stored_names` and the mapping in `notes`.
+fn rename_sequential(mut ckpt: Checkpoint, map: &[(String, String)]) -> Result<Checkpoint> {
+    let rename = |k: &str| -> String {
+        for (from, to) in map {
+            if let Some(rest) = k.strip_prefix(from.as_str()) {
+                return format!("{to}{rest}");
+            }
+        }
+        k.to_string()
+    };
+    for k in ckpt.tensors.keys() {
+        let new = rename(k);
+        if new != *k && ckpt.tensors.contains_key(&new) {
+            bail!(
+                "{}: `{k}` would be read as `{new}`, which the checkpoint also holds",
+                ckpt.path.display()
+            );
+        }
+    }
+    ckpt.tensors = std::mem::take(&mut ckpt.tensors)
+        .into_iter()
+        .map(|(k, t)| (rename(&k), t))
+        .collect();
+    ckpt.stored = std::mem::take(&mut ckpt.stored)
+        .into_iter()
+        .map(|(k, t)| (rename(&k), t))
+        .collect();
+    ckpt.stored_names = std::mem::take(&mut ckpt.stored_names)
+        .into_iter()
+        .map(|(k, n)| (rename(&k), n))
+        .collect();
+    let stages = &map[2..];
+    let (first, last) = (&stages[0], &stages[stages.len() - 1]);
+    ckpt.notes.push(format!(
+        "an nn.Sequential of a torchvision ResNet's children (lightly's backbone): `0` read as conv1, `1` as bn1, `{}`..`{}` as layer1..{}",
+        first.0.trim_end_matches('.'),
+        last.0.trim_end_matches('.'),
+        last.1.trim_end_matches('.')
+    ));
+    Ok(ckpt)
+}
+
+/// The torchvision ResNet family: detected by `conv1.weight` and `layer1.0.conv1.weight`, or
+/// by lightly's numbered names of the same network.
 pub struct ResNetFamily;
 
 impl Family for ResNetFamily {
     fn matches(&self, ckpt: &Checkpoint) -> bool {
-        ResNet::matches(ckpt)
+        ResNet::matches(ckpt) || sequential_names(ckpt).is_some()
+    }
+
+    fn normalize(&self, ckpt: Checkpoint) -> Result<Checkpoint> {
+        match sequential_names(&ckpt) {
+            Some(map) => rename_sequential(ckpt, &map),
+            None => Ok(ckpt),
+        }
     }
 
     fn load(&self, ckpt: &Checkpoint, opts: &crate::model::LoadOptions) -> Result<Box<dyn Net>> {
@@ -311,7 +419,7 @@ impl Family for ResNetFamily {
     }
 
     fn expects(&self) -> &'static str {
-        "a torchvision ResNet (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`)"
+        "a torchvision ResNet (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`; or lightly's nn.Sequential of its children: `0.weight`, `1.*`, `4.0.conv1.weight`)"
     }
 }
 

@@ -369,6 +369,13 @@ impl Vit {
         let (n, c, h, w) = x.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
+        if gh == 0 {
+            // No patch token: the mean of the patch tokens would be NaN.
+            candle_core::bail!(
+                "{}: images of {h}x{w} are smaller than one {p}x{p} patch",
+                self.path
+            );
+        }
         if gh != gw {
             candle_core::bail!(
                 "{}: images of {h}x{w} give a {gh}x{gw} patch grid; memprune's ViT reads square grids",

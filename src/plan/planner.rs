@@ -469,12 +469,27 @@ fn select_layers(
         .layer_mem
         .as_ref()
         .ok_or_else(|| anyhow!("LayerMem was not measured"))?;
+    Ok(rank_layers(params, lm, by)
+        .into_iter()
+        .take(top)
+        .map(|(k, _)| k)
+        .collect())
+}
+
+/// The layers of `params` that LayerMem measured, highest `by` first (ties: forward order),
+/// with their scores: the corrected LayerMem where a control was measured (see
+/// [`LayerMemLayer::score`]). The first layer has no dLayerMem: its increase over the input
+/// is its LayerMem.
+pub fn rank_layers(
+    params: &[(String, Vec<String>)],
+    lm: &[LayerMemLayer],
+    by: Rank,
+) -> Vec<(usize, f64)> {
     let mut ranked: Vec<(usize, f64)> = params
         .iter()
         .enumerate()
         .filter_map(|(k, (name, _))| {
             let l = lm.iter().find(|l| &l.name == name)?;
-            // The first layer has no dLayerMem: its increase over the input is its LayerMem.
             let v = match by {
                 Rank::Layermem => l.score(),
                 Rank::Dlayermem => l.dscore().unwrap_or(l.score()),
@@ -483,5 +498,5 @@ fn select_layers(
         })
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(ranked.into_iter().take(top).map(|(k, _)| k).collect())
+    ranked
 }

@@ -10,7 +10,8 @@
 //!   - prune: {criterion: unitmem, end: low, fraction: 0.1, scope: per-layer, mode: remove}
 //!   - freeze: {layers: ["*"]}
 //!   - train: {by: dlayermem, top: 2}
-//! evaluation: {probe: true, speed: true}
+//! evaluation: {probe: true, speed: true, knn: false,
+//!              finetune: {data: assets/mnist, epochs: 10, lr: 0.001, seeds: [0, 1, 2]}}
 //! output: {checkpoint: out/pruned.safetensors, json: out/report.json, chart: out/report.svg, report: out/report.html}
 //! ```
 
@@ -80,7 +81,7 @@ pub struct MetricSettings {
     pub seed: u64,
     pub reduce: Reduce,
     pub batch: usize,
-    /// Default: METRICS.md's SSL augmentation.
+    /// Default: docs/METRICS.md's SSL augmentation.
     pub augment: AugmentConfig,
 }
 
@@ -261,6 +262,58 @@ pub struct Evaluation {
     pub test: Option<PathBuf>,
     /// Measured forward images/s before and after.
     pub speed: bool,
+    /// kNN top-1 and top-5 (DINO's protocol: k = 20, T = 0.07) before and after, on the
+    /// probe's features.
+    pub knn: bool,
+    /// Fine-tune the layers the `train` actions chose (everything else frozen) with a fresh
+    /// head on a downstream task; before: the head only.
+    pub finetune: Option<FinetuneEval>,
+}
+
+/// `evaluation.finetune`: the downstream data and how to fine-tune (defaults: those of
+/// [`crate::eval::finetune::FinetuneSettings`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneEval {
+    /// The downstream task: train and test splits, labelled. Default: the embedded MNIST
+    /// subset.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    #[serde(default)]
+    pub lr: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    #[serde(default)]
+    pub batch: Option<usize>,
+    #[serde(default)]
+    pub warmup_epochs: Option<f64>,
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    pub augment: Option<crate::data::augment::AugmentConfig>,
+}
+
+impl FinetuneEval {
+    pub fn data_path(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(crate::defaults::downstream)
+    }
+
+    pub fn settings(&self) -> crate::eval::finetune::FinetuneSettings {
+        let d = crate::eval::finetune::FinetuneSettings::default();
+        crate::eval::finetune::FinetuneSettings {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            lr: self.lr.unwrap_or(d.lr),
+            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+            batch: self.batch.unwrap_or(d.batch),
+            warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
+            seeds: self.seeds.clone().unwrap_or(d.seeds.clone()),
+            augment: self.augment.clone().unwrap_or(d.augment.clone()),
+        }
+    }
 }
 
 impl Default for Evaluation {
@@ -270,6 +323,8 @@ impl Default for Evaluation {
             train: None,
             test: None,
             speed: true,
+            knn: false,
+            finetune: None,
         }
     }
 }
@@ -383,6 +438,18 @@ impl PolicyFile {
             .augment
             .validate()
             .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        if let Some(ft) = &p.evaluation.finetune {
+            ft.settings()
+                .validate()
+                .map_err(|e| self.error_at(None, "finetune", &format!("evaluation.{e}")))?;
+            if !p
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Freeze(_) | Action::Train(_)))
+            {
+                return Err(self.error_at(None, "finetune", "evaluation.finetune fine-tunes the layers the policy's `train` actions choose; this policy has no `freeze` or `train` action"));
+            }
+        }
         let mut mode = None;
         for (i, a) in p.actions.iter().enumerate() {
             match a {

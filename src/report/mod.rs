@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod error_line;
+pub mod finetune;
 pub mod gather;
 pub mod html;
 pub mod interval_chart;
@@ -346,6 +347,9 @@ pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
 pub fn inspect(encoder: &Encoder, size: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "checkpoint  {}", encoder.checkpoint.path.display());
+    for note in &encoder.checkpoint.notes {
+        let _ = writeln!(s, "read as     {note}");
+    }
     let _ = writeln!(
         s,
         "encoder     {} ({} input channel(s))",
@@ -488,6 +492,19 @@ pub fn before_after_rows(
             format!("{:.2}%", 100.0 * pa),
             format!("{:+.2} pts", 100.0 * (pa - pb)),
         ]);
+    }
+    if let (Some(kb), Some(ka)) = (&r.before.knn, &r.after.knn) {
+        for (name, x, y) in [
+            ("kNN top-1", kb.top1, ka.top1),
+            ("kNN top-5", kb.top5, ka.top5),
+        ] {
+            rows.push(vec![
+                name.into(),
+                format!("{:.2}%", 100.0 * x),
+                format!("{:.2}%", 100.0 * y),
+                format!("{:+.2} pts", 100.0 * (y - x)),
+            ]);
+        }
     }
     rows.push(vec![
         "parameters".into(),

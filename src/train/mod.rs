@@ -76,7 +76,7 @@ impl Framework {
         }
     }
 
-    /// The augmentation this framework trains with: METRICS.md's SSL augmentation for the
+    /// The augmentation this framework trains with: docs/METRICS.md's SSL augmentation for the
     /// SSL frameworks; for supervised training a milder one (random resized crop with scale
     /// 0.5..1, horizontal flip, no colour jitter or grayscale).
     pub fn default_augment(self) -> AugmentConfig {
@@ -210,10 +210,32 @@ impl<'a> Trainer<'a> {
     /// A fresh run (initialised from `cfg.seed`), or one resumed from a checkpoint or its
     /// resume state.
     pub fn new(
+        cfg: TrainConfig,
+        set: &'a ImageSet,
+        data_label: &str,
+        resume: Option<&Path>,
+    ) -> Result<Trainer<'a>> {
+        Self::build(cfg, set, data_label, resume, None)
+    }
+
+    /// Fine-tuning an encoder already in memory (a policy's rewritten model, an
+    /// experiment's): as `cfg.init_from`, with fresh heads; `cfg.trainable` chooses the
+    /// layers that train.
+    pub fn finetune(
+        cfg: TrainConfig,
+        set: &'a ImageSet,
+        data_label: &str,
+        encoder: &crate::model::Encoder,
+    ) -> Result<Trainer<'a>> {
+        Self::build(cfg, set, data_label, None, Some(encoder))
+    }
+
+    fn build(
         mut cfg: TrainConfig,
         set: &'a ImageSet,
         data_label: &str,
         resume: Option<&Path>,
+        start: Option<&crate::model::Encoder>,
     ) -> Result<Trainer<'a>> {
         checks::check_numbers(&cfg)?;
         if set.is_empty() {
@@ -244,73 +266,15 @@ impl<'a> Trainer<'a> {
         }
         let mut optimizer = Optimizer::new(cfg.optimizer.clone());
         let (mut model, epochs_done) = match resume {
+            None if start.is_some() => {
+                let enc = start.context("an encoder to fine-tune")?;
+                let p = enc.checkpoint.path.clone();
+                (pretrained_model(enc, &mut cfg, set, &p)?, 0)
+            }
             None if cfg.init_from.is_some() => {
                 let p = cfg.init_from.clone().unwrap_or_default();
                 let enc = crate::model::Encoder::load(&p, &crate::model::LoadOptions::default())?;
-                if cfg.trainable.is_none() {
-                    if let Some(t) = enc.checkpoint.metadata.get("memprune.trainable") {
-                        cfg.trainable = Some(serde_json::from_str(t).with_context(|| {
-                            format!("{}: bad `memprune.trainable`", p.display())
-                        })?);
-                    }
-                }
-                // The encoder only: what it does not read (the checkpoint's own heads,
-                // optimizer state) is dropped, and fresh heads are added.
-                let mut t: BTreeMap<String, Tensor> = enc
-                    .checkpoint
-                    .tensors
-                    .iter()
-                    .filter(|(k, _)| !enc.unused.contains(k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                t.extend(model::init_heads(
-                    cfg.framework,
-                    enc.feature_dim(),
-                    num_classes(set),
-                    cfg.seed,
-                )?);
-                let mut meta = BTreeMap::new();
-                if let Some(vit) = enc.arch.as_any().downcast_ref::<crate::model::vit::Vit>() {
-                    meta.insert(
-                        "memprune.heads".to_string(),
-                        enc.checkpoint
-                            .metadata
-                            .get("memprune.heads")
-                            .cloned()
-                            .unwrap_or_else(|| {
-                                vit.heads_per_block()
-                                    .iter()
-                                    .map(|h| h.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            }),
-                    );
-                    if cfg.framework == Framework::Mae {
-                        let shape = vit_init::VitShape {
-                            width: vit.width(),
-                            patch: vit.patch(),
-                            ..cfg.vit.clone()
-                        };
-                        let image = vit.grid() * vit.patch();
-                        t.extend(vit_init::mae_decoder(
-                            &shape,
-                            set.channels,
-                            image,
-                            cfg.seed,
-                        )?);
-                        meta.insert(
-                            "memprune.decoder_heads".to_string(),
-                            cfg.vit.decoder_heads.to_string(),
-                        );
-                    }
-                } else if cfg.framework == Framework::Mae {
-                    bail!(
-                        "{}: --framework mae trains ViTs; this is {}",
-                        p.display(),
-                        enc.describe()
-                    );
-                }
-                (TrainModel::from_tensors(cfg.framework, &t, &p, &meta)?, 0)
+                (pretrained_model(&enc, &mut cfg, set, &p)?, 0)
             }
             None if cfg.arch == init::TrainArch::Vit => {
                 let image = cfg.augment.output_size(set);
@@ -420,7 +384,7 @@ impl<'a> Trainer<'a> {
             }
         };
         let widths: Vec<usize> = model.encoder.widths();
-        if cfg.init_from.is_some() {
+        if cfg.init_from.is_some() || start.is_some() {
             cfg.widths = widths.clone();
         }
         if resume.is_some() && widths != cfg.widths {
@@ -430,9 +394,9 @@ impl<'a> Trainer<'a> {
             );
         }
         if let Some(layers) = &cfg.trainable {
-            let src = cfg
-                .init_from
-                .as_deref()
+            let src = start
+                .map(|e| e.checkpoint.path.as_path())
+                .or(cfg.init_from.as_deref())
                 .or(resume)
                 .unwrap_or(Path::new("--trainable"));
             model
@@ -720,6 +684,81 @@ impl<'a> Trainer<'a> {
             train_points: self.points.len(),
         })
     }
+}
+
+/// The model that fine-tunes `enc` (read from `p`): its encoder tensors (what it does not
+/// read, such as its own heads and optimizer state, is dropped) and fresh heads.
+fn pretrained_model(
+    enc: &crate::model::Encoder,
+    cfg: &mut TrainConfig,
+    set: &ImageSet,
+    p: &Path,
+) -> Result<TrainModel> {
+    if cfg.trainable.is_none() {
+        if let Some(t) = enc.checkpoint.metadata.get("memprune.trainable") {
+            cfg.trainable = Some(
+                serde_json::from_str(t)
+                    .with_context(|| format!("{}: bad `memprune.trainable`", p.display()))?,
+            );
+        }
+    }
+    // The encoder only: what it does not read (the checkpoint's own heads,
+    // optimizer state) is dropped, and fresh heads are added.
+    let mut t: BTreeMap<String, Tensor> = enc
+        .checkpoint
+        .tensors
+        .iter()
+        .filter(|(k, _)| !enc.unused.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    t.extend(model::init_heads(
+        cfg.framework,
+        enc.feature_dim(),
+        num_classes(set),
+        cfg.seed,
+    )?);
+    let mut meta = BTreeMap::new();
+    if let Some(vit) = enc.arch.as_any().downcast_ref::<crate::model::vit::Vit>() {
+        meta.insert(
+            "memprune.heads".to_string(),
+            enc.checkpoint
+                .metadata
+                .get("memprune.heads")
+                .cloned()
+                .unwrap_or_else(|| {
+                    vit.heads_per_block()
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }),
+        );
+        if cfg.framework == Framework::Mae {
+            let shape = vit_init::VitShape {
+                width: vit.width(),
+                patch: vit.patch(),
+                ..cfg.vit.clone()
+            };
+            let image = vit.grid() * vit.patch();
+            t.extend(vit_init::mae_decoder(
+                &shape,
+                set.channels,
+                image,
+                cfg.seed,
+            )?);
+            meta.insert(
+                "memprune.decoder_heads".to_string(),
+                cfg.vit.decoder_heads.to_string(),
+            );
+        }
+    } else if cfg.framework == Framework::Mae {
+        bail!(
+            "{}: --framework mae trains ViTs; this is {}",
+            p.display(),
+            enc.describe()
+        );
+    }
+    TrainModel::from_tensors(cfg.framework, &t, p, &meta)
 }
 
 /// What a run did.
