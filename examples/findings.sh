@@ -11,7 +11,9 @@
 # 3. UnitMem and ClassMem of the SSL encoder f and of the supervised encoder, each beside
 #    the same units on as many unseen test points; UnitMem-excess per layer; the planted
 #    digits as argmax of the highest-excess units.
-# 5. Table 5: fine-tune the two highest-(corrected)-dLayerMem layers, or the last two.
+# 5. Table 5: `memprune experiment finetune` (f transferred to the embedded MNIST subset:
+#    head only, top-k by corrected dLayerMem, last k, 3 random; 3 seeds). About 25 min of
+#    the total; FINDINGS_SKIP_TABLE5=1 skips it.
 # 6. Table 6: pruning top / random / low UnitMem and UnitMem-excess units.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,11 +43,8 @@ for m in "$F" "$S"; do
   $M measure class "$m" -q --json "$OUT/class-$n.json"
 done
 echo; echo "== Finding 5: which layers to fine-tune (Table 5)"
-$M --policy policies/finetune-most-mem.yaml -q
-FT=out/finetune-most-mem.safetensors
-$M train --framework supervised --init "$FT" --epochs 2 -q --out "$OUT/ft-dlayermem.safetensors"
-$M train --framework supervised --init "$FT" --trainable block7,block8 --epochs 2 -q \
-  --out "$OUT/ft-last2.safetensors"
-for m in ft-dlayermem ft-last2; do $M probe "$OUT/$m.safetensors" -q; done
+if [ -z "${FINDINGS_SKIP_TABLE5:-}" ]; then
+  $M experiment finetune -q --json "$OUT/table5.json"
+fi
 echo; echo "== Finding 6: pruning by UnitMem and UnitMem-excess (Table 6)"
 $M experiment prune -q --json "$OUT/table6.json" --chart "$OUT/table6.svg"
