@@ -303,6 +303,10 @@ struct MeasureArgs {
     /// With `--shard auto`: the number of shards (a Kubernetes Indexed Job's completions).
     #[arg(long, value_name = "N", requires = "shard")]
     shard_count: Option<usize>,
+    /// Where the forward passes run: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda`
+    /// feature (candle's CUDA backend; memprune's CPU-only kernels fall back to candle's ops).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    device: String,
     /// Write the partial result (accumulator state, settings, digests of the checkpoint and
     /// data) of this shard (or of all points without --shard) instead of the scores.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "csv", "dump_views"])]
@@ -573,7 +577,8 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
         bail!("--points must be at least 1");
     }
     let path = c.checkpoint.clone().unwrap_or_else(defaults::model_f);
-    let encoder = Encoder::load(&path, &c.load.options())?;
+    let device = memprune::model::device::parse(&c.device)?;
+    let encoder = Encoder::load_on(&path, &c.load.options(), &device)?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, c.split)?;
     let choice = PointChoice {
@@ -943,7 +948,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 None if c.checkpoint.is_none() => defaults::model_g(),
                 None => bail!("measure layer needs --reference: an encoder trained like the model but without the scored points"),
             };
-            let g = Encoder::load(&ref_path, &c.load.options())?;
+            let g = Encoder::load_on(&ref_path, &c.load.options(), &p.encoder.device)?;
             memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
             let control = if c.no_control { Control::None } else { control };
             // The control points: unseen test points, or g's own points.

@@ -250,7 +250,7 @@ fn streamed_mean_acts(
     for (from, to) in view_batches(k, settings.batch) {
         let items: Vec<(usize, u64)> = (from..to).map(|v| (p, v as u64)).collect();
         let acts: Vec<Vec<Vec<f32>>> = encoder
-            .forward_unit_acts(&settings.views(set, &items)?)?
+            .forward_unit_acts(&settings.views(set, &items)?.to_device(&encoder.device)?)?
             .iter()
             .map(|t| t.to_vec2::<f32>())
             .collect::<candle_core::Result<_>>()?;
@@ -281,7 +281,7 @@ fn view_batches(n: usize, batch: usize) -> impl Iterator<Item = (usize, usize)> 
 /// per unit the mean activation over its views (Eq. 5), accumulated in f64.
 pub fn mean_acts_of_views(encoder: &Encoder, x: &Tensor, k: usize) -> Result<Vec<Vec<Vec<f64>>>> {
     let acts: Vec<Vec<Vec<f32>>> = encoder
-        .forward_unit_acts(x)?
+        .forward_unit_acts(&x.to_device(&encoder.device)?)?
         .iter()
         .map(|t| t.to_vec2::<f32>())
         .collect::<candle_core::Result<_>>()?;
@@ -444,7 +444,7 @@ pub fn layer_mem_points(
 
 /// The layer outputs of `x`, flattened per image: `rows[layer][image]`.
 fn tap_rows(e: &Encoder, x: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
-    e.forward_taps(x)?
+    e.forward_taps(&x.to_device(&e.device)?)?
         .iter()
         .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
         .collect()
@@ -570,12 +570,7 @@ pub fn point_scores_of_views(
 ) -> Result<Vec<PointScores>> {
     let v = layer_mem_views(pairing, k);
     let nl = f.layers.len();
-    let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> {
-        e.forward_taps(x)?
-            .iter()
-            .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
-            .collect()
-    };
+    let rows = |e: &Encoder| tap_rows(e, x);
     let (rf, rg) = (rows(f)?, rows(g)?);
     let n_views = points.len() * v;
     // Mean distance over the pairs `js` (all K, or one half of them).
