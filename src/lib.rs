@@ -3,7 +3,8 @@
 //! The modules follow the pipeline: [`data`] -> [`model`] -> [`metrics`] (driven by
 //! [`measure`]) -> [`plan`] -> [`rewrite`] -> eval, with [`report`] for output. [`checkpoint`] reads
 //! and writes the files, [`defaults`] names the embedded model and data;
-//! [`block_cache`] is the binary's allocator for training.
+//! [`block_cache`] is the binary's allocator for training; [`shard`] splits a measurement
+//! into parts that merge exactly.
 
 pub mod block_cache;
 pub mod checkpoint;
@@ -20,5 +21,6 @@ pub mod plan;
 pub mod pth;
 pub mod report;
 pub mod rewrite;
+pub mod shard;
 pub mod train;
 pub mod train_meta;

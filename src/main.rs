@@ -13,6 +13,8 @@ use memprune::model::resnet::Stem;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::plan::PolicyFile;
 use memprune::rewrite::PruneMode;
+use memprune::shard::partial::{self, Metric, Partial, Run, State};
+use memprune::shard::Shard;
 use memprune::{defaults, pipeline, report};
 use std::path::{Path, PathBuf};
 
@@ -70,6 +72,19 @@ enum Command {
     /// One self-contained HTML file: LayerMem and UnitMem per layer with their intervals and
     /// controls, and the images each layer and its most memorizing units memorize.
     Report(ReportArgs),
+    /// Merge the partial results of a run's shards (`measure ... --shard I/N --partial F`):
+    /// prints and writes exactly what one run over all points does.
+    Merge {
+        /// Every shard's partial result, once each.
+        #[arg(required = true)]
+        partials: Vec<PathBuf>,
+        /// Write everything as JSON (as `measure --json`).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write CSV (as `measure --csv`).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -444,6 +459,24 @@ struct MeasureArgs {
     /// selectivity or a fixed f-g difference).
     #[arg(long)]
     no_control: bool,
+    /// Measure only shard I of N (0 <= I < N): disjoint, deterministic parts of the points
+    /// (and of the control's points), written with --partial for `memprune merge`. `auto`:
+    /// from a Slurm job array (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of
+    /// SLURM_ARRAY_TASK_COUNT) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX of
+    /// --shard-count, else $MEMPRUNE_SHARD_COUNT).
+    #[arg(long, value_name = "I/N|auto", requires = "partial")]
+    shard: Option<String>,
+    /// With `--shard auto`: the number of shards (a Kubernetes Indexed Job's completions).
+    #[arg(long, value_name = "N", requires = "shard")]
+    shard_count: Option<usize>,
+    /// Where the forward passes run: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda`
+    /// feature (candle's CUDA backend; memprune's CPU-only kernels fall back to candle's ops).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    device: String,
+    /// Write the partial result (accumulator state, settings, digests of the checkpoint and
+    /// data) of this shard (or of all points without --shard) instead of the scores.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "csv", "dump_views"])]
+    partial: Option<PathBuf>,
 }
 
 fn main() {
@@ -567,6 +600,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Probe(a) => probe_cmd(a),
         Command::Embed(a) => embed_cmd(a),
         Command::Report(a) => report_cmd(a, quiet),
+        Command::Merge {
+            partials,
+            json,
+            csv,
+        } => merge_cmd(partials, json, csv),
     }
 }
 
@@ -818,7 +856,8 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
         bail!("--points must be at least 1");
     }
     let path = c.checkpoint.clone().unwrap_or_else(defaults::model_f);
-    let encoder = Encoder::load(&path, &c.load.options())?;
+    let device = memprune::model::device::parse(&c.device)?;
+    let encoder = Encoder::load_on(&path, &c.load.options(), &device)?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, c.split)?;
     let choice = PointChoice {
@@ -956,13 +995,22 @@ fn measure_outputs(m: &Measure) -> Result<memprune::output::OutputSet> {
     if let Some(d) = &c.dump_views {
         set.output_dir(d, &DUMP_FILES, "--dump-views")?;
     }
+    if let Some(p) = &c.partial {
+        set.output(p, "--partial")?;
+    }
     Ok(set)
 }
 
 fn measure_cmd(m: Measure, quiet: bool) -> Result<()> {
     let set = measure_outputs(&m)?;
+    with_outputs(set, || measure_run(m, quiet))
+}
+
+/// Runs `f` with `set` as the output set `write_out` stages into; commits it only when `f`
+/// succeeded.
+fn with_outputs(set: memprune::output::OutputSet, f: impl FnOnce() -> Result<()>) -> Result<()> {
     OUTPUTS.with(|o| *o.borrow_mut() = Some(set));
-    let r = measure_run(m, quiet);
+    let r = f();
     // On failure the set is dropped: its staged files and the folders it made go with it.
     let set = OUTPUTS.with(|o| o.borrow_mut().take());
     r?;
@@ -983,19 +1031,67 @@ fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usi
     Ok(Some((test, pts)))
 }
 
-fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
-    let p = prepare(&c, DefaultPoints::Training(defaults::UNIT_POINTS), c.views)?;
-    let (what, metric, argmax) = if class {
-        ("ClassMem", "classmem", "argmax_class")
-    } else {
-        ("UnitMem", "unitmem", "argmax_point")
+/// The shard of `--shard` (all points without it).
+fn shard_of(c: &MeasureArgs) -> Result<Shard> {
+    match &c.shard {
+        None => Ok(Shard::WHOLE),
+        Some(spec) => Shard::parse(spec, c.shard_count, &|k| std::env::var(k).ok()),
+    }
+}
+
+/// Writes a shard's partial result (with the digests of what it measured) to `path`.
+fn write_partial(
+    path: &Path,
+    shard: Shard,
+    mut run: Run,
+    state: State,
+    files: &[(&str, &Path)],
+    sets: &[(&str, &ImageSet)],
+) -> Result<()> {
+    for (k, f) in files {
+        run.digests.insert(k.to_string(), partial::digest_file(f)?);
+    }
+    for (k, s) in sets {
+        run.digests.insert(k.to_string(), partial::digest_images(s));
+    }
+    let (n, nc) = (shard.range(run.points.len()).len(), run.points.len());
+    let ctrl = run
+        .control_points
+        .as_ref()
+        .map(|c| {
+            format!(
+                " and {} of {} control points",
+                shard.range(c.len()).len(),
+                c.len()
+            )
+        })
+        .unwrap_or_default();
+    let what = match run.metric {
+        Metric::Unit => "UnitMem",
+        Metric::Class => "ClassMem",
+        Metric::Layer => "LayerMem",
     };
+    let text = Partial::new(shard, run, state).to_json()?;
+    write_out(&Some(path.to_path_buf()), &text, &[])?;
+    println!(
+        "{what} shard {shard}: {n} of {nc} points{ctrl}; partial result {} (merge all {} with `memprune merge`)",
+        path.display(),
+        shard.count
+    );
+    Ok(())
+}
+
+fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
+    let shard = shard_of(&c)?;
+    let p = prepare(&c, DefaultPoints::Training(defaults::UNIT_POINTS), c.views)?;
     let meta = if class {
         serde_json::json!({"metric": "class", "views": c.views})
     } else {
         serde_json::json!({"metric": "unit", "views": c.views, "reduce": reduce, "pairing": null})
     };
     let unseen = unseen_for(&c, &p)?;
+    let unseen_ref = unseen.as_ref().map(|(s, v)| (s, v.as_slice()));
+    measure::check_control_size(&p.points, unseen_ref)?;
     if let Some(dir) = &c.dump_views {
         measure::dump_views(
             &dump_dir(dir)?,
@@ -1007,56 +1103,104 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
             &meta,
         )?;
     }
-    let layers = measure::unit_scores_with_control(
+    let run = Run {
+        metric: if class { Metric::Class } else { Metric::Unit },
+        settings: settings_json(&c, &p, meta),
+        arch: p.encoder.describe(),
+        model: p.encoder.checkpoint.path.display().to_string(),
+        reference: None,
+        layers: measure::layer_names(&p.encoder),
+        points: p.points.clone(),
+        views: c.views,
+        seed: c.seed,
+        reduce,
+        pairing: Pairing::Views,
+        control: if unseen.is_some() {
+            Control::Unseen
+        } else {
+            Control::None
+        },
+        control_data: unseen.as_ref().map(|(s, _)| s.source.clone()),
+        control_points: unseen.as_ref().map(|(_, v)| v.clone()),
+        per_point: false,
+        planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
+        digests: Default::default(),
+    };
+    let mine = shard.take(&p.points);
+    let mine_unseen = unseen.as_ref().map(|(s, v)| (s, shard.take(v)));
+    let state = measure::unit_state(
         &p.encoder,
         &p.set,
-        &p.points,
-        unseen.as_ref().map(|(s, v)| (s, v.as_slice())),
+        &mine,
+        mine_unseen.as_ref().map(|(s, v)| (*s, v.as_slice())),
         c.views,
         reduce,
         class,
         &p.settings,
         !quiet,
     )?;
+    if let Some(path) = &c.partial {
+        let mut sets = vec![("data", &p.set)];
+        if let Some((s, _)) = &unseen {
+            sets.push(("control data", s));
+        }
+        let files = [("checkpoint", p.encoder.checkpoint.path.as_path())];
+        return write_partial(path, shard, run, state, &files, &sets);
+    }
+    unit_output(&run, &state, &c.csv, &c.json)
+}
+
+/// What `measure unit|class` prints and writes, from a whole run's state (one run, or the
+/// merge of its shards).
+fn unit_output(
+    run: &Run,
+    state: &State,
+    csv: &Option<PathBuf>,
+    json: &Option<PathBuf>,
+) -> Result<()> {
+    let class = run.metric == Metric::Class;
+    let (what, metric, argmax) = if class {
+        ("ClassMem", "classmem", "argmax_class")
+    } else {
+        ("UnitMem", "unitmem", "argmax_point")
+    };
+    let layers = measure::unit_layers(state, &run.layers, run.seed)?;
+    let control = run.control_data.as_ref().zip(run.control_points.as_ref());
     println!(
         "{what} of {} on {} points x {} views{}{}\n",
-        p.encoder.describe(),
-        p.points.len(),
-        c.views,
+        run.arch,
+        run.points.len(),
+        run.views,
         if class {
             String::new()
         } else {
-            format!(" ({} reduction)", format!("{reduce:?}").to_lowercase())
+            format!(
+                " ({} reduction)",
+                format!("{:?}", run.reduce).to_lowercase()
+            )
         },
-        match &unseen {
-            Some((s, v)) => format!(
-                "; control: {} unseen points of {} (test split)",
-                v.len(),
-                s.source
-            ),
+        match control {
+            Some((s, v)) => format!("; control: {} unseen points of {} (test split)", v.len(), s),
             None => "; no control".into(),
         }
     );
     print!("{}", report::unit_mem_table(&layers, what));
-    let planted = memprune::train_meta::planted(&p.encoder.checkpoint)?;
-    if let (false, Some(pl)) = (class, &planted) {
-        if unseen.is_some() {
-            println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
-            print!(
-                "{}",
-                report::planted_argmax_table(&layers, pl, &p.points, 10)
-            );
-        }
+    if let (false, Some(pl), Some(_)) = (class, &run.planted, control) {
+        println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
+        print!(
+            "{}",
+            report::planted_argmax_table(&layers, pl, &run.points, 10)
+        );
     }
-    let inputs = [p.encoder.checkpoint.path.as_path()];
-    write_out(&c.csv, &report::unit_mem_csv(&layers, argmax), &inputs)?;
-    let mut j = settings_json(&c, &p, meta);
+    let inputs = [Path::new(&run.model)];
+    write_out(csv, &report::unit_mem_csv(&layers, argmax), &inputs)?;
+    let mut j = run.settings.clone();
     j["metric"] = metric.into();
-    if let Some((s, v)) = &unseen {
-        j["control"] = serde_json::json!({"data": s.source, "split": "test", "points": v});
+    if let Some((s, v)) = control {
+        j["control"] = serde_json::json!({"data": s, "split": "test", "points": v});
     }
     j["layers"] = serde_json::to_value(&layers)?;
-    write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
+    write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
 }
 
 fn measure_run(m: Measure, quiet: bool) -> Result<()> {
@@ -1071,6 +1215,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
             control,
         } => {
             c.load.sub_layers_only = true;
+            let shard = shard_of(&c)?;
             // LayerMem: up to 2K views and the clean image of a point.
             let p = prepare(
                 &c,
@@ -1082,7 +1227,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 None if c.checkpoint.is_none() => defaults::model_g(),
                 None => bail!("measure layer needs --reference: an encoder trained like the model but without the scored points"),
             };
-            let g = Encoder::load(&ref_path, &c.load.options())?;
+            let g = Encoder::load_on(&ref_path, &c.load.options(), &p.encoder.device)?;
             memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
             let control = if c.no_control { Control::None } else { control };
             // The control points: unseen test points, or g's own points.
@@ -1118,12 +1263,31 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     &meta,
                 )?;
             }
+            let run = Run {
+                metric: Metric::Layer,
+                settings: settings_json(&c, &p, meta),
+                arch: p.encoder.describe(),
+                model: p.encoder.checkpoint.path.display().to_string(),
+                reference: Some(ref_path.display().to_string()),
+                layers: measure::layer_names(&p.encoder),
+                points: p.points.clone(),
+                views: c.views,
+                seed: c.seed,
+                reduce: Reduce::Mean,
+                pairing,
+                control,
+                control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
+                control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
+                per_point,
+                planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
+                digests: Default::default(),
+            };
             let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
             let points = measure::layer_mem_points(
                 &p.encoder,
                 &g,
                 &p.set,
-                &p.points,
+                &shard.take(&p.points),
                 c.views,
                 pairing,
                 &p.settings,
@@ -1136,7 +1300,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                         &p.encoder,
                         &g,
                         set,
-                        v,
+                        &shard.take(v),
                         c.views,
                         pairing,
                         &p.settings,
@@ -1145,75 +1309,139 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 }
                 None => None,
             };
-            let boot = memprune::metrics::bootstrap::Bootstrap {
-                seed: c.seed,
-                ..Default::default()
+            let state = State::Layer {
+                points: partial::to_bits(&points),
+                control: ctrl_points.as_deref().map(partial::to_bits),
             };
-            let names = measure::layer_names(&p.encoder);
-            let layers = memprune::metrics::layer_mem::layer_mem(
-                &names,
-                &points,
-                ctrl_points.as_deref().map(|v| (v, control)),
-                &boot,
-            );
-            println!(
-                "LayerMem of {} against {} on {} points x {} {}{}\n",
-                p.encoder.checkpoint.path.display(),
-                ref_path.display(),
-                p.points.len(),
-                c.views,
-                if pairing == Pairing::Views {
-                    "view pairs"
-                } else {
-                    "clean/view pairs"
-                },
-                match (&ctrl, control) {
-                    (Some((s, v)), Control::Unseen) => format!("; control: {} unseen points of {} (test split); corrected = LayerMem - control", v.len(), s.source),
-                    (Some((_, v)), Control::Independent) => format!("; control: {} independent points of the reference; corrected = (LayerMem - control) / 2", v.len()),
-                    _ => "; no control".into(),
+            if let Some(path) = &c.partial {
+                let mut sets = vec![("data", &p.set)];
+                if let Some((s, _)) = &ctrl {
+                    sets.push(("control data", s));
                 }
-            );
-            print!("{}", report::layer_mem_table(&layers));
-            let planted = memprune::train_meta::planted(&p.encoder.checkpoint)?;
-            let planted_rows = planted.as_ref().and_then(|pl| {
-                memprune::metrics::layer_mem::group_difference(&names, &points, pl, &boot)
-            });
-            if let Some(rows) = &planted_rows {
-                println!("\nplanted points (recorded in the checkpoint) against the other scored points: SSLMem'");
-                print!("{}", report::planted_layer_table(rows));
+                let files = [
+                    ("checkpoint", p.encoder.checkpoint.path.as_path()),
+                    ("reference", g.checkpoint.path.as_path()),
+                ];
+                return write_partial(path, shard, run, state, &files, &sets);
             }
-            if per_point {
-                println!("\nSSLMem' per point");
-                print!("{}", report::per_point_csv(&names, &points));
-            }
-            let inputs = [p.encoder.checkpoint.path.as_path(), ref_path.as_path()];
-            let csv = if per_point {
-                report::per_point_sets_csv(&names, &points, ctrl_points.as_deref())
-            } else {
-                report::layer_mem_csv(&layers)
-            };
-            write_out(&c.csv, &csv, &inputs)?;
-            let mut j = settings_json(&c, &p, meta);
-            j["metric"] = "layermem".into();
-            j["reference"] = ref_path.display().to_string().into();
-            j["control"] = serde_json::json!({
-                "kind": control,
-                "points": ctrl.as_ref().map(|(_, v)| v.clone()),
-                "data": ctrl.as_ref().map(|(s, _)| s.source.clone()),
-            });
-            j["layers"] = serde_json::to_value(&layers)?;
-            if let Some(rows) = &planted_rows {
-                j["planted"] = serde_json::to_value(rows)?;
-            }
-            if per_point {
-                j["per_point"] = serde_json::to_value(&points)?;
-                if let Some(cp) = &ctrl_points {
-                    j["control_per_point"] = serde_json::to_value(cp)?;
-                }
-            }
-            write_out(&c.json, &serde_json::to_string_pretty(&j)?, &inputs)
+            layer_output(&run, &state, &c.csv, &c.json)
         }
     }
+}
+
+/// What `measure layer` prints and writes, from a whole run's state (one run, or the merge
+/// of its shards).
+fn layer_output(
+    run: &Run,
+    state: &State,
+    csv: &Option<PathBuf>,
+    json: &Option<PathBuf>,
+) -> Result<()> {
+    let State::Layer {
+        points,
+        control: ctrl,
+    } = state
+    else {
+        bail!("not a LayerMem state");
+    };
+    let points = partial::from_bits(points);
+    let ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    let control = run.control;
+    let boot = memprune::metrics::bootstrap::Bootstrap {
+        seed: run.seed,
+        ..Default::default()
+    };
+    let names = &run.layers;
+    let layers = memprune::metrics::layer_mem::layer_mem(
+        names,
+        &points,
+        ctrl_points.as_deref().map(|v| (v, control)),
+        &boot,
+    );
+    let reference = run.reference.clone().unwrap_or_default();
+    let ctrl_set = run.control_data.as_ref().zip(run.control_points.as_ref());
+    println!(
+        "LayerMem of {} against {} on {} points x {} {}{}\n",
+        run.model,
+        reference,
+        run.points.len(),
+        run.views,
+        if run.pairing == Pairing::Views {
+            "view pairs"
+        } else {
+            "clean/view pairs"
+        },
+        match (ctrl_set, control) {
+            (Some((s, v)), Control::Unseen) => format!("; control: {} unseen points of {} (test split); corrected = LayerMem - control", v.len(), s),
+            (Some((_, v)), Control::Independent) => format!("; control: {} independent points of the reference; corrected = (LayerMem - control) / 2", v.len()),
+            _ => "; no control".into(),
+        }
+    );
+    print!("{}", report::layer_mem_table(&layers));
+    let planted_rows = run
+        .planted
+        .as_ref()
+        .and_then(|pl| memprune::metrics::layer_mem::group_difference(names, &points, pl, &boot));
+    if let Some(rows) = &planted_rows {
+        println!("\nplanted points (recorded in the checkpoint) against the other scored points: SSLMem'");
+        print!("{}", report::planted_layer_table(rows));
+    }
+    if run.per_point {
+        println!("\nSSLMem' per point");
+        print!("{}", report::per_point_csv(names, &points));
+    }
+    let inputs = [Path::new(&run.model), Path::new(&reference)];
+    let csv_text = if run.per_point {
+        report::per_point_sets_csv(names, &points, ctrl_points.as_deref())
+    } else {
+        report::layer_mem_csv(&layers)
+    };
+    write_out(csv, &csv_text, &inputs)?;
+    let mut j = run.settings.clone();
+    j["metric"] = "layermem".into();
+    j["reference"] = reference.clone().into();
+    j["control"] = serde_json::json!({
+        "kind": control,
+        "points": run.control_points,
+        "data": run.control_data,
+    });
+    j["layers"] = serde_json::to_value(&layers)?;
+    if let Some(rows) = &planted_rows {
+        j["planted"] = serde_json::to_value(rows)?;
+    }
+    if run.per_point {
+        j["per_point"] = serde_json::to_value(&points)?;
+        if let Some(cp) = &ctrl_points {
+            j["control_per_point"] = serde_json::to_value(cp)?;
+        }
+    }
+    write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
+}
+
+/// `memprune merge`: the partials of one run's shards, checked and merged, printed and
+/// written exactly as one run over all points.
+fn merge_cmd(partials: Vec<PathBuf>, json: Option<PathBuf>, csv: Option<PathBuf>) -> Result<()> {
+    let mut set = memprune::output::OutputSet::new();
+    for p in &partials {
+        set.input(p, "a partial result");
+    }
+    if let Some(p) = &csv {
+        set.output(p, "--csv")?;
+    }
+    if let Some(p) = &json {
+        set.output(p, "--json")?;
+    }
+    with_outputs(set, || {
+        let parts = partials
+            .iter()
+            .map(|p| Ok((p.clone(), Partial::read(p)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let (run, state) = partial::merge(parts)?;
+        match run.metric {
+            Metric::Unit | Metric::Class => unit_output(&run, &state, &csv, &json),
+            Metric::Layer => layer_output(&run, &state, &csv, &json),
+        }
+    })
 }
 
 // ---- memprune train / memprune probe ----

@@ -12,6 +12,7 @@ use crate::metrics::class_mem::ClassMemAccumulator;
 use crate::metrics::layer_mem::{self, normalized_distance, Pairing, PointScores};
 use crate::metrics::unit_mem::{Reduce, UnitMemAccumulator, UnitMemLayer};
 use crate::model::Encoder;
+use crate::shard::partial::State;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -249,7 +250,7 @@ fn streamed_mean_acts(
     for (from, to) in view_batches(k, settings.batch) {
         let items: Vec<(usize, u64)> = (from..to).map(|v| (p, v as u64)).collect();
         let acts: Vec<Vec<Vec<f32>>> = encoder
-            .forward_unit_acts(&settings.views(set, &items)?)?
+            .forward_unit_acts(&settings.views(set, &items)?.to_device(&encoder.device)?)?
             .iter()
             .map(|t| t.to_vec2::<f32>())
             .collect::<candle_core::Result<_>>()?;
@@ -280,7 +281,7 @@ fn view_batches(n: usize, batch: usize) -> impl Iterator<Item = (usize, usize)> 
 /// per unit the mean activation over its views (Eq. 5), accumulated in f64.
 pub fn mean_acts_of_views(encoder: &Encoder, x: &Tensor, k: usize) -> Result<Vec<Vec<Vec<f64>>>> {
     let acts: Vec<Vec<Vec<f32>>> = encoder
-        .forward_unit_acts(x)?
+        .forward_unit_acts(&x.to_device(&encoder.device)?)?
         .iter()
         .map(|t| t.to_vec2::<f32>())
         .collect::<candle_core::Result<_>>()?;
@@ -443,7 +444,7 @@ pub fn layer_mem_points(
 
 /// The layer outputs of `x`, flattened per image: `rows[layer][image]`.
 fn tap_rows(e: &Encoder, x: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
-    e.forward_taps(x)?
+    e.forward_taps(&x.to_device(&e.device)?)?
         .iter()
         .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
         .collect()
@@ -614,12 +615,7 @@ pub fn point_scores_of_views(
 ) -> Result<Vec<PointScores>> {
     let v = layer_mem_views(pairing, k);
     let nl = f.layers.len();
-    let rows = |e: &Encoder| -> Result<Vec<Vec<Vec<f32>>>> {
-        e.forward_taps(x)?
-            .iter()
-            .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
-            .collect()
-    };
+    let rows = |e: &Encoder| tap_rows(e, x);
     let (rf, rg) = (rows(f)?, rows(g)?);
     let n_views = points.len() * v;
     // Mean distance over the pairs `js` (all K, or one half of them).
@@ -746,6 +742,101 @@ pub fn default_unit_points(
     }
 }
 
+/// Refuses a control of another size than the measured points (a maximum grows with N).
+pub fn check_control_size(points: &[usize], unseen: Option<(&ImageSet, &[usize])>) -> Result<()> {
+    if let Some((us, up)) = unseen {
+        if up.len() != points.len() {
+            bail!(
+                "{}: the control needs as many unseen points as measured points ({}), the split has {}; use --points {} or --no-control",
+                us.source,
+                points.len(),
+                up.len(),
+                up.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The UnitMem (or ClassMem, `class`) accumulators of `points` and, when given, of the
+/// control's unseen points: a run's [`State`], or a shard's part of it.
+#[allow(clippy::too_many_arguments)]
+pub fn unit_state(
+    encoder: &Encoder,
+    set: &ImageSet,
+    points: &[usize],
+    unseen: Option<(&ImageSet, &[usize])>,
+    k: usize,
+    reduce: Reduce,
+    class: bool,
+    settings: &ViewSettings,
+    progress: bool,
+) -> Result<State> {
+    let what = if class { "ClassMem" } else { "UnitMem" };
+    let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
+    if class {
+        let run = |s: &ImageSet, p: &[usize], label: &str| -> Result<ClassMemAccumulator> {
+            let labels = s.labels.as_ref().with_context(|| {
+                format!(
+                    "{}: ClassMem needs labels and this data set has none",
+                    s.source
+                )
+            })?;
+            let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+            let mut acc = ClassMemAccumulator::new(&units, classes);
+            let pb = progress_bar(p.len(), progress, label);
+            for_each_point_mean_acts(encoder, s, p, k, settings, &pb, |i, mu| {
+                acc.push(labels[i] as usize, &mu)
+            })?;
+            Ok(acc)
+        };
+        let train = run(set, points, what)?;
+        let unseen = match unseen {
+            Some((us, up)) => Some(run(us, up, &format!("{what} (unseen)"))?),
+            None => None,
+        };
+        return Ok(State::Class { train, unseen });
+    }
+    let run = |s: &ImageSet, p: &[usize], label: &str| {
+        let pb = progress_bar(p.len(), progress, label);
+        unit_mem_accumulate(encoder, s, p, k, reduce, settings, &pb)
+    };
+    let train = run(set, points, what)?;
+    let unseen = match unseen {
+        Some((us, up)) => Some(run(us, up, &format!("{what} (unseen)"))?),
+        None => None,
+    };
+    Ok(State::Unit { train, unseen })
+}
+
+/// The scores per layer of a whole run's UnitMem or ClassMem [`State`], with the control
+/// attached when it was measured (`seed` seeds its intervals).
+pub fn unit_layers(state: &State, names: &[String], seed: u64) -> Result<Vec<UnitMemLayer>> {
+    let boot = crate::metrics::bootstrap::Bootstrap {
+        seed,
+        ..Default::default()
+    };
+    let (mut layers, control, points, excess) = match state {
+        State::Unit { train, unseen } => (
+            train.finish(names)?,
+            unseen.as_ref().map(|u| u.finish(names)).transpose()?,
+            unseen.as_ref().map(|u| u.points()),
+            true,
+        ),
+        State::Class { train, unseen } => (
+            train.finish(names)?,
+            unseen.as_ref().map(|u| u.finish(names)).transpose()?,
+            unseen.as_ref().map(|u| u.counts.iter().sum()),
+            false,
+        ),
+        State::Layer { .. } => bail!("a LayerMem state has no unit scores"),
+    };
+    if let (Some(u), Some(n)) = (control, points) {
+        crate::metrics::unit_control::attach(&mut layers, &u, n, excess, &boot)?;
+    }
+    Ok(layers)
+}
+
 /// UnitMem (or ClassMem, `class`) on `points`, with the control of
 /// [`crate::metrics::unit_control`] on as many unseen points of `unseen_set` when given.
 #[allow(clippy::too_many_arguments)]
@@ -760,32 +851,9 @@ pub fn unit_scores_with_control(
     settings: &ViewSettings,
     progress: bool,
 ) -> Result<Vec<UnitMemLayer>> {
-    let what = if class { "ClassMem" } else { "UnitMem" };
-    let run = |s: &ImageSet, p: &[usize], label: &str| -> Result<Vec<UnitMemLayer>> {
-        let pb = progress_bar(p.len(), progress, label);
-        if class {
-            class_mem(encoder, s, p, k, settings, &pb)
-        } else {
-            unit_mem(encoder, s, p, k, reduce, settings, &pb)
-        }
-    };
-    let mut layers = run(set, points, what)?;
-    if let Some((us, up)) = unseen {
-        if up.len() != points.len() {
-            bail!(
-                "{}: the control needs as many unseen points as measured points ({}), the split has {}; use --points {} or --no-control",
-                us.source,
-                points.len(),
-                up.len(),
-                up.len()
-            );
-        }
-        let u = run(us, up, &format!("{what} (unseen)"))?;
-        let boot = crate::metrics::bootstrap::Bootstrap {
-            seed: settings.seed,
-            ..Default::default()
-        };
-        crate::metrics::unit_control::attach(&mut layers, &u, up.len(), !class, &boot)?;
-    }
-    Ok(layers)
+    check_control_size(points, unseen)?;
+    let state = unit_state(
+        encoder, set, points, unseen, k, reduce, class, settings, progress,
+    )?;
+    unit_layers(&state, &layer_names(encoder), settings.seed)
 }

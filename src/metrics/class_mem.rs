@@ -6,17 +6,19 @@
 //! ```
 //!
 //! Supervised encoders score high here and low on UnitMem; SSL encoders the reverse.
-//! Streaming: per class a sum and a count, O(classes x units) memory; shards merge exactly.
+//! Streaming: per class an exact sum ([`ExactSum`]) and a count, O(classes x units) memory;
+//! shards merge bit for bit.
 
+use crate::metrics::exact_sum::ExactSum;
 use crate::metrics::summary::{LayerSummary, UnitScore};
 use crate::metrics::unit_mem::UnitMemLayer;
 use anyhow::{bail, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassMemAccumulator {
     pub classes: usize,
     /// sums[l][class][u]
-    pub sums: Vec<Vec<Vec<f64>>>,
+    pub sums: Vec<Vec<Vec<ExactSum>>>,
     pub counts: Vec<usize>,
     pub signed: Vec<bool>,
 }
@@ -25,7 +27,10 @@ impl ClassMemAccumulator {
     pub fn new(units: &[usize], classes: usize) -> Self {
         ClassMemAccumulator {
             classes,
-            sums: units.iter().map(|&n| vec![vec![0.0; n]; classes]).collect(),
+            sums: units
+                .iter()
+                .map(|&n| vec![vec![ExactSum::new(); n]; classes])
+                .collect(),
             counts: vec![0; classes],
             signed: vec![false; units.len()],
         }
@@ -38,7 +43,7 @@ impl ClassMemAccumulator {
         }
         for (l, m) in mu.iter().enumerate() {
             for (s, &v) in self.sums[l][label].iter_mut().zip(m) {
-                *s += v;
+                s.add(v);
                 if v < 0.0 {
                     self.signed[l] = true;
                 }
@@ -55,7 +60,7 @@ impl ClassMemAccumulator {
         for (a, b) in self.sums.iter_mut().zip(&other.sums) {
             for (ca, cb) in a.iter_mut().zip(b) {
                 for (x, y) in ca.iter_mut().zip(cb) {
-                    *x += y;
+                    x.merge(y);
                 }
             }
         }
@@ -89,7 +94,7 @@ impl ClassMemAccumulator {
                         .map(|u| {
                             let means: Vec<(usize, f64)> = present
                                 .iter()
-                                .map(|&c| (c, sums[c][u] / self.counts[c] as f64))
+                                .map(|&c| (c, sums[c][u].value() / self.counts[c] as f64))
                                 .collect();
                             let (arg, max) = means.iter().fold(
                                 (usize::MAX, f64::NEG_INFINITY),

@@ -4,6 +4,8 @@
 
 pub mod bootstrap;
 pub mod class_mem;
+pub mod exact_sum;
+pub mod f64_bits;
 pub mod layer_mem;
 pub mod summary;
 pub mod unit_control;

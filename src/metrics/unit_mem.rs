@@ -11,9 +11,11 @@
 //! running sum, so memory is O(units) whatever the number of points, and partial results over
 //! disjoint shards merge exactly ([`UnitMemAccumulator::merge`]). `median` (the paper's
 //! appendix, the authors' script) keeps every value: O(points x units).
-//! Ties for the maximum go to the smallest point index, so the result does not depend on the
-//! order points arrive in.
+//! Ties for the maximum go to the smallest point index and the sum is exact (rounded once,
+//! [`ExactSum`]), so the result does not depend on the order points arrive in nor on how
+//! they are split into shards: merged shards give the single run's numbers bit for bit.
 
+use crate::metrics::exact_sum::ExactSum;
 use crate::metrics::summary::{median, LayerSummary, UnitScore};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -28,16 +30,18 @@ pub enum Reduce {
     Median,
 }
 
-/// The running state of one layer.
-#[derive(Debug, Clone, PartialEq)]
+/// The running state of one layer (serialised with f64s as bit patterns, for partials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerAccumulator {
+    #[serde(with = "crate::metrics::f64_bits::vec")]
     pub max: Vec<f64>,
     pub argmax: Vec<usize>,
-    pub sum: Vec<f64>,
+    pub sum: Vec<ExactSum>,
     pub points: usize,
     /// Some activation was negative: the ratio is not bounded (docs/METRICS.md's "signed").
     pub signed: bool,
     /// `median` only: every (point, mu) per unit.
+    #[serde(with = "crate::metrics::f64_bits::opt_pairs")]
     pub values: Option<Vec<Vec<(usize, f64)>>>,
 }
 
@@ -46,7 +50,7 @@ impl LayerAccumulator {
         LayerAccumulator {
             max: vec![f64::NEG_INFINITY; units],
             argmax: vec![usize::MAX; units],
-            sum: vec![0.0; units],
+            sum: vec![ExactSum::new(); units],
             points: 0,
             signed: false,
             values: (reduce == Reduce::Median).then(|| vec![Vec::new(); units]),
@@ -59,7 +63,7 @@ impl LayerAccumulator {
                 self.max[u] = m;
                 self.argmax[u] = point;
             }
-            self.sum[u] += m;
+            self.sum[u].add(m);
             if m < 0.0 {
                 self.signed = true;
             }
@@ -77,7 +81,7 @@ impl LayerAccumulator {
                 self.max[u] = m;
                 self.argmax[u] = p;
             }
-            self.sum[u] += other.sum[u];
+            self.sum[u].merge(&other.sum[u]);
         }
         self.points += other.points;
         self.signed |= other.signed;
@@ -92,7 +96,7 @@ impl LayerAccumulator {
         (0..self.max.len())
             .map(|u| {
                 let rest = match &self.values {
-                    None => (self.sum[u] - self.max[u]) / (self.points - 1) as f64,
+                    None => (self.sum[u].value() - self.max[u]) / (self.points - 1) as f64,
                     Some(v) => {
                         let mut others: Vec<f64> = v[u]
                             .iter()
@@ -109,7 +113,7 @@ impl LayerAccumulator {
 }
 
 /// UnitMem of every unit of every layer, fed one point at a time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitMemAccumulator {
     pub reduce: Reduce,
     pub layers: Vec<LayerAccumulator>,

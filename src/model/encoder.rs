@@ -23,11 +23,28 @@ pub struct Encoder {
     /// Tensors of the checkpoint the encoder does not use (projection heads, classifiers),
     /// reported and left alone.
     pub unused: Vec<String>,
+    /// Where its weights are, and so where its forward passes run.
+    pub device: candle_core::Device,
 }
 
 impl Encoder {
     pub fn load(path: &std::path::Path, opts: &LoadOptions) -> Result<Encoder> {
         let ckpt = Checkpoint::load_keyed(path, opts.prefix.as_deref(), opts.key.as_deref())?;
+        Encoder::from_checkpoint(ckpt, opts)
+    }
+
+    /// [`Encoder::load`] with the weights on `device` (see [`crate::model::device`]).
+    pub fn load_on(
+        path: &std::path::Path,
+        opts: &LoadOptions,
+        device: &candle_core::Device,
+    ) -> Result<Encoder> {
+        let mut ckpt = Checkpoint::load_keyed(path, opts.prefix.as_deref(), opts.key.as_deref())?;
+        if !device.is_cpu() {
+            for t in ckpt.tensors.values_mut() {
+                *t = t.to_device(device)?;
+            }
+        }
         Encoder::from_checkpoint(ckpt, opts)
     }
 
@@ -66,11 +83,18 @@ impl Encoder {
             .filter(|k| !used.contains(*k))
             .cloned()
             .collect();
+        let device = ckpt
+            .tensors
+            .values()
+            .next()
+            .map(|t| t.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
         Ok(Encoder {
             arch,
             layers,
             checkpoint: ckpt,
             unused,
+            device,
         })
     }
 
@@ -120,7 +144,7 @@ impl Encoder {
         let x = Tensor::zeros(
             (1, self.in_channels(), size, size),
             candle_core::DType::F32,
-            &candle_core::Device::Cpu,
+            &self.device,
         )?;
         self.forward_taps(&x).map(|_| ()).map_err(|e| {
             let e = e.to_string();

@@ -5,6 +5,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod conv_bn;
 pub mod coupling;
+pub mod device;
 pub mod encoder;
 pub mod family;
 pub mod options;

@@ -18,9 +18,18 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         bail!("max_pool2d: bad geometry k={kernel} s={stride} p={padding} on {h}x{w}")
     }
     if !(x.device().is_cpu() && x.dtype() == DType::F32) {
-        if padding != 0 {
-            bail!("max_pool2d: padding needs a CPU f32 tensor")
-        }
+        // Candle's op has no padding: pad with -inf (which never wins a window) first.
+        let x = if padding == 0 {
+            x.clone()
+        } else {
+            let (n, c, h, w) = x.dims4()?;
+            let side = |rows: usize, cols: usize| {
+                Tensor::full(f32::NEG_INFINITY, (n, c, rows, cols), x.device())?.to_dtype(x.dtype())
+            };
+            let mid = Tensor::cat(&[&side(h, padding)?, x, &side(h, padding)?], 3)?;
+            let full = side(padding, w + 2 * padding)?;
+            Tensor::cat(&[&full, &mid, &full], 2)?
+        };
         return x.max_pool2d_with_stride(kernel, stride);
     }
     x.contiguous()?.apply_op1(MaxPool {
@@ -132,5 +141,33 @@ impl CustomOp1 for MaxPool {
             })
         })??;
         Ok(Some(Tensor::from_vec(dx, (n, c, h, w), arg.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    #[test]
+    fn the_fallback_for_other_devices_pads_with_minus_infinity_as_the_cpu_kernel() {
+        // f64 takes the path other devices take (candle's op after -inf padding).
+        let v: Vec<f32> = (0..2 * 3 * 7 * 7)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.5)
+            .collect();
+        let x = Tensor::from_vec(v, (2, 3, 7, 7), &Device::Cpu).unwrap();
+        for (k, s, p) in [(3, 2, 1), (3, 1, 1), (2, 2, 0), (5, 2, 2)] {
+            let fast = super::max_pool2d(&x, k, s, p).unwrap();
+            let slow = super::max_pool2d(&x.to_dtype(DType::F64).unwrap(), k, s, p).unwrap();
+            let a = fast.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = slow
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(fast.dims(), slow.dims(), "k{k} s{s} p{p}");
+            assert_eq!(a, b, "k{k} s{s} p{p}");
+        }
     }
 }

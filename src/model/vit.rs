@@ -43,7 +43,7 @@ use crate::model::coupling::{CouplingGroup, Slice};
 use crate::model::family::{Family, Layer, LayerKind, Net};
 use crate::model::options::Tokens;
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -698,7 +698,7 @@ fn resample_grid(grid: &Tensor, g0: usize, g1: usize) -> candle_core::Result<Ten
     let w = aa_weights(g0, g1);
     // (g1, g0) weights as a matrix; out = W @ grid(g0, g0*d) then along the other axis.
     let wm: Vec<f32> = w.iter().flatten().map(|&v| v as f32).collect();
-    let wt = Tensor::from_vec(wm, (g1, g0), &Device::Cpu)?;
+    let wt = Tensor::from_vec(wm, (g1, g0), grid.device())?;
     let x = grid.reshape((g0, g0 * d))?; // rows: y
     let x = wt.matmul(&x)?; // (g1, g0*d)
     let x = x

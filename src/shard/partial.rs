@@ -1,0 +1,443 @@
+//! The partial result of one shard (`measure ... --shard I/N --partial FILE`) and the merge
+//! of all N (`memprune merge`).
+//!
+//! A partial is one JSON object:
+//!
+//! ```text
+//! format            "memprune-partial"
+//! version           1 (this format)
+//! memprune_version  the version that measured it
+//! shard             {"index": I, "count": N}
+//! run               what the run is, the same in every shard: the metric, the --json
+//!                   settings (model, data, split, points, views, seed, augmentation,
+//!                   normalisation), the options that shape the output, the layer names, the
+//!                   control's points, the planted points, and the SHA-256 digests of the
+//!                   checkpoint (and reference) file and of the images and labels measured
+//!                   (and of the control's split)
+//! state             this shard's accumulator state, f64s as IEEE-754 bit patterns:
+//!                   unit/class: {"train": ..., "unseen": ... or null}, the UnitMem (per unit
+//!                   a max, its argmax, an exact sum; `median`: every value) or ClassMem (per
+//!                   class and unit an exact sum, per class a count) accumulators;
+//!                   layer: {"points": [...], "control": [...] or null}, SSLMem' and SSL_f,
+//!                   SSL_g per point and layer
+//! ```
+//!
+//! [`merge`] checks that the partials belong together (format, version, the same `run`,
+//! the same shard count, every shard once, each holding exactly its points) and merges them;
+//! sums are exact ([`crate::metrics::exact_sum`]), maxima take the smallest point on ties,
+//! and LayerMem's points are concatenated in shard order (= the run's point order), so the
+//! merged state equals one run's bit for bit.
+
+use crate::data::ImageSet;
+use crate::metrics::class_mem::ClassMemAccumulator;
+use crate::metrics::layer_mem::{Control, Pairing, PointScores};
+use crate::metrics::unit_mem::{Reduce, UnitMemAccumulator};
+use crate::shard::Shard;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT: &str = "memprune-partial";
+pub const VERSION: u32 = 1;
+
+/// Which `measure` a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Unit,
+    Class,
+    Layer,
+}
+
+/// Everything about a run but its measurements: what every shard of it shares, and what its
+/// printed output, CSV and JSON are made from besides the merged state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub metric: Metric,
+    /// The settings object of the `--json` output (as one run over all points writes it).
+    pub settings: serde_json::Value,
+    /// The encoder as `Encoder::describe` names it, its path as given, the reference's.
+    pub arch: String,
+    pub model: String,
+    pub reference: Option<String>,
+    pub layers: Vec<String>,
+    /// All the run's points, in measurement order.
+    pub points: Vec<usize>,
+    pub views: usize,
+    pub seed: u64,
+    pub reduce: Reduce,
+    pub pairing: Pairing,
+    pub control: Control,
+    /// The control's data (a source as `ImageSet::source`) and all its points.
+    pub control_data: Option<String>,
+    pub control_points: Option<Vec<usize>>,
+    /// `measure layer --per-point`.
+    pub per_point: bool,
+    /// The planted points the checkpoint records.
+    pub planted: Option<Vec<usize>>,
+    /// SHA-256 (hex) of what was measured: `checkpoint`, `reference`, `data`, `control data`.
+    /// Filled only for partials (hashing is not free on large data).
+    #[serde(default)]
+    pub digests: BTreeMap<String, String>,
+}
+
+/// The measurements of a run (or of one shard of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "metric")]
+pub enum State {
+    Unit {
+        train: UnitMemAccumulator,
+        unseen: Option<UnitMemAccumulator>,
+    },
+    Class {
+        train: ClassMemAccumulator,
+        unseen: Option<ClassMemAccumulator>,
+    },
+    Layer {
+        points: Vec<PointBits>,
+        control: Option<Vec<PointBits>>,
+    },
+}
+
+/// One point's LayerMem scores with exact f64s (see [`crate::metrics::f64_bits`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointBits {
+    pub point: usize,
+    #[serde(with = "crate::metrics::f64_bits::vec")]
+    pub ssl_f: Vec<f64>,
+    #[serde(with = "crate::metrics::f64_bits::vec")]
+    pub ssl_g: Vec<f64>,
+    #[serde(with = "crate::metrics::f64_bits::vec")]
+    pub sslmem: Vec<f64>,
+    #[serde(with = "crate::metrics::f64_bits::vec")]
+    pub sslmem_first_half: Vec<f64>,
+    #[serde(with = "crate::metrics::f64_bits::vec")]
+    pub sslmem_second_half: Vec<f64>,
+}
+
+impl From<&PointScores> for PointBits {
+    fn from(p: &PointScores) -> Self {
+        PointBits {
+            point: p.point,
+            ssl_f: p.ssl_f.clone(),
+            ssl_g: p.ssl_g.clone(),
+            sslmem: p.sslmem.clone(),
+            sslmem_first_half: p.sslmem_first_half.clone(),
+            sslmem_second_half: p.sslmem_second_half.clone(),
+        }
+    }
+}
+
+impl From<&PointBits> for PointScores {
+    fn from(p: &PointBits) -> Self {
+        PointScores {
+            point: p.point,
+            ssl_f: p.ssl_f.clone(),
+            ssl_g: p.ssl_g.clone(),
+            sslmem: p.sslmem.clone(),
+            sslmem_first_half: p.sslmem_first_half.clone(),
+            sslmem_second_half: p.sslmem_second_half.clone(),
+        }
+    }
+}
+
+/// Converts scores for a [`State::Layer`].
+pub fn to_bits(v: &[PointScores]) -> Vec<PointBits> {
+    v.iter().map(PointBits::from).collect()
+}
+
+/// The scores of a [`State::Layer`].
+pub fn from_bits(v: &[PointBits]) -> Vec<PointScores> {
+    v.iter().map(PointScores::from).collect()
+}
+
+/// One shard's file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    pub format: String,
+    pub version: u32,
+    pub memprune_version: String,
+    pub shard: Shard,
+    pub run: Run,
+    pub state: State,
+}
+
+impl Partial {
+    pub fn new(shard: Shard, run: Run, state: State) -> Partial {
+        Partial {
+            format: FORMAT.into(),
+            version: VERSION,
+            memprune_version: env!("CARGO_PKG_VERSION").into(),
+            shard,
+            run,
+            state,
+        }
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+
+    /// Reads a partial; any problem is one error naming the file.
+    pub fn read(path: &Path) -> Result<Partial> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a memprune partial result (not JSON: {e})",
+                path.display()
+            )
+        })?;
+        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            bail!(
+                "{}: not a memprune partial result (no \"format\": \"{FORMAT}\")",
+                path.display()
+            );
+        }
+        let version = v.get("version").and_then(|f| f.as_u64());
+        if version != Some(VERSION as u64) {
+            bail!(
+                "{}: partial format version {}; this memprune reads version {VERSION}",
+                path.display(),
+                version.map_or("(none)".to_string(), |x| x.to_string())
+            );
+        }
+        serde_json::from_value(v)
+            .map_err(|e| anyhow::anyhow!("{}: malformed partial result: {e}", path.display()))
+    }
+}
+
+/// SHA-256 (hex) of a file's bytes.
+pub fn digest_file(path: &Path) -> Result<String> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(hex(&h.finalize()))
+}
+
+/// SHA-256 (hex) of an image set as measured: its shape, pixels and labels.
+pub fn digest_images(set: &ImageSet) -> String {
+    let mut h = Sha256::new();
+    for d in [set.len(), set.channels, set.height, set.width] {
+        h.update((d as u64).to_le_bytes());
+    }
+    h.update(&set.pixels);
+    match &set.labels {
+        Some(l) => {
+            h.update([1u8]);
+            l.iter().for_each(|x| h.update(x.to_le_bytes()));
+        }
+        None => h.update([0u8]),
+    }
+    hex(&h.finalize())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The first field (dotted path) where two JSON values differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value::Object;
+    match (a, b) {
+        (Object(x), Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, &path),
+                    _ => Some(path),
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some(if at.is_empty() {
+            "(all)".into()
+        } else {
+            at.into()
+        }),
+    }
+}
+
+/// The points shard `s` of `run` measures (and its control points).
+fn expected(run: &Run, s: Shard) -> (Vec<usize>, Option<Vec<usize>>) {
+    (
+        s.take(&run.points),
+        run.control_points.as_ref().map(|c| s.take(c)),
+    )
+}
+
+/// Refuses a state that does not hold exactly the points of its shard.
+fn check_holds(path: &Path, p: &Partial) -> Result<()> {
+    let (pts, ctrl) = expected(&p.run, p.shard);
+    let n_ctrl = ctrl.as_ref().map(Vec::len);
+    let (got, got_ctrl): (usize, Option<usize>) = match &p.state {
+        State::Unit { train, unseen } => (train.points(), unseen.as_ref().map(|u| u.points())),
+        State::Class { train, unseen } => (
+            train.counts.iter().sum(),
+            unseen.as_ref().map(|u| u.counts.iter().sum()),
+        ),
+        State::Layer { points, control } => {
+            let ok = points.iter().map(|x| x.point).eq(pts.iter().copied())
+                && match (control, &ctrl) {
+                    (Some(c), Some(e)) => c.iter().map(|x| x.point).eq(e.iter().copied()),
+                    (None, None) => true,
+                    _ => false,
+                };
+            if !ok {
+                bail!(
+                    "{}: shard {} does not hold the points of shard {} of its run",
+                    path.display(),
+                    p.shard,
+                    p.shard
+                );
+            }
+            (pts.len(), n_ctrl)
+        }
+    };
+    let metric_ok = matches!(
+        (&p.state, p.run.metric),
+        (State::Unit { .. }, Metric::Unit)
+            | (State::Class { .. }, Metric::Class)
+            | (State::Layer { .. }, Metric::Layer)
+    );
+    if !metric_ok || got != pts.len() || got_ctrl != n_ctrl {
+        bail!(
+            "{}: shard {} holds {got} points (control: {:?}) where its run's shard has {} (control: {:?})",
+            path.display(),
+            p.shard,
+            got_ctrl,
+            pts.len(),
+            n_ctrl
+        );
+    }
+    Ok(())
+}
+
+/// Merges the partials of one run: every shard exactly once, all of the same run (see the
+/// module docs); any problem is one error naming the file.
+pub fn merge(parts: Vec<(PathBuf, Partial)>) -> Result<(Run, State)> {
+    let Some((first_path, first)) = parts.first() else {
+        bail!("merge needs at least one partial result");
+    };
+    let n = first.shard.count;
+    let mut by_index: Vec<Option<usize>> = vec![None; n];
+    let first_run = serde_json::to_value(&first.run)?;
+    for (k, (path, p)) in parts.iter().enumerate() {
+        if p.memprune_version != first.memprune_version {
+            bail!(
+                "{}: measured by memprune {}, {} by {}: shards must come from the same version",
+                path.display(),
+                p.memprune_version,
+                first_path.display(),
+                first.memprune_version
+            );
+        }
+        if p.run != first.run {
+            let field = first_difference(&first_run, &serde_json::to_value(&p.run)?, "")
+                .unwrap_or_else(|| "(all)".into());
+            bail!(
+                "{}: not a shard of the same run as {} (`{field}` differs: another checkpoint, data, settings or seed)",
+                path.display(),
+                first_path.display()
+            );
+        }
+        if p.shard.count != n {
+            bail!(
+                "{}: shard {} of a run in {} shards, but {} is shard {}",
+                path.display(),
+                p.shard,
+                p.shard.count,
+                first_path.display(),
+                first.shard
+            );
+        }
+        if let Some(other) = by_index[p.shard.index] {
+            bail!(
+                "{}: shard {} again (also {}): shards overlap",
+                path.display(),
+                p.shard,
+                parts[other].0.display()
+            );
+        }
+        check_holds(path, p)?;
+        by_index[p.shard.index] = Some(k);
+    }
+    let missing: Vec<String> = (0..n)
+        .filter(|&i| by_index[i].is_none())
+        .map(|i| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "shard{} {} of {n} missing (given: {} partial{} of the run in {})",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            parts.len(),
+            if parts.len() == 1 { "" } else { "s" },
+            first_path.display()
+        );
+    }
+    let mut order = by_index.into_iter().flatten().map(|k| &parts[k].1);
+    let mut state = order.next().expect("n >= 1").state.clone();
+    for p in order {
+        merge_state(&mut state, &p.state)?;
+    }
+    Ok((first.run.clone(), state))
+}
+
+fn merge_state(a: &mut State, b: &State) -> Result<()> {
+    fn opt<T>(
+        x: &mut Option<T>,
+        y: &Option<T>,
+        f: impl Fn(&mut T, &T) -> Result<()>,
+    ) -> Result<()> {
+        match (x, y) {
+            (Some(x), Some(y)) => f(x, y),
+            (None, None) => Ok(()),
+            _ => bail!("one shard has a control and another not"),
+        }
+    }
+    match (a, b) {
+        (
+            State::Unit { train, unseen },
+            State::Unit {
+                train: t,
+                unseen: u,
+            },
+        ) => {
+            train.merge(t)?;
+            opt(unseen, u, |x, y| x.merge(y))
+        }
+        (
+            State::Class { train, unseen },
+            State::Class {
+                train: t,
+                unseen: u,
+            },
+        ) => {
+            train.merge(t)?;
+            opt(unseen, u, |x, y| x.merge(y))
+        }
+        (
+            State::Layer { points, control },
+            State::Layer {
+                points: p,
+                control: c,
+            },
+        ) => {
+            points.extend_from_slice(p);
+            opt(control, c, |x, y| {
+                x.extend_from_slice(y);
+                Ok(())
+            })
+        }
+        _ => bail!("shards of different metrics"),
+    }
+}
