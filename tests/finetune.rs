@@ -399,3 +399,64 @@ fn a_policy_fine_tunes_the_layers_it_marks_trainable() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("epochs must be at least 1"), "{err}");
 }
+
+#[test]
+fn comparisons_need_a_spread_to_give_a_verdict() {
+    use memprune::eval::finetune::FinetuneRun;
+    use memprune::eval::finetune_experiment::{compare, Row};
+    let row = |choice: Choice, layers: &[&str], acc: &[f64]| {
+        let runs: Vec<FinetuneRun> = acc
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| FinetuneRun {
+                seed: i as u64,
+                accuracy: a,
+                final_loss: 0.0,
+                seconds: 0.0,
+            })
+            .collect();
+        let v: Vec<String> = layers.iter().map(|s| s.to_string()).collect();
+        let m = memprune::eval::finetune::mean(acc);
+        Row {
+            choice,
+            label: choice.label(),
+            layers: vec![v; acc.len()],
+            runs,
+            mean: m,
+            std: memprune::eval::finetune::std(acc),
+            paper: None,
+        }
+    };
+    let verdict = |top: Row, last: Row| compare(&[top, last], 1).unwrap().verdict;
+    let (t, l) = (Choice::TopDlayermem(1), Choice::Last(1));
+    assert_eq!(
+        verdict(
+            row(t, &["a"], &[0.9, 0.91, 0.92]),
+            row(l, &["b"], &[0.8, 0.81, 0.82])
+        ),
+        "held"
+    );
+    assert_eq!(
+        verdict(
+            row(t, &["a"], &[0.8, 0.81, 0.82]),
+            row(l, &["b"], &[0.9, 0.91, 0.92])
+        ),
+        "not held"
+    );
+    assert_eq!(
+        verdict(
+            row(t, &["a"], &[0.80, 0.90, 0.85]),
+            row(l, &["b"], &[0.86, 0.84, 0.85])
+        ),
+        "indistinguishable from noise"
+    );
+    assert_eq!(
+        verdict(row(t, &["b"], &[0.9, 0.8]), row(l, &["b"], &[0.9, 0.8])),
+        "same layers"
+    );
+    // One seed each: no spread, so no verdict either way, however large the difference.
+    assert_eq!(
+        verdict(row(t, &["a"], &[0.95]), row(l, &["b"], &[0.60])),
+        "one seed: no spread to judge by"
+    );
+}
