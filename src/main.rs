@@ -291,14 +291,13 @@ struct FinetuneArgs {
 
 impl FinetuneArgs {
     fn settings(&self) -> memprune::eval::finetune::FinetuneSettings {
-        let d = memprune::eval::finetune::FinetuneSettings::default();
-        memprune::eval::finetune::FinetuneSettings {
-            epochs: self.epochs.unwrap_or(d.epochs),
-            lr: self.lr.unwrap_or(d.lr),
-            batch: self.batch.unwrap_or(d.batch),
-            seeds: self.seeds.clone().unwrap_or(d.seeds.clone()),
-            ..d
-        }
+        memprune::eval::finetune::settings_from(&memprune::plan::policy::FinetuneEval {
+            epochs: self.epochs,
+            lr: self.lr,
+            batch: self.batch,
+            seeds: self.seeds.clone(),
+            ..Default::default()
+        })
     }
 }
 
@@ -834,8 +833,8 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
         println!(
             "\nfine-tuned on {} ({} epochs, seeds {:?}):\n",
             ft.data_path().display(),
-            ft.settings().epochs,
-            ft.settings().seeds
+            memprune::eval::finetune::settings_from(&ft).epochs,
+            memprune::eval::finetune::settings_from(&ft).seeds
         );
         print!("{}", report::finetune::before_after(b, a));
     }

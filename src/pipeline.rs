@@ -29,6 +29,11 @@ pub struct Planned {
 /// Measures what the policy ranks by and makes the plan. Writes nothing.
 pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     let p = &pf.policy;
+    if let Some(ft) = &p.evaluation.finetune {
+        crate::eval::finetune::settings_from(ft)
+            .validate()
+            .map_err(|e| pf.error_at(None, "finetune", &format!("evaluation.{e}")))?;
+    }
     let model_path = p.model.clone().unwrap_or_else(crate::defaults::model_f);
     check_exists(&pf, "model", &model_path)?;
     let encoder = Encoder::load(&model_path, &LoadOptions::default())?;
@@ -450,7 +455,7 @@ pub fn finetune_before_after(
     let path = ft.data_path();
     let train = data::open(&path, Split::Train)?;
     let test = data::open(&path, Split::Test)?;
-    let settings = ft.settings();
+    let settings = crate::eval::finetune::settings_from(ft);
     let after = Encoder::load(
         &outputs.current(&report.after.checkpoint),
         &LoadOptions::default(),

@@ -97,6 +97,20 @@ impl FinetuneSettings {
     }
 }
 
+/// The settings of a policy's `evaluation.finetune` (its defaults filled in).
+pub fn settings_from(ft: &crate::plan::policy::FinetuneEval) -> FinetuneSettings {
+    let d = FinetuneSettings::default();
+    FinetuneSettings {
+        epochs: ft.epochs.unwrap_or(d.epochs),
+        lr: ft.lr.unwrap_or(d.lr),
+        weight_decay: ft.weight_decay.unwrap_or(d.weight_decay),
+        batch: ft.batch.unwrap_or(d.batch),
+        warmup_epochs: ft.warmup_epochs.unwrap_or(d.warmup_epochs),
+        seeds: ft.seeds.clone().unwrap_or(d.seeds),
+        augment: ft.augment.clone().unwrap_or(d.augment),
+    }
+}
+
 /// One fine-tuning run.
 #[derive(Debug, Clone, Serialize)]
 pub struct FinetuneRun {

@@ -270,8 +270,8 @@ pub struct Evaluation {
     pub finetune: Option<FinetuneEval>,
 }
 
-/// `evaluation.finetune`: the downstream data and how to fine-tune (defaults: those of
-/// [`crate::eval::finetune::FinetuneSettings`]).
+/// `evaluation.finetune`: the downstream data and how to fine-tune (defaults: those of the
+/// evaluator's fine-tuning settings, which also check the values).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneEval {
@@ -300,19 +300,6 @@ impl FinetuneEval {
         self.data
             .clone()
             .unwrap_or_else(crate::defaults::downstream)
-    }
-
-    pub fn settings(&self) -> crate::eval::finetune::FinetuneSettings {
-        let d = crate::eval::finetune::FinetuneSettings::default();
-        crate::eval::finetune::FinetuneSettings {
-            epochs: self.epochs.unwrap_or(d.epochs),
-            lr: self.lr.unwrap_or(d.lr),
-            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
-            batch: self.batch.unwrap_or(d.batch),
-            warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
-            seeds: self.seeds.clone().unwrap_or(d.seeds.clone()),
-            augment: self.augment.clone().unwrap_or(d.augment.clone()),
-        }
     }
 }
 
@@ -438,17 +425,13 @@ impl PolicyFile {
             .augment
             .validate()
             .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
-        if let Some(ft) = &p.evaluation.finetune {
-            ft.settings()
-                .validate()
-                .map_err(|e| self.error_at(None, "finetune", &format!("evaluation.{e}")))?;
-            if !p
+        if p.evaluation.finetune.is_some()
+            && !p
                 .actions
                 .iter()
                 .any(|a| matches!(a, Action::Freeze(_) | Action::Train(_)))
-            {
-                return Err(self.error_at(None, "finetune", "evaluation.finetune fine-tunes the layers the policy's `train` actions choose; this policy has no `freeze` or `train` action"));
-            }
+        {
+            return Err(self.error_at(None, "finetune", "evaluation.finetune fine-tunes the layers the policy's `train` actions choose; this policy has no `freeze` or `train` action"));
         }
         let mut mode = None;
         for (i, a) in p.actions.iter().enumerate() {
