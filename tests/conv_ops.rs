@@ -151,7 +151,111 @@ fn cases() -> Vec<Case> {
         case(40, 8, 6, 6, 16, 3, 1, 1, 1, 1),
         case(33, 16, 4, 4, 16, 3, 1, 1, 1, 1),
         case(1, 2, 3, 3, 3, 3, 1, 0, 1, 1),
+        // Winograd F(2x2, 3x3): odd maps, no padding, wide padding, one image.
+        case(3, 16, 7, 7, 24, 3, 1, 1, 1, 1),
+        case(2, 20, 5, 9, 16, 3, 1, 0, 1, 1),
+        case(2, 16, 6, 6, 16, 3, 1, 2, 1, 1),
+        case(1, 32, 3, 3, 16, 3, 1, 1, 1, 1),
+        // Small maps as one dense product: 1x1, 2x2, 1x2, strided, dilated, 7x7.
+        case(4, 16, 1, 1, 32, 3, 1, 1, 1, 1),
+        case(4, 16, 2, 2, 32, 3, 1, 1, 1, 1),
+        case(3, 8, 2, 2, 16, 3, 2, 1, 1, 1),
+        case(2, 8, 1, 2, 8, 3, 1, 1, 1, 1),
+        case(2, 4, 2, 2, 6, 3, 1, 2, 2, 1),
+        case(2, 3, 2, 2, 4, 7, 2, 3, 1, 1),
+        // More than 512 products per output with few output channels (the GEMM's k blocks).
+        case(3, 64, 9, 9, 32, 3, 2, 1, 1, 1),
+        case(2, 520, 3, 3, 16, 3, 1, 1, 1, 1),
+        case(2, 130, 2, 2, 8, 3, 1, 1, 1, 1),
     ]
+}
+
+/// The cases above reach every forward algorithm.
+#[test]
+fn conv_cases_cover_every_algorithm() -> Result<()> {
+    use memprune::model::conv::{forward_algorithm, ForwardAlgorithm as A};
+    let mut seen = Vec::new();
+    for cs in cases() {
+        let wd = [cs.co, cs.c / cs.p.groups, cs.k, cs.k];
+        seen.push(forward_algorithm(&[cs.n, cs.c, cs.h, cs.w], &wd, cs.p)?);
+    }
+    for a in [A::Im2col, A::Winograd, A::SmallMap] {
+        let k = seen.iter().filter(|s| **s == a).count();
+        assert!(k >= 4, "{a:?}: {k} cases");
+    }
+    // resnet18's layers at 32x32 and the paper ResNet9's at 28x28.
+    let p1 = ConvParams {
+        padding: 1,
+        ..Default::default()
+    };
+    let p2 = ConvParams {
+        stride: 2,
+        padding: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        forward_algorithm(&[8, 512, 1, 1], &[512, 512, 3, 3], p1)?,
+        A::SmallMap
+    );
+    assert_eq!(
+        forward_algorithm(&[8, 256, 2, 2], &[512, 256, 3, 3], p2)?,
+        A::SmallMap
+    );
+    assert_eq!(
+        forward_algorithm(&[8, 256, 2, 2], &[256, 256, 3, 3], p1)?,
+        A::SmallMap
+    );
+    assert_eq!(
+        forward_algorithm(&[8, 64, 8, 8], &[64, 64, 3, 3], p1)?,
+        A::Winograd
+    );
+    assert_eq!(
+        forward_algorithm(&[8, 128, 4, 4], &[256, 128, 3, 3], p2)?,
+        A::Im2col
+    );
+    assert_eq!(
+        forward_algorithm(&[8, 1, 28, 28], &[32, 1, 3, 3], p1)?,
+        A::Im2col
+    );
+    Ok(())
+}
+
+/// Every algorithm gives an image the same bits whatever the batch around it and the
+/// number of threads.
+#[test]
+fn conv_bits_do_not_depend_on_batch_or_threads() -> Result<()> {
+    let dev = Device::Cpu;
+    for cs in cases().into_iter().filter(|c| c.p.groups == 1) {
+        let x = Tensor::randn(0f32, 1., (9, cs.c, cs.h, cs.w), &dev)?;
+        let w = Tensor::randn(0f32, 0.3, (cs.co, cs.c, cs.k, cs.k), &dev)?;
+        let b = Tensor::randn(0f32, 1., cs.co, &dev)?;
+        let run = |x: &Tensor, threads: usize| -> Vec<u32> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| conv2d_bias_act(x, &w, &b, cs.p, true))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect()
+        };
+        let all = run(&x, 2);
+        let per = all.len() / 9;
+        for (lo, len, threads) in [(0, 9, 1), (0, 1, 1), (3, 1, 2), (4, 5, 2), (2, 3, 1)] {
+            let part = run(&x.narrow(0, lo, len)?, threads);
+            assert!(
+                part == all[lo * per..(lo + len) * per],
+                "{cs:?}: images {lo}..{} with {threads} thread(s) differ from the batch of 9",
+                lo + len
+            );
+        }
+    }
+    Ok(())
 }
 
 #[test]

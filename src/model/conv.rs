@@ -12,7 +12,16 @@
 //! `RAYON_NUM_THREADS` applies), each with a single-threaded GEMM; when there are too
 //! few chunks to share, chunks run one by one and the GEMM itself is parallel.
 //!
+//! Two forward algorithms do less arithmetic where im2col's GEMM would waste it:
+//! [`winograd`] (F(2x2, 3x3), 2.25x fewer multiplications for 3x3 kernels of stride 1) and
+//! [`small_map`] (maps with fewer pixels than kernel taps, as one dense product: 9x fewer on
+//! a 1x1 map). The backward pass is always im2col's. `MEMPRUNE_CONV=im2col` sends every
+//! forward through im2col, `MEMPRUNE_CONV=stock` every convolution through candle.
+//!
 //! Other devices and dtypes fall back to candle's stock `conv2d`.
+
+mod small_map;
+mod winograd;
 
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
@@ -45,7 +54,7 @@ impl Default for ConvParams {
 /// `y = conv(x, w) + b`, `x`: (N, C_in, H, W), `w`: (C_out, C_in / groups, KH, KW),
 /// `b`: (C_out,). Differentiable in `x`, `w` and `b`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -> Result<Tensor> {
-    conv_impl(x, w, b, p, false)
+    conv_impl(x, w, b, p, false, None)
 }
 
 /// Inference: `relu(conv(x, w) + b)` when `relu`, else `conv(x, w) + b`. The models
@@ -58,7 +67,21 @@ pub fn conv2d_bias_act(
     p: ConvParams,
     relu: bool,
 ) -> Result<Tensor> {
-    conv_impl(x, w, Some(b), p, relu)
+    conv_impl(x, w, Some(b), p, relu, None)
+}
+
+/// [`conv2d_bias_act`] with the forward algorithm given instead of chosen (an algorithm
+/// that does not apply to the geometry falls back to im2col): for benchmarks and tests
+/// that compare the algorithms in one process.
+pub fn conv2d_bias_act_using(
+    algorithm: ForwardAlgorithm,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    p: ConvParams,
+    relu: bool,
+) -> Result<Tensor> {
+    conv_impl(x, w, Some(b), p, relu, Some(algorithm))
 }
 
 /// Candle's own convolution (the reference and the fallback for other devices/dtypes).
@@ -73,8 +96,50 @@ pub fn conv2d_stock(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: ConvParams) -
 /// `MEMPRUNE_CONV=stock` sends every convolution through candle's stock op: the way to
 /// check any memprune result against the reference implementation.
 pub fn stock_forced() -> bool {
-    static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STOCK.get_or_init(|| std::env::var("MEMPRUNE_CONV").is_ok_and(|v| v == "stock"))
+    conv_env() == Some("stock")
+}
+
+/// `MEMPRUNE_CONV=im2col`: every forward through im2col and one GEMM (no Winograd, no
+/// small-map product), the baseline the faster algorithms are measured and tested against.
+fn im2col_forced() -> bool {
+    conv_env() == Some("im2col")
+}
+
+fn conv_env() -> Option<&'static str> {
+    static CONV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CONV.get_or_init(|| std::env::var("MEMPRUNE_CONV").ok())
+        .as_deref()
+}
+
+/// The forward algorithms of the CPU op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAlgorithm {
+    Im2col,
+    Winograd,
+    SmallMap,
+}
+
+/// The forward algorithm the CPU op uses for this geometry: chosen from the shapes alone
+/// (never the batch size or thread count), so a given layer always rounds the same way.
+pub fn forward_algorithm(
+    x_dims: &[usize],
+    w_dims: &[usize],
+    p: ConvParams,
+) -> Result<ForwardAlgorithm> {
+    let g = Geom::new(x_dims, w_dims, p)?;
+    Ok(algorithm(&g))
+}
+
+fn algorithm(g: &Geom) -> ForwardAlgorithm {
+    if im2col_forced() {
+        ForwardAlgorithm::Im2col
+    } else if small_map::applies(g) {
+        ForwardAlgorithm::SmallMap
+    } else if winograd::applies(g) {
+        ForwardAlgorithm::Winograd
+    } else {
+        ForwardAlgorithm::Im2col
+    }
 }
 
 fn use_fast_path(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
@@ -91,6 +156,7 @@ fn conv_impl(
     b: Option<&Tensor>,
     p: ConvParams,
     relu: bool,
+    alg: Option<ForwardAlgorithm>,
 ) -> Result<Tensor> {
     if !use_fast_path(x, w, b) {
         let y = conv2d_stock(x, w, b, p)?;
@@ -101,7 +167,7 @@ fn conv_impl(
     let x = x.contiguous()?;
     let w = w.contiguous()?;
     match b {
-        None => x.apply_op2(&w, ConvOp2 { p, relu }),
+        None => x.apply_op2(&w, ConvOp2 { p, relu, alg }),
         Some(b) => {
             if b.dims() != [w.dim(0)?] {
                 bail!(
@@ -111,7 +177,7 @@ fn conv_impl(
                 )
             }
             let b = b.contiguous()?;
-            x.apply_op3(&w, &b, ConvOp3 { p, relu })
+            x.apply_op3(&w, &b, ConvOp3 { p, relu, alg })
         }
     }
 }
@@ -261,6 +327,15 @@ fn parallelism(nt: usize) -> Parallelism {
 }
 
 /// `dst (m x n) [+]= lhs (m x k) · rhs (k x n)`, all f32, strides as (row, col).
+///
+/// Column j of the result has the same bits whatever `n` is (and whatever `par`), which is
+/// what makes a convolution's output independent of the batch and the thread count. The
+/// `gemm` crate alone does not promise that: for `m, n <= 64` it cuts k into blocks of 512
+/// where larger problems get balanced blocks, and `n = 1` or `m·n <= 256` with both operands
+/// k-contiguous take a GEMV or a dot-product kernel that sum in another order. So k is cut
+/// here, in balanced blocks of at most 512 (the crate's own choice on this machine's
+/// caches, so the same work), and those two shapes go through a row-major copy of `rhs`
+/// with at least two columns.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm(
     m: usize,
@@ -291,27 +366,97 @@ unsafe fn sgemm(
         }
         return;
     }
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        dst_cs as isize,
-        dst_rs as isize,
-        accumulate,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        1.0,
-        1.0,
-        false,
-        false,
-        false,
-        par,
+    if n == 1 || (m * n <= 256 && lhs_cs == 1 && rhs_rs == 1) {
+        let nn = n.max(2);
+        let mut r = vec![0f32; k * nn];
+        for kk in 0..k {
+            for j in 0..n {
+                r[kk * nn + j] = *rhs.add(kk * rhs_rs + j * rhs_cs);
+            }
+        }
+        let mut d = vec![0f32; m * nn];
+        if accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    d[i * nn + j] = *dst.add(i * dst_rs + j * dst_cs);
+                }
+            }
+        }
+        sgemm_k_blocks(
+            m,
+            nn,
+            k,
+            d.as_mut_ptr(),
+            nn,
+            1,
+            accumulate,
+            lhs,
+            lhs_rs,
+            lhs_cs,
+            r.as_ptr(),
+            nn,
+            1,
+            par,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                *dst.add(i * dst_rs + j * dst_cs) = d[i * nn + j];
+            }
+        }
+        return;
+    }
+    sgemm_k_blocks(
+        m, n, k, dst, dst_rs, dst_cs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, par,
     )
+}
+
+/// [`sgemm`] in balanced blocks of at most 512 along k, each accumulated onto the last.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_k_blocks(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    lhs: *const f32,
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: *const f32,
+    rhs_rs: usize,
+    rhs_cs: usize,
+    par: Parallelism,
+) {
+    const MAX_KC: usize = 512;
+    let blocks = k.div_ceil(MAX_KC);
+    let kc = k.div_ceil(blocks);
+    let mut k0 = 0;
+    while k0 < k {
+        let kb = kc.min(k - k0);
+        gemm::gemm(
+            m,
+            n,
+            kb,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate || k0 > 0,
+            lhs.add(k0 * lhs_cs),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.add(k0 * rhs_rs),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+        k0 += kb;
+    }
 }
 
 pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -437,7 +582,28 @@ fn col2im(col: &[f32], g: &Geom, nb: usize, dx: &mut [f32], par: bool) {
 // ---------------------------------------------------------------------------------------
 // Forward
 
-fn conv_fwd(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, relu: bool) -> Vec<f32> {
+fn conv_fwd(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    g: &Geom,
+    relu: bool,
+    alg: Option<ForwardAlgorithm>,
+) -> Vec<f32> {
+    let alg = match alg {
+        Some(ForwardAlgorithm::SmallMap) if small_map::applies(g) => ForwardAlgorithm::SmallMap,
+        Some(ForwardAlgorithm::Winograd) if winograd::applies(g) => ForwardAlgorithm::Winograd,
+        Some(_) => ForwardAlgorithm::Im2col,
+        None => algorithm(g),
+    };
+    match alg {
+        ForwardAlgorithm::SmallMap => small_map::forward(x, w, bias, g, relu),
+        ForwardAlgorithm::Winograd => winograd::forward(x, w, bias, g, relu),
+        ForwardAlgorithm::Im2col => im2col_fwd(x, w, bias, g, relu),
+    }
+}
+
+fn im2col_fwd(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, relu: bool) -> Vec<f32> {
     let p = g.p();
     let nt = num_threads();
     let nb = g.chunk_images(nt);
@@ -733,15 +899,18 @@ fn bwd_chunk(
 struct ConvOp2 {
     p: ConvParams,
     relu: bool,
+    alg: Option<ForwardAlgorithm>,
 }
 struct ConvOp3 {
     p: ConvParams,
     relu: bool,
+    alg: Option<ForwardAlgorithm>,
 }
 
 fn fwd_storage(
     p: ConvParams,
     relu: bool,
+    alg: Option<ForwardAlgorithm>,
     x: (&CpuStorage, &Layout),
     w: (&CpuStorage, &Layout),
     b: Option<(&CpuStorage, &Layout)>,
@@ -753,7 +922,7 @@ fn fwd_storage(
         Some((s, l)) => Some(cpu_slice(s, l)?),
         None => None,
     };
-    let y = conv_fwd(xs, ws, bs, &g, relu);
+    let y = conv_fwd(xs, ws, bs, &g, relu, alg);
     Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.oh, g.ow))))
 }
 
@@ -808,7 +977,7 @@ impl CustomOp2 for ConvOp2 {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fwd_storage(self.p, self.relu, (s1, l1), (s2, l2), None)
+        fwd_storage(self.p, self.relu, self.alg, (s1, l1), (s2, l2), None)
     }
     fn bwd(
         &self,
@@ -835,7 +1004,14 @@ impl CustomOp3 for ConvOp3 {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fwd_storage(self.p, self.relu, (s1, l1), (s2, l2), Some((s3, l3)))
+        fwd_storage(
+            self.p,
+            self.relu,
+            self.alg,
+            (s1, l1),
+            (s2, l2),
+            Some((s3, l3)),
+        )
     }
     fn bwd(
         &self,

@@ -1,0 +1,170 @@
+//! Forward time of each convolution algorithm (im2col, Winograd F(2x2, 3x3), small-map
+//! product) on the layers of the measure benchmarks, in one process.
+//!
+//!     RAYON_NUM_THREADS=2 cargo run --release --example bench_conv_algorithms [RUNS]
+//!
+//! Prints per layer the median milliseconds of each algorithm that applies, its GFLOP/s
+//! counted as im2col's arithmetic (so the figures compare), the ratio to im2col, and the
+//! largest difference from im2col relative to the output's largest magnitude.
+
+use candle_core::{Device, Tensor};
+use memprune::model::conv::{
+    conv2d_bias_act_using, forward_algorithm, ConvParams, ForwardAlgorithm as A,
+};
+use std::time::Instant;
+
+struct Layer {
+    name: &'static str,
+    n: usize,
+    c: usize,
+    h: usize,
+    co: usize,
+    k: usize,
+    s: usize,
+}
+
+const fn l(
+    name: &'static str,
+    n: usize,
+    c: usize,
+    h: usize,
+    co: usize,
+    k: usize,
+    s: usize,
+) -> Layer {
+    Layer {
+        name,
+        n,
+        c,
+        h,
+        co,
+        k,
+        s,
+    }
+}
+
+const LAYERS: [Layer; 19] = [
+    l("paper r9@28 b2", 250, 32, 28, 64, 3, 1),
+    l("paper r9@28 b3", 250, 64, 14, 64, 3, 1),
+    l("paper r9@28 b5", 250, 64, 14, 128, 3, 1),
+    l("paper r9@28 b6", 250, 128, 7, 256, 3, 1),
+    l("paper r9@28 b7", 250, 256, 3, 256, 3, 1),
+    l("r18@32 l1", 256, 64, 8, 64, 3, 1),
+    l("r18@32 l2.0", 256, 64, 8, 128, 3, 2),
+    l("r18@32 l2", 256, 128, 4, 128, 3, 1),
+    l("r18@32 l3.0", 256, 128, 4, 256, 3, 2),
+    l("r18@32 l3", 256, 256, 2, 256, 3, 1),
+    l("r18@32 l4.0", 256, 256, 2, 512, 3, 2),
+    l("r18@32 l4", 256, 512, 1, 512, 3, 1),
+    l("r18@224 l1", 32, 64, 56, 64, 3, 1),
+    l("r18@224 l2", 32, 128, 28, 128, 3, 1),
+    l("r18@224 l3", 32, 256, 14, 256, 3, 1),
+    l("r18@224 l4", 32, 512, 7, 512, 3, 1),
+    l("r18@224 l4.0", 32, 256, 14, 512, 3, 2),
+    l("r18@224 conv1", 32, 3, 224, 64, 7, 2),
+    l("r18@224 l2.ds", 32, 64, 56, 128, 1, 2),
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> candle_core::Result<()> {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let dev = Device::Cpu;
+    println!(
+        "{} thread(s), median of {runs}\n",
+        candle_core::utils::get_num_threads()
+    );
+    println!(
+        "{:<16} {:>4} {:>4} {:>4} {:>4} {:>2} {:>2} | {:>9} {:>9} {:>9} | {:>6} | {:>7} {:>9}",
+        "layer",
+        "N",
+        "Cin",
+        "H",
+        "Cout",
+        "k",
+        "s",
+        "im2col",
+        "winograd",
+        "smallmap",
+        "GF/s",
+        "best x",
+        "max diff"
+    );
+    for ly in LAYERS {
+        let pad = ly.k / 2;
+        let p = ConvParams {
+            stride: ly.s,
+            padding: pad,
+            ..Default::default()
+        };
+        let x = Tensor::randn(0f32, 1.0, (ly.n, ly.c, ly.h, ly.h), &dev)?;
+        let fan_in = (ly.c * ly.k * ly.k) as f64;
+        let w = Tensor::randn(
+            0f32,
+            (2.0 / fan_in).sqrt() as f32,
+            (ly.co, ly.c, ly.k, ly.k),
+            &dev,
+        )?;
+        let b = Tensor::randn(0f32, 0.1, ly.co, &dev)?;
+        let chosen = forward_algorithm(x.dims(), w.dims(), p)?;
+        let mut times = Vec::new();
+        let mut outs = Vec::new();
+        for alg in [A::Im2col, A::Winograd, A::SmallMap] {
+            let applies = alg == A::Im2col
+                || alg == chosen
+                || (alg == A::Winograd && ly.k == 3 && ly.s == 1 && ly.c >= 16 && ly.co >= 16);
+            if !applies {
+                times.push(None);
+                continue;
+            }
+            let y = conv2d_bias_act_using(alg, &x, &w, &b, p, true)?;
+            let ts: Vec<f64> = (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    conv2d_bias_act_using(alg, &x, &w, &b, p, true).unwrap();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.push(Some(median(ts)));
+            outs.push(y);
+        }
+        let oh = (ly.h + 2 * pad - ly.k) / ly.s + 1;
+        let flops = 2.0 * (ly.n * ly.co * oh * oh * ly.c * ly.k * ly.k) as f64;
+        let base = times[0].unwrap();
+        let best = times
+            .iter()
+            .flatten()
+            .cloned()
+            .fold(f64::INFINITY, f64::min);
+        let scale = outs[0].abs()?.max_all()?.to_scalar::<f32>()? as f64;
+        let mut diff = 0f64;
+        for y in &outs[1..] {
+            let d = (y - &outs[0])?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+            diff = diff.max(d / scale);
+        }
+        let cell = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3));
+        println!(
+            "{:<16} {:>4} {:>4} {:>4} {:>4} {:>2} {:>2} | {:>9} {:>9} {:>9} | {:>6.1} | {:>7.2} {:>9.1e}   ({chosen:?})",
+            ly.name,
+            ly.n,
+            ly.c,
+            ly.h,
+            ly.co,
+            ly.k,
+            ly.s,
+            cell(times[0]),
+            cell(times[1]),
+            cell(times[2]),
+            flops / base / 1e9,
+            base / best,
+            diff
+        );
+    }
+    Ok(())
+}
