@@ -105,6 +105,48 @@ impl MaxPool {
     }
 }
 
+impl MaxPool {
+    /// The forward's values only: `out[o]` = the window's maximum, found separably (along
+    /// x per input row, then along y over those rows, which vectorises). Each pass keeps
+    /// the first element of its window unless a later one is greater, so the result is
+    /// [`MaxPool::plane`]'s bit for bit (NaNs and signed zeros included): the first
+    /// maximum in row-major order.
+    fn plane_values(&self, x: &[f32], h: usize, w: usize, rows: &mut [f32], out: &mut [f32]) {
+        let (oh, ow) = self.out(h, w);
+        let window = |o: usize, len: usize| {
+            let lo = (o * self.s).saturating_sub(self.p);
+            let hi = (o * self.s + self.k - self.p).min(len);
+            (lo, hi)
+        };
+        for iy in 0..h {
+            let r = &x[iy * w..][..w];
+            let dst = &mut rows[iy * ow..][..ow];
+            for (ox, d) in dst.iter_mut().enumerate() {
+                let (lo, hi) = window(ox, w);
+                let mut acc = r[lo];
+                for &v in &r[lo + 1..hi] {
+                    if v > acc {
+                        acc = v;
+                    }
+                }
+                *d = acc;
+            }
+        }
+        for oy in 0..oh {
+            let (lo, hi) = window(oy, h);
+            let dst = &mut out[oy * ow..][..ow];
+            dst.copy_from_slice(&rows[lo * ow..][..ow]);
+            for iy in lo + 1..hi {
+                for (d, &v) in dst.iter_mut().zip(&rows[iy * ow..][..ow]) {
+                    if v > *d {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "memprune-max-pool2d"
@@ -118,9 +160,10 @@ impl CustomOp1 for MaxPool {
             y.par_chunks_mut(oh * ow)
                 .zip(xs.par_chunks(h * w))
                 .with_min_len(8)
-                .for_each(|(d, s)| {
-                    self.plane(s, h, w, |o, _, v| d[o] = v);
-                });
+                .for_each_init(
+                    || vec![0f32; h * ow],
+                    |rows, (d, s)| self.plane_values(s, h, w, rows, d),
+                );
         }
         Ok((CpuStorage::F32(y), Shape::from((n, c, oh, ow))))
     }
@@ -146,7 +189,38 @@ impl CustomOp1 for MaxPool {
 
 #[cfg(test)]
 mod tests {
+    use super::MaxPool;
     use candle_core::{DType, Device, Tensor};
+
+    #[test]
+    fn the_separable_forward_gives_the_windowed_scans_bits() {
+        // Values with ties, signed zeros and NaNs, where "first maximum" matters.
+        let special = [0.0f32, -0.0, 1.0, 1.0, f32::NAN, -2.0, 3.5, -0.0];
+        for (k, s, p) in [
+            (3, 2, 1),
+            (3, 1, 1),
+            (2, 2, 0),
+            (5, 2, 2),
+            (3, 3, 0),
+            (2, 1, 1),
+        ] {
+            for (h, w) in [(7, 7), (8, 5), (1, 3), (16, 16), (3, 1)] {
+                if h + 2 * p < k || w + 2 * p < k {
+                    continue;
+                }
+                let x: Vec<f32> = (0..h * w).map(|i| special[(i * 5 + i / 3) % 8]).collect();
+                let pool = MaxPool { k, s, p };
+                let (oh, ow) = pool.out(h, w);
+                let mut scan = vec![0f32; oh * ow];
+                pool.plane(&x, h, w, |o, _, v| scan[o] = v);
+                let mut rows = vec![0f32; h * ow];
+                let mut sep = vec![0f32; oh * ow];
+                pool.plane_values(&x, h, w, &mut rows, &mut sep);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&scan), bits(&sep), "k{k} s{s} p{p} on {h}x{w}");
+            }
+        }
+    }
 
     #[test]
     fn the_fallback_for_other_devices_pads_with_minus_infinity_as_the_cpu_kernel() {
