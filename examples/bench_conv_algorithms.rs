@@ -121,6 +121,7 @@ fn main() -> candle_core::Result<()> {
                 || (alg == A::Winograd && ly.k == 3 && ly.s == 1 && ly.c >= 16 && ly.co >= 16);
             if !applies {
                 times.push(None);
+                outs.push(None);
                 continue;
             }
             let y = conv2d_bias_act_using(alg, &x, &w, &b, p, true)?;
@@ -132,7 +133,7 @@ fn main() -> candle_core::Result<()> {
                 })
                 .collect();
             times.push(Some(median(ts)));
-            outs.push(y);
+            outs.push(Some(y));
         }
         let oh = (ly.h + 2 * pad - ly.k) / ly.s + 1;
         let flops = 2.0 * (ly.n * ly.co * oh * oh * ly.c * ly.k * ly.k) as f64;
@@ -142,15 +143,17 @@ fn main() -> candle_core::Result<()> {
             .flatten()
             .cloned()
             .fold(f64::INFINITY, f64::min);
-        let scale = outs[0].abs()?.max_all()?.to_scalar::<f32>()? as f64;
-        let mut diff = 0f64;
-        for y in &outs[1..] {
-            let d = (y - &outs[0])?.abs()?.max_all()?.to_scalar::<f32>()? as f64;
-            diff = diff.max(d / scale);
-        }
+        let base_y = outs[0].as_ref().unwrap();
+        let scale = base_y.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+        let diff = |y: &Option<Tensor>| -> String {
+            y.as_ref().map_or("-".to_string(), |y| {
+                let d = (y - base_y).unwrap().abs().unwrap().max_all().unwrap();
+                format!("{:.1e}", d.to_scalar::<f32>().unwrap() as f64 / scale)
+            })
+        };
         let cell = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3));
         println!(
-            "{:<16} {:>4} {:>4} {:>4} {:>4} {:>2} {:>2} | {:>9} {:>9} {:>9} | {:>6.1} | {:>7.2} {:>9.1e}   ({chosen:?})",
+            "{:<16} {:>4} {:>4} {:>4} {:>4} {:>2} {:>2} | {:>8} {:>8} {:>8} | {:>6.1} | {:>6.2} {:>8} {:>8}  ({chosen:?})",
             ly.name,
             ly.n,
             ly.c,
@@ -163,7 +166,8 @@ fn main() -> candle_core::Result<()> {
             cell(times[2]),
             flops / base / 1e9,
             base / best,
-            diff
+            diff(&outs[1]),
+            diff(&outs[2])
         );
     }
     Ok(())

@@ -114,8 +114,11 @@ fn conv_env() -> Option<&'static str> {
 /// The forward algorithms of the CPU op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardAlgorithm {
+    /// im2col and one GEMM: any geometry.
     Im2col,
+    /// Winograd F(2x2, 3x3): 3x3 kernels of stride 1.
     Winograd,
+    /// One dense product: maps with fewer pixels than kernel taps.
     SmallMap,
 }
 

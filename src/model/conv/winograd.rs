@@ -3,15 +3,18 @@
 //!
 //! Each 2x2 block of outputs is `Y = Aᵀ [Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B)] A`, with `d_c` the
 //! 4x4 input tile of channel c and `g_c` the 3x3 kernel. The sum over channels is 16 GEMMs,
-//! one per position ξ of the 4x4 transformed tile: `M_ξ (C_out x T) = U_ξ (C_out x C_in) ·
-//! V_ξ (C_in x T)` over the T tiles of a chunk of images. That is 16 multiplications per
-//! 2x2 outputs where im2col's GEMM makes 36: 2.25x fewer, at the price of rounding a few
-//! ulps differently (the transforms only add and halve).
+//! one per position ξ of the transformed tile: `M_ξ (C_out x T) = U_ξ (C_out x C_in) · V_ξ
+//! (C_in x T)` over the T tiles of a chunk of images. That is 16 multiplications per 2x2
+//! outputs where im2col's GEMM makes 36: 2.25x fewer. The transforms only add, subtract and
+//! halve, so the outputs stay within about 1e-6 (relative) of im2col's. (F(4x4, 3x3), 4x
+//! fewer multiplications, was tried and dropped: its larger transforms made the measure
+//! benchmark slower on this machine, 86 against 104 UnitMem points/s, and its rounding
+//! errors were ten times larger.)
 //!
 //! The transforms run on channels-last copies (the padded input, `V` and `M` as
 //! `[ξ][tile][channel]`), so that each works on eight channels at once; AVX2 is used when
-//! the CPU has it, with the same bits either way (the transforms only add, subtract and
-//! halve: nothing to fuse).
+//! the CPU has it, with the same bits either way (the transforms are written out as sums
+//! in a fixed order: nothing for the compiler to fuse).
 //!
 //! Every tile is transformed on its own and the GEMM's result for a column does not depend
 //! on how many columns it is given, so the output is the same bits for any batch size,
@@ -20,53 +23,71 @@
 use super::{num_threads, parallelism, sgemm, with_scratch, Geom, SendPtr};
 use rayon::prelude::*;
 
-/// F(2x2, 3x3) applies to 3x3 kernels of stride 1, no dilation, one group, and enough
-/// channels that the GEMMs (not the transforms) dominate.
+/// Outputs per tile side, input tile side, and positions of a transformed tile.
+const M: usize = 2;
+const A: usize = M + 2;
+const A2: usize = A * A;
+
+/// Winograd applies to 3x3 kernels of stride 1, no dilation, one group, and enough channels
+/// that the GEMMs (not the transforms) dominate.
 pub(super) fn applies(g: &Geom) -> bool {
     g.kh == 3 && g.kw == 3 && g.s == 1 && g.d == 1 && g.g == 1 && g.c >= 16 && g.co >= 16
 }
 
 /// Tiles per image: the output in 2x2 blocks (the last row/column half empty when odd).
 fn tiles(g: &Geom) -> (usize, usize) {
-    (g.oh.div_ceil(2), g.ow.div_ceil(2))
+    (g.oh.div_ceil(M), g.ow.div_ceil(M))
 }
 
-/// `U = G g Gᵀ` for every (output, input) channel pair, as `[ξ][C_out][C_in]`.
+/// Padded height and width of a chunk's channels-last input copy: the tiles at stride 2.
+fn padded(g: &Geom) -> (usize, usize) {
+    let (th, tw) = tiles(g);
+    (M * th + 2, M * tw + 2)
+}
+
+/// `G g` for one kernel column (or row) `g`, in f64.
+fn g_1d(g: [f64; 3]) -> [f64; A] {
+    let [g0, g1, g2] = g;
+    [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+}
+
+/// `Bᵀ d` for one column (or row) `d` of an input tile.
+#[inline(always)]
+fn bt_1d(d: [f32; A]) -> [f32; A] {
+    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+}
+
+/// `Aᵀ m` for one column (or row) `m` of a transformed output tile.
+#[inline(always)]
+fn at_1d(m: [f32; A]) -> [f32; M] {
+    [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+}
+
+/// `U = G g Gᵀ` for every (output, input) channel pair, as `[ξ][C_out][C_in]`, computed in
+/// f64 and rounded once.
 fn transform_kernel(w: &[f32], co: usize, ci: usize) -> Vec<f32> {
     let plane = co * ci;
-    let mut u = vec![0f32; 16 * plane];
+    let mut u = vec![0f32; A2 * plane];
     for o in 0..co {
         for c in 0..ci {
             let k = &w[(o * ci + c) * 9..][..9];
-            // t = G g (4x3): rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2.
-            let mut t = [[0f32; 3]; 4];
+            // t = G g (4 x 3), column by column.
+            let mut t = [[0f64; 3]; A];
             for j in 0..3 {
-                let (g0, g1, g2) = (k[j], k[3 + j], k[6 + j]);
-                t[0][j] = g0;
-                t[1][j] = 0.5 * (g0 + g1 + g2);
-                t[2][j] = 0.5 * (g0 - g1 + g2);
-                t[3][j] = g2;
+                let col = g_1d([k[j] as f64, k[3 + j] as f64, k[6 + j] as f64]);
+                for i in 0..A {
+                    t[i][j] = col[i];
+                }
             }
             for (i, r) in t.iter().enumerate() {
-                let row = [
-                    r[0],
-                    0.5 * (r[0] + r[1] + r[2]),
-                    0.5 * (r[0] - r[1] + r[2]),
-                    r[2],
-                ];
-                for (j, v) in row.into_iter().enumerate() {
-                    u[(i * 4 + j) * plane + o * ci + c] = v;
+                let row = g_1d(*r);
+                for j in 0..A {
+                    u[(i * A + j) * plane + o * ci + c] = row[j] as f32;
                 }
             }
         }
     }
     u
-}
-
-/// Padded height and width of a chunk's channels-last input copy: the 4x4 tiles at stride 2.
-fn padded(g: &Geom) -> (usize, usize) {
-    let (th, tw) = tiles(g);
-    (2 * th + 2, 2 * tw + 2)
 }
 
 /// Images `b0..b0+nb` of `x` as `[b][py][px][c]`, shifted by the padding, zero elsewhere.
@@ -120,59 +141,50 @@ fn pad_channels_last_body(x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f
     }
 }
 
-/// `Bᵀ d B` for lanes `0..N` of 16 channel runs: `d[i * 4 + j]` is pixel (i, j) of the tile.
+/// `Bᵀ d B` for lanes `0..N`: `d[i * 4 + j]` holds pixel (i, j) of the tile.
 #[inline(always)]
-fn input_lanes<const N: usize>(d: &[[f32; N]; 16]) -> [[f32; N]; 16] {
-    let mut t = [[0f32; N]; 16];
-    for i in 0..4 {
+fn input_lanes<const N: usize>(d: &[[f32; N]; A2]) -> [[f32; N]; A2] {
+    let mut t = [[0f32; N]; A2];
+    for i in 0..A {
         for l in 0..N {
-            let (a, b, c, e) = (
-                d[i * 4][l],
-                d[i * 4 + 1][l],
-                d[i * 4 + 2][l],
-                d[i * 4 + 3][l],
-            );
-            t[i * 4][l] = a - c;
-            t[i * 4 + 1][l] = b + c;
-            t[i * 4 + 2][l] = c - b;
-            t[i * 4 + 3][l] = b - e;
+            let r = bt_1d(std::array::from_fn(|j| d[i * A + j][l]));
+            for j in 0..A {
+                t[i * A + j][l] = r[j];
+            }
         }
     }
-    let mut v = [[0f32; N]; 16];
-    for j in 0..4 {
+    let mut v = [[0f32; N]; A2];
+    for j in 0..A {
         for l in 0..N {
-            let (a, b, c, e) = (t[j][l], t[4 + j][l], t[8 + j][l], t[12 + j][l]);
-            v[j][l] = a - c;
-            v[4 + j][l] = b + c;
-            v[8 + j][l] = c - b;
-            v[12 + j][l] = b - e;
+            let c = bt_1d(std::array::from_fn(|i| t[i * A + j][l]));
+            for i in 0..A {
+                v[i * A + j][l] = c[i];
+            }
         }
     }
     v
 }
 
-/// `Aᵀ M A` for lanes `0..N`: the 2x2 outputs `[y00, y01, y10, y11]`.
+/// `Aᵀ M A` for lanes `0..N`: output `(i, j)` of the 2x2 block at `[i * 2 + j]`.
 #[inline(always)]
-fn output_lanes<const N: usize>(m: &[[f32; N]; 16]) -> [[f32; N]; 4] {
+fn output_lanes<const N: usize>(mt: &[[f32; N]; A2]) -> [[f32; N]; 4] {
+    // s = Aᵀ M: 2 x 4.
     let mut s = [[0f32; N]; 8];
-    for j in 0..4 {
+    for j in 0..A {
         for l in 0..N {
-            let (m0, m1, m2, m3) = (m[j][l], m[4 + j][l], m[8 + j][l], m[12 + j][l]);
-            s[j][l] = m0 + m1 + m2;
-            s[4 + j][l] = m1 - m2 - m3;
+            let c = at_1d(std::array::from_fn(|i| mt[i * A + j][l]));
+            for i in 0..M {
+                s[i * A + j][l] = c[i];
+            }
         }
     }
     let mut y = [[0f32; N]; 4];
-    for i in 0..2 {
+    for i in 0..M {
         for l in 0..N {
-            let (a, b, c, e) = (
-                s[i * 4][l],
-                s[i * 4 + 1][l],
-                s[i * 4 + 2][l],
-                s[i * 4 + 3][l],
-            );
-            y[i * 2][l] = a + b + c;
-            y[i * 2 + 1][l] = b - c - e;
+            let r = at_1d(std::array::from_fn(|j| s[i * A + j][l]));
+            for j in 0..M {
+                y[i * M + j][l] = r[j];
+            }
         }
     }
     y
@@ -189,22 +201,22 @@ fn transform_input_body(xp: &[f32], g: &Geom, nb: usize, v: &mut [f32]) {
         for ty in 0..th {
             for tx in 0..tw {
                 let t = (b * th + ty) * tw + tx;
-                let at = |k: usize| ((b * ph + 2 * ty + k / 4) * pw + 2 * tx + k % 4) * ci;
-                let base: [usize; 16] = std::array::from_fn(at);
+                let base: [usize; A2] =
+                    std::array::from_fn(|k| ((b * ph + M * ty + k / A) * pw + M * tx + k % A) * ci);
                 let mut c0 = 0;
                 while c0 + 8 <= ci {
-                    let mut d = [[0f32; 8]; 16];
+                    let mut d = [[0f32; 8]; A2];
                     for (dk, &bk) in d.iter_mut().zip(&base) {
                         dk.copy_from_slice(&xp[bk + c0..bk + c0 + 8]);
                     }
-                    for (k, row) in input_lanes(&d).iter().enumerate() {
+                    for (k, row) in input_lanes::<8>(&d).iter().enumerate() {
                         v[k * plane + t * ci + c0..][..8].copy_from_slice(row);
                     }
                     c0 += 8;
                 }
                 for c in c0..ci {
-                    let d: [[f32; 1]; 16] = std::array::from_fn(|k| [xp[base[k] + c]]);
-                    for (k, row) in input_lanes(&d).iter().enumerate() {
+                    let d: [[f32; 1]; A2] = std::array::from_fn(|k| [xp[base[k] + c]]);
+                    for (k, row) in input_lanes::<1>(&d).iter().enumerate() {
                         v[k * plane + t * ci + c] = row[0];
                     }
                 }
@@ -228,43 +240,48 @@ fn transform_output_body(
     let (th, tw) = tiles(g);
     let (co, t_all, p) = (g.co, nb * th * tw, g.p());
     let plane = t_all * co;
-    let sw = 2 * tw;
-    let mut stage = vec![0f32; co * 2 * sw];
+    let sw = M * tw;
+    let mut stage = vec![0f32; co * M * sw];
     for b in 0..nb {
         for ty in 0..th {
             for tx in 0..tw {
                 let t = (b * th + ty) * tw + tx;
                 let mut o0 = 0;
                 while o0 + 8 <= co {
-                    let mut mv = [[0f32; 8]; 16];
+                    let mut mv = [[0f32; 8]; A2];
                     for (k, mk) in mv.iter_mut().enumerate() {
                         let at = k * plane + t * co + o0;
                         mk.copy_from_slice(&m[at..at + 8]);
                     }
-                    let out = output_lanes(&mv);
-                    for (k, row) in out.iter().enumerate() {
-                        let col = (k / 2) * sw + 2 * tx + k % 2;
-                        for (l, &val) in row.iter().enumerate() {
-                            stage[(o0 + l) * 2 * sw + col] = val;
+                    let out = output_lanes::<8>(&mv);
+                    for i in 0..M {
+                        for j in 0..M {
+                            let col = i * sw + M * tx + j;
+                            for (l, &val) in out[i * M + j].iter().enumerate() {
+                                stage[(o0 + l) * M * sw + col] = val;
+                            }
                         }
                     }
                     o0 += 8;
                 }
                 for o in o0..co {
-                    let mv: [[f32; 1]; 16] = std::array::from_fn(|k| [m[k * plane + t * co + o]]);
-                    for (k, row) in output_lanes(&mv).iter().enumerate() {
-                        stage[o * 2 * sw + (k / 2) * sw + 2 * tx + k % 2] = row[0];
+                    let mv: [[f32; 1]; A2] = std::array::from_fn(|k| [m[k * plane + t * co + o]]);
+                    let out = output_lanes::<1>(&mv);
+                    for i in 0..M {
+                        for j in 0..M {
+                            stage[o * M * sw + i * sw + M * tx + j] = out[i * M + j][0];
+                        }
                     }
                 }
             }
             for o in 0..co {
                 let bo = bias.map_or(0.0, |bs| bs[o]);
-                for i in 0..2 {
-                    let oy = 2 * ty + i;
+                for i in 0..M {
+                    let oy = M * ty + i;
                     if oy >= g.oh {
                         break;
                     }
-                    let src = &stage[o * 2 * sw + i * sw..][..g.ow];
+                    let src = &stage[o * M * sw + i * sw..][..g.ow];
                     let dst = &mut y[(b * co + o) * p + oy * g.ow..][..g.ow];
                     if relu {
                         dst.iter_mut()
@@ -279,40 +296,6 @@ fn transform_output_body(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn pad_channels_last_avx2(x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f32]) {
-    pad_channels_last_body(x, g, b0, nb, xp)
-}
-
-fn pad_channels_last(x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { pad_channels_last_avx2(x, g, b0, nb, xp) };
-    }
-    pad_channels_last_body(x, g, b0, nb, xp)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transform_input_avx2(xp: &[f32], g: &Geom, nb: usize, v: &mut [f32]) {
-    transform_input_body(xp, g, nb, v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn transform_output_avx2(
-    m: &[f32],
-    g: &Geom,
-    nb: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
-    transform_output_body(m, g, nb, bias, relu, y)
-}
-
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -324,40 +307,44 @@ fn has_avx2() -> bool {
     }
 }
 
-fn transform_input(xp: &[f32], g: &Geom, nb: usize, v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { transform_input_avx2(xp, g, nb, v) };
-    }
-    transform_input_body(xp, g, nb, v)
+/// The transforms, compiled once for AVX2 and once for the baseline CPU.
+macro_rules! dispatch {
+    ($avx2:ident, $plain:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+
+        fn $plain($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                // SAFETY: the CPU has AVX2.
+                return unsafe { $avx2($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
 }
 
-fn transform_output(
-    m: &[f32],
-    g: &Geom,
-    nb: usize,
-    bias: Option<&[f32]>,
-    relu: bool,
-    y: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { transform_output_avx2(m, g, nb, bias, relu, y) };
-    }
-    transform_output_body(m, g, nb, bias, relu, y)
+#[inline(always)]
+fn pad_body(x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f32]) {
+    pad_channels_last_body(x, g, b0, nb, xp)
 }
+
+dispatch!(pad_avx2, pad_channels_last, pad_body, (x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f32]));
+dispatch!(input_avx2, transform_input, transform_input_body, (xp: &[f32], g: &Geom, nb: usize, v: &mut [f32]));
+dispatch!(output_avx2, transform_output, transform_output_body, (m: &[f32], g: &Geom, nb: usize, bias: Option<&[f32]>, relu: bool, y: &mut [f32]));
 
 /// Images per chunk: a chunk's padded input, `V` and `M` stay near 4 MiB, but with at least
-/// 256 tiles (each GEMM packs its 16th of the kernel once per chunk, so fewer columns
+/// 256 tiles (each GEMM packs its part of the kernel once per chunk, so fewer columns
 /// would spend the time packing); and every thread gets a chunk when the batch allows.
 fn chunk_images(g: &Geom, nt: usize) -> usize {
     const BUDGET_FLOATS: usize = 1 << 20;
     const MIN_TILES: usize = 256;
     let (th, tw) = tiles(g);
     let (ph, pw) = padded(g);
-    let per_image = 16 * (g.c + g.co) * th * tw + ph * pw * g.c;
+    let per_image = A2 * (g.c + g.co) * th * tw + ph * pw * g.c;
     let nb = (BUDGET_FLOATS / per_image.max(1)).max(MIN_TILES.div_ceil(th * tw));
     nb.min(g.n.div_ceil(nt)).max(1)
 }
@@ -385,12 +372,12 @@ pub(super) fn forward(
         let nbc = ych.len() / per_img;
         let t_all = nbc * th * tw;
         let xp_len = nbc * ph * pw * g.c;
-        with_scratch(xp_len + 16 * g.c * t_all, 16 * g.co * t_all, |a, m| {
+        with_scratch(xp_len + A2 * g.c * t_all, A2 * g.co * t_all, |a, m| {
             let (xp, v) = a.split_at_mut(xp_len);
             pad_channels_last(x, g, ci * nb, nbc, xp);
             transform_input(xp, g, nbc, v);
             let out = SendPtr(m.as_mut_ptr());
-            for xi in 0..16 {
+            for xi in 0..A2 {
                 // M_ξ (C_out x T), stored [T][C_out] = U_ξ (C_out x C_in) · V_ξ (C_in x T),
                 // stored [T][C_in].
                 unsafe {
