@@ -11,6 +11,7 @@ pub mod family;
 pub mod options;
 pub mod pool;
 pub mod registry;
+pub mod residual;
 pub mod resnet;
 pub mod resnet9;
 pub mod vit;

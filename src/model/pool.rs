@@ -118,18 +118,49 @@ impl MaxPool {
             let hi = (o * self.s + self.k - self.p).min(len);
             (lo, hi)
         };
+        let scan = |r: &[f32], ox: usize| {
+            let (lo, hi) = window(ox, w);
+            let mut acc = r[lo];
+            for &v in &r[lo + 1..hi] {
+                if v > acc {
+                    acc = v;
+                }
+            }
+            acc
+        };
+        // torchvision's stem (3, 2, 1): windows (2ox - 1, 2ox, 2ox + 1) = (odd[ox - 1],
+        // even[ox], odd[ox]) of the row split by parity, the same scan but vectorised.
+        let stem = self.k == 3 && self.s == 2 && self.p == 1;
+        let half = w.div_ceil(2);
+        let (mut even, mut odd) = (vec![0f32; half], vec![0f32; half]);
         for iy in 0..h {
             let r = &x[iy * w..][..w];
             let dst = &mut rows[iy * ow..][..ow];
-            for (ox, d) in dst.iter_mut().enumerate() {
-                let (lo, hi) = window(ox, w);
-                let mut acc = r[lo];
-                for &v in &r[lo + 1..hi] {
-                    if v > acc {
-                        acc = v;
-                    }
+            if stem && ow > 2 {
+                for (q, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                    *e = r[2 * q];
+                    *o = if 2 * q + 1 < w { r[2 * q + 1] } else { 0.0 };
                 }
-                *d = acc;
+                // Interior outputs: 1 <= ox with 2 ox + 1 < w.
+                let hi = ow.min(w / 2);
+                for ox in 1..hi {
+                    let mut acc = odd[ox - 1];
+                    if even[ox] > acc {
+                        acc = even[ox];
+                    }
+                    if odd[ox] > acc {
+                        acc = odd[ox];
+                    }
+                    dst[ox] = acc;
+                }
+                dst[0] = scan(r, 0);
+                for (ox, d) in dst.iter_mut().enumerate().skip(hi.max(1)) {
+                    *d = scan(r, ox);
+                }
+                continue;
+            }
+            for (ox, d) in dst.iter_mut().enumerate() {
+                *d = scan(r, ox);
             }
         }
         for oy in 0..oh {
@@ -204,7 +235,17 @@ mod tests {
             (3, 3, 0),
             (2, 1, 1),
         ] {
-            for (h, w) in [(7, 7), (8, 5), (1, 3), (16, 16), (3, 1)] {
+            for (h, w) in [
+                (7, 7),
+                (8, 5),
+                (1, 3),
+                (16, 16),
+                (3, 1),
+                (9, 6),
+                (5, 4),
+                (2, 2),
+                (4, 9),
+            ] {
                 if h + 2 * p < k || w + 2 * p < k {
                     continue;
                 }

@@ -179,7 +179,7 @@ impl ResNet {
                 Some(d) => d.forward(&h, false, mode)?,
                 None => h.clone(),
             };
-            h = (y + skip)?.relu()?;
+            h = crate::model::residual::add_relu(&y, &skip)?;
             taps.push(h.clone());
         }
         taps.push(h.mean((2, 3))?);

@@ -24,34 +24,37 @@ pub(super) fn applies(g: &Geom) -> bool {
     g.g == 1 && hw < g.kh * g.kw && g.co * g.p() * g.c * hw <= MAX_MATRIX
 }
 
-/// `K`: (C_out·P) x (C_in·HW), row-major.
+/// `K`: (C_out·P) x (C_in·HW), row-major; built in parallel over output channels (it is
+/// as large as one image's product, and a serial build left the other threads idle).
 fn dense_kernel(w: &[f32], g: &Geom) -> Vec<f32> {
     let (hw, p) = (g.h * g.w, g.p());
     let cols = g.c * hw;
     let mut k = vec![0f32; g.co * p * cols];
-    for o in 0..g.co {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let row = &mut k[(o * p + oy * g.ow + ox) * cols..][..cols];
-                for i in 0..g.kh {
-                    let iy = (oy * g.s + i * g.d) as isize - g.pad as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for j in 0..g.kw {
-                        let ix = (ox * g.s + j * g.d) as isize - g.pad as isize;
-                        if ix < 0 || ix >= g.w as isize {
+    k.par_chunks_mut(p * cols)
+        .enumerate()
+        .for_each(|(o, rows)| {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let row = &mut rows[(oy * g.ow + ox) * cols..][..cols];
+                    for i in 0..g.kh {
+                        let iy = (oy * g.s + i * g.d) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
                             continue;
                         }
-                        let r = iy as usize * g.w + ix as usize;
-                        for c in 0..g.c {
-                            row[c * hw + r] = w[((o * g.c + c) * g.kh + i) * g.kw + j];
+                        for j in 0..g.kw {
+                            let ix = (ox * g.s + j * g.d) as isize - g.pad as isize;
+                            if ix < 0 || ix >= g.w as isize {
+                                continue;
+                            }
+                            let r = iy as usize * g.w + ix as usize;
+                            for c in 0..g.c {
+                                row[c * hw + r] = w[((o * g.c + c) * g.kh + i) * g.kw + j];
+                            }
                         }
                     }
                 }
             }
-        }
-    }
+        });
     k
 }
 
