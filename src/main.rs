@@ -1771,6 +1771,11 @@ struct ProbeArgs {
     knn_temperature: f64,
     #[arg(long)]
     threads: Option<usize>,
+    /// Where the encoder's forward passes run: `cpu`, or `cuda` / `cuda:N` in a build with
+    /// the `cuda` feature (the features come back to the CPU, where the probe is fitted).
+    /// A checkpoint's encoder only: the raw-pixel and random-init baselines run on the CPU.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    device: String,
     /// Write the result as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -1799,6 +1804,10 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         ..ProbeSettings::default()
     };
     settings.validate()?;
+    let device = memprune::model::device::parse(&a.device)?;
+    if !device.is_cpu() && (a.raw || a.random_init.is_some() || a.random_like.is_some()) {
+        bail!("--device {}: only a checkpoint's encoder runs on another device; the raw-pixel and random-init baselines run on the CPU", a.device);
+    }
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
@@ -1824,7 +1833,7 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
             Encoder::from_checkpoint(ckpt, &LoadOptions::default())?
         } else {
             let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-            Encoder::load(&path, &a.load.options())?
+            Encoder::load_on(&path, &a.load.options(), &device)?
         };
         (
             enc.checkpoint.path.display().to_string(),

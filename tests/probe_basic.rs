@@ -85,3 +85,23 @@ fn encoder_and_raw_pixel_probes_work_on_a_tiny_image_set() {
     assert!(raw.test_accuracy > 0.9, "{raw:?}");
     assert_eq!(raw.features, 64);
 }
+
+/// `probe --device cpu` is the default; in a build without CUDA, `--device cuda` is one
+/// clear line; the baselines refuse another device before any work.
+#[test]
+fn probe_device_option() {
+    use common::{memprune, ok, refused};
+    let plain = ok(&memprune(&["probe", "--steps", "20"]));
+    let cpu = ok(&memprune(&["probe", "--steps", "20", "--device", "cpu"]));
+    assert_eq!(plain, cpu);
+    if !cfg!(feature = "cuda") {
+        refused(
+            &memprune(&["probe", "--steps", "20", "--device", "cuda:0"]),
+            &["--device cuda:0", "--features cuda"],
+        );
+    }
+    refused(
+        &memprune(&["probe", "--raw", "--device", "gpu"]),
+        &["--device gpu", "expected cpu, cuda or cuda:N"],
+    );
+}

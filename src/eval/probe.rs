@@ -131,8 +131,8 @@ fn per_image(
     let mut parts = Vec::new();
     let all: Vec<usize> = (0..set.len()).collect();
     for chunk in all.chunks(settings.batch.max(1)) {
-        let x = clean_images(set, &norm, chunk)?;
-        parts.push(f(&x)?);
+        let x = clean_images(set, &norm, chunk)?.to_device(&encoder.device)?;
+        parts.push(f(&x)?.to_device(&Device::Cpu)?);
     }
     Ok(Tensor::cat(&parts, 0)?)
 }
