@@ -502,10 +502,8 @@ static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCa
 
 fn main() -> Result<()> {
     let runs = env_usize("RUNS", 5);
-    // The binary's training allocator (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
-    if env_usize("MEMPRUNE_BLOCK_CACHE", 1) != 0 {
-        memprune::block_cache::enable_for_training();
-    }
+    // As the memprune binary does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
+    memprune::block_cache::enable_from_env();
     println!(
         "threads: rayon {} / candle {}",
         rayon::current_num_threads(),

@@ -4,6 +4,9 @@
 //!     cargo run --release --example bench_measure            # all figures
 //!     RAYON_NUM_THREADS=2 cargo run --release --example bench_measure
 //!
+//!     BENCH_ONLY=r18@224 cargo run --release --example bench_measure  # one case (for perf)
+//!
+//! Cases: r9@32, r18@32, r18@224, unitmem, memory (BENCH_ONLY takes a comma list).
 //! Prints: forward images/s for the paper's ResNet9 at 32x32 (batch 256), torchvision
 //! resnet18 at 32x32 (batch 256) and 224x224 (batch 32); UnitMem points/s at K = 10 on the
 //! embedded Fashion-MNIST; and the peak resident memory of UnitMem (mean) at N = 1,000 and
@@ -17,6 +20,9 @@ use memprune::metrics::unit_mem::Reduce;
 use memprune::model::{Encoder, LoadOptions};
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
 
 fn random_encoder(shapes: &[(String, Vec<usize>)]) -> Encoder {
     let mut t = BTreeMap::new();
@@ -114,6 +120,7 @@ fn peak_rss_kib() -> u64 {
 
 /// Child mode: UnitMem (mean) over N points of the full Fashion-MNIST, then print peak RSS.
 fn memory_child(n: usize) {
+    memprune::block_cache::enable_from_env();
     let set = data::open(
         std::path::Path::new("/usr/share/datasets/fashion-mnist"),
         Split::Train,
@@ -139,13 +146,29 @@ fn main() {
         memory_child(args[2].parse().unwrap());
         return;
     }
+    // As the memprune binary does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
+    memprune::block_cache::enable_from_env();
     let threads = candle_core::utils::get_num_threads();
     println!("memprune measure benchmark: {threads} thread(s)\n");
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |case: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|c| c == case))
+    };
     let r9 = random_encoder(&resnet9_shapes(3));
     let r18 = random_encoder(&resnet18_shapes());
-    forward_throughput("paper ResNet9 forward (all taps)", &r9, 256, 32, 5);
-    forward_throughput("resnet18 forward (all taps)", &r18, 256, 32, 5);
-    forward_throughput("resnet18 forward (all taps)", &r18, 32, 224, 5);
+    if wanted("r9@32") {
+        forward_throughput("paper ResNet9 forward (all taps)", &r9, 256, 32, 5);
+    }
+    if wanted("r18@32") {
+        forward_throughput("resnet18 forward (all taps)", &r18, 256, 32, 5);
+    }
+    if wanted("r18@224") {
+        forward_throughput("resnet18 forward (all taps)", &r18, 32, 224, 5);
+    }
+    if !wanted("unitmem") && !wanted("memory") {
+        return;
+    }
 
     let set = data::open(&memprune::defaults::data(), Split::Train).unwrap();
     let enc = random_encoder(&resnet9_shapes(1));
@@ -157,11 +180,26 @@ fn main() {
     };
     let points = data::Subset::first(200, set.len()).unwrap().indices;
     let pb = indicatif::ProgressBar::hidden();
-    measure::unit_mem(&enc, &set, &points[..25], 10, Reduce::Mean, &settings, &pb).unwrap();
+    if wanted("unitmem") {
+        unit_mem_throughput(&enc, &set, &points, &settings, &pb);
+    }
+    if wanted("memory") {
+        memory_figures();
+    }
+}
+
+fn unit_mem_throughput(
+    enc: &Encoder,
+    set: &data::ImageSet,
+    points: &[usize],
+    settings: &ViewSettings,
+    pb: &indicatif::ProgressBar,
+) {
+    measure::unit_mem(enc, set, &points[..25], 10, Reduce::Mean, settings, pb).unwrap();
     let times: Vec<f64> = (0..3)
         .map(|_| {
             let t = Instant::now();
-            measure::unit_mem(&enc, &set, &points, 10, Reduce::Mean, &settings, &pb).unwrap();
+            measure::unit_mem(enc, set, points, 10, Reduce::Mean, settings, pb).unwrap();
             t.elapsed().as_secs_f64()
         })
         .collect();
@@ -170,7 +208,9 @@ fn main() {
         "UnitMem, paper ResNet9 (1 ch)",
         200.0 / median(times)
     );
+}
 
+fn memory_figures() {
     if std::path::Path::new("/usr/share/datasets/fashion-mnist").exists() {
         let exe = std::env::current_exe().unwrap();
         let mut rss = Vec::new();

@@ -14,10 +14,8 @@ use std::time::Instant;
 static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
 
 fn main() -> anyhow::Result<()> {
-    // As `memprune train` does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
-    if std::env::var("MEMPRUNE_BLOCK_CACHE").as_deref() != Ok("0") {
-        memprune::block_cache::enable_for_training();
-    }
+    // As the memprune binary does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
+    memprune::block_cache::enable_from_env();
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let widths: Vec<usize> = match args.get(2) {

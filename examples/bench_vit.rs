@@ -102,10 +102,8 @@ fn train_rate(framework: memprune::train::Framework, steps: usize) -> f64 {
     use memprune::data::{self, Normalization, Split};
     use memprune::train::optim::{OptimizerConfig, OptimizerKind};
     use memprune::train::{Framework, TrainConfig, Trainer};
-    // As `memprune train` does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
-    if std::env::var("MEMPRUNE_BLOCK_CACHE").as_deref() != Ok("0") {
-        memprune::block_cache::enable_for_training();
-    }
+    // As the memprune binary does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
+    memprune::block_cache::enable_from_env();
     let set = data::open(&memprune::defaults::data(), Split::Train).unwrap();
     let batch = 256;
     let vit = memprune::train::vit_init::VitShape::default();

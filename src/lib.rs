@@ -3,7 +3,7 @@
 //! The modules follow the pipeline: [`data`] -> [`model`] -> [`metrics`] (driven by
 //! [`measure`]) -> [`plan`] -> [`rewrite`] -> eval, with [`report`] for output. [`checkpoint`] reads
 //! and writes the files, [`defaults`] names the embedded model and data;
-//! [`block_cache`] is the binary's allocator for training; [`shard`] splits a measurement
+//! [`block_cache`] is the binary's allocator (reuses activation-sized blocks); [`shard`] splits a measurement
 //! into parts that merge exactly.
 
 pub mod block_cache;

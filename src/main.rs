@@ -485,6 +485,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = parse_args();
+    memprune::block_cache::enable_from_env();
     if let Err(e) = run(cli) {
         eprintln!("error: {}", report::error_line::error_line(&e));
         std::process::exit(1);
@@ -1585,7 +1586,6 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         set.output(&a.out, "--out")?;
         set.output(&memprune::train::state_path(&a.out), "--out's resume state")?;
     }
-    memprune::block_cache::enable_for_training();
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
     let set = data::open(&data_path, Split::Train)?;
     let init_is_vit = match &a.init {
