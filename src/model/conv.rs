@@ -30,6 +30,7 @@ use candle_core::{
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Geometry of a 2-D convolution (square kernels, symmetric padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -611,25 +612,30 @@ fn im2col_fwd(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Geom, relu: bool) 
     let nt = num_threads();
     let nb = g.chunk_images(nt);
     let per_img = g.co * p;
-    let mut y = vec![0f32; g.n * per_img];
     if g.n == 0 || per_img == 0 {
-        return y;
+        return Vec::new();
     }
+    // Every element is written once by the chunks (no zeroing first).
+    let mut y: Vec<f32> = Vec::with_capacity(g.n * per_img);
+    let ys = &mut y.spare_capacity_mut()[..g.n * per_img];
     let nchunks = g.n.div_ceil(nb);
     if nt > 1 && nchunks >= nt {
-        y.par_chunks_mut(nb * per_img)
+        ys.par_chunks_mut(nb * per_img)
             .enumerate()
             .for_each(|(ci, ych)| {
                 fwd_chunk(x, w, bias, g, ci * nb, ych.len() / per_img, ych, relu, 1)
             });
     } else {
-        for (ci, ych) in y.chunks_mut(nb * per_img).enumerate() {
+        for (ci, ych) in ys.chunks_mut(nb * per_img).enumerate() {
             fwd_chunk(x, w, bias, g, ci * nb, ych.len() / per_img, ych, relu, nt)
         }
     }
+    // SAFETY: fwd_chunk wrote all of its chunk, and the chunks cover the output.
+    unsafe { y.set_len(g.n * per_img) };
     y
 }
 
+/// Images `b0..b0 + nb` into `y` (all of it is written).
 #[allow(clippy::too_many_arguments)]
 fn fwd_chunk(
     x: &[f32],
@@ -638,7 +644,7 @@ fn fwd_chunk(
     g: &Geom,
     b0: usize,
     nb: usize,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     relu: bool,
     nt: usize,
 ) {
@@ -657,11 +663,12 @@ fn fwd_chunk(
             col
         };
         let out: *mut f32 = if direct {
-            y.as_mut_ptr()
+            y.as_mut_ptr() as *mut f32
         } else {
             tmp.as_mut_ptr()
         };
         for gi in 0..g.g {
+            // Not accumulating: the GEMM writes every element of its rows of `out`.
             unsafe {
                 sgemm(
                     cog,
@@ -681,30 +688,35 @@ fn fwd_chunk(
                 )
             }
         }
-        // Epilogue: bias + activation, and the scatter back to NCHW when chunked.
-        let finish = |dst: &mut [f32], src: Option<&[f32]>, o: usize| {
-            let bo = bias.map_or(0.0, |b| b[o]);
-            match (src, relu) {
-                (Some(s), true) => dst
-                    .iter_mut()
-                    .zip(s)
-                    .for_each(|(d, s)| *d = (s + bo).max(0.0)),
-                (Some(s), false) => dst.iter_mut().zip(s).for_each(|(d, s)| *d = s + bo),
-                (None, true) => dst.iter_mut().for_each(|d| *d = (*d + bo).max(0.0)),
-                (None, false) => {
-                    if bo != 0.0 {
-                        dst.iter_mut().for_each(|d| *d += bo)
-                    }
+        // Epilogue: bias + activation, in place when direct, else with the scatter back
+        // from the chunk's (C_out, nb·P) product to NCHW.
+        if direct {
+            // SAFETY: the groups' GEMMs wrote all C_out x P elements of `y`.
+            let y = unsafe { std::slice::from_raw_parts_mut(out, y.len()) };
+            for o in 0..g.co {
+                let bo = bias.map_or(0.0, |b| b[o]);
+                let dst = &mut y[o * p..][..p];
+                if relu {
+                    dst.iter_mut().for_each(|d| *d = (*d + bo).max(0.0))
+                } else if bo != 0.0 {
+                    dst.iter_mut().for_each(|d| *d += bo)
                 }
             }
-        };
+            return;
+        }
         for b in 0..nb {
             for o in 0..g.co {
+                let bo = bias.map_or(0.0, |b| b[o]);
                 let dst = &mut y[(b * g.co + o) * p..][..p];
-                if direct {
-                    finish(dst, None, o)
+                let src = &tmp[o * nc + b * p..][..p];
+                if relu {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| {
+                        d.write((s + bo).max(0.0));
+                    })
                 } else {
-                    finish(dst, Some(&tmp[o * nc + b * p..][..p]), o)
+                    dst.iter_mut().zip(src).for_each(|(d, s)| {
+                        d.write(s + bo);
+                    })
                 }
             }
         }

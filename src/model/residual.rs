@@ -37,14 +37,22 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (cpu_slice(s1, l1)?, cpu_slice(s2, l2)?);
-        // Collected (not a zeroed buffer filled in): rayon writes straight into the new
-        // vector's memory, which saves a pass over it.
-        let out: Vec<f32> = a
-            .par_iter()
-            .zip(b.par_iter())
-            .with_min_len(CHUNK)
-            .map(|(a, b)| (a + b).max(0.0))
-            .collect();
+        if a.len() != b.len() {
+            candle_core::bail!("add_relu: {} and {} elements", a.len(), b.len());
+        }
+        // Written into the new vector's uninitialised memory (not a zeroed buffer filled
+        // in): one pass over the output instead of two.
+        let mut out: Vec<f32> = Vec::with_capacity(a.len());
+        out.spare_capacity_mut()[..a.len()]
+            .par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(o, (a, b))| {
+                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                    o.write((a + b).max(0.0));
+                }
+            });
+        // SAFETY: every element of 0..a.len() was written above (the chunks cover it).
+        unsafe { out.set_len(a.len()) };
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
     fn bwd(

@@ -68,12 +68,14 @@ pub(super) fn forward(
 ) -> Vec<f32> {
     let (hw, p) = (g.h * g.w, g.p());
     let (rows, cols) = (g.co * p, g.c * hw);
-    let mut y = vec![0f32; g.n * rows];
     if g.n == 0 || rows == 0 {
-        return y;
+        return Vec::new();
     }
     let k = dense_kernel(w, g);
+    // Not accumulating, the GEMM writes every element: no zeroing first.
+    let mut y: Vec<f32> = Vec::with_capacity(g.n * rows);
     // Yᵀ (rows x N) = K (rows x cols) · Xᵀ (cols x N); Yᵀ's column b is image b of y.
+    // SAFETY: y has room for rows x N, all of which the GEMM writes before set_len.
     unsafe {
         sgemm(
             rows,
@@ -90,7 +92,8 @@ pub(super) fn forward(
             1,
             cols,
             parallelism(num_threads()),
-        )
+        );
+        y.set_len(g.n * rows);
     }
     if bias.is_some() || relu {
         y.par_chunks_mut(rows).for_each(|img| {

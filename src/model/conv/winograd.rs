@@ -24,6 +24,7 @@
 
 use super::{num_threads, parallelism, sgemm, with_scratch, Geom, SendPtr};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Outputs per tile side, input tile side, and positions of a transformed tile.
 const M: usize = 2;
@@ -253,7 +254,7 @@ fn transform_output_body<const L: usize>(
     nb: usize,
     bias: Option<&[f32]>,
     relu: bool,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let (th, tw) = tiles(g);
     let (co, t_all, p) = (g.co, nb * th * tw, g.p());
@@ -287,11 +288,13 @@ fn transform_output_body<const L: usize>(
                     let src = &stage[o * M * sw + i * sw..][..g.ow];
                     let dst = &mut y[(b * co + o) * p + oy * g.ow..][..g.ow];
                     if relu {
-                        dst.iter_mut()
-                            .zip(src)
-                            .for_each(|(d, s)| *d = (s + bo).max(0.0));
+                        dst.iter_mut().zip(src).for_each(|(d, s)| {
+                            d.write((s + bo).max(0.0));
+                        });
                     } else {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + bo);
+                        dst.iter_mut().zip(src).for_each(|(d, s)| {
+                            d.write(s + bo);
+                        });
                     }
                 }
             }
@@ -387,7 +390,7 @@ fn pad_body<const L: usize>(x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut 
 
 dispatch!(pad_avx512, pad_avx2, pad_channels_last, pad_body, (x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f32]));
 dispatch!(input_avx512, input_avx2, transform_input, transform_input_body, (xp: &[f32], g: &Geom, nb: usize, v: &mut [f32]));
-dispatch!(output_avx512, output_avx2, transform_output, transform_output_body, (m: &[f32], g: &Geom, nb: usize, bias: Option<&[f32]>, relu: bool, y: &mut [f32]));
+dispatch!(output_avx512, output_avx2, transform_output, transform_output_body, (m: &[f32], g: &Geom, nb: usize, bias: Option<&[f32]>, relu: bool, y: &mut [MaybeUninit<f32>]));
 
 /// Images per chunk: a chunk's padded input, `V` and `M` stay near 4 MiB, but with at least
 /// 256 tiles (each GEMM packs its part of the kernel once per chunk, so fewer columns
@@ -411,17 +414,18 @@ pub(super) fn forward(
     relu: bool,
 ) -> Vec<f32> {
     let per_img = g.co * g.p();
-    let mut y = vec![0f32; g.n * per_img];
     if g.n == 0 || per_img == 0 {
-        return y;
+        return Vec::new();
     }
+    // The output is written once, whole, by the output transform: no zeroing first.
+    let mut y: Vec<f32> = Vec::with_capacity(g.n * per_img);
     let u = transform_kernel(w, g.co, g.c);
     let nt = num_threads();
     let nb = chunk_images(g, nt);
     let nchunks = g.n.div_ceil(nb);
     let (th, tw) = tiles(g);
     let (ph, pw) = padded(g);
-    let chunk = |ci: usize, ych: &mut [f32], gemm_threads: usize| {
+    let chunk = |ci: usize, ych: &mut [MaybeUninit<f32>], gemm_threads: usize| {
         let nbc = ych.len() / per_img;
         let t_all = nbc * th * tw;
         let xp_len = nbc * ph * pw * g.c;
@@ -456,14 +460,21 @@ pub(super) fn forward(
         })
     };
     if nt > 1 && nchunks >= nt {
-        y.par_chunks_mut(nb * per_img)
+        y.spare_capacity_mut()[..g.n * per_img]
+            .par_chunks_mut(nb * per_img)
             .enumerate()
             .for_each(|(ci, ych)| chunk(ci, ych, 1));
     } else {
-        for (ci, ych) in y.chunks_mut(nb * per_img).enumerate() {
+        for (ci, ych) in y.spare_capacity_mut()[..g.n * per_img]
+            .chunks_mut(nb * per_img)
+            .enumerate()
+        {
             chunk(ci, ych, nt)
         }
     }
+    // SAFETY: the output transform wrote every row of every channel of every image (its
+    // tile rows cover 0..oh, each row whole), and the chunks cover the images.
+    unsafe { y.set_len(g.n * per_img) };
     y
 }
 
@@ -471,6 +482,8 @@ pub(super) fn forward(
 mod tests {
     use super::*;
     use crate::model::conv::ConvParams;
+
+    type OutputBody = fn(&[f32], &Geom, usize, Option<&[f32]>, bool, &mut [MaybeUninit<f32>]);
 
     fn noise(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).max(1);
@@ -506,9 +519,16 @@ mod tests {
             let m = noise(A2 * co * t_all, 2);
             let bias = noise(co, 3);
             let per = 2 * co * g.p();
-            let (mut y16, mut y8) = (vec![0f32; per], vec![0f32; per]);
-            transform_output_body::<16>(&m, &g, 2, Some(&bias), true, &mut y16);
-            transform_output_body::<8>(&m, &g, 2, Some(&bias), true, &mut y8);
+            let out = |f: OutputBody| {
+                let mut y = vec![MaybeUninit::new(f32::NAN); per];
+                f(&m, &g, 2, Some(&bias), true, &mut y);
+                y.iter()
+                    .map(|v| unsafe { v.assume_init() })
+                    .collect::<Vec<f32>>()
+            };
+            let y16 = out(transform_output_body::<16>);
+            let y8 = out(transform_output_body::<8>);
+            assert!(y8.iter().all(|v| !v.is_nan()), "every output is written");
             assert_eq!(bits(&y16), bits(&y8), "output transform, {co} channels");
             assert!(y8.iter().any(|&y| y > 0.0));
         }
