@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         augment: Framework::Simclr.default_augment(),
         normalization: Normalization::default_for(set.kind, set.channels),
         save_dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
         init_from: None,
         trainable: None,
         planted: None,

@@ -127,6 +127,7 @@ fn train_rate(framework: memprune::train::Framework, steps: usize) -> f64 {
         augment: framework.default_augment(),
         normalization: Normalization::default_for(set.kind, set.channels),
         save_dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
         init_from: None,
         trainable: None,
         planted: None,

@@ -1548,6 +1548,11 @@ struct TrainArgs {
     /// Store the weights as f16 (half the size; the resume state stays f32).
     #[arg(long)]
     f16: bool,
+    /// Where the model trains: `cpu`, or `cuda` / `cuda:N` in a build with the `cuda`
+    /// feature (views are made on the CPU and copied over; memprune's CPU-only kernels fall
+    /// back to candle's ops there; checkpoints are written from a CPU copy).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    device: String,
     /// CPU threads (default: all).
     #[arg(long)]
     threads: Option<usize>,
@@ -1572,6 +1577,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
     };
     set_threads(a.threads)?;
+    let device = memprune::model::device::parse(&a.device)?;
     {
         // Before any work: --out and its resume state are neither the data, --init nor
         // --augment (--resume continues in place, so --out may be the resumed checkpoint).
@@ -1684,6 +1690,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
             None => None,
         },
         vit: vit_shape,
+        device,
     };
     let label = data_path.display().to_string();
     let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;

@@ -218,6 +218,7 @@ fn fine_tuning_changes_the_chosen_layer_only() {
         augment: s.augment.clone(),
         normalization: memprune::data::Normalization::default_for(train.kind, train.channels),
         save_dtype: DType::F32,
+        device: candle_core::Device::Cpu,
         init_from: None,
         trainable: Some(vec!["block8".into()]),
         planted: None,

@@ -298,3 +298,32 @@ fn fine_tuning_reads_the_trainable_layers_and_keeps_its_input() {
     assert!(err.contains("refusing to write over"), "{err}");
     assert_eq!(std::fs::read(&marked).unwrap(), before, "the input changed");
 }
+
+#[test]
+fn train_device_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_idx(dir.path(), 40);
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    // `--device cpu` is the default: the same checkpoint, bit for bit.
+    ok(&train(&data, &a, &["--epochs", "1"]));
+    ok(&train(&data, &b, &["--epochs", "1", "--device", "cpu"]));
+    assert_eq!(tensors(&a), tensors(&b), "--device cpu changed the weights");
+    // A device this build cannot use, or a malformed one: one line, exit 1, no output.
+    let c = dir.path().join("c.safetensors");
+    let specs: &[&str] = if cfg!(feature = "cuda") {
+        &["gpu", "cuda:x"]
+    } else {
+        &["cuda", "cuda:1", "gpu"]
+    };
+    for spec in specs {
+        let out = train(&data, &c, &["--epochs", "1", "--device", spec]);
+        assert_eq!(out.status.code(), Some(1), "--device {spec}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "--device {spec}: {err}");
+        assert!(err.contains("--device"), "{err}");
+        assert!(!c.exists(), "--device {spec} wrote {}", c.display());
+    }
+}

@@ -54,6 +54,7 @@ fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
             std: vec![0.25],
         },
         save_dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
         init_from: None,
         trainable: None,
         planted: None,

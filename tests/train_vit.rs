@@ -70,6 +70,7 @@ fn cfg(framework: Framework, epochs: usize) -> TrainConfig {
             std: vec![0.25],
         },
         save_dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
         init_from: None,
         trainable: None,
         planted: None,

@@ -173,6 +173,7 @@ fn train_config(s: &FinetuneSettings, layers: &[String], seed: u64, set: &ImageS
         augment: s.augment.clone(),
         normalization: Normalization::default_for(set.kind, set.channels),
         save_dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
         init_from: None,
         trainable: Some(layers.to_vec()),
         planted: None,

@@ -1,6 +1,6 @@
 //! Training losses: SimCLR's NT-Xent, SimSiam's symmetric negative cosine, cross-entropy.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 /// Rows scaled to unit L2 norm (with a small floor, as `F.normalize`'s eps = 1e-12).
 pub fn l2_normalize(z: &Tensor) -> Result<Tensor> {
@@ -21,7 +21,7 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, temperature: f64) -> Result<Tensor> {
     let u = l2_normalize(&Tensor::cat(&[z1, z2], 0)?)?;
     let sim = (u.matmul(&u.t()?)? / temperature)?;
     // Exclude the anchor itself: a large negative on the diagonal.
-    let mask = (Tensor::eye(2 * n, DType::F32, &Device::Cpu)? * 1e9)?;
+    let mask = (Tensor::eye(2 * n, DType::F32, z1.device())? * 1e9)?;
     let lse = sim.broadcast_sub(&mask)?.log_sum_exp(1)?;
     let u1 = u.narrow(0, 0, n)?;
     let u2 = u.narrow(0, n, n)?;

@@ -27,6 +27,17 @@ pub struct Masks {
     pub masked: Tensor,
 }
 
+impl Masks {
+    /// The masks on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Masks> {
+        Ok(Masks {
+            keep: self.keep.to_device(device)?,
+            restore: self.restore.to_device(device)?,
+            masked: self.masked.to_device(device)?,
+        })
+    }
+}
+
 /// Patches kept of `g`: MAE's `int(g * (1 - ratio))`, at least one.
 pub fn kept(g: usize) -> usize {
     ((g as f64 * (1.0 - MASK_RATIO)) as usize).max(1)
@@ -148,7 +159,7 @@ impl Decoder {
             .broadcast_as((n, g - k, dd))?
             .contiguous()?;
         let shuffled = Tensor::cat(&[&visible, &fill], 1)?.reshape((n * g, dd))?;
-        let offsets = Tensor::arange(0u32, n as u32, &Device::Cpu)?
+        let offsets = Tensor::arange(0u32, n as u32, masks.restore.device())?
             .affine(g as f64, 0.0)?
             .unsqueeze(1)?;
         let rows = masks.restore.broadcast_add(&offsets)?.flatten_all()?;

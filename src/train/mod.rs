@@ -138,6 +138,11 @@ pub struct TrainConfig {
     /// ViT sizes (`arch: vit`).
     #[serde(default)]
     pub vit: vit_init::VitShape,
+    /// Where the model trains (`--device`): the weights, optimiser state and every batch
+    /// live there; the views are made on the CPU and copied over; checkpoints are written
+    /// from a CPU copy. Not part of the run's identity (a resume may change it).
+    #[serde(skip, default = "cpu_device")]
+    pub device: Device,
 }
 
 /// The load metadata of a fresh ViT: its head counts (not readable from shapes).
@@ -155,6 +160,21 @@ fn vit_meta(cfg: &TrainConfig) -> BTreeMap<String, String> {
 
 fn f32_dtype() -> DType {
     DType::F32
+}
+
+fn cpu_device() -> Device {
+    Device::Cpu
+}
+
+/// `tensors` on `device` (no copy when they are there already).
+fn on_device(
+    tensors: &BTreeMap<String, Tensor>,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor>> {
+    Ok(tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(device)?)))
+        .collect::<candle_core::Result<_>>()?)
 }
 
 /// SHA-256 of a set's geometry, pixels and labels, hex.
@@ -297,7 +317,7 @@ impl<'a> Trainer<'a> {
                 (
                     TrainModel::from_tensors(
                         cfg.framework,
-                        &t,
+                        &on_device(&t, &cfg.device)?,
                         Path::new("<fresh>"),
                         &vit_meta(&cfg),
                     )?,
@@ -321,7 +341,7 @@ impl<'a> Trainer<'a> {
                 (
                     TrainModel::from_tensors(
                         cfg.framework,
-                        &t,
+                        &on_device(&t, &cfg.device)?,
                         Path::new("<fresh>"),
                         &BTreeMap::new(),
                     )?,
@@ -368,7 +388,7 @@ impl<'a> Trainer<'a> {
                         sp.display()
                     );
                 }
-                optimizer.load_state(&state.tensors, steps)?;
+                optimizer.load_state(&on_device(&state.tensors, &cfg.device)?, steps)?;
                 let meta: BTreeMap<String, String> = state
                     .metadata
                     .iter()
@@ -378,7 +398,12 @@ impl<'a> Trainer<'a> {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 (
-                    TrainModel::from_tensors(cfg.framework, &state.tensors, &path, &meta)?,
+                    TrainModel::from_tensors(
+                        cfg.framework,
+                        &on_device(&state.tensors, &cfg.device)?,
+                        &path,
+                        &meta,
+                    )?,
                     done,
                 )
             }
@@ -474,11 +499,11 @@ impl<'a> Trainer<'a> {
             &items,
             self.view_seed,
         );
-        let x = Tensor::from_vec(data, (n, c, s, s), &Device::Cpu)?;
+        let x = Tensor::from_vec(data, (n, c, s, s), &self.cfg.device)?;
         let labels = match &self.set.labels {
             Some(l) if self.cfg.framework == Framework::Supervised => {
                 let v: Vec<u32> = points.iter().map(|&p| l[p]).collect();
-                Some(Tensor::from_vec(v, points.len(), &Device::Cpu)?)
+                Some(Tensor::from_vec(v, points.len(), &self.cfg.device)?)
             }
             _ => None,
         };
@@ -498,7 +523,10 @@ impl<'a> Trainer<'a> {
                     .downcast_ref::<crate::model::vit::Vit>()
                     .context("MAE trains ViTs")?;
                 let g = (x.dim(2)? / vit.patch()).pow(2);
-                Some(mae::masks(mae::mask_seed(self.cfg.seed), epoch, points, g)?)
+                Some(
+                    mae::masks(mae::mask_seed(self.cfg.seed), epoch, points, g)?
+                        .to_device(&self.cfg.device)?,
+                )
             }
             None => None,
         };
@@ -604,7 +632,7 @@ impl<'a> Trainer<'a> {
     /// Writes the checkpoint (weights in `save_dtype`) and the resume state beside it.
     pub fn save(&self, out: &Path, final_loss: f64) -> Result<()> {
         let meta = self.metadata(final_loss);
-        let tensors = self.model.tensors()?;
+        let tensors = on_device(&self.model.tensors()?, &Device::Cpu)?;
         let saved: BTreeMap<String, Tensor> = tensors
             .iter()
             .map(|(k, t)| Ok((k.clone(), t.to_dtype(self.cfg.save_dtype)?)))
@@ -613,7 +641,7 @@ impl<'a> Trainer<'a> {
         let inputs: Vec<&Path> = self.cfg.init_from.iter().map(|p| p.as_path()).collect();
         write_safetensors_atomic(out, &saved, &meta, &inputs)?;
         let mut state = tensors;
-        state.extend(self.optimizer.state_tensors());
+        state.extend(on_device(&self.optimizer.state_tensors(), &Device::Cpu)?);
         write_safetensors_atomic(&state_path(out), &state, &meta, &inputs)
     }
 
@@ -758,7 +786,7 @@ fn pretrained_model(
             enc.describe()
         );
     }
-    TrainModel::from_tensors(cfg.framework, &t, p, &meta)
+    TrainModel::from_tensors(cfg.framework, &on_device(&t, &cfg.device)?, p, &meta)
 }
 
 /// What a run did.
