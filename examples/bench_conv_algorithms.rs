@@ -13,6 +13,9 @@ use memprune::model::conv::{
 };
 use std::time::Instant;
 
+#[global_allocator]
+static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
+
 struct Layer {
     name: &'static str,
     n: usize,
@@ -77,6 +80,8 @@ fn main() -> candle_core::Result<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
+    // As the memprune binary does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
+    memprune::block_cache::enable_from_env();
     let dev = Device::Cpu;
     println!(
         "{} thread(s), median of {runs}\n",
