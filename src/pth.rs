@@ -231,6 +231,20 @@ struct Machine<'a> {
     stack: Vec<Obj>,
     marks: Vec<usize>,
     memo: HashMap<u32, Obj>,
+    /// The memo keys that hold each container (by its `Rc`'s address): pickle memoises a
+    /// dict, list or object when it creates it and fills it afterwards (SETITEMS, APPENDS,
+    /// BUILD), so those entries must see the filled container, not a copy of the empty one.
+    memo_holders: HashMap<usize, Vec<u32>>,
+}
+
+/// The address of a fillable container's shared contents (dicts, lists, objects).
+fn container_addr(o: &Obj) -> Option<usize> {
+    match o {
+        Obj::Dict(d, _) => Some(Rc::as_ptr(d) as *const u8 as usize),
+        Obj::List(l, _) => Some(Rc::as_ptr(l) as *const u8 as usize),
+        Obj::Reduce(r, _) => Some(Rc::as_ptr(r) as *const u8 as usize),
+        _ => None,
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -305,7 +319,41 @@ impl<'a> Machine<'a> {
         if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&k) {
             bail!("the pickle's memo grows past {MAX_MEMO} entries");
         }
+        if let Some(old) = self.memo.get(&k).and_then(container_addr) {
+            if let Some(keys) = self.memo_holders.get_mut(&old) {
+                keys.retain(|&x| x != k);
+            }
+        }
+        if let Some(addr) = container_addr(&v) {
+            self.memo_holders.entry(addr).or_default().push(k);
+        }
         self.memo.insert(k, v);
+        Ok(())
+    }
+    /// Before the container on top of the stack is filled: its memo entries let go of it,
+    /// so that `Rc::make_mut` fills it in place (a copy would leave them empty).
+    fn detach_memo(&mut self) -> Result<(Option<usize>, Vec<u32>)> {
+        let addr = container_addr(self.top()?);
+        let keys = addr
+            .and_then(|a| self.memo_holders.remove(&a))
+            .unwrap_or_default();
+        for k in &keys {
+            self.memo.insert(*k, Obj::None);
+        }
+        Ok((addr, keys))
+    }
+    /// After filling: the memo entries hold the filled container again.
+    fn reattach_memo(&mut self, (_, keys): (Option<usize>, Vec<u32>)) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let v = self.top()?.clone();
+        if let Some(addr) = container_addr(&v) {
+            self.memo_holders.entry(addr).or_default().extend(&keys);
+        }
+        for k in keys {
+            self.memo.insert(k, v.clone());
+        }
         Ok(())
     }
     fn memo_get(&mut self, k: u32) -> Result<()> {
@@ -326,6 +374,12 @@ impl<'a> Machine<'a> {
         if !items.len().is_multiple_of(2) {
             bail!("SETITEMS with an odd number of items");
         }
+        let held = self.detach_memo()?;
+        self.set_items_detached(items)?;
+        self.reattach_memo(held)
+    }
+
+    fn set_items_detached(&mut self, items: Vec<Obj>) -> Result<()> {
         let target = self.top()?;
         match target {
             Obj::Dict(d, depth) => {
@@ -362,14 +416,15 @@ impl<'a> Machine<'a> {
 
     fn append(&mut self, items: Vec<Obj>) -> Result<()> {
         let add = depth_of(items.iter())?;
+        let held = self.detach_memo()?;
         match self.top()? {
             Obj::List(l, depth) => {
                 Rc::make_mut(l).extend(items);
                 *depth = (*depth).max(add);
-                Ok(())
             }
             _ => bail!("APPEND on something that is not a list"),
         }
+        self.reattach_memo(held)
     }
 
     fn run(&mut self) -> Result<Obj> {
@@ -542,6 +597,7 @@ impl<'a> Machine<'a> {
                     // BUILD: the state goes beside the object.
                     let state = self.pop()?;
                     let add = depth_of(std::iter::once(&state))?;
+                    let held = self.detach_memo()?;
                     match self.top()? {
                         // An OrderedDict's state is its attributes (a state dict's
                         // `_metadata`), set after its items: the items stay.
@@ -552,6 +608,7 @@ impl<'a> Machine<'a> {
                         }
                         _ => bail!("BUILD on something that is not an object"),
                     }
+                    self.reattach_memo(held)?;
                 }
                 b'Q' => {
                     let pid = self.pop()?;
@@ -591,6 +648,7 @@ fn unpickle_prefix(code: &[u8]) -> Result<(Obj, usize)> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        memo_holders: HashMap::new(),
     };
     let v = m.run()?;
     if matches!(v, Obj::Mark) {
@@ -1012,4 +1070,45 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<PthDict>
         tensors: out,
         key: candidates[at].key.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(o: &Obj) -> Vec<(String, Obj)> {
+        dict_items(o)
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (key_name(k), v.clone()))
+            .collect()
+    }
+
+    /// `torch.save({"a": d, "b": d})`: `d` is memoised when created, filled, then referenced
+    /// again; both keys see the filled dict (they used to see an empty copy under "b").
+    #[test]
+    fn a_memoised_container_is_seen_filled_when_referenced_again() {
+        let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
+        p.extend([b'X', 1, 0, 0, 0, b'a']);
+        p.extend([b'}', b'q', 1, b'(', b'X', 1, 0, 0, 0, b'w', b'K', 5, b'u']);
+        p.extend([b'X', 1, 0, 0, 0, b'b', b'h', 1]);
+        // And a list memoised empty, appended to, then fetched again.
+        p.extend([b'X', 1, 0, 0, 0, b'l', b']', b'q', 2, b'K', 7, b'a']);
+        p.extend([b'X', 1, 0, 0, 0, b'm', b'h', 2, b'u', b'.']);
+        let top = unpickle(&p).unwrap();
+        let kv = items(&top);
+        let names: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["a", "b", "l", "m"]);
+        for (k, v) in &kv[..2] {
+            let inner = items(v);
+            assert_eq!(inner.len(), 1, "`{k}` is {v:?}");
+            assert!(matches!(inner[0].1, Obj::Int(5)));
+        }
+        for (k, v) in &kv[2..] {
+            match v {
+                Obj::List(l, _) => assert!(matches!(l.as_slice(), [Obj::Int(7)]), "`{k}`"),
+                other => panic!("`{k}` is {other:?}"),
+            }
+        }
+    }
 }
