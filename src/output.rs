@@ -191,9 +191,8 @@ impl OutputSet {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
+        let prefix = format!(".{name}.");
+        let tmp = staging_file(&prefix)
             .tempfile_in(&dir)
             .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?
             .into_temp_path();
@@ -314,9 +313,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
+    let prefix = format!(".{name}.");
+    let mut tmp = staging_file(&prefix)
         .tempfile_in(dir)
         .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))?;
     tmp.write_all(bytes)
@@ -368,4 +366,18 @@ pub fn policy_outputs(pf: &crate::plan::PolicyFile) -> Result<OutputSet> {
         }
     }
     Ok(set)
+}
+
+/// The builder of a staged output file: `.NAME.XXXX.tmp`, created with mode 0666 less the
+/// umask, as the file would be if written directly (tempfile's default, 0600, would make
+/// every output private to its owner).
+fn staging_file(prefix: &str) -> tempfile::Builder<'_, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b
 }

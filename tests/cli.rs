@@ -241,3 +241,28 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
         assert!(!out.exists(), "{args:?} wrote output");
     }
 }
+
+/// Outputs get the mode a directly written file would: 0666 less the umask (they used to
+/// be 0600 whatever the umask, tempfile's default for the staged file).
+#[cfg(unix)]
+#[test]
+fn outputs_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("unit.json");
+    for (umask, mode) in [("022", 0o644), ("027", 0o640)] {
+        let _ = std::fs::remove_file(&out);
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_memprune"))
+            .args(["measure", "unit", "--points", "10", "--views", "2", "-q"])
+            .args(["--no-control", "--json", out.to_str().unwrap()])
+            .env("RAYON_NUM_THREADS", "1")
+            .output()
+            .unwrap();
+        ok(&st);
+        let got = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "umask {umask}: mode {got:o}");
+    }
+}
