@@ -1573,9 +1573,7 @@ fn set_threads(threads: Option<usize>) -> Result<()> {
 }
 
 fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
-    use memprune::train::{
-        optim::OptimizerConfig, optim::OptimizerKind, Framework, TrainConfig, Trainer,
-    };
+    use memprune::train::{Framework, TrainConfig, Trainer};
     set_threads(a.threads)?;
     let device = memprune::model::device::parse(&a.device)?;
     {
@@ -1601,33 +1599,14 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     let vit = a.arch == memprune::train::init::TrainArch::Vit
         || a.framework == Framework::Mae
         || init_is_vit;
-    let kind = a.optimizer.unwrap_or(if vit {
-        OptimizerKind::Adamw
-    } else if a.framework == Framework::Simclr {
-        OptimizerKind::Lars
-    } else {
-        OptimizerKind::Sgd
-    });
-    let scale = a.batch as f64 / 256.0;
-    let lr = a.lr.unwrap_or(match (a.framework, kind) {
-        (_, OptimizerKind::Adamw) => 1e-3,
-        (Framework::Simclr, OptimizerKind::Lars) => 0.3 * scale,
-        (Framework::Simclr, _) => 0.5 * scale,
-        (Framework::Simsiam, _) => 0.05 * scale,
-        (Framework::Supervised, _) => 0.1 * scale,
-        (Framework::Mae, _) => 1e-3,
-    });
-    let wd = a.wd.unwrap_or(if vit {
-        0.05
-    } else if a.framework == Framework::Simclr {
-        1e-6
-    } else {
-        5e-4
-    });
-    let mut optimizer = OptimizerConfig::new(kind, wd);
-    if a.framework == Framework::Mae {
-        optimizer.beta2 = 0.95;
-    }
+    let kind = a
+        .optimizer
+        .unwrap_or_else(|| a.framework.default_optimizer(vit));
+    let lr =
+        a.lr.unwrap_or_else(|| a.framework.default_lr(kind, a.batch));
+    let wd =
+        a.wd.unwrap_or_else(|| a.framework.default_weight_decay(vit));
+    let mut optimizer = a.framework.optimizer_config(kind, wd);
     let d = memprune::train::vit_init::VitShape::default();
     let width = a.width.unwrap_or(d.width);
     let vit_shape = memprune::train::vit_init::VitShape {

@@ -68,6 +68,48 @@ impl Framework {
         self != Framework::Supervised
     }
 
+    /// The optimiser unless `--optimizer` says otherwise: AdamW for ViTs (timm's and MAE's
+    /// recipes), LARS for SimCLR (its paper's), SGD for SimSiam and supervised ResNets.
+    pub fn default_optimizer(self, vit: bool) -> optim::OptimizerKind {
+        use optim::OptimizerKind as K;
+        match self {
+            _ if vit => K::Adamw,
+            Framework::Simclr => K::Lars,
+            _ => K::Sgd,
+        }
+    }
+
+    /// The peak learning rate unless `--lr`: 1e-3 for AdamW; for the SGD family the
+    /// frameworks' own base rates, scaled linearly by `batch / 256` (Goyal et al.).
+    pub fn default_lr(self, kind: optim::OptimizerKind, batch: usize) -> f64 {
+        let scale = batch as f64 / 256.0;
+        match (self, kind) {
+            (_, optim::OptimizerKind::Adamw) | (Framework::Mae, _) => 1e-3,
+            (Framework::Simclr, optim::OptimizerKind::Lars) => 0.3 * scale,
+            (Framework::Simclr, _) => 0.5 * scale,
+            (Framework::Simsiam, _) => 0.05 * scale,
+            (Framework::Supervised, _) => 0.1 * scale,
+        }
+    }
+
+    /// The weight decay unless `--wd`: 0.05 for ViTs, SimCLR's 1e-6, else 5e-4.
+    pub fn default_weight_decay(self, vit: bool) -> f64 {
+        match self {
+            _ if vit => 0.05,
+            Framework::Simclr => 1e-6,
+            _ => 5e-4,
+        }
+    }
+
+    /// The optimiser's settings for `kind` and `wd`: MAE's Adam beta2 is 0.95 (its paper's).
+    pub fn optimizer_config(self, kind: optim::OptimizerKind, wd: f64) -> OptimizerConfig {
+        let mut c = OptimizerConfig::new(kind, wd);
+        if self == Framework::Mae {
+            c.beta2 = 0.95;
+        }
+        c
+    }
+
     /// Views of each image per step: two for the contrastive and Siamese objectives.
     pub fn views(self) -> usize {
         match self {
