@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod init;
+mod init_draws;
 pub mod loss;
 pub mod mae;
 pub mod model;

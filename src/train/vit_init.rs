@@ -5,7 +5,7 @@
 //! tokens N(0, 0.02²), and fixed 2-D sin-cos position embeddings (the class token's row 0).
 //! Every tensor draws from its own stream keyed by (seed, name).
 
-use crate::train::init::{normals, rng_for};
+use crate::train::init_draws::{normals, rng_for};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
