@@ -1739,21 +1739,21 @@ struct ProbeArgs {
     #[arg(long, default_value_t = 0)]
     init_seed: u64,
     /// Full-batch Adam steps of the logistic regression.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = memprune::eval::probe::ProbeSettings::default().steps)]
     steps: usize,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = memprune::eval::probe::ProbeSettings::default().lr)]
     lr: f64,
     /// L2 penalty on the probe's weights.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = memprune::eval::probe::ProbeSettings::default().l2)]
     l2: f64,
     /// Also the weighted kNN classifier of DINO on the same features: cosine similarity of
     /// L2-normalised features, the k nearest training points vote with weight exp(s / T);
     /// top-1 and top-5.
     #[arg(long)]
     knn: bool,
-    #[arg(long, default_value_t = 20, requires = "knn")]
+    #[arg(long, default_value_t = memprune::eval::knn::KnnSettings::default().k, requires = "knn")]
     knn_k: usize,
-    #[arg(long, default_value_t = 0.07, requires = "knn")]
+    #[arg(long, default_value_t = memprune::eval::knn::KnnSettings::default().temperature, requires = "knn")]
     knn_temperature: f64,
     #[arg(long)]
     threads: Option<usize>,
