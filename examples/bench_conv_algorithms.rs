@@ -16,58 +16,31 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
 
-struct Layer {
-    name: &'static str,
-    n: usize,
-    c: usize,
-    h: usize,
-    co: usize,
-    k: usize,
-    s: usize,
-}
-
-const fn l(
-    name: &'static str,
-    n: usize,
-    c: usize,
-    h: usize,
-    co: usize,
-    k: usize,
-    s: usize,
-) -> Layer {
-    Layer {
-        name,
-        n,
-        c,
-        h,
-        co,
-        k,
-        s,
-    }
-}
+/// name, batch, input channels, input size, output channels, kernel, stride.
+type Layer = (&'static str, usize, usize, usize, usize, usize, usize);
 
 const LAYERS: [Layer; 21] = [
-    l("paper r9@28 b2", 250, 32, 28, 64, 3, 1),
-    l("paper r9@28 b3", 250, 64, 14, 64, 3, 1),
-    l("paper r9@28 b5", 250, 64, 14, 128, 3, 1),
-    l("paper r9@28 b6", 250, 128, 7, 256, 3, 1),
-    l("paper r9@28 b7", 250, 256, 3, 256, 3, 1),
-    l("r18@32 conv1", 256, 3, 32, 64, 7, 2),
-    l("r18@32 l1", 256, 64, 8, 64, 3, 1),
-    l("r18@32 l2.0", 256, 64, 8, 128, 3, 2),
-    l("r18@32 l2", 256, 128, 4, 128, 3, 1),
-    l("r18@32 l3.0", 256, 128, 4, 256, 3, 2),
-    l("r18@32 l3", 256, 256, 2, 256, 3, 1),
-    l("r18@32 l4.0", 256, 256, 2, 512, 3, 2),
-    l("r18@32 l4", 256, 512, 1, 512, 3, 1),
-    l("r18@224 l1", 32, 64, 56, 64, 3, 1),
-    l("r18@224 l2", 32, 128, 28, 128, 3, 1),
-    l("r18@224 l3", 32, 256, 14, 256, 3, 1),
-    l("r18@224 l4", 32, 512, 7, 512, 3, 1),
-    l("r18@224 l4.0", 32, 256, 14, 512, 3, 2),
-    l("r18@224 conv1", 32, 3, 224, 64, 7, 2),
-    l("r18@224 l2.ds", 32, 64, 56, 128, 1, 2),
-    l("r18@224 l2.0", 32, 64, 56, 128, 3, 2),
+    ("paper r9@28 b2", 250, 32, 28, 64, 3, 1),
+    ("paper r9@28 b3", 250, 64, 14, 64, 3, 1),
+    ("paper r9@28 b5", 250, 64, 14, 128, 3, 1),
+    ("paper r9@28 b6", 250, 128, 7, 256, 3, 1),
+    ("paper r9@28 b7", 250, 256, 3, 256, 3, 1),
+    ("r18@32 conv1", 256, 3, 32, 64, 7, 2),
+    ("r18@32 l1", 256, 64, 8, 64, 3, 1),
+    ("r18@32 l2.0", 256, 64, 8, 128, 3, 2),
+    ("r18@32 l2", 256, 128, 4, 128, 3, 1),
+    ("r18@32 l3.0", 256, 128, 4, 256, 3, 2),
+    ("r18@32 l3", 256, 256, 2, 256, 3, 1),
+    ("r18@32 l4.0", 256, 256, 2, 512, 3, 2),
+    ("r18@32 l4", 256, 512, 1, 512, 3, 1),
+    ("r18@224 l1", 32, 64, 56, 64, 3, 1),
+    ("r18@224 l2", 32, 128, 28, 128, 3, 1),
+    ("r18@224 l3", 32, 256, 14, 256, 3, 1),
+    ("r18@224 l4", 32, 512, 7, 512, 3, 1),
+    ("r18@224 l4.0", 32, 256, 14, 512, 3, 2),
+    ("r18@224 conv1", 32, 3, 224, 64, 7, 2),
+    ("r18@224 l2.ds", 32, 64, 56, 128, 1, 2),
+    ("r18@224 l2.0", 32, 64, 56, 128, 3, 2),
 ];
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -104,29 +77,24 @@ fn main() -> candle_core::Result<()> {
         "diff wg",
         "diff sm"
     );
-    for ly in LAYERS {
-        let pad = ly.k / 2;
+    for (name, n, c, h, co, k, s) in LAYERS {
+        let pad = k / 2;
         let p = ConvParams {
-            stride: ly.s,
+            stride: s,
             padding: pad,
             ..Default::default()
         };
-        let x = Tensor::randn(0f32, 1.0, (ly.n, ly.c, ly.h, ly.h), &dev)?;
-        let fan_in = (ly.c * ly.k * ly.k) as f64;
-        let w = Tensor::randn(
-            0f32,
-            (2.0 / fan_in).sqrt() as f32,
-            (ly.co, ly.c, ly.k, ly.k),
-            &dev,
-        )?;
-        let b = Tensor::randn(0f32, 0.1, ly.co, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (n, c, h, h), &dev)?;
+        let fan_in = (c * k * k) as f64;
+        let w = Tensor::randn(0f32, (2.0 / fan_in).sqrt() as f32, (co, c, k, k), &dev)?;
+        let b = Tensor::randn(0f32, 0.1, co, &dev)?;
         let chosen = forward_algorithm(x.dims(), w.dims(), p)?;
         let mut times = Vec::new();
         let mut outs = Vec::new();
         for alg in [A::Im2col, A::Winograd, A::SmallMap] {
             let applies = alg == A::Im2col
                 || alg == chosen
-                || (alg == A::Winograd && ly.k == 3 && ly.s == 1 && ly.c >= 16 && ly.co >= 16);
+                || (alg == A::Winograd && k == 3 && s == 1 && c >= 16 && co >= 16);
             if !applies {
                 times.push(None);
                 outs.push(None);
@@ -143,8 +111,8 @@ fn main() -> candle_core::Result<()> {
             times.push(Some(median(ts)));
             outs.push(Some(y));
         }
-        let oh = (ly.h + 2 * pad - ly.k) / ly.s + 1;
-        let flops = 2.0 * (ly.n * ly.co * oh * oh * ly.c * ly.k * ly.k) as f64;
+        let oh = (h + 2 * pad - k) / s + 1;
+        let flops = 2.0 * (n * co * oh * oh * c * k * k) as f64;
         let base = times[0].unwrap();
         let best = times
             .iter()
@@ -162,13 +130,13 @@ fn main() -> candle_core::Result<()> {
         let cell = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2}", t * 1e3));
         println!(
             "{:<16} {:>4} {:>4} {:>4} {:>4} {:>2} {:>2} | {:>8} {:>8} {:>8} | {:>6.1} | {:>6.2} {:>8} {:>8}  ({chosen:?})",
-            ly.name,
-            ly.n,
-            ly.c,
-            ly.h,
-            ly.co,
-            ly.k,
-            ly.s,
+            name,
+            n,
+            c,
+            h,
+            co,
+            k,
+            s,
             cell(times[0]),
             cell(times[1]),
             cell(times[2]),

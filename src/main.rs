@@ -781,7 +781,7 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
 fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
     let pf = PolicyFile::load(path)?;
     // Every output checked against every input and each other before any work.
-    let mut outputs = memprune::output::policy_outputs(&pf)?;
+    let mut outputs = pf.outputs()?;
     let report_settings = match &pf.policy.output.report {
         Some(_) => Some(memprune::report::gather::ReportSettings::of_policy(&pf)?),
         None => None,

@@ -325,51 +325,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The output set of a policy run: the policy file, its model, reference, data, indices and
-/// evaluation data read; its checkpoint, JSON, chart and HTML report written.
-pub fn policy_outputs(pf: &crate::plan::PolicyFile) -> Result<OutputSet> {
-    let p = &pf.policy;
-    let mut set = OutputSet::new();
-    set.input(&pf.path, "the policy file");
-    set.input(
-        &p.model.clone().unwrap_or_else(crate::defaults::model_f),
-        "the model",
-    );
-    set.input(
-        &p.reference.clone().unwrap_or_else(crate::defaults::model_g),
-        "the reference",
-    );
-    let data = p.data.path.clone().unwrap_or_else(crate::defaults::data);
-    set.input(&data, "the data");
-    if let Some(i) = &p.data.indices {
-        set.input(i, "the indices file");
-    }
-    for d in [&p.evaluation.train, &p.evaluation.test]
-        .into_iter()
-        .flatten()
-    {
-        set.input(d, "the evaluation data");
-    }
-    if let Some(ft) = &p.evaluation.finetune {
-        set.input(&ft.data_path(), "the fine-tuning data");
-    }
-    set.output(&pf.output_checkpoint(), "output.checkpoint")
-        .map_err(|e| pf.error_at(None, "checkpoint", &e.to_string()))?;
-    for (path, key) in [
-        (&p.output.json, "json"),
-        (&p.output.chart, "chart"),
-        (&p.output.report, "report"),
-    ] {
-        if let Some(path) = path {
-            set.output(path, &format!("output.{key}"))
-                .map_err(|e| pf.error_at(None, key, &e.to_string()))?;
-        }
-    }
-    Ok(set)
-}
-
-/// The builder of a staged output file: `.NAME.XXXX.tmp`, created with mode 0666 less the
-/// umask, as the file would be if written directly (tempfile's default, 0600, would make
+/// The builder of a staged output file, `.NAME.<random>.tmp`, created with mode 0666 less
+/// the umask, as the file would be if written directly (tempfile's default, 0600, would make
 /// every output private to its owner).
 fn staging_file(prefix: &str) -> tempfile::Builder<'_, 'static> {
     let mut b = tempfile::Builder::new();

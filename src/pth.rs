@@ -332,18 +332,17 @@ impl<'a> Machine<'a> {
     }
     /// Before the container on top of the stack is filled: its memo entries let go of it,
     /// so that `Rc::make_mut` fills it in place (a copy would leave them empty).
-    fn detach_memo(&mut self) -> Result<(Option<usize>, Vec<u32>)> {
-        let addr = container_addr(self.top()?);
-        let keys = addr
+    fn detach_memo(&mut self) -> Result<Vec<u32>> {
+        let keys = container_addr(self.top()?)
             .and_then(|a| self.memo_holders.remove(&a))
             .unwrap_or_default();
         for k in &keys {
             self.memo.insert(*k, Obj::None);
         }
-        Ok((addr, keys))
+        Ok(keys)
     }
     /// After filling: the memo entries hold the filled container again.
-    fn reattach_memo(&mut self, (_, keys): (Option<usize>, Vec<u32>)) -> Result<()> {
+    fn reattach_memo(&mut self, keys: Vec<u32>) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }

@@ -708,19 +708,25 @@ fn fwd_chunk(
             for o in 0..g.co {
                 let bo = bias.map_or(0.0, |b| b[o]);
                 let dst = &mut y[(b * g.co + o) * p..][..p];
-                let src = &tmp[o * nc + b * p..][..p];
-                if relu {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| {
-                        d.write((s + bo).max(0.0));
-                    })
-                } else {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| {
-                        d.write(s + bo);
-                    })
-                }
+                write_biased(dst, &tmp[o * nc + b * p..][..p], bo, relu);
             }
         }
     })
+}
+
+/// `dst = src + bias`, then ReLU if `relu`: the epilogue that writes a forward's output
+/// once, into memory not yet initialised.
+#[inline(always)]
+fn write_biased(dst: &mut [MaybeUninit<f32>], src: &[f32], bias: f32, relu: bool) {
+    if relu {
+        dst.iter_mut().zip(src).for_each(|(d, s)| {
+            d.write((s + bias).max(0.0));
+        })
+    } else {
+        dst.iter_mut().zip(src).for_each(|(d, s)| {
+            d.write(s + bias);
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 use crate::data::augment::AugmentConfig;
 use crate::data::Split;
 use crate::metrics::unit_mem::Reduce;
+use crate::output::OutputSet;
 use crate::rewrite::PruneMode;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -339,6 +340,49 @@ pub struct PolicyFile {
 }
 
 impl PolicyFile {
+    /// The output set of a policy run: the policy file, its model, reference, data, indices and
+    /// evaluation data read; its checkpoint, JSON, chart and HTML report written.
+    pub fn outputs(&self) -> Result<OutputSet> {
+        let (pf, p) = (self, &self.policy);
+        let mut set = OutputSet::new();
+        set.input(&pf.path, "the policy file");
+        set.input(
+            &p.model.clone().unwrap_or_else(crate::defaults::model_f),
+            "the model",
+        );
+        set.input(
+            &p.reference.clone().unwrap_or_else(crate::defaults::model_g),
+            "the reference",
+        );
+        let data = p.data.path.clone().unwrap_or_else(crate::defaults::data);
+        set.input(&data, "the data");
+        if let Some(i) = &p.data.indices {
+            set.input(i, "the indices file");
+        }
+        for d in [&p.evaluation.train, &p.evaluation.test]
+            .into_iter()
+            .flatten()
+        {
+            set.input(d, "the evaluation data");
+        }
+        if let Some(ft) = &p.evaluation.finetune {
+            set.input(&ft.data_path(), "the fine-tuning data");
+        }
+        set.output(&pf.output_checkpoint(), "output.checkpoint")
+            .map_err(|e| pf.error_at(None, "checkpoint", &e.to_string()))?;
+        for (path, key) in [
+            (&p.output.json, "json"),
+            (&p.output.chart, "chart"),
+            (&p.output.report, "report"),
+        ] {
+            if let Some(path) = path {
+                set.output(path, &format!("output.{key}"))
+                    .map_err(|e| pf.error_at(None, key, &e.to_string()))?;
+            }
+        }
+        Ok(set)
+    }
+
     /// Reads and checks a policy: YAML errors name the file, line and field.
     pub fn load(path: &Path) -> Result<PolicyFile> {
         let text = std::fs::read_to_string(path)

@@ -22,7 +22,7 @@
 //! on how many columns it is given, so the output is the same bits for any batch size,
 //! chunking or thread count.
 
-use super::{num_threads, parallelism, sgemm, with_scratch, Geom, SendPtr};
+use super::{num_threads, parallelism, sgemm, with_scratch, write_biased, Geom, SendPtr};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -287,15 +287,7 @@ fn transform_output_body<const L: usize>(
                     }
                     let src = &stage[o * M * sw + i * sw..][..g.ow];
                     let dst = &mut y[(b * co + o) * p + oy * g.ow..][..g.ow];
-                    if relu {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| {
-                            d.write((s + bo).max(0.0));
-                        });
-                    } else {
-                        dst.iter_mut().zip(src).for_each(|(d, s)| {
-                            d.write(s + bo);
-                        });
-                    }
+                    write_biased(dst, src, bo, relu);
                 }
             }
         }
