@@ -4,7 +4,9 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use memprune::model::batch_norm::{
     batch_norm_eval, batch_norm_train, channel_stats, fold_batch_norm,
 };
-use memprune::model::conv::{channel_means, conv2d, conv2d_bias_act, conv2d_stock, ConvParams};
+use memprune::model::conv::{
+    channel_means, conv2d, conv2d_bias_act, conv2d_bias_act_max_pool2, conv2d_stock, ConvParams,
+};
 use memprune::model::pool::max_pool2d;
 
 const TOL: f64 = 1e-4;
@@ -446,5 +448,75 @@ fn conv_max_pool() -> Result<()> {
     // odd size with 2x2: floor
     let x = Tensor::randn(0f32, 1., (1, 2, 7, 5), &dev)?;
     check("pool2 odd", &max_pool2d(&x, 2, 2, 0)?, &x.max_pool2d(2)?);
+    Ok(())
+}
+
+/// The fused conv + 2x2 max pool (one pass where the conv is Winograd) gives the bits of the
+/// conv followed by the pool, for even and odd maps, with and without ReLU, for every
+/// batch slice and thread count; and falls back (same bits) where it does not apply or a
+/// gradient is tracked.
+#[test]
+fn conv_max_pool_fused_matches_conv_then_pool() -> Result<()> {
+    use memprune::model::conv::{forward_algorithm, ForwardAlgorithm as A};
+    let dev = Device::Cpu;
+    let p1 = ConvParams {
+        padding: 1,
+        ..Default::default()
+    };
+    let p0 = ConvParams::default();
+    // (c, h, w, co, params): ResNet9's blocks 2, 5, 6 at 28x28 and odd/remainder shapes.
+    let shapes = [
+        (32, 28, 28, 64, p1),
+        (64, 14, 14, 128, p1),
+        (128, 7, 7, 256, p1),
+        (16, 5, 9, 24, p1),
+        (20, 6, 7, 19, p0),
+        (8, 6, 6, 16, p1),
+        (32, 2, 2, 16, p1),
+    ];
+    let mut fused_shapes = 0;
+    for (c, h, w, co, p) in shapes {
+        let x = Tensor::randn(0f32, 1., (5, c, h, w), &dev)?;
+        let wt = Tensor::randn(0f32, 0.2, (co, c, 3, 3), &dev)?;
+        let b = Tensor::randn(0f32, 0.5, co, &dev)?;
+        if forward_algorithm(x.dims(), wt.dims(), p)? == A::Winograd {
+            fused_shapes += 1;
+        }
+        for relu in [true, false] {
+            let bits = |t: &Tensor| -> Vec<u32> {
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.into_iter().map(f32::to_bits).collect()
+            };
+            let want = max_pool2d(&conv2d_bias_act(&x, &wt, &b, p, relu)?, 2, 2, 0)?;
+            let got = conv2d_bias_act_max_pool2(&x, &wt, &b, p, relu)?;
+            assert_eq!(got.dims(), want.dims(), "{c}x{h}x{w} -> {co}");
+            assert_eq!(bits(&got), bits(&want), "{c}x{h}x{w} -> {co}, relu {relu}");
+            let per = want.elem_count() / 5;
+            for (lo, len, threads) in [(0, 1, 1), (1, 3, 2), (4, 1, 2)] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let part = pool.install(|| {
+                    conv2d_bias_act_max_pool2(&x.narrow(0, lo, len)?, &wt, &b, p, relu)
+                })?;
+                assert!(
+                    bits(&part) == bits(&want)[lo * per..(lo + len) * per],
+                    "{c}x{h}x{w}: images {lo}..{} with {threads} thread(s)",
+                    lo + len
+                );
+            }
+            // A tracked input takes the unfused ops (which have a backward).
+            let xv = Var::from_tensor(&x)?;
+            let tracked = conv2d_bias_act_max_pool2(xv.as_tensor(), &wt, &b, p, relu)?;
+            assert_eq!(bits(&tracked), bits(&want));
+            let grads = tracked.sum_all()?.backward()?;
+            assert!(grads.get(xv.as_tensor()).is_some());
+        }
+    }
+    assert!(
+        fused_shapes >= 5,
+        "{fused_shapes} shapes take the fused pass"
+    );
     Ok(())
 }

@@ -71,6 +71,31 @@ pub fn conv2d_bias_act(
     conv_impl(x, w, Some(b), p, relu, None)
 }
 
+/// Inference: [`conv2d_bias_act`] followed by a 2x2 max pool of stride 2 (ResNet9's
+/// pooled blocks). Where the conv runs as Winograd F(2x2, 3x3), whose 2x2 output tiles are
+/// the pool's windows, both run in one pass that writes only the pooled map; elsewhere (and
+/// when a gradient is tracked: the fused op has no backward) the two ops run one after the
+/// other. The same bits either way.
+pub fn conv2d_bias_act_max_pool2(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    p: ConvParams,
+    relu: bool,
+) -> Result<Tensor> {
+    let fused = use_fast_path(x, w, Some(b))
+        && !(x.track_op() || w.track_op() || b.track_op())
+        && b.dims() == [w.dim(0)?]
+        && Geom::new(x.dims(), w.dims(), p)
+            .is_ok_and(|g| algorithm(&g) == ForwardAlgorithm::Winograd && g.oh >= 2 && g.ow >= 2);
+    if !fused {
+        let y = conv2d_bias_act(x, w, b, p, relu)?;
+        return crate::model::pool::max_pool2d(&y, 2, 2, 0);
+    }
+    let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
+    x.apply_op3(&w, &b, ConvPoolOp3 { p, relu })
+}
+
 /// [`conv2d_bias_act`] with the forward algorithm given instead of chosen (an algorithm
 /// that does not apply to the geometry falls back to im2col): for benchmarks and tests
 /// that compare the algorithms in one process.
@@ -602,7 +627,7 @@ fn conv_fwd(
     };
     match alg {
         ForwardAlgorithm::SmallMap => small_map::forward(x, w, bias, g, relu),
-        ForwardAlgorithm::Winograd => winograd::forward(x, w, bias, g, relu),
+        ForwardAlgorithm::Winograd => winograd::forward(x, w, bias, g, relu, false),
         ForwardAlgorithm::Im2col => im2col_fwd(x, w, bias, g, relu),
     }
 }
@@ -1043,6 +1068,36 @@ impl CustomOp3 for ConvOp3 {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         bwd_tensors(self.p, self.relu, x, w, Some(b), res, grad)
+    }
+}
+
+/// Winograd conv, bias, ReLU and 2x2 max pool in one pass: forward only (see
+/// [`conv2d_bias_act_max_pool2`]).
+struct ConvPoolOp3 {
+    p: ConvParams,
+    relu: bool,
+}
+
+impl CustomOp3 for ConvPoolOp3 {
+    fn name(&self) -> &'static str {
+        "memprune-conv2d-bias-max-pool2"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(l1.dims(), l2.dims(), self.p)?;
+        let (xs, ws, bs) = (cpu_slice(s1, l1)?, cpu_slice(s2, l2)?, cpu_slice(s3, l3)?);
+        let y = winograd::forward(xs, ws, Some(bs), &g, self.relu, true);
+        Ok((
+            CpuStorage::F32(y),
+            Shape::from((g.n, g.co, g.oh / 2, g.ow / 2)),
+        ))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::batch_norm::fold_batch_norm;
-use crate::model::conv::{conv2d, conv2d_bias_act, ConvParams};
+use crate::model::conv::{conv2d, conv2d_bias_act, conv2d_bias_act_max_pool2, ConvParams};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
@@ -169,6 +169,28 @@ impl ConvBn {
                 });
                 Ok(y)
             }
+        }
+    }
+
+    /// [`ConvBn::forward`] followed by a 2x2 max pool of stride 2; at inference the conv
+    /// and the pool run as one op where they can (see [`conv2d_bias_act_max_pool2`]).
+    pub fn forward_max_pool2(
+        &self,
+        x: &Tensor,
+        relu: bool,
+        mode: &mut Mode,
+    ) -> candle_core::Result<Tensor> {
+        match mode {
+            Mode::Train(_) if !self.frozen => {
+                crate::model::pool::max_pool2d(&self.forward(x, relu, mode)?, 2, 2, 0)
+            }
+            _ => conv2d_bias_act_max_pool2(
+                x,
+                &self.folded_weight,
+                &self.folded_bias,
+                self.params,
+                relu,
+            ),
         }
     }
 

@@ -113,11 +113,11 @@ impl ResNet9 {
     }
 
     fn block(&self, i: usize, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
-        let y = self.blocks[i - 1].forward(x, true, mode)?;
+        let b = &self.blocks[i - 1];
         if POOLED_BLOCKS.contains(&i) {
-            crate::model::pool::max_pool2d(&y, 2, 2, 0)
+            b.forward_max_pool2(x, true, mode)
         } else {
-            Ok(y)
+            b.forward(x, true, mode)
         }
     }
 

@@ -247,6 +247,11 @@ fn input_block<const N: usize>(
 /// `Y = Aᵀ M A` (plus bias, then ReLU) of every tile, from `M` as `[ξ][T][C_out]`, written
 /// into the chunk's NCHW output. A row of tiles is staged as (C_out, 2, 2·tiles) first, so
 /// that the scattered writes stay in L1 and the output is written along its rows.
+///
+/// With `pool`, each tile's 2x2 outputs are one window of a 2x2 max pool of stride 2, and
+/// only the pooled map, `(oh / 2, ow / 2)`, is written: the same selects in the same order
+/// as [`crate::model::pool::max_pool2d`] on the full output, so the same bits, without
+/// writing the full map and reading it back.
 #[inline(always)]
 fn transform_output_body<const L: usize>(
     m: &[f32],
@@ -254,43 +259,127 @@ fn transform_output_body<const L: usize>(
     nb: usize,
     bias: Option<&[f32]>,
     relu: bool,
+    pool: bool,
     y: &mut [MaybeUninit<f32>],
 ) {
     let (th, tw) = tiles(g);
-    let (co, t_all, p) = (g.co, nb * th * tw, g.p());
+    let (co, t_all) = (g.co, nb * th * tw);
     let plane = t_all * co;
-    let sw = M * tw;
-    let mut stage = vec![0f32; co * M * sw];
+    // Staged rows per tile row and their width: two of 2·tw outputs, or one pooled row.
+    let (rows, sw) = if pool { (1, tw) } else { (M, M * tw) };
+    let (oh, ow) = if pool {
+        (g.oh / M, g.ow / M)
+    } else {
+        (g.oh, g.ow)
+    };
+    let p = oh * ow;
+    let mut stage = vec![0f32; co * rows * sw];
+    let zeros = vec![0f32; co];
+    let bias_pooled = bias.unwrap_or(&zeros);
     for b in 0..nb {
         for ty in 0..th {
+            if pool && ty >= oh {
+                break;
+            }
             for tx in 0..tw {
                 let t = (b * th + ty) * tw + tx;
                 let mut o0 = 0;
+                macro_rules! block {
+                    ($n:expr, $o:expr) => {{
+                        let at = t * co + $o;
+                        let st = &mut stage[$o * rows * sw..];
+                        if pool {
+                            output_block_pooled::<$n>(
+                                m,
+                                plane,
+                                at,
+                                &bias_pooled[$o..],
+                                relu,
+                                st,
+                                sw,
+                                tx,
+                            )
+                        } else {
+                            output_block::<$n>(m, plane, at, st, sw, tx)
+                        }
+                    }};
+                }
                 while o0 + L <= co {
-                    output_block::<L>(m, plane, t * co + o0, &mut stage[o0 * M * sw..], sw, tx);
+                    block!(L, o0);
                     o0 += L;
                 }
                 while o0 + 8 <= co {
-                    output_block::<8>(m, plane, t * co + o0, &mut stage[o0 * M * sw..], sw, tx);
+                    block!(8, o0);
                     o0 += 8;
                 }
                 for o in o0..co {
-                    output_block::<1>(m, plane, t * co + o, &mut stage[o * M * sw..], sw, tx);
+                    block!(1, o);
                 }
             }
             for o in 0..co {
-                let bo = bias.map_or(0.0, |bs| bs[o]);
-                for i in 0..M {
-                    let oy = M * ty + i;
-                    if oy >= g.oh {
+                for i in 0..rows {
+                    let oy = rows * ty + i;
+                    if oy >= oh {
                         break;
                     }
-                    let src = &stage[o * M * sw + i * sw..][..g.ow];
-                    let dst = &mut y[(b * co + o) * p + oy * g.ow..][..g.ow];
-                    write_biased(dst, src, bo, relu);
+                    let src = &stage[o * rows * sw + i * sw..][..ow];
+                    let dst = &mut y[(b * co + o) * p + oy * ow..][..ow];
+                    if pool {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            d.write(s);
+                        }
+                    } else {
+                        write_biased(dst, src, bias.map_or(0.0, |bs| bs[o]), relu);
+                    }
                 }
             }
         }
+    }
+}
+
+/// [`output_block`] followed by bias, ReLU and the 2x2 max pool of the tile: one pooled
+/// output per channel, at `stage[l · sw + tx]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn output_block_pooled<const N: usize>(
+    m: &[f32],
+    plane: usize,
+    at: usize,
+    bias: &[f32],
+    relu: bool,
+    stage: &mut [f32],
+    sw: usize,
+    tx: usize,
+) {
+    let mut mv = [[0f32; N]; A2];
+    for (k, mk) in mv.iter_mut().enumerate() {
+        mk.copy_from_slice(&m[k * plane + at..][..N]);
+    }
+    let out = output_lanes::<N>(&mv);
+    let bias: &[f32; N] = bias[..N].try_into().expect("N biases");
+    let act = |k: usize| -> [f32; N] {
+        std::array::from_fn(|l| {
+            let s = out[k][l] + bias[l];
+            if relu {
+                s.max(0.0)
+            } else {
+                s
+            }
+        })
+    };
+    let (a, b, c, d) = (act(0), act(1), act(2), act(3));
+    // max_pool2d's order: each row's pair, then the rows.
+    let pooled: [f32; N] = std::array::from_fn(|l| {
+        let top = if b[l] > a[l] { b[l] } else { a[l] };
+        let bottom = if d[l] > c[l] { d[l] } else { c[l] };
+        if bottom > top {
+            bottom
+        } else {
+            top
+        }
+    });
+    for (l, &v) in pooled.iter().enumerate() {
+        stage[l * sw + tx] = v;
     }
 }
 
@@ -382,7 +471,7 @@ fn pad_body<const L: usize>(x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut 
 
 dispatch!(pad_avx512, pad_avx2, pad_channels_last, pad_body, (x: &[f32], g: &Geom, b0: usize, nb: usize, xp: &mut [f32]));
 dispatch!(input_avx512, input_avx2, transform_input, transform_input_body, (xp: &[f32], g: &Geom, nb: usize, v: &mut [f32]));
-dispatch!(output_avx512, output_avx2, transform_output, transform_output_body, (m: &[f32], g: &Geom, nb: usize, bias: Option<&[f32]>, relu: bool, y: &mut [MaybeUninit<f32>]));
+dispatch!(output_avx512, output_avx2, transform_output, transform_output_body, (m: &[f32], g: &Geom, nb: usize, bias: Option<&[f32]>, relu: bool, pool: bool, y: &mut [MaybeUninit<f32>]));
 
 /// Images per chunk: a chunk's padded input, `V` and `M` stay near 4 MiB, but with at least
 /// 256 tiles (each GEMM packs its part of the kernel once per chunk, so fewer columns
@@ -397,15 +486,21 @@ fn chunk_images(g: &Geom, nt: usize) -> usize {
     nb.min(g.n.div_ceil(nt)).max(1)
 }
 
-/// The forward pass: `act(conv(x, w) + b)`, NCHW.
+/// The forward pass: `act(conv(x, w) + b)`, NCHW; with `pool`, its 2x2 max pool of stride
+/// 2, `(N, C_out, oh / 2, ow / 2)`.
 pub(super) fn forward(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     g: &Geom,
     relu: bool,
+    pool: bool,
 ) -> Vec<f32> {
-    let per_img = g.co * g.p();
+    let per_img = if pool {
+        g.co * (g.oh / M) * (g.ow / M)
+    } else {
+        g.co * g.p()
+    };
     if g.n == 0 || per_img == 0 {
         return Vec::new();
     }
@@ -448,7 +543,7 @@ pub(super) fn forward(
                     )
                 }
             }
-            transform_output(m, g, nbc, bias, relu, ych);
+            transform_output(m, g, nbc, bias, relu, pool, ych);
         })
     };
     if nt > 1 && nchunks >= nt {
@@ -465,7 +560,8 @@ pub(super) fn forward(
         }
     }
     // SAFETY: the output transform wrote every row of every channel of every image (its
-    // tile rows cover 0..oh, each row whole), and the chunks cover the images.
+    // tile rows cover 0..oh, or 0..oh / 2 pooled, each row whole), and the chunks cover
+    // the images.
     unsafe { y.set_len(g.n * per_img) };
     y
 }
@@ -475,7 +571,7 @@ mod tests {
     use super::*;
     use crate::model::conv::ConvParams;
 
-    type OutputBody = fn(&[f32], &Geom, usize, Option<&[f32]>, bool, &mut [MaybeUninit<f32>]);
+    type OutputBody = fn(&[f32], &Geom, usize, Option<&[f32]>, bool, bool, &mut [MaybeUninit<f32>]);
 
     fn noise(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).max(1);
@@ -510,19 +606,25 @@ mod tests {
             assert_eq!(bits(&v16), bits(&v8), "input transform, {c} channels");
             let m = noise(A2 * co * t_all, 2);
             let bias = noise(co, 3);
-            let per = 2 * co * g.p();
-            let out = |f: OutputBody| {
-                let mut y = vec![MaybeUninit::new(f32::NAN); per];
-                f(&m, &g, 2, Some(&bias), true, &mut y);
-                y.iter()
-                    .map(|v| unsafe { v.assume_init() })
-                    .collect::<Vec<f32>>()
-            };
-            let y16 = out(transform_output_body::<16>);
-            let y8 = out(transform_output_body::<8>);
-            assert!(y8.iter().all(|v| !v.is_nan()), "every output is written");
-            assert_eq!(bits(&y16), bits(&y8), "output transform, {co} channels");
-            assert!(y8.iter().any(|&y| y > 0.0));
+            for pool in [false, true] {
+                let per = if pool {
+                    2 * co * (g.oh / 2) * (g.ow / 2)
+                } else {
+                    2 * co * g.p()
+                };
+                let out = |f: OutputBody| {
+                    let mut y = vec![MaybeUninit::new(f32::NAN); per];
+                    f(&m, &g, 2, Some(&bias), true, pool, &mut y);
+                    y.iter()
+                        .map(|v| unsafe { v.assume_init() })
+                        .collect::<Vec<f32>>()
+                };
+                let y16 = out(transform_output_body::<16>);
+                let y8 = out(transform_output_body::<8>);
+                assert!(y8.iter().all(|v| !v.is_nan()), "every output is written");
+                assert_eq!(bits(&y16), bits(&y8), "output transform, {co} channels");
+                assert!(y8.iter().any(|&y| y > 0.0));
+            }
         }
     }
 }
