@@ -43,6 +43,20 @@ fn large_blocks_are_reused_zeroed_and_bounded() {
     drop(keep);
     let held = ALLOC.cached_bytes();
     assert!((12 * MB..=16 * MB).contains(&held), "{held} bytes cached");
+    // A smaller request (up to a quarter) takes the best-fitting block; freed, the block
+    // keeps its true size and serves a full-size request again; a much smaller one does not.
+    drop(vec![3u8; 8 * MB]);
+    let part = vec![4u8; 7 * MB];
+    let pp = part.as_ptr() as usize;
+    assert!(part.iter().all(|&x| x == 4));
+    drop(part);
+    let full = vec![5u8; 8 * MB];
+    assert_eq!(full.as_ptr() as usize, pp, "the lent block came back whole");
+    assert!(full.iter().all(|&x| x == 5), "all of it is usable");
+    drop(full);
+    let small = vec![6u8; 5 * MB];
+    assert_ne!(small.as_ptr() as usize, pp, "5 of 8 MiB is too loose a fit");
+    drop(small);
     // Small allocations are untouched.
     let s = vec![9u8; 1000];
     assert_eq!(s.iter().map(|&x| x as usize).sum::<usize>(), 9000);
