@@ -337,6 +337,16 @@ fn transform_output_body<const L: usize>(
     }
 }
 
+/// `Aᵀ M A` of one tile for lanes `0..N`, `M` read from the 16 planes of `m` at `at`.
+#[inline(always)]
+fn tile_outputs<const N: usize>(m: &[f32], plane: usize, at: usize) -> [[f32; N]; 4] {
+    let mut mv = [[0f32; N]; A2];
+    for (k, mk) in mv.iter_mut().enumerate() {
+        mk.copy_from_slice(&m[k * plane + at..][..N]);
+    }
+    output_lanes::<N>(&mv)
+}
+
 /// [`output_block`] followed by bias, ReLU and the 2x2 max pool of the tile: one pooled
 /// output per channel, at `stage[l · sw + tx]`.
 #[allow(clippy::too_many_arguments)]
@@ -351,11 +361,7 @@ fn output_block_pooled<const N: usize>(
     sw: usize,
     tx: usize,
 ) {
-    let mut mv = [[0f32; N]; A2];
-    for (k, mk) in mv.iter_mut().enumerate() {
-        mk.copy_from_slice(&m[k * plane + at..][..N]);
-    }
-    let out = output_lanes::<N>(&mv);
+    let out = tile_outputs::<N>(m, plane, at);
     let bias: &[f32; N] = bias[..N].try_into().expect("N biases");
     let act = |k: usize| -> [f32; N] {
         std::array::from_fn(|l| {
@@ -394,11 +400,7 @@ fn output_block<const N: usize>(
     sw: usize,
     tx: usize,
 ) {
-    let mut mv = [[0f32; N]; A2];
-    for (k, mk) in mv.iter_mut().enumerate() {
-        mk.copy_from_slice(&m[k * plane + at..][..N]);
-    }
-    let out = output_lanes::<N>(&mv);
+    let out = tile_outputs::<N>(m, plane, at);
     for i in 0..M {
         for j in 0..M {
             let col = i * sw + M * tx + j;
