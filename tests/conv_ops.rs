@@ -4,10 +4,8 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use memprune::model::batch_norm::{
     batch_norm_eval, batch_norm_train, channel_stats, fold_batch_norm,
 };
-use memprune::model::conv::{
-    channel_means, conv2d, conv2d_bias_act, conv2d_bias_act_max_pool2, conv2d_stock, ConvParams,
-};
-use memprune::model::pool::max_pool2d;
+use memprune::model::conv::{channel_means, conv2d, conv2d_bias_act, conv2d_stock, ConvParams};
+use memprune::model::pool::{conv2d_bias_act_max_pool2, max_pool2d};
 
 const TOL: f64 = 1e-4;
 

@@ -71,29 +71,28 @@ pub fn conv2d_bias_act(
     conv_impl(x, w, Some(b), p, relu, None)
 }
 
-/// Inference: [`conv2d_bias_act`] followed by a 2x2 max pool of stride 2 (ResNet9's
-/// pooled blocks). Where the conv runs as Winograd F(2x2, 3x3), whose 2x2 output tiles are
-/// the pool's windows, both run in one pass that writes only the pooled map; elsewhere (and
-/// when a gradient is tracked: the fused op has no backward) the two ops run one after the
-/// other. The same bits either way.
-pub fn conv2d_bias_act_max_pool2(
+/// Inference: [`conv2d_bias_act`] and a 2x2 max pool of stride 2 in one pass, where the
+/// conv runs as Winograd F(2x2, 3x3) (its 2x2 output tiles are the pool's windows) and no
+/// gradient is tracked (the fused op has no backward); `None` elsewhere. Only the pooled
+/// map is written. `pool::conv2d_bias_act_max_pool2` falls back to the two
+/// ops.
+pub fn conv2d_bias_act_max_pool2_fused(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,
     p: ConvParams,
     relu: bool,
-) -> Result<Tensor> {
+) -> Result<Option<Tensor>> {
     let fused = use_fast_path(x, w, Some(b))
         && !(x.track_op() || w.track_op() || b.track_op())
         && b.dims() == [w.dim(0)?]
         && Geom::new(x.dims(), w.dims(), p)
             .is_ok_and(|g| algorithm(&g) == ForwardAlgorithm::Winograd && g.oh >= 2 && g.ow >= 2);
     if !fused {
-        let y = conv2d_bias_act(x, w, b, p, relu)?;
-        return crate::model::pool::max_pool2d(&y, 2, 2, 0);
+        return Ok(None);
     }
     let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
-    x.apply_op3(&w, &b, ConvPoolOp3 { p, relu })
+    Ok(Some(x.apply_op3(&w, &b, ConvPoolOp3 { p, relu })?))
 }
 
 /// [`conv2d_bias_act`] with the forward algorithm given instead of chosen (an algorithm
@@ -1072,7 +1071,7 @@ impl CustomOp3 for ConvOp3 {
 }
 
 /// Winograd conv, bias, ReLU and 2x2 max pool in one pass: forward only (see
-/// [`conv2d_bias_act_max_pool2`]).
+/// [`conv2d_bias_act_max_pool2_fused`]).
 struct ConvPoolOp3 {
     p: ConvParams,
     relu: bool,

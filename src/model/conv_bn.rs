@@ -2,7 +2,8 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::model::batch_norm::fold_batch_norm;
-use crate::model::conv::{conv2d, conv2d_bias_act, conv2d_bias_act_max_pool2, ConvParams};
+use crate::model::conv::{conv2d, conv2d_bias_act, ConvParams};
+use crate::model::pool::{conv2d_bias_act_max_pool2, max_pool2d};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
@@ -181,9 +182,7 @@ impl ConvBn {
         mode: &mut Mode,
     ) -> candle_core::Result<Tensor> {
         match mode {
-            Mode::Train(_) if !self.frozen => {
-                crate::model::pool::max_pool2d(&self.forward(x, relu, mode)?, 2, 2, 0)
-            }
+            Mode::Train(_) if !self.frozen => max_pool2d(&self.forward(x, relu, mode)?, 2, 2, 0),
             _ => conv2d_bias_act_max_pool2(
                 x,
                 &self.folded_weight,

@@ -1,8 +1,11 @@
 //! Max pooling for NCHW `f32` tensors on the CPU, with padding (as torchvision's
 //! resnet stem needs) and a backward that routes each gradient to the first maximum of
-//! its window (PyTorch's rule). Other devices/dtypes use candle's `max_pool2d`.
+//! its window (PyTorch's rule). Other devices/dtypes use candle's `max_pool2d`. Also the
+//! conv followed by a 2x2 pool of ResNet9's pooled blocks, fused where the conv allows.
 
-use crate::model::conv::{cpu_slice, with_f32};
+use crate::model::conv::{
+    conv2d_bias_act, conv2d_bias_act_max_pool2_fused, cpu_slice, with_f32, ConvParams,
+};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -37,6 +40,23 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
         s: stride,
         p: padding,
     })
+}
+
+/// Inference: `max_pool2d(conv2d_bias_act(x, w, b, p, relu), 2, 2, 0)` (ResNet9's pooled
+/// blocks), as one pass where the conv runs as Winograd
+/// ([`conv2d_bias_act_max_pool2_fused`]), else the two ops one after the other: the same
+/// bits either way.
+pub fn conv2d_bias_act_max_pool2(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    p: ConvParams,
+    relu: bool,
+) -> Result<Tensor> {
+    match conv2d_bias_act_max_pool2_fused(x, w, b, p, relu)? {
+        Some(y) => Ok(y),
+        None => max_pool2d(&conv2d_bias_act(x, w, b, p, relu)?, 2, 2, 0),
+    }
 }
 
 struct MaxPool {
