@@ -151,39 +151,31 @@ impl BlockCache {
         }
     }
 
-    /// The true size of a block freed as `size` bytes (larger when it was lent).
-    fn true_size(&self, ptr: *mut u8, size: usize) -> usize {
+    /// Takes back a block freed as `size` bytes (larger when it was lent) and keeps it for
+    /// reuse, evicting the oldest blocks to make room. Returns the block's true size when
+    /// the cache is off or it does not fit (the caller frees it).
+    fn keep(&self, ptr: *mut u8, size: usize, big: Layout) -> Option<usize> {
         if !ENABLED.load(Ordering::Acquire) {
-            return size;
+            // Nothing is lent while the cache is off.
+            return Some(size);
         }
         let Ok(mut f) = self.free.lock() else {
-            return size;
+            return Some(size);
         };
-        let len = f.lent_len;
-        match (0..len).find(|&i| f.lent[i].ptr == ptr as usize) {
+        let lent = f.lent_len;
+        let size = match (0..lent).find(|&i| f.lent[i].ptr == ptr as usize) {
             Some(i) => {
                 let s = f.lent[i];
-                f.lent.copy_within(i + 1..len, i);
+                f.lent.copy_within(i + 1..lent, i);
                 f.lent_len -= 1;
                 s.size
             }
             None => size,
-        }
-    }
-
-    /// Keeps `ptr` for reuse; false when the cache is off or full (the caller frees it).
-    /// Evicts the oldest blocks to make room.
-    fn keep(&self, ptr: *mut u8, size: usize, big: Layout) -> bool {
-        if !ENABLED.load(Ordering::Acquire) {
-            return false;
-        }
+        };
         let cap = CAP.load(Ordering::Relaxed);
         if size > cap {
-            return false;
+            return Some(size);
         }
-        let Ok(mut f) = self.free.lock() else {
-            return false;
-        };
         while f.len > 0 && (f.len == SLOTS || f.bytes + size > cap) {
             let old = f.slots[0];
             let len = f.len;
@@ -205,7 +197,7 @@ impl BlockCache {
         };
         f.len += 1;
         f.bytes += size;
-        true
+        None
     }
 
     unsafe fn alloc_large(&self, big: Layout, zeroed: bool) -> *mut u8 {
@@ -254,8 +246,7 @@ unsafe impl GlobalAlloc for BlockCache {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match Self::large(&layout) {
             Some(big) => {
-                let size = self.true_size(ptr, big.size());
-                if !self.keep(ptr, size, big) {
+                if let Some(size) = self.keep(ptr, big.size(), big) {
                     System.dealloc(ptr, Layout::from_size_align_unchecked(size, big.align()))
                 }
             }

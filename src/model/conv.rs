@@ -743,13 +743,23 @@ fn fwd_chunk(
 #[inline(always)]
 fn write_biased(dst: &mut [MaybeUninit<f32>], src: &[f32], bias: f32, relu: bool) {
     if relu {
-        dst.iter_mut().zip(src).for_each(|(d, s)| {
-            d.write((s + bias).max(0.0));
+        dst.iter_mut().zip(src).for_each(|(d, &s)| {
+            d.write(biased(s, bias, true));
         })
     } else {
-        dst.iter_mut().zip(src).for_each(|(d, s)| {
-            d.write(s + bias);
+        dst.iter_mut().zip(src).for_each(|(d, &s)| {
+            d.write(biased(s, bias, false));
         })
+    }
+}
+
+/// `s + bias`, then ReLU if `relu`: one output of the forward epilogue.
+#[inline(always)]
+fn biased(s: f32, bias: f32, relu: bool) -> f32 {
+    if relu {
+        (s + bias).max(0.0)
+    } else {
+        s + bias
     }
 }
 

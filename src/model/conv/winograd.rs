@@ -22,7 +22,7 @@
 //! on how many columns it is given, so the output is the same bits for any batch size,
 //! chunking or thread count.
 
-use super::{num_threads, parallelism, sgemm, with_scratch, write_biased, Geom, SendPtr};
+use super::{biased, num_threads, parallelism, sgemm, with_scratch, write_biased, Geom, SendPtr};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -274,7 +274,12 @@ fn transform_output_body<const L: usize>(
     };
     let p = oh * ow;
     let mut stage = vec![0f32; co * rows * sw];
-    let zeros = vec![0f32; co];
+    // The pooled blocks add the bias per lane: zeros stand in for none.
+    let zeros = if pool && bias.is_none() {
+        vec![0f32; co]
+    } else {
+        Vec::new()
+    };
     let bias_pooled = bias.unwrap_or(&zeros);
     for b in 0..nb {
         for ty in 0..th {
@@ -363,16 +368,7 @@ fn output_block_pooled<const N: usize>(
 ) {
     let out = tile_outputs::<N>(m, plane, at);
     let bias: &[f32; N] = bias[..N].try_into().expect("N biases");
-    let act = |k: usize| -> [f32; N] {
-        std::array::from_fn(|l| {
-            let s = out[k][l] + bias[l];
-            if relu {
-                s.max(0.0)
-            } else {
-                s
-            }
-        })
-    };
+    let act = |k: usize| -> [f32; N] { std::array::from_fn(|l| biased(out[k][l], bias[l], relu)) };
     let (a, b, c, d) = (act(0), act(1), act(2), act(3));
     // max_pool2d's order: each row's pair, then the rows.
     let pooled: [f32; N] = std::array::from_fn(|l| {
