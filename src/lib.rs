@@ -12,6 +12,7 @@ pub mod container;
 pub mod data;
 pub mod defaults;
 pub mod eval;
+pub mod input;
 pub mod measure;
 pub mod metrics;
 pub mod model;

@@ -1126,7 +1126,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
         digests: Default::default(),
     };
-    let mine = shard.take(&p.points);
+    let mine = shard.part(&p.points)?;
     let mine_unseen = unseen.as_ref().map(|(s, v)| (s, shard.take(v)));
     let state = measure::unit_state(
         &p.encoder,
@@ -1287,7 +1287,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 &p.encoder,
                 &g,
                 &p.set,
-                &shard.take(&p.points),
+                &shard.part(&p.points)?,
                 c.views,
                 pairing,
                 &p.settings,

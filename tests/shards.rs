@@ -276,5 +276,77 @@ fn shard_auto_reads_slurm_and_kubernetes_variables() {
         &run(&[("JOB_COMPLETION_INDEX", "0")]),
         &["MEMPRUNE_SHARD_COUNT"],
     );
+    // Shard counts beyond the points, explicit or from the scheduler (issue 28).
+    refused(
+        &run(&[("JOB_COMPLETION_INDEX", "0"), ("MEMPRUNE_SHARD_COUNT", "9")]),
+        &["--shard 0/9", "at most 8"],
+    );
+    refused(
+        &memprune_env(
+            &[
+                "measure",
+                "unit",
+                "--points",
+                "8",
+                "--shard",
+                "auto",
+                "--shard-count",
+                "18446744073709551615",
+                "--partial",
+                s(&out),
+            ],
+            &[("JOB_COMPLETION_INDEX", "0")],
+        ),
+        &["at most"],
+    );
+    refused(
+        &memprune_env(
+            &[
+                "measure",
+                "unit",
+                "--points",
+                "8",
+                "--shard",
+                "0/1000000000",
+                "--partial",
+                s(&out),
+            ],
+            &[],
+        ),
+        &["--shard 0/1000000000", "at most"],
+    );
     assert!(!out.exists());
+}
+
+#[test]
+fn an_edited_partial_is_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f: Vec<PathBuf> = (0..2)
+        .map(|i| shard(None, i, 2, d, &format!("f{i}.partial")))
+        .collect();
+    let json = d.join("merged.json");
+    let merge = || memprune_env(&["merge", s(&f[0]), s(&f[1]), "--json", s(&json)], &[]);
+    ok(&merge());
+    std::fs::remove_file(&json).unwrap();
+    // A shard index past the count (panicked before), with the digest recomputed so that
+    // the contents are what is checked.
+    let mut p = memprune::shard::partial::Partial::read(&f[1]).unwrap();
+    p.shard.index = 5;
+    p.seal();
+    std::fs::write(&f[1], p.to_json().unwrap()).unwrap();
+    refused(&merge(), &[s(&f[1]), "index must be below the count"]);
+    // Any edit without it: the digest.
+    p.shard.index = 1;
+    if let memprune::shard::partial::State::Unit { train, .. } = &mut p.state {
+        train.layers[0].max[0] = f64::NAN;
+    }
+    std::fs::write(&f[1], p.to_json().unwrap()).unwrap();
+    refused(&merge(), &[s(&f[1]), "digest does not match"]);
+    // /dev/zero as a partial: at once.
+    refused(
+        &memprune_env(&["merge", s(&f[0]), "/dev/zero"], &[]),
+        &["/dev/zero", "not a memprune partial result"],
+    );
+    assert!(!json.exists());
 }

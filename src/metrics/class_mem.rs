@@ -54,8 +54,24 @@ impl ClassMemAccumulator {
     }
 
     pub fn merge(&mut self, other: &ClassMemAccumulator) -> Result<()> {
-        if self.classes != other.classes || self.sums.len() != other.sums.len() {
-            bail!("cannot merge ClassMem results of different shapes");
+        let shape = |a: &ClassMemAccumulator| -> Vec<Vec<usize>> {
+            a.sums
+                .iter()
+                .map(|l| l.iter().map(Vec::len).collect())
+                .collect()
+        };
+        if self.classes != other.classes
+            || self.counts.len() != other.counts.len()
+            || self.signed.len() != other.signed.len()
+            || shape(self) != shape(other)
+        {
+            bail!(
+                "ClassMem results of different shapes ({} classes and {} layers against {} and {})",
+                other.classes,
+                other.sums.len(),
+                self.classes,
+                self.sums.len()
+            );
         }
         for (a, b) in self.sums.iter_mut().zip(&other.sums) {
             for (ca, cb) in a.iter_mut().zip(b) {

@@ -25,6 +25,12 @@ impl ExactSum {
         Self::default()
     }
 
+    /// Holds only finite inputs: what a sum of finite values is (a partial result read back
+    /// is checked with it).
+    pub fn is_finite(&self) -> bool {
+        self.special == 0.0 && self.partials.iter().all(|p| p.is_finite())
+    }
+
     /// Adds `x` exactly.
     pub fn add(&mut self, mut x: f64) {
         if !x.is_finite() {

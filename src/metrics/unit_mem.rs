@@ -160,7 +160,7 @@ impl UnitMemAccumulator {
                 .zip(&other.layers)
                 .any(|(a, b)| a.max.len() != b.max.len())
         {
-            bail!("cannot merge UnitMem results of different layers or reductions");
+            bail!("UnitMem results of other layers, unit counts or reduction");
         }
         for (a, b) in self.layers.iter_mut().zip(&other.layers) {
             a.merge(b);

@@ -10,6 +10,7 @@
 //! shard measures it.
 
 pub mod partial;
+pub mod validate;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,12 @@ impl Shard {
     pub fn new(index: usize, count: usize) -> Result<Shard> {
         if count == 0 {
             bail!("--shard {index}/{count}: the count must be at least 1");
+        }
+        if count > validate::MAX_SHARDS {
+            bail!(
+                "--shard {index}/{count}: at most {} shards (and at most one per point)",
+                validate::MAX_SHARDS
+            );
         }
         if index >= count {
             bail!("--shard {index}/{count}: the index must be below the count (shards are numbered 0 to {})", count - 1);
@@ -121,6 +128,20 @@ impl Shard {
         at(self.index)..at(self.index + 1)
     }
 
+    /// This shard's part of a run's `points`, refused where the count exceeds the points
+    /// (a shard of no point measures nothing and its partial could not be merged).
+    pub fn part(&self, points: &[usize]) -> Result<Vec<usize>> {
+        validate::check_count(*self, points.len()).map_err(|_| {
+            anyhow::anyhow!(
+                "--shard {self}: {} shards of {} points; use at most {} (one point or more per shard)",
+                self.count,
+                points.len(),
+                points.len().clamp(1, validate::MAX_SHARDS)
+            )
+        })?;
+        Ok(self.take(points))
+    }
+
     /// This shard's part of `items`.
     pub fn take<T: Clone>(&self, items: &[T]) -> Vec<T> {
         items[self.range(items.len())].to_vec()
@@ -165,7 +186,7 @@ mod tests {
             Shard::parse("2/4", None, &none).unwrap(),
             Shard::new(2, 4).unwrap()
         );
-        for bad in ["4/4", "1/0", "x/2", "3", "-1/2"] {
+        for bad in ["4/4", "1/0", "x/2", "3", "-1/2", "0/1000000000"] {
             assert!(Shard::parse(bad, None, &none).is_err(), "{bad}");
         }
         assert!(Shard::parse("1/4", Some(4), &none).is_err());
@@ -235,5 +256,26 @@ mod tests {
             .to_string();
         assert!(e.contains(COUNT_VAR), "{e}");
         assert!(Shard::parse("auto", Some(3), &env(&[("JOB_COMPLETION_INDEX", "3")])).is_err());
+        assert!(Shard::parse(
+            "auto",
+            Some(usize::MAX),
+            &env(&[("JOB_COMPLETION_INDEX", "3")])
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_shard_count_above_the_points_is_refused() {
+        let pts: Vec<usize> = (0..10).collect();
+        assert_eq!(Shard::new(9, 10).unwrap().part(&pts).unwrap(), vec![9]);
+        let e = Shard::new(3, 11)
+            .unwrap()
+            .part(&pts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--shard 3/11") && e.contains("at most 10"),
+            "{e}"
+        );
     }
 }

@@ -14,6 +14,9 @@
 //!                   control's points, the planted points, and the SHA-256 digests of the
 //!                   checkpoint (and reference) file and of the images and labels measured
 //!                   (and of the control's split)
+//! digest            SHA-256 (hex) of the JSON of everything above: a partial edited or
+//!                   corrupted after it was written is refused (a check against accidents and
+//!                   naive edits, not a signature: [`validate`] checks the contents anyway)
 //! state             this shard's accumulator state, f64s as IEEE-754 bit patterns:
 //!                   unit/class: {"train": ..., "unseen": ... or null}, the UnitMem (per unit
 //!                   a max, its argmax, an exact sum; `median`: every value) or ClassMem (per
@@ -22,7 +25,8 @@
 //!                   SSL_g per point and layer
 //! ```
 //!
-//! [`merge`] checks that the partials belong together (format, version, the same `run`,
+//! [`Partial::read`] checks the digest and every invariant of the partial's own run
+//! ([`validate::check`]); [`merge`] checks that the partials belong together (format, version, the same `run`,
 //! the same shard count, every shard once, each holding exactly its points) and merges them;
 //! sums are exact ([`crate::metrics::exact_sum`]), maxima take the smallest point on ties,
 //! and LayerMem's points are concatenated in shard order (= the run's point order), so the
@@ -32,7 +36,7 @@ use crate::data::ImageSet;
 use crate::metrics::class_mem::ClassMemAccumulator;
 use crate::metrics::layer_mem::{Control, Pairing, PointScores};
 use crate::metrics::unit_mem::{Reduce, UnitMemAccumulator};
-use crate::shard::Shard;
+use crate::shard::{validate, Shard};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,7 +44,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "memprune-partial";
-pub const VERSION: u32 = 1;
+/// 2: the `digest` field.
+pub const VERSION: u32 = 2;
 
 /// Which `measure` a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,34 +167,62 @@ pub struct Partial {
     pub shard: Shard,
     pub run: Run,
     pub state: State,
+    /// See the module docs.
+    pub digest: String,
 }
 
 impl Partial {
     pub fn new(shard: Shard, run: Run, state: State) -> Partial {
-        Partial {
+        let mut p = Partial {
             format: FORMAT.into(),
             version: VERSION,
             memprune_version: env!("CARGO_PKG_VERSION").into(),
             shard,
             run,
             state,
-        }
+            digest: String::new(),
+        };
+        p.seal();
+        p
+    }
+
+    /// SHA-256 (hex) of the JSON of everything but the digest.
+    pub fn content_digest(&self) -> String {
+        let body = serde_json::to_vec(&(
+            &self.format,
+            self.version,
+            &self.memprune_version,
+            &self.shard,
+            &self.run,
+            &self.state,
+        ))
+        .expect("a partial serialises");
+        hex(&Sha256::digest(body))
+    }
+
+    /// Sets the digest to that of the contents.
+    pub fn seal(&mut self) {
+        self.digest = self.content_digest();
     }
 
     pub fn to_json(&self) -> Result<String> {
         Ok(serde_json::to_string(self)?)
     }
 
-    /// Reads a partial; any problem is one error naming the file.
+    /// Reads a partial and checks its digest and every invariant its own run implies; any
+    /// problem is one error naming the file. The read is bounded
+    /// ([`crate::input::MAX_PARTIAL_BYTES`]) and streams, so a device or a pipe fails at its
+    /// first byte that is not JSON.
     pub fn read(path: &Path) -> Result<Partial> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: not a memprune partial result (not JSON: {e})",
-                path.display()
-            )
-        })?;
+        let what = "a partial result";
+        let r = crate::input::open_bounded(path, crate::input::MAX_PARTIAL_BYTES, what)?;
+        let v: serde_json::Value =
+            serde_json::from_reader(std::io::BufReader::new(r)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not a memprune partial result (not JSON, or cut short: {e})",
+                    path.display()
+                )
+            })?;
         if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
             bail!(
                 "{}: not a memprune partial result (no \"format\": \"{FORMAT}\")",
@@ -199,13 +232,22 @@ impl Partial {
         let version = v.get("version").and_then(|f| f.as_u64());
         if version != Some(VERSION as u64) {
             bail!(
-                "{}: partial format version {}; this memprune reads version {VERSION}",
+                "{}: partial format version {}; this memprune reads version {VERSION} (measure the shard again)",
                 path.display(),
                 version.map_or("(none)".to_string(), |x| x.to_string())
             );
         }
-        serde_json::from_value(v)
-            .map_err(|e| anyhow::anyhow!("{}: malformed partial result: {e}", path.display()))
+        let p: Partial = serde_json::from_value(v)
+            .map_err(|e| anyhow::anyhow!("{}: malformed partial result: {e}", path.display()))?;
+        if p.digest != p.content_digest() {
+            bail!(
+                "{}: its digest does not match its contents (edited or damaged after memprune wrote it; measure the shard again)",
+                path.display()
+            );
+        }
+        validate::check(&p)
+            .map_err(|e| anyhow::anyhow!("{}: shard {}: {e}", path.display(), p.shard))?;
+        Ok(p)
     }
 }
 
@@ -266,67 +308,18 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> O
     }
 }
 
-/// The points shard `s` of `run` measures (and its control points).
-fn expected(run: &Run, s: Shard) -> (Vec<usize>, Option<Vec<usize>>) {
-    (
-        s.take(&run.points),
-        run.control_points.as_ref().map(|c| s.take(c)),
-    )
-}
-
-/// Refuses a state that does not hold exactly the points of its shard.
-fn check_holds(path: &Path, p: &Partial) -> Result<()> {
-    let (pts, ctrl) = expected(&p.run, p.shard);
-    let n_ctrl = ctrl.as_ref().map(Vec::len);
-    let (got, got_ctrl): (usize, Option<usize>) = match &p.state {
-        State::Unit { train, unseen } => (train.points(), unseen.as_ref().map(|u| u.points())),
-        State::Class { train, unseen } => (
-            train.counts.iter().sum(),
-            unseen.as_ref().map(|u| u.counts.iter().sum()),
-        ),
-        State::Layer { points, control } => {
-            let ok = points.iter().map(|x| x.point).eq(pts.iter().copied())
-                && match (control, &ctrl) {
-                    (Some(c), Some(e)) => c.iter().map(|x| x.point).eq(e.iter().copied()),
-                    (None, None) => true,
-                    _ => false,
-                };
-            if !ok {
-                bail!(
-                    "{}: shard {} does not hold the points of shard {} of its run",
-                    path.display(),
-                    p.shard,
-                    p.shard
-                );
-            }
-            (pts.len(), n_ctrl)
-        }
-    };
-    let metric_ok = matches!(
-        (&p.state, p.run.metric),
-        (State::Unit { .. }, Metric::Unit)
-            | (State::Class { .. }, Metric::Class)
-            | (State::Layer { .. }, Metric::Layer)
-    );
-    if !metric_ok || got != pts.len() || got_ctrl != n_ctrl {
-        bail!(
-            "{}: shard {} holds {got} points (control: {:?}) where its run's shard has {} (control: {:?})",
-            path.display(),
-            p.shard,
-            got_ctrl,
-            pts.len(),
-            n_ctrl
-        );
-    }
-    Ok(())
-}
-
 /// Merges the partials of one run: every shard exactly once, all of the same run (see the
 /// module docs); any problem is one error naming the file.
 pub fn merge(parts: Vec<(PathBuf, Partial)>) -> Result<(Run, State)> {
     let Some((first_path, first)) = parts.first() else {
         bail!("merge needs at least one partial result");
     };
+    // Read partials are checked already; checked again here for partials made otherwise,
+    // and before the count sizes anything.
+    for (path, p) in &parts {
+        validate::check(p)
+            .map_err(|e| anyhow::anyhow!("{}: shard {}: {e}", path.display(), p.shard))?;
+    }
     let n = first.shard.count;
     let mut by_index: Vec<Option<usize>> = vec![None; n];
     let first_run = serde_json::to_value(&first.run)?;
@@ -367,29 +360,42 @@ pub fn merge(parts: Vec<(PathBuf, Partial)>) -> Result<(Run, State)> {
                 parts[other].0.display()
             );
         }
-        check_holds(path, p)?;
         by_index[p.shard.index] = Some(k);
     }
-    let missing: Vec<String> = (0..n)
-        .filter(|&i| by_index[i].is_none())
-        .map(|i| i.to_string())
-        .collect();
+    let missing: Vec<usize> = (0..n).filter(|&i| by_index[i].is_none()).collect();
     if !missing.is_empty() {
         bail!(
             "shard{} {} of {n} missing (given: {} partial{} of the run in {})",
             if missing.len() == 1 { "" } else { "s" },
-            missing.join(", "),
+            list_some(&missing, 8),
             parts.len(),
             if parts.len() == 1 { "" } else { "s" },
             first_path.display()
         );
     }
-    let mut order = by_index.into_iter().flatten().map(|k| &parts[k].1);
-    let mut state = order.next().expect("n >= 1").state.clone();
-    for p in order {
-        merge_state(&mut state, &p.state)?;
+    let mut order = by_index.into_iter().flatten().map(|k| &parts[k]);
+    let mut state = order.next().expect("n >= 1").1.state.clone();
+    for (path, p) in order {
+        merge_state(&mut state, &p.state).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: shard {}: {e} (as {})",
+                path.display(),
+                p.shard,
+                first_path.display()
+            )
+        })?;
     }
     Ok((first.run.clone(), state))
+}
+
+/// `0, 1, 2` or, past `most`, `0, 1, 2, ... and 997 more`.
+fn list_some(v: &[usize], most: usize) -> String {
+    let shown: Vec<String> = v.iter().take(most).map(|i| i.to_string()).collect();
+    if v.len() > most {
+        format!("{}, ... and {} more", shown.join(", "), v.len() - most)
+    } else {
+        shown.join(", ")
+    }
 }
 
 fn merge_state(a: &mut State, b: &State) -> Result<()> {
