@@ -13,6 +13,7 @@ pub mod data;
 pub mod defaults;
 pub mod eval;
 pub mod input;
+pub mod interrupt;
 pub mod measure;
 pub mod metrics;
 pub mod model;

@@ -479,6 +479,7 @@ struct MeasureArgs {
 }
 
 fn main() {
+    memprune::interrupt::install();
     // Rust ignores SIGPIPE, so printing into a closed pipe would panic; restore the default.
     #[cfg(unix)]
     unsafe {

@@ -1,9 +1,16 @@
 //! The output set: every path a command writes is registered, with every path it reads,
-//! before any work, and compared as canonical paths (through symlinks): no output may be an
-//! input or another output. Writes are staged as unique temporary files in the target
+//! before any work, and compared as canonical paths (through symlinks) and, where they exist,
+//! as (device, inode) pairs (a hard link, or the same folder through a bind mount, is the
+//! same file under another path): no output may be an input or another output. Writes are staged as unique temporary files in the target
 //! directory (fsync'd) and put in place together by [`OutputSet::commit`] at the very end;
 //! when a run fails before that, dropping the set removes every temporary file and every
 //! directory it created, so a failed run leaves nothing behind.
+//!
+//! An output that is a character device or a pipe (`/dev/null`, a FIFO, `/dev/stdout`, or
+//! any path through `/proc/*/fd`) is written directly at commit, never renamed over (as
+//! root a rename would replace the device node); one that is a symlink to a file is staged
+//! beside its target and renamed onto the target, so the link stays; block devices and
+//! sockets are refused.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
@@ -49,10 +56,141 @@ pub fn canonical(path: &Path) -> PathBuf {
     }
 }
 
+/// (device, inode) of what `path` names (through symlinks), where it exists.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// An output written in place rather than staged and renamed: a character device or a pipe,
+/// or a path whose symlinks go through `/proc` (`/dev/stdout` is `/proc/self/fd/1`).
+pub fn is_direct(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let t = m.file_type();
+            if t.is_char_device() || t.is_fifo() {
+                return true;
+            }
+        }
+        let mut cur = path.to_path_buf();
+        for _ in 0..40 {
+            match std::fs::read_link(&cur) {
+                Ok(t) => {
+                    let next = match cur.parent() {
+                        Some(d) if t.is_relative() => d.join(&t),
+                        _ => t,
+                    };
+                    if next.starts_with("/proc") {
+                        return true;
+                    }
+                    cur = next;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+    let _ = path;
+    false
+}
+
+/// Refuses an output that is a block device or a socket.
+fn check_writable_kind(path: &Path, what: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            let t = m.file_type();
+            if t.is_block_device() || t.is_socket() {
+                bail!(
+                    "{}: {what} is a {}; write to a file, a pipe or a character device",
+                    path.display(),
+                    if t.is_socket() {
+                        "socket"
+                    } else {
+                        "block device"
+                    }
+                );
+            }
+        }
+    }
+    let _ = (path, what);
+    Ok(())
+}
+
+/// Where a staged file is renamed to: the file itself, or a symlink's final target (so that
+/// the link stays a link).
+fn rename_target(path: &Path) -> PathBuf {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => canonical(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Writes `bytes` into a device or pipe in place.
+fn write_direct(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Append: `/dev/stdout` redirected to a file is written after what was printed there.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.flush()))
+        .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
+}
+
 struct Registered {
     shown: PathBuf,
     canonical: PathBuf,
+    id: Option<(u64, u64)>,
     what: String,
+}
+
+impl Registered {
+    fn new(path: &Path, what: &str) -> Registered {
+        Registered {
+            shown: path.to_path_buf(),
+            canonical: canonical(path),
+            id: file_id(path),
+            what: what.to_string(),
+        }
+    }
+
+    /// The same file as `other`: by path, or by (device, inode).
+    fn same(&self, other: &Registered) -> bool {
+        self.canonical == other.canonical || (self.id.is_some() && self.id == other.id)
+    }
+
+    /// Inside the folder `dir` (by path, or a folder above it that is `dir` by inode).
+    fn inside(&self, dir: &Registered) -> bool {
+        if !dir.canonical.is_dir() {
+            return false;
+        }
+        if self.canonical.starts_with(&dir.canonical) {
+            return true;
+        }
+        dir.id.is_some()
+            && self
+                .canonical
+                .ancestors()
+                .skip(1)
+                .any(|a| file_id(a) == dir.id)
+    }
+}
+
+/// A staged output: the path as given, where its bytes go, and the temporary file.
+struct Staged {
+    path: PathBuf,
+    target: PathBuf,
+    direct: bool,
+    tmp: tempfile::TempPath,
 }
 
 /// What a command reads and writes; see the module docs.
@@ -60,7 +198,7 @@ struct Registered {
 pub struct OutputSet {
     inputs: Vec<Registered>,
     outputs: Vec<Registered>,
-    staged: Vec<(PathBuf, tempfile::TempPath)>,
+    staged: Vec<Staged>,
     staged_dirs: Vec<(PathBuf, Vec<String>, tempfile::TempDir)>,
     created_dirs: Vec<PathBuf>,
 }
@@ -72,18 +210,14 @@ impl OutputSet {
 
     /// Registers a file or directory the command reads. `what` names it in errors.
     pub fn input(&mut self, path: &Path, what: &str) -> &mut Self {
-        self.inputs.push(Registered {
-            shown: path.to_path_buf(),
-            canonical: canonical(path),
-            what: what.to_string(),
-        });
+        self.inputs.push(Registered::new(path, what));
         self
     }
 
     /// Registers a file the command will write; fails when it is an input or another output.
     pub fn output(&mut self, path: &Path, what: &str) -> Result<&mut Self> {
-        let c = canonical(path);
-        if let Some(i) = self.inputs.iter().find(|i| i.canonical == c) {
+        let r = Registered::new(path, what);
+        if let Some(i) = self.inputs.iter().find(|i| i.same(&r)) {
             bail!(
                 "{}: {what}: refusing to write over {} {} (an input); choose another path",
                 path.display(),
@@ -91,11 +225,7 @@ impl OutputSet {
                 i.shown.display()
             );
         }
-        if let Some(i) = self
-            .inputs
-            .iter()
-            .find(|i| i.canonical.is_dir() && c.starts_with(&i.canonical))
-        {
+        if let Some(i) = self.inputs.iter().find(|i| r.inside(i)) {
             bail!(
                 "{}: {what} would write inside {} {} (an input folder); choose another path",
                 path.display(),
@@ -103,7 +233,7 @@ impl OutputSet {
                 i.shown.display()
             );
         }
-        if let Some(o) = self.outputs.iter().find(|o| o.canonical == c) {
+        if let Some(o) = self.outputs.iter().find(|o| o.same(&r) && !is_direct(path)) {
             bail!(
                 "{}: {what} and {} ({}) are the same file; choose two paths",
                 path.display(),
@@ -111,22 +241,20 @@ impl OutputSet {
                 o.shown.display()
             );
         }
-        if c.is_dir() {
+        if r.canonical.is_dir() {
             bail!("{}: {what} is a directory, not a file path", path.display());
         }
-        self.outputs.push(Registered {
-            shown: path.to_path_buf(),
-            canonical: c,
-            what: what.to_string(),
-        });
+        check_writable_kind(path, what)?;
+        self.outputs.push(r);
         Ok(self)
     }
 
     /// Registers a directory the command writes into, with the `files` it writes there; fails
     /// when the directory is an input, or one of the files is an input or another output.
     pub fn output_dir(&mut self, dir: &Path, files: &[&str], what: &str) -> Result<&mut Self> {
-        let c = canonical(dir);
-        if let Some(i) = self.inputs.iter().find(|i| i.canonical == c) {
+        let r = Registered::new(dir, what);
+        let c = r.canonical.clone();
+        if let Some(i) = self.inputs.iter().find(|i| i.same(&r)) {
             bail!(
                 "{}: {what} would write into {} {} (an input); choose another directory",
                 dir.display(),
@@ -173,6 +301,9 @@ impl OutputSet {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("{}: cannot create", dir.display()))?;
             // Deepest first, for removal.
+            for d in missing.iter().rev() {
+                crate::interrupt::register_dir(d);
+            }
             self.created_dirs.extend(missing);
         }
         Ok(dir)
@@ -183,11 +314,22 @@ impl OutputSet {
     /// the same temporary file.
     pub fn reserve(&mut self, path: &Path) -> Result<PathBuf> {
         self.registered(path)?;
-        if let Some((_, t)) = self.staged.iter().find(|(p, _)| p == path) {
-            return Ok(t.to_path_buf());
+        if let Some(st) = self.staged.iter().find(|st| st.path == path) {
+            return Ok(st.tmp.to_path_buf());
         }
-        let dir = self.make_parent(path)?;
-        let name = path
+        let direct = is_direct(path);
+        let target = if direct {
+            path.to_path_buf()
+        } else {
+            rename_target(path)
+        };
+        // A device's or pipe's bytes wait in the temporary folder (not in /dev).
+        let dir = if direct {
+            std::env::temp_dir()
+        } else {
+            self.make_parent(&target)?
+        };
+        let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -197,7 +339,13 @@ impl OutputSet {
             .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?
             .into_temp_path();
         let p = tmp.to_path_buf();
-        self.staged.push((path.to_path_buf(), tmp));
+        crate::interrupt::register(&p);
+        self.staged.push(Staged {
+            path: path.to_path_buf(),
+            target,
+            direct,
+            tmp,
+        });
         Ok(p)
     }
 
@@ -214,6 +362,7 @@ impl OutputSet {
             .tempdir_in(dir)
             .with_context(|| format!("{}: cannot create a temporary folder", dir.display()))?;
         let p = tmp.path().to_path_buf();
+        crate::interrupt::register_dir(&p);
         self.staged_dirs.push((
             dir.to_path_buf(),
             files.iter().map(|f| f.to_string()).collect(),
@@ -232,8 +381,8 @@ impl OutputSet {
     pub fn current(&self, path: &Path) -> PathBuf {
         self.staged
             .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, t)| t.to_path_buf())
+            .find(|st| st.path == path)
+            .map(|st| st.tmp.to_path_buf())
             .unwrap_or_else(|| path.to_path_buf())
     }
 
@@ -241,16 +390,28 @@ impl OutputSet {
     /// and the rest are dropped.
     pub fn commit(mut self) -> Result<Vec<PathBuf>> {
         let mut done: Vec<PathBuf> = Vec::new();
-        for (path, tmp) in std::mem::take(&mut self.staged) {
-            if let Err(e) = tmp.persist(&path) {
+        let (direct, files): (Vec<Staged>, Vec<Staged>) = std::mem::take(&mut self.staged)
+            .into_iter()
+            .partition(|st| st.direct);
+        // Devices and pipes first: they cannot be taken back, and nothing was moved yet
+        // when one fails.
+        for st in direct {
+            let bytes = std::fs::read(&st.tmp)
+                .with_context(|| format!("{}: cannot read back", st.tmp.display()))?;
+            write_direct(&st.path, &bytes)?;
+        }
+        for st in files {
+            crate::interrupt::unregister(&st.tmp);
+            if let Err(e) = st.tmp.persist(&st.target) {
                 for d in &done {
                     let _ = std::fs::remove_file(d);
                 }
-                bail!("{}: cannot move into place: {}", path.display(), e.error);
+                bail!("{}: cannot move into place: {}", st.path.display(), e.error);
             }
-            done.push(path);
+            done.push(st.target);
         }
         for (dir, files, tmp) in std::mem::take(&mut self.staged_dirs) {
+            crate::interrupt::unregister_dir(tmp.path());
             for f in files {
                 let from = tmp.path().join(&f);
                 if !from.exists() {
@@ -276,7 +437,9 @@ impl OutputSet {
                 let _ = f.sync_all();
             }
         }
-        self.created_dirs.clear();
+        for d in self.created_dirs.drain(..) {
+            crate::interrupt::unregister_dir(&d);
+        }
         Ok(done)
     }
 }
@@ -285,9 +448,14 @@ impl Drop for OutputSet {
     fn drop(&mut self) {
         // Temporary files remove themselves (TempPath); then the directories this run made,
         // deepest first, when empty.
-        self.staged.clear();
-        self.staged_dirs.clear();
+        for st in self.staged.drain(..) {
+            crate::interrupt::unregister(&st.tmp);
+        }
+        for (_, _, t) in self.staged_dirs.drain(..) {
+            crate::interrupt::unregister_dir(t.path());
+        }
         for d in &self.created_dirs {
+            crate::interrupt::unregister_dir(d);
             let _ = std::fs::remove_dir(d);
         }
     }
@@ -305,6 +473,11 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Writes one file atomically: a unique temporary file in the target directory, fsync,
 /// rename (`tempfile`'s persist). A failure leaves no partial file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if is_direct(path) {
+        return write_direct(path, bytes);
+    }
+    let target = rename_target(path);
+    let path = target.as_path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -317,12 +490,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = staging_file(&prefix)
         .tempfile_in(dir)
         .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))?;
-    tmp.write_all(bytes)
+    let tmp_path = tmp.path().to_path_buf();
+    crate::interrupt::register(&tmp_path);
+    let r = tmp
+        .write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("{}: cannot move into place: {}", path.display(), e.error))?;
-    Ok(())
+        .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
+        .and_then(|_| {
+            tmp.persist(path)
+                .map_err(|e| anyhow!("{}: cannot move into place: {}", path.display(), e.error))
+        });
+    crate::interrupt::unregister(&tmp_path);
+    r.map(|_| ())
 }
 
 /// The builder of a staged output file, `.NAME.<random>.tmp`, created with mode 0666 less

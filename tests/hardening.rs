@@ -624,3 +624,130 @@ fn experiment_and_probe_outputs_never_overwrite_an_input_and_appear_only_on_succ
     common::ok(&experiment(&["--json", s(&j), "--chart", s(&c)]));
     assert!(j.exists() && c.exists());
 }
+
+/// Issue 28: an output that is an input under another path (a hard link: the same device
+/// and inode, as a bind mount gives) is refused; a pipe is written in place, not renamed
+/// over; a symlink to a file stays a symlink and its target gets the output.
+#[cfg(unix)]
+#[test]
+fn outputs_through_links_and_pipes_are_written_where_they_point() {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = common::tiny_idx(d, 12);
+    let aug = d.join("aug.yaml");
+    std::fs::write(&aug, "flip_p: 0.5\n").unwrap();
+    let measure = |extra: &[&str]| {
+        let mut v = vec![
+            "measure",
+            "unit",
+            "--data",
+            s(&data),
+            "--points",
+            "4",
+            "--views",
+            "1",
+            "--no-control",
+            "-q",
+            "--augment",
+            s(&aug),
+        ];
+        v.extend_from_slice(extra);
+        run(&v)
+    };
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    let linked = other.join("aug-link.json");
+    std::fs::hard_link(&aug, &linked).unwrap();
+    refused(&measure(&["--json", s(&linked)]), &["the augment file"]);
+    assert_eq!(std::fs::read_to_string(&aug).unwrap(), "flip_p: 0.5\n");
+
+    let target = other.join("real.csv");
+    std::fs::write(&target, "old").unwrap();
+    let link = d.join("out.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    common::ok(&measure(&["--csv", s(&link)]));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&target)
+        .unwrap()
+        .starts_with("layer,unit"));
+
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // The read end, open without waiting for a writer, with a buffer the JSON fits in.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    assert!(unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) } > 0);
+    common::ok(&measure(&["--json", s(&fifo)]));
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut got).unwrap();
+    assert!(got.contains("\"layers\""), "{got}");
+}
+
+/// Issue 28: SIGTERM (or SIGINT) while a policy is evaluated removes its staged files and
+/// the folders it created for its outputs.
+#[cfg(unix)]
+#[test]
+fn an_interrupt_removes_staged_outputs_and_created_folders() {
+    let c = case();
+    let out = c.dir.path().join("out");
+    write_policy(
+        &c,
+        &out.join("sub/ckpt.safetensors"),
+        &out.join("sub/r.json"),
+        false,
+    );
+    let text = std::fs::read_to_string(&c.policy)
+        .unwrap()
+        .replace("probe: false", "probe: true");
+    std::fs::write(&c.policy, text).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_memprune"))
+        .args(["--policy", s(&c.policy), "-q"])
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staged = || {
+        std::fs::read_dir(out.join("sub"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+            .unwrap_or(false)
+    };
+    let t = std::time::Instant::now();
+    while !staged() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(staged(), "no staged file appeared");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted (SIGTERM)"));
+    let left: Vec<_> = walk(&out);
+    assert!(!out.exists(), "left: {left:?}");
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(d) {
+        Ok(r) => r
+            .flatten()
+            .flat_map(|e| {
+                let mut v = vec![e.path()];
+                v.extend(walk(&e.path()));
+                v
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
