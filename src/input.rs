@@ -74,6 +74,86 @@ pub fn read_text(path: &Path, max: u64, what: &str) -> Result<String> {
     Ok(text)
 }
 
+/// The most aliases (`*name`) a YAML file may use: each expands to a copy of its anchor's
+/// node, so a 1 MiB file aliasing one 1 MiB string 100,000 times would need 100 GB.
+pub const MAX_YAML_ALIASES: usize = 64;
+
+/// The deepest nesting of flow collections (`[`, `{`) a YAML file may have (serde_yaml takes
+/// quadratic time on deep nesting before its own limit; block nesting is bounded by it).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Bounds what serde_yaml would otherwise expand or recurse into, before it parses `text`:
+/// a lexical pre-pass over the text (quoted scalars and comments skipped) that counts
+/// aliases (a `*` that begins a node) and flow nesting. It errs on the safe side: an
+/// alias-like token inside a block scalar counts too.
+pub fn check_yaml_bounds(text: &str) -> Result<()> {
+    let b = text.as_bytes();
+    let (mut aliases, mut depth, mut line) = (0usize, 0usize, 1usize);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let prev = if i == 0 { b'\n' } else { b[i - 1] };
+        let at_node = matches!(
+            prev,
+            b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b'-' | b':'
+        );
+        match c {
+            b'\n' => line += 1,
+            b'#' if matches!(prev, b' ' | b'\t' | b'\n') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' if at_node => {
+                // A quoted scalar: to its closing quote ("" escapes with \, '' doubles).
+                i += 1;
+                while i < b.len() {
+                    if b[i] == b'\n' {
+                        line += 1;
+                    }
+                    if c == b'"' && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == c {
+                        if c == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    bail!("line {line}: brackets nested deeper than {MAX_YAML_DEPTH}");
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'*' if at_node && b.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) => {
+                aliases += 1;
+                if aliases > MAX_YAML_ALIASES {
+                    bail!("line {line}: more than {MAX_YAML_ALIASES} aliases (`*name`)");
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A YAML file as memprune reads them: bounded ([`MAX_YAML_BYTES`]), UTF-8, byte-order mark
+/// dropped, aliases and nesting bounded ([`check_yaml_bounds`]); errors name the file.
+pub fn read_yaml(path: &Path, what: &str) -> Result<String> {
+    let text = read_text(path, MAX_YAML_BYTES, what)?;
+    check_yaml_bounds(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +176,24 @@ mod tests {
         let bom = dir.path().join("bom.yaml");
         std::fs::write(&bom, "\u{feff}a: 1\n").unwrap();
         assert_eq!(read_text(&bom, 1000, "a policy").unwrap(), "a: 1\n");
+    }
+
+    #[test]
+    fn yaml_aliases_and_nesting_are_bounded_before_parsing() {
+        let ok =
+            "a: &x \"*not an alias\"\nb: *x # *c\nglob: block*\nc: [1, {d: 2}]\ne: 'it''s *'\n";
+        check_yaml_bounds(ok).unwrap();
+        let bomb = format!(
+            "s: &s {}\nl: [{}]\n",
+            "x".repeat(1000),
+            vec!["*s"; 100].join(", ")
+        );
+        let e = check_yaml_bounds(&bomb).unwrap_err().to_string();
+        assert!(e.contains("aliases"), "{e}");
+        let t = std::time::Instant::now();
+        let deep = "[".repeat(200_000);
+        let e = check_yaml_bounds(&deep).unwrap_err().to_string();
+        assert!(e.contains("nested deeper"), "{e}");
+        assert!(t.elapsed().as_secs() < 1);
     }
 }

@@ -655,10 +655,7 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
     s.seed = a.seed;
     s.batch = a.batch;
     if let Some(p) = &a.augment {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-        s.augment = serde_yaml::from_str::<AugmentConfig>(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        s.augment = AugmentConfig::load(p)?;
         s.augment
             .validate()
             .with_context(|| p.display().to_string())?;
@@ -878,12 +875,7 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
         .validate(set.channels)
         .context("--mean/--std")?;
     let augment = match &c.augment {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
-            serde_yaml::from_str::<AugmentConfig>(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        }
+        Some(p) => AugmentConfig::load(p)?,
         None => AugmentConfig::default(),
     };
     augment.validate().with_context(|| {
@@ -1624,12 +1616,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
     optimizer.nesterov = a.nesterov;
     optimizer.eta = a.lars_eta;
     let augment = match &a.augment {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
-            serde_yaml::from_str::<AugmentConfig>(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        }
+        Some(p) => AugmentConfig::load(p)?,
         None => a.framework.default_augment(),
     };
     let widths = if a.arch == memprune::train::init::TrainArch::Vit {

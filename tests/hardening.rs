@@ -751,3 +751,36 @@ fn walk(d: &Path) -> Vec<PathBuf> {
         Err(_) => Vec::new(),
     }
 }
+
+/// Issue 28: YAML files are bounded before serde_yaml parses them (size, aliases, nesting),
+/// and a UTF-8 byte-order mark is read as the start of the text.
+#[test]
+fn yaml_bombs_and_devices_are_refused_fast_and_a_bom_is_read() {
+    let c = case();
+    let t = std::time::Instant::now();
+    refused(&run(&["--policy", "/dev/zero"]), &["/dev/zero", "1 MiB"]);
+    let aug = c.dir.path().join("aug.yaml");
+    let bomb = format!(
+        "s: &s {}\nl: [{}]\n",
+        "x".repeat(10_000),
+        vec!["*s"; 1000].join(", ")
+    );
+    std::fs::write(&aug, &bomb).unwrap();
+    refused(
+        &run(&["measure", "unit", "--points", "4", "--augment", s(&aug)]),
+        &[s(&aug), "aliases"],
+    );
+    std::fs::write(&c.policy, "[".repeat(200_000)).unwrap();
+    refused(
+        &run(&["--policy", s(&c.policy)]),
+        &[s(&c.policy), "nested deeper"],
+    );
+    assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
+    // A BOM: the policy reads (and runs) as without one.
+    let json = c.dir.path().join("r.json");
+    write_policy(&c, &c.dir.path().join("ck.safetensors"), &json, false);
+    let text = std::fs::read_to_string(&c.policy).unwrap();
+    std::fs::write(&c.policy, format!("\u{feff}{text}")).unwrap();
+    common::ok(&run(&["--policy", s(&c.policy), "-q"]));
+    assert!(json.is_file());
+}

@@ -93,6 +93,13 @@ impl AugmentConfig {
     }
 
     /// Checks every field; the error names the field and the rule it breaks.
+    /// Reads an augment file (bounded, see [`crate::input::read_yaml`]); errors name it.
+    pub fn load(path: &std::path::Path) -> Result<AugmentConfig> {
+        let text = crate::input::read_yaml(path, "an augment file")?;
+        serde_yaml::from_str::<AugmentConfig>(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
     pub fn validate(&self) -> Result<()> {
         let all = [
             ("crop_scale.0", self.crop_scale.0),

@@ -385,8 +385,7 @@ impl PolicyFile {
 
     /// Reads and checks a policy: YAML errors name the file, line and field.
     pub fn load(path: &Path) -> Result<PolicyFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        let text = crate::input::read_yaml(path, "a policy")?;
         let policy: Policy = serde_yaml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
         let pf = PolicyFile {
