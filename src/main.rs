@@ -1581,6 +1581,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
             set.input(p, "the augment file");
         }
         set.output(&a.out, "--out")?;
+        memprune::output::parent_exists(&a.out, "--out")?;
         set.output(&memprune::train::state_path(&a.out), "--out's resume state")?;
     }
     let data_path = a.data.clone().unwrap_or_else(defaults::data);

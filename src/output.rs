@@ -146,6 +146,23 @@ fn write_direct(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
 }
 
+/// Refuses, before any work, an output whose folder does not exist, for writers that write
+/// in place over time (`train --out` after every epoch) rather than through an [`OutputSet`].
+pub fn parent_exists(path: &Path, what: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => return Ok(()),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{}: {what}: the folder {} does not exist (create it first)",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 struct Registered {
     shown: PathBuf,
     canonical: PathBuf,

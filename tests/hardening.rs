@@ -784,3 +784,29 @@ fn yaml_bombs_and_devices_are_refused_fast_and_a_bom_is_read() {
     common::ok(&run(&["--policy", s(&c.policy), "-q"]));
     assert!(json.is_file());
 }
+
+/// Issue 28: `train --out` into a folder that does not exist fails before any training.
+#[test]
+fn train_out_into_a_missing_folder_fails_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::tiny_idx(dir.path(), 12);
+    let out = dir.path().join("missing/m.safetensors");
+    let t = std::time::Instant::now();
+    refused(
+        &run(&[
+            "train",
+            "--framework",
+            "simclr",
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--epochs",
+            "1",
+            "-q",
+        ]),
+        &["--out", "does not exist"],
+    );
+    assert!(t.elapsed().as_secs() < 5);
+    assert!(!dir.path().join("missing").exists());
+}
