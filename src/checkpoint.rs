@@ -166,6 +166,43 @@ impl Checkpoint {
         self.tensors.contains_key(name)
     }
 
+    /// What a family checks of the tensors it loaded (`used`), in one place: every value
+    /// finite, and no `X.bias` without its `X.weight` (nor the reverse for norms, whose pair
+    /// is complete or absent) anywhere in the checkpoint.
+    pub fn check_loaded(&self, used: &[String]) -> Result<()> {
+        let path = self.path.display();
+        for k in self.tensors.keys() {
+            if let Some(stem) = k.strip_suffix(".bias") {
+                let w = format!("{stem}.weight");
+                if !self.tensors.contains_key(&w) {
+                    bail!("{path}: `{k}` without `{w}`: an incomplete weight/bias pair");
+                }
+            }
+            if let Some(stem) = k.strip_suffix(".weight") {
+                let b = format!("{stem}.bias");
+                let norm = stem.rsplit('.').next().is_some_and(|l| l.contains("norm"));
+                if norm && !self.tensors.contains_key(&b) {
+                    bail!("{path}: `{k}` without `{b}`: an incomplete norm");
+                }
+            }
+        }
+        for name in used {
+            let Some(t) = self.tensors.get(name) else {
+                continue;
+            };
+            let bad = t
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .any(|x| !x.is_finite());
+            if bad {
+                bail!("{path}: `{name}` holds NaN or infinite values");
+            }
+        }
+        Ok(())
+    }
+
     /// A metadata value parsed as JSON, when present.
     pub fn metadata_json(&self, key: &str) -> Result<Option<serde_json::Value>> {
         match self.metadata.get(key) {

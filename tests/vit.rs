@@ -382,3 +382,73 @@ fn bad_vit_input_is_one_clear_line() {
     );
     drop(dir);
 }
+
+/// Issue 28: a ViT checkpoint is checked as a ResNet is: finite values (fc1, norm1,
+/// pos_embed), complete weight/bias pairs (a final norm with only its bias), a class token of
+/// one token, and `--tokens cls` needs a class token.
+#[test]
+fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
+    let ck = Checkpoint::load(&fx("dinov2_reg.safetensors"), None).unwrap();
+    let load = |edit: &dyn Fn(&mut BTreeMap<String, Tensor>), opts: LoadOptions| {
+        let mut t = ck.stored.clone();
+        edit(&mut t);
+        let c = Checkpoint::from_tensors(&ck.path, t, BTreeMap::new());
+        match Encoder::from_checkpoint(c, &opts) {
+            Ok(_) => String::from("loaded"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let nan = |name: &'static str| {
+        move |t: &mut BTreeMap<String, Tensor>| {
+            let x = &t[name];
+            let v = (x.ones_like().unwrap() * f64::NAN).unwrap();
+            t.insert(name.into(), v);
+        }
+    };
+    for name in [
+        "blocks.0.mlp.fc1.weight",
+        "blocks.1.norm1.weight",
+        "pos_embed",
+    ] {
+        let e = load(&nan(name), heads(4));
+        assert!(e.contains(name) && e.contains("NaN"), "{name}: {e}");
+    }
+    let e = load(
+        &|t| {
+            t.remove("fc_norm.weight");
+        },
+        heads(4),
+    );
+    assert!(e.contains("`fc_norm.bias` without `fc_norm.weight`"), "{e}");
+    // vit_tiny has a final norm (no fc_norm).
+    let tiny = Checkpoint::load(&fx("vit_tiny.safetensors"), None).unwrap();
+    let mut t = tiny.stored.clone();
+    t.remove("norm.weight");
+    let c = Checkpoint::from_tensors(&tiny.path, t, BTreeMap::new());
+    let e = Encoder::from_checkpoint(c, &heads(3))
+        .map(|_| String::from("loaded"))
+        .unwrap_or_else(|e| e.to_string());
+    assert!(e.contains("`norm.bias` without `norm.weight`"), "{e}");
+    let e = load(
+        &|t| {
+            let c = t["cls_token"].clone();
+            t.insert("cls_token".into(), Tensor::cat(&[&c, &c], 1).unwrap());
+        },
+        heads(4),
+    );
+    assert!(e.contains("`cls_token` has shape [1, 2, 64]"), "{e}");
+    let e = load(
+        &|t| {
+            t.remove("cls_token");
+        },
+        LoadOptions {
+            heads: Some(4),
+            tokens: memprune::model::options::Tokens::Cls,
+            ..Default::default()
+        },
+    );
+    assert!(
+        e.contains("--tokens cls") && e.contains("no `cls_token`"),
+        "{e}"
+    );
+}

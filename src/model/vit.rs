@@ -208,9 +208,20 @@ impl Vit {
             Ok(t.reshape((t.elem_count() / width, width))?)
         };
         let cls_token = match opt("cls_token", &mut used) {
-            Some(t) => Some(vec_of("cls_token", &t)?),
+            Some(t) => {
+                if t.elem_count() != width {
+                    bail!(
+                        "{path}: `cls_token` has shape {:?}, expected [1, 1, {width}] (one token of the width)",
+                        t.dims()
+                    );
+                }
+                Some(vec_of("cls_token", &t)?)
+            }
             None => None,
         };
+        if opts.tokens == Tokens::Cls && cls_token.is_none() {
+            bail!("{path}: --tokens cls, but the checkpoint has no `cls_token` (use --tokens all)");
+        }
         let registers = match opt("reg_token", &mut used)
             .map(|t| ("reg_token", t))
             .or_else(|| opt("register_tokens", &mut used).map(|t| ("register_tokens", t)))
@@ -293,6 +304,7 @@ impl Vit {
         }
         let norm = load_norm(ckpt, "norm", width, &mut used, false)?;
         let fc_norm = load_norm(ckpt, "fc_norm", width, &mut used, false)?;
+        ckpt.check_loaded(&used)?;
         use crate::model::options::VitPool;
         let pool = opts
             .pool
