@@ -105,6 +105,11 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     ) -> std::collections::BTreeMap<String, String> {
         Default::default()
     }
+    /// When the network's attention heads (its [`LayerKind::AttentionHeads`] units) rest on
+    /// a guessed head count: the one line that refuses `what`, a head-level operation.
+    fn heads_guessed(&self, _what: &str) -> Option<String> {
+        None
+    }
     fn clone_box(&self) -> Box<dyn Net>;
     fn as_any(&self) -> &dyn std::any::Any;
 }

@@ -15,6 +15,7 @@ pub mod residual;
 pub mod resnet;
 pub mod resnet9;
 pub mod vit;
+pub mod vit_heads;
 pub mod vit_ops;
 
 pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

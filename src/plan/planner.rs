@@ -225,6 +225,14 @@ fn select_groups(
                 && a.units.is_none_or(|u| unit_kind(enc, &groups[g]) == u)
         })
         .collect();
+    if sel
+        .iter()
+        .any(|&g| unit_kind(enc, &groups[g]) == UnitKind::Heads)
+    {
+        if let Some(line) = enc.arch.heads_guessed("pruning attention heads") {
+            return Err(pf.error_at(None, "heads", &format!("actions[{i}].prune: {line}")));
+        }
+    }
     if sel.is_empty() {
         return Err(pf.error_at(
             Some(i),
