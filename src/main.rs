@@ -44,9 +44,10 @@ enum Command {
     Inspect {
         /// Checkpoint (safetensors or PyTorch .pth). Default: the embedded encoder f.
         checkpoint: Option<PathBuf>,
-        /// Input side for the MAC count.
-        #[arg(long, default_value_t = 28)]
-        size: usize,
+        /// Input side for the MAC count (default: the size the checkpoint implies: a ViT's
+        /// position-embedding grid x patch, 224 for a ResNet's ImageNet stem, ...).
+        #[arg(long)]
+        size: Option<usize>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -227,6 +228,9 @@ enum Experiment {
         /// Random draws for the random strategy (the paper: 10).
         #[arg(long, default_value_t = 10)]
         draws: usize,
+        /// ViT: attention heads per block (as `inspect --heads`).
+        #[arg(long)]
+        heads: Option<usize>,
         /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
         #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
         modes: Vec<String>,
@@ -265,6 +269,9 @@ struct FinetuneExperimentArgs {
     /// Seed of LayerMem's views and intervals.
     #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
+    /// ViT: attention heads per block of f and g (as `inspect --heads`).
+    #[arg(long)]
+    heads: Option<usize>,
     #[command(flatten)]
     finetune: FinetuneArgs,
     #[arg(long)]
@@ -320,6 +327,7 @@ fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()>
         points: a.points,
         views: a.views,
         seed: a.seed,
+        heads: a.heads,
     };
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&inputs.checkpoint, "the checkpoint");
@@ -370,7 +378,8 @@ struct LoadArgs {
     /// tensors one level down, else `teacher`; several others are listed.
     #[arg(long)]
     key: Option<String>,
-    /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
+    /// ViT: attention heads per block (default: memprune's metadata, else the table of
+    /// published ViTs; else guessed as width / 64, which scoring or pruning heads refuses).
     #[arg(long)]
     heads: Option<usize>,
     /// ViT: the tokens of each sub-layer output that LayerMem compares: `all` (every token
@@ -584,13 +593,15 @@ fn run(cli: Cli) -> Result<()> {
             size,
             load,
         } => {
-            if size == 0 {
+            if size == Some(0) {
                 bail!("--size 0: images need a side of at least 1 pixel");
             }
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
-            enc.check_input_size(size)
-                .with_context(|| format!("--size {size}"))?;
+            if let Some(size) = size {
+                enc.check_input_size(size)
+                    .with_context(|| format!("--size {size}"))?;
+            }
             print!("{}", report::inspect(&enc, size));
             Ok(())
         }
@@ -680,7 +691,7 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
-    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart) = match e {
+    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart, heads) = match e {
         Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
         Experiment::Prune {
             checkpoint,
@@ -692,8 +703,9 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
             modes,
             json,
             chart,
+            heads,
         } => (
-            checkpoint, data, points, views, seed, draws, modes, json, chart,
+            checkpoint, data, points, views, seed, draws, modes, json, chart, heads,
         ),
     };
     let modes: Vec<PruneMode> = modes
@@ -726,7 +738,13 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     if draws == 0 {
         bail!("--draws must be at least 1");
     }
-    let enc = Encoder::load(&path, &LoadOptions::default())?;
+    let enc = Encoder::load(
+        &path,
+        &LoadOptions {
+            heads,
+            ..Default::default()
+        },
+    )?;
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
     // UnitMem on the encoder's own training points (when it records them), with its control

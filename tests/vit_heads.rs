@@ -18,8 +18,8 @@ fn fx(name: &str) -> PathBuf {
 }
 
 fn io(name: &str) -> Tensor {
-    let t = candle_core::safetensors::load(fx("timm_w128_h4_io.safetensors"), &Device::Cpu)
-        .unwrap();
+    let t =
+        candle_core::safetensors::load(fx("timm_w128_h4_io.safetensors"), &Device::Cpu).unwrap();
     t[name].clone()
 }
 
@@ -61,11 +61,7 @@ fn pruning_heads_is_refused_on_a_guess_and_exact_with_heads_4() {
     // model with those heads masked.
     let (p, out) = policy(dir.path(), "given", "heads: 4\n");
     let r = common::memprune_threads(&["--policy", p.to_str().unwrap()], "2");
-    assert!(
-        r.status.success(),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let before = Checkpoint::load(&fx("timm_w128_h4.safetensors"), None).unwrap();
     let after = Checkpoint::load(&out, None).unwrap();
     assert_eq!(after.metadata["memprune.heads"], "3,3");
@@ -75,7 +71,14 @@ fn pruning_heads_is_refused_on_a_guess_and_exact_with_heads_4() {
         let (w0, w1) = (before.get(&name).unwrap(), after.get(&name).unwrap());
         assert_eq!(w1.dims(), &[128, 96]);
         let kept: Vec<Vec<f32>> = (0..96)
-            .map(|c| w1.narrow(1, c, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+            .map(|c| {
+                w1.narrow(1, c, 1)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
             .collect();
         (0..4)
             .find(|&h| {
@@ -96,7 +99,10 @@ fn pruning_heads_is_refused_on_a_guess_and_exact_with_heads_4() {
     let x = io("input");
     let want = io(&format!("masked.{a}.{b}"));
     let e = max_rel(&enc.features(&x).unwrap(), &want);
-    assert!(e < 1e-5, "removed heads {a}, {b}: differs from timm masked by {e}");
+    assert!(
+        e < 1e-5,
+        "removed heads {a}, {b}: differs from timm masked by {e}"
+    );
     // And the unpruned model with --heads 4 is timm's.
     let full = Encoder::load(
         &fx("timm_w128_h4.safetensors"),
@@ -117,13 +123,18 @@ fn measuring_heads_on_a_guess_is_refused_and_the_source_is_said() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
     assert!(out.contains("2 heads GUESSED"), "{out}");
-    let o = common::memprune_threads(
-        &["inspect", m.to_str().unwrap(), "--heads", "4"],
-        "1",
-    );
+    let o = common::memprune_threads(&["inspect", m.to_str().unwrap(), "--heads", "4"], "1");
     assert!(String::from_utf8_lossy(&o.stdout).contains("4 heads from --heads"));
     let o = common::memprune_threads(
-        &["measure", "unit", m.to_str().unwrap(), "--points", "4", "--views", "2"],
+        &[
+            "measure",
+            "unit",
+            m.to_str().unwrap(),
+            "--points",
+            "4",
+            "--views",
+            "2",
+        ],
         "2",
     );
     let err = String::from_utf8_lossy(&o.stderr);
@@ -141,7 +152,10 @@ fn bad_heads_metadata_is_one_clear_line() {
         let e = Encoder::from_checkpoint(c, &LoadOptions::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`memprune.heads`") && e.contains(bad), "{bad}: {e}");
+        assert!(
+            e.contains("`memprune.heads`") && e.contains(bad),
+            "{bad}: {e}"
+        );
         assert_eq!(e.lines().count(), 1, "{e}");
     }
 }

@@ -82,6 +82,10 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     fn params(&self) -> usize;
     /// Multiply-accumulates of one forward pass of one image of side `size`.
     fn macs(&self, size: usize) -> u64;
+    /// The image side the checkpoint implies, with where it comes from (what `inspect`
+    /// counts MACs at unless told): a ViT's position-embedding grid times its patch, 224
+    /// for a ResNet with the ImageNet stem, ...
+    fn native_size(&self) -> (usize, String);
     /// Coupling groups in forward order; `heads` are head tensors reading the representation.
     fn coupling_groups(&self, heads: Vec<Slice>) -> Vec<CouplingGroup>;
     /// Layers that own parameters, in forward order, with the tensors (conv weights for the

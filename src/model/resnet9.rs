@@ -184,6 +184,14 @@ impl Net for ResNet9 {
         self.blocks.iter().map(|c| c.params()).sum()
     }
 
+    fn native_size(&self) -> (usize, String) {
+        if self.in_channels == 1 {
+            (28, "1 input channel: Fashion-MNIST's 28x28".into())
+        } else {
+            (32, "CIFAR's 32x32".into())
+        }
+    }
+
     fn macs(&self, size: usize) -> u64 {
         let mut s = size;
         let mut total = 0;

@@ -1170,6 +1170,16 @@ impl Net for Vit {
         [("memprune.heads".to_string(), heads.join(","))].into()
     }
 
+    fn native_size(&self) -> (usize, String) {
+        (
+            self.grid * self.patch,
+            format!(
+                "the position embedding's {0}x{0} grid x patch {1}",
+                self.grid, self.patch
+            ),
+        )
+    }
+
     fn heads_guessed(&self, what: &str) -> Option<String> {
         (self.heads_from == HeadsFrom::Guess).then(|| {
             crate::model::vit_heads::guess_refusal(&self.path, self.width, self.heads, what)

@@ -182,8 +182,19 @@ mod tests {
 
     #[test]
     fn bad_metadata_is_one_clear_line_each() {
-        for s in ["abc", "-1", "4.0", "4,4,4,4,4,4,abc", "[4,4,4,4,4,3]", "", "0", "4,4"] {
-            let e = parse_metadata("m.safetensors", s, 6).unwrap_err().to_string();
+        for s in [
+            "abc",
+            "-1",
+            "4.0",
+            "4,4,4,4,4,4,abc",
+            "[4,4,4,4,4,3]",
+            "",
+            "0",
+            "4,4",
+        ] {
+            let e = parse_metadata("m.safetensors", s, 6)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("`memprune.heads`"), "{s}: {e}");
             assert!(e.contains("m.safetensors"), "{s}: {e}");
             assert_eq!(e.lines().count(), 1, "{s}: {e}");
@@ -196,13 +207,22 @@ mod tests {
     fn the_table_knows_mae_vit_h_and_the_order_holds() {
         let r = |m: Option<&str>, g, w, mlp, cls| resolve("m", m, g, w, mlp, 32, cls).unwrap();
         assert_eq!(r(None, None, 1280, 5120, true).0[0], 16);
-        assert!(matches!(r(None, None, 1280, 5120, true).1, HeadsFrom::Table(_)));
+        assert!(matches!(
+            r(None, None, 1280, 5120, true).1,
+            HeadsFrom::Table(_)
+        ));
         assert_eq!(r(None, None, 1408, 6144, true).0[0], 16);
         assert_eq!(r(None, None, 768, 3072, true).0[0], 12);
         // No class token (timm's gap variants): not from the table.
         assert_eq!(r(None, None, 768, 3072, false).1, HeadsFrom::Guess);
-        assert_eq!(r(None, None, 128, 512, true), (vec![2; 32], HeadsFrom::Guess));
-        assert_eq!(r(None, Some(4), 128, 512, true), (vec![4; 32], HeadsFrom::Flag));
+        assert_eq!(
+            r(None, None, 128, 512, true),
+            (vec![2; 32], HeadsFrom::Guess)
+        );
+        assert_eq!(
+            r(None, Some(4), 128, 512, true),
+            (vec![4; 32], HeadsFrom::Flag)
+        );
         assert_eq!(r(Some("4"), Some(4), 128, 512, true).1, HeadsFrom::Metadata);
         assert!(resolve("m", Some("4"), Some(2), 128, 512, 32, true).is_err());
         assert!(resolve("m", None, None, 100, 400, 2, true).is_err());
