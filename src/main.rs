@@ -6,7 +6,7 @@ use memprune::data::augment::AugmentConfig;
 use memprune::data::normalize::Normalization;
 use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-use memprune::metrics::layer_mem::{Control, Pairing};
+use memprune::metrics::layer_mem::{Control, LayerScore, Pairing};
 use memprune::metrics::unit_mem::Reduce;
 use memprune::model::options::Tokens;
 use memprune::model::resnet::Stem;
@@ -197,6 +197,11 @@ enum Measure {
         /// each of K views (the authors' script).
         #[arg(long, value_enum, default_value_t = Pairing::Views)]
         pairing: Pairing,
+        /// Each point's score: `eq2` (the paper's SSLMem', Eq. 2) or `range` (the authors'
+        /// LayerMem script: SSL_g - SSL_f divided by its max - min over the scored points, per
+        /// layer; to compare with their published numbers).
+        #[arg(long, value_enum, default_value_t = LayerScore::Eq2)]
+        score: LayerScore,
         /// Also print (and put in --json) SSLMem' of every point at every layer.
         #[arg(long)]
         per_point: bool,
@@ -1133,6 +1138,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         seed: c.seed,
         reduce,
         pairing: Pairing::Views,
+        score: Default::default(),
         control: if unseen.is_some() {
             Control::Unseen
         } else {
@@ -1229,6 +1235,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
             common: mut c,
             reference,
             pairing,
+            score,
             per_point,
             control,
         } => {
@@ -1268,7 +1275,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     Some((set, ind[..n].to_vec()))
                 }
             };
-            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing});
+            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing, "score": score});
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
                 measure::dump_views(
@@ -1293,6 +1300,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 seed: c.seed,
                 reduce: Reduce::Mean,
                 pairing,
+                score,
                 control,
                 control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
                 control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
@@ -1362,8 +1370,11 @@ fn layer_output(
     else {
         bail!("not a LayerMem state");
     };
-    let points = partial::from_bits(points);
-    let ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    let mut points = partial::from_bits(points);
+    let mut ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    if run.score == LayerScore::Range {
+        memprune::metrics::layer_mem::range_normalise(&mut points, ctrl_points.as_deref_mut());
+    }
     let control = run.control;
     let boot = memprune::metrics::bootstrap::Bootstrap {
         seed: run.seed,
@@ -1379,7 +1390,12 @@ fn layer_output(
     let reference = run.reference.clone().unwrap_or_default();
     let ctrl_set = run.control_data.as_ref().zip(run.control_points.as_ref());
     println!(
-        "LayerMem of {} against {} on {} points x {} {}{}\n",
+        "LayerMem{} of {} against {} on {} points x {} {}{}\n",
+        if run.score == LayerScore::Range {
+            " (the authors' range normalisation: (SSL_g - SSL_f) / (max - min) over the points)"
+        } else {
+            ""
+        },
         run.model,
         reference,
         run.points.len(),
