@@ -161,7 +161,7 @@ pub fn resolve(
     if let Some(p) = published(width, mlp, class_token) {
         return Ok((vec![p.heads; depth], HeadsFrom::Table(p.name)));
     }
-    if width % 64 == 0 {
+    if width.is_multiple_of(64) {
         return Ok((vec![width / 64; depth], HeadsFrom::Guess));
     }
     bail!(
