@@ -24,7 +24,7 @@ impl HeadsFrom {
     pub fn describe(&self) -> String {
         match self {
             HeadsFrom::Metadata => "from memprune's metadata".into(),
-            HeadsFrom::Flag => "from --heads / `heads:`".into(),
+            HeadsFrom::Flag => "from --heads".into(),
             HeadsFrom::Table(name) => format!("from the table of published ViTs ({name})"),
             HeadsFrom::Guess => "GUESSED as width / 64 (set --heads or `heads:`)".into(),
         }
