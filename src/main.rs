@@ -6,7 +6,7 @@ use memprune::data::augment::AugmentConfig;
 use memprune::data::normalize::Normalization;
 use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-use memprune::metrics::layer_mem::{Control, Pairing};
+use memprune::metrics::layer_mem::{Control, LayerScore, Pairing};
 use memprune::metrics::unit_mem::Reduce;
 use memprune::model::options::Tokens;
 use memprune::model::resnet::Stem;
@@ -44,9 +44,10 @@ enum Command {
     Inspect {
         /// Checkpoint (safetensors or PyTorch .pth). Default: the embedded encoder f.
         checkpoint: Option<PathBuf>,
-        /// Input side for the MAC count.
-        #[arg(long, default_value_t = 28)]
-        size: usize,
+        /// Input side for the MAC count (default: the size the checkpoint implies: a ViT's
+        /// position-embedding grid x patch, 224 for a ResNet's ImageNet stem, ...).
+        #[arg(long)]
+        size: Option<usize>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -196,6 +197,11 @@ enum Measure {
         /// each of K views (the authors' script).
         #[arg(long, value_enum, default_value_t = Pairing::Views)]
         pairing: Pairing,
+        /// Each point's score: `eq2` (the paper's SSLMem', Eq. 2) or `range` (the authors'
+        /// LayerMem script: SSL_g - SSL_f divided by its max - min over the scored points, per
+        /// layer; to compare with their published numbers).
+        #[arg(long, value_enum, default_value_t = LayerScore::Eq2)]
+        score: LayerScore,
         /// Also print (and put in --json) SSLMem' of every point at every layer.
         #[arg(long)]
         per_point: bool,
@@ -227,6 +233,9 @@ enum Experiment {
         /// Random draws for the random strategy (the paper: 10).
         #[arg(long, default_value_t = 10)]
         draws: usize,
+        /// ViT: attention heads per block (as `inspect --heads`).
+        #[arg(long)]
+        heads: Option<usize>,
         /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
         #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
         modes: Vec<String>,
@@ -265,6 +274,9 @@ struct FinetuneExperimentArgs {
     /// Seed of LayerMem's views and intervals.
     #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
+    /// ViT: attention heads per block of f and g (as `inspect --heads`).
+    #[arg(long)]
+    heads: Option<usize>,
     #[command(flatten)]
     finetune: FinetuneArgs,
     #[arg(long)]
@@ -320,6 +332,7 @@ fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()>
         points: a.points,
         views: a.views,
         seed: a.seed,
+        heads: a.heads,
     };
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&inputs.checkpoint, "the checkpoint");
@@ -370,7 +383,8 @@ struct LoadArgs {
     /// tensors one level down, else `teacher`; several others are listed.
     #[arg(long)]
     key: Option<String>,
-    /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
+    /// ViT: attention heads per block (default: memprune's metadata, else the table of
+    /// published ViTs; else guessed as width / 64, which scoring or pruning heads refuses).
     #[arg(long)]
     heads: Option<usize>,
     /// ViT: the tokens of each sub-layer output that LayerMem compares: `all` (every token
@@ -585,13 +599,15 @@ fn run(cli: Cli) -> Result<()> {
             size,
             load,
         } => {
-            if size == 0 {
+            if size == Some(0) {
                 bail!("--size 0: images need a side of at least 1 pixel");
             }
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
-            enc.check_input_size(size)
-                .with_context(|| format!("--size {size}"))?;
+            if let Some(size) = size {
+                enc.check_input_size(size)
+                    .with_context(|| format!("--size {size}"))?;
+            }
             print!("{}", report::inspect(&enc, size));
             Ok(())
         }
@@ -678,7 +694,7 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
-    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart) = match e {
+    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart, heads) = match e {
         Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
         Experiment::Prune {
             checkpoint,
@@ -690,8 +706,9 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
             modes,
             json,
             chart,
+            heads,
         } => (
-            checkpoint, data, points, views, seed, draws, modes, json, chart,
+            checkpoint, data, points, views, seed, draws, modes, json, chart, heads,
         ),
     };
     let modes: Vec<PruneMode> = modes
@@ -724,7 +741,13 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     if draws == 0 {
         bail!("--draws must be at least 1");
     }
-    let enc = Encoder::load(&path, &LoadOptions::default())?;
+    let enc = Encoder::load(
+        &path,
+        &LoadOptions {
+            heads,
+            ..Default::default()
+        },
+    )?;
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
     // UnitMem on the encoder's own training points (when it records them), with its control
@@ -1108,6 +1131,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         seed: c.seed,
         reduce,
         pairing: Pairing::Views,
+        score: Default::default(),
         control: if unseen.is_some() {
             Control::Unseen
         } else {
@@ -1204,6 +1228,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
             common: mut c,
             reference,
             pairing,
+            score,
             per_point,
             control,
         } => {
@@ -1243,7 +1268,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     Some((set, ind[..n].to_vec()))
                 }
             };
-            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing});
+            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing, "score": score});
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
                 measure::dump_views(
@@ -1268,6 +1293,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 seed: c.seed,
                 reduce: Reduce::Mean,
                 pairing,
+                score,
                 control,
                 control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
                 control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
@@ -1337,8 +1363,11 @@ fn layer_output(
     else {
         bail!("not a LayerMem state");
     };
-    let points = partial::from_bits(points);
-    let ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    let mut points = partial::from_bits(points);
+    let mut ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    if run.score == LayerScore::Range {
+        memprune::metrics::layer_mem::range_normalise(&mut points, ctrl_points.as_deref_mut());
+    }
     let control = run.control;
     let boot = memprune::metrics::bootstrap::Bootstrap {
         seed: run.seed,
@@ -1354,7 +1383,12 @@ fn layer_output(
     let reference = run.reference.clone().unwrap_or_default();
     let ctrl_set = run.control_data.as_ref().zip(run.control_points.as_ref());
     println!(
-        "LayerMem of {} against {} on {} points x {} {}{}\n",
+        "LayerMem{} of {} against {} on {} points x {} {}{}\n",
+        if run.score == LayerScore::Range {
+            " (the authors' range normalisation: (SSL_g - SSL_f) / (max - min) over the points)"
+        } else {
+            ""
+        },
         run.model,
         reference,
         run.points.len(),

@@ -207,6 +207,7 @@ pub fn for_each_point_mean_acts(
     mut sink: impl FnMut(usize, Vec<Vec<f64>>) -> Result<()>,
 ) -> Result<()> {
     check_input(encoder, set, settings)?;
+    encoder.require_known_heads("scoring attention heads (the `blockN.heads` layers)", None)?;
     if k == 0 {
         bail!("--views must be at least 1");
     }

@@ -26,6 +26,15 @@ pub struct Planned {
     pub points: Vec<usize>,
 }
 
+/// How the policy's encoders load: its `heads:` for a ViT. (Rewritten files record their
+/// heads in their metadata and load with the defaults.)
+fn load_options(p: &crate::plan::policy::Policy) -> LoadOptions {
+    LoadOptions {
+        heads: p.heads,
+        ..Default::default()
+    }
+}
+
 /// Measures what the policy ranks by and makes the plan. Writes nothing.
 pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     let p = &pf.policy;
@@ -36,7 +45,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     }
     let model_path = p.model.clone().unwrap_or_else(crate::defaults::model_f);
     check_exists(&pf, "model", &model_path)?;
-    let encoder = Encoder::load(&model_path, &LoadOptions::default())?;
+    let encoder = Encoder::load(&model_path, &load_options(p))?;
     let groups = coupling_groups(&encoder);
     let data_path = p.data.path.clone().unwrap_or_else(crate::defaults::data);
     check_exists(&pf, "path", &data_path)?;
@@ -128,7 +137,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
             None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
         };
         check_exists(&pf, "reference", &ref_path)?;
-        let g = Encoder::load(&ref_path, &LoadOptions::default())?;
+        let g = Encoder::load(&ref_path, &load_options(p))?;
         measure::check_pair(&encoder, &g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
         crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
@@ -226,7 +235,7 @@ fn inexact_change(planned: &Planned, removed: &Encoder) -> Result<Option<Inexact
             masked,
             enc.checkpoint.metadata.clone(),
         ),
-        &LoadOptions::default(),
+        &load_options(&planned.policy.policy),
     )?;
     let points: Vec<usize> = (0..planned.data.len().min(64)).collect();
     let x = crate::train::clean_tensor(

@@ -109,6 +109,7 @@ fn one_action(
     let policy = Policy {
         model: None,
         reference: None,
+        heads: None,
         data: Default::default(),
         metrics: Default::default(),
         actions: vec![Action::Prune(action)],

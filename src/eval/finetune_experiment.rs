@@ -305,6 +305,8 @@ pub struct Table5Inputs {
     pub views: usize,
     /// Seed of LayerMem's views and intervals.
     pub seed: u64,
+    /// ViT: attention heads per block (`--heads`).
+    pub heads: Option<usize>,
 }
 
 /// Measures f's LayerMem against g (corrected by unseen test points) and runs [`table5`]
@@ -322,8 +324,12 @@ pub fn run(
     if inputs.points == 0 || inputs.views == 0 {
         bail!("--points and --views must be at least 1");
     }
-    let f = Encoder::load(&inputs.checkpoint, &LoadOptions::default())?;
-    let g = Encoder::load(&inputs.reference, &LoadOptions::default())?;
+    let opts = LoadOptions {
+        heads: inputs.heads,
+        ..Default::default()
+    };
+    let f = Encoder::load(&inputs.checkpoint, &opts)?;
+    let g = Encoder::load(&inputs.reference, &opts)?;
     measure::check_pair(&f, &g)?;
     crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let pre = data::open(&inputs.data, Split::Train)?;

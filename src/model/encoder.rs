@@ -98,6 +98,18 @@ impl Encoder {
         })
     }
 
+    /// Refuses `what`, an operation on attention heads as units, when the head count is
+    /// only a guess ([`crate::model::vit_heads`]); `layers`: the layers it reads (all: None).
+    pub fn require_known_heads(&self, what: &str, layers: Option<&[usize]>) -> Result<()> {
+        let reads_heads = self.layers.iter().enumerate().any(|(i, l)| {
+            l.kind == LayerKind::AttentionHeads && layers.is_none_or(|s| s.contains(&i))
+        });
+        match self.arch.heads_guessed(what) {
+            Some(line) if reads_heads => bail!("{line}"),
+            _ => Ok(()),
+        }
+    }
+
     /// A short name of the architecture, e.g. `resnet9` or `resnet18 (basic, cifar stem)`.
     pub fn describe(&self) -> String {
         self.arch.describe()

@@ -82,6 +82,10 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     fn params(&self) -> usize;
     /// Multiply-accumulates of one forward pass of one image of side `size`.
     fn macs(&self, size: usize) -> u64;
+    /// The image side the checkpoint implies, with where it comes from (what `inspect`
+    /// counts MACs at unless told): a ViT's position-embedding grid times its patch, 224
+    /// for a ResNet with the ImageNet stem, ...
+    fn native_size(&self) -> (usize, String);
     /// Coupling groups in forward order; `heads` are head tensors reading the representation.
     fn coupling_groups(&self, heads: Vec<Slice>) -> Vec<CouplingGroup>;
     /// Layers that own parameters, in forward order, with the tensors (conv weights for the
@@ -104,6 +108,11 @@ pub trait Net: std::fmt::Debug + Send + Sync {
         _removed: &[(String, usize)],
     ) -> std::collections::BTreeMap<String, String> {
         Default::default()
+    }
+    /// When the network's attention heads (its [`LayerKind::AttentionHeads`] units) rest on
+    /// a guessed head count: the one line that refuses `what`, a head-level operation.
+    fn heads_guessed(&self, _what: &str) -> Option<String> {
+        None
     }
     fn clone_box(&self) -> Box<dyn Net>;
     fn as_any(&self) -> &dyn std::any::Any;

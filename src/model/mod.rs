@@ -14,7 +14,9 @@ pub mod registry;
 pub mod residual;
 pub mod resnet;
 pub mod resnet9;
+pub mod resnet9_authors;
 pub mod vit;
+pub mod vit_heads;
 pub mod vit_ops;
 
 pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

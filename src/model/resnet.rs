@@ -485,6 +485,13 @@ impl Net for ResNet {
         self.all_convs().map(|c| c.params()).sum()
     }
 
+    fn native_size(&self) -> (usize, String) {
+        match self.stem {
+            Stem::Imagenet => (224, "ImageNet stem: ImageNet's 224x224".into()),
+            Stem::Cifar => (32, "CIFAR stem: CIFAR's 32x32".into()),
+        }
+    }
+
     fn macs(&self, size: usize) -> u64 {
         let mut total = self.conv1.macs(size);
         let mut s = self.stem_out_size(size);

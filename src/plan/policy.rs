@@ -4,6 +4,7 @@
 //! ```yaml
 //! model: assets/models/resnet9-simclr-f.safetensors   # default: the embedded f
 //! reference: assets/models/resnet9-simclr-g.safetensors  # only for layermem/dlayermem ranks
+//! heads: 12                                          # ViT only: heads per block (as --heads)
 //! data: {path: assets/fashion-mnist, split: train, points: 1000}
 //! metrics: {views: 10, seed: 0, reduce: mean, batch: 256}
 //! actions:
@@ -34,6 +35,11 @@ pub struct Policy {
     /// is the embedded f.
     #[serde(default)]
     pub reference: Option<PathBuf>,
+    /// ViT: attention heads per block, as `--heads` (default: the checkpoint's metadata, else
+    /// the table of published ViTs; pruning or scoring heads refuses a count guessed from
+    /// the width).
+    #[serde(default)]
+    pub heads: Option<usize>,
     /// The points the scores are measured on.
     #[serde(default)]
     pub data: DataSpec,

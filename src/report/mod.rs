@@ -343,8 +343,13 @@ pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
     s
 }
 
-/// Architecture, layers with units, parameters and MACs.
-pub fn inspect(encoder: &Encoder, size: usize) -> String {
+/// Architecture, layers with units, parameters and MACs at `size`, or by default at the
+/// size the checkpoint implies ([`crate::model::Net::native_size`]), said.
+pub fn inspect(encoder: &Encoder, size: Option<usize>) -> String {
+    let (size, from) = match size {
+        Some(s) => (s, "--size".to_string()),
+        None => encoder.arch.native_size(),
+    };
     let mut s = String::new();
     let _ = writeln!(s, "checkpoint  {}", encoder.checkpoint.path.display());
     for note in &encoder.checkpoint.notes {
@@ -359,7 +364,7 @@ pub fn inspect(encoder: &Encoder, size: usize) -> String {
     let _ = writeln!(s, "parameters  {} (encoder)", encoder.params());
     let _ = writeln!(
         s,
-        "MACs        {:.1} M per image at {size}x{size}",
+        "MACs        {:.1} M per image at {size}x{size} ({from})",
         encoder.macs(size) as f64 / 1e6
     );
     let rows: Vec<Vec<String>> = encoder
@@ -513,7 +518,7 @@ pub fn before_after_rows(
         ratio(b.params as f64, a.params as f64),
     ]);
     rows.push(vec![
-        "MACs / image".into(),
+        format!("MACs / image at {0}x{0}", b.image_size),
         format!("{:.2} M", b.macs as f64 / 1e6),
         format!("{:.2} M", a.macs as f64 / 1e6),
         ratio(b.macs as f64, a.macs as f64),

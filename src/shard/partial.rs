@@ -74,6 +74,9 @@ pub struct Run {
     pub seed: u64,
     pub reduce: Reduce,
     pub pairing: Pairing,
+    /// LayerMem's per-point score (`--score`).
+    #[serde(default)]
+    pub score: crate::metrics::layer_mem::LayerScore,
     pub control: Control,
     /// The control's data (a source as `ImageSet::source`) and all its points.
     pub control_data: Option<String>,
