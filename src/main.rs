@@ -44,9 +44,10 @@ enum Command {
     Inspect {
         /// Checkpoint (safetensors or PyTorch .pth). Default: the embedded encoder f.
         checkpoint: Option<PathBuf>,
-        /// Input side for the MAC count.
-        #[arg(long, default_value_t = 28)]
-        size: usize,
+        /// Input side for the MAC count. Default: the checkpoint's input size (224 for an
+        /// ImageNet-stem ResNet, a ViT's from its position embedding), else 28.
+        #[arg(long)]
+        size: Option<usize>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -588,11 +589,12 @@ fn run(cli: Cli) -> Result<()> {
             size,
             load,
         } => {
-            if size == 0 {
+            if size == Some(0) {
                 bail!("--size 0: images need a side of at least 1 pixel");
             }
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
+            let size = size.or(enc.input_size().map(|s| s.0)).unwrap_or(28);
             enc.check_input_size(size)
                 .with_context(|| format!("--size {size}"))?;
             print!("{}", report::inspect(&enc, size));

@@ -152,7 +152,7 @@ pub fn read_image_folder_with(root: &Path, how: &FolderRead) -> Result<ImageSet>
         .par_iter()
         .map(|f| {
             image::image_dimensions(f)
-                .map_err(|e| anyhow!("{}: cannot read image: {e}", f.display()))
+                .map_err(|e| anyhow!("{}: cannot decode image: {e}", f.display()))
         })
         .collect::<Result<_>>()?;
     let mixed = sizes.iter().position(|s| *s != sizes[0]);
@@ -164,7 +164,7 @@ pub fn read_image_folder_with(root: &Path, how: &FolderRead) -> Result<ImageSet>
                 resize: Some(*n),
                 crop: Some(*n),
             },
-            format!("images of several sizes; the default: {why}; set --resize/--crop"),
+            format!("images of several sizes: {why}, the default; --resize/--crop to change"),
         ),
         (true, Some(k), None) => bail!(
             "{}: image is {}x{}, expected {}x{} (the size of {}): images of different sizes \
