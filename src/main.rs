@@ -102,6 +102,8 @@ struct ReportArgs {
     /// control. Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// UnitMem on N points (as `measure unit --points`; default: the encoder's own training
     /// points, at most 1,000, else 1,000 random points).
     #[arg(long)]
@@ -428,6 +430,8 @@ struct MeasureArgs {
     /// Which split of --data to read.
     #[arg(long, value_enum, default_value_t = Split::Train)]
     split: Split,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// Measure on N points drawn at random (seeded by --seed) from the split; for `layer`, the
     /// first N of the candidate points recorded in f (default 100) when f records them.
     #[arg(long, conflicts_with_all = ["range", "indices"])]
@@ -665,6 +669,7 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
         }
     }
     s.load = a.load.options();
+    s.data_options = a.read.clone();
     s.unit_points.points = a.points;
     s.candidates.points = a.candidates;
     s.views = a.views;
@@ -880,7 +885,7 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
     let device = memprune::model::device::parse(&c.device)?;
     let encoder = Encoder::load_on(&path, &c.load.options(), &device)?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
-    let set = data::open(&data_path, c.split)?;
+    let set = data::open::open_with(&data_path, c.split, &c.read.for_encoder(&encoder))?;
     let choice = PointChoice {
         points: c.points,
         range: c.range.clone(),
@@ -941,6 +946,9 @@ fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> ser
         "seed": c.seed,
         "augment": p.settings.augment,
         "normalization": p.settings.normalization,
+        "data_options": c.read.to_json(),
+        "data_line": data::options::data_line(&p.set, &format!("{:?}", c.split).to_lowercase(), &p.settings.normalization, c.mean.is_some() || c.std.is_some()),
+        "point_names": p.set.names.of(&p.points),
         "extra": extra,
     })
 }
@@ -1042,7 +1050,7 @@ fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usi
         return Ok(None);
     }
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
-    let test = data::open(&data_path, Split::Test)?;
+    let test = data::open::open_with(&data_path, Split::Test, &c.read.for_encoder(&p.encoder))?;
     let pts = measure::unseen_points(&test, p.points.len(), c.seed)?;
     Ok(Some((test, pts)))
 }
@@ -1119,9 +1127,15 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
             &meta,
         )?;
     }
+    let custom = c.mean.is_some() || c.std.is_some();
     let run = Run {
         metric: if class { Metric::Class } else { Metric::Unit },
-        settings: settings_json(&c, &p, meta),
+        settings: with_control(
+            settings_json(&c, &p, meta),
+            unseen.as_ref(),
+            &p.settings.normalization,
+            custom,
+        ),
         arch: p.encoder.describe(),
         model: p.encoder.checkpoint.path.display().to_string(),
         reference: None,
@@ -1140,7 +1154,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         control_data: unseen.as_ref().map(|(s, _)| s.source.clone()),
         control_points: unseen.as_ref().map(|(_, v)| v.clone()),
         per_point: false,
-        planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
+        planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
         digests: Default::default(),
     };
     let mine = shard.part(&p.points)?;
@@ -1183,6 +1197,8 @@ fn unit_output(
     };
     let layers = measure::unit_layers(state, &run.layers, run.seed)?;
     let control = run.control_data.as_ref().zip(run.control_points.as_ref());
+    let names = namer(run);
+    print_data_lines(run);
     println!(
         "{what} of {} on {} points x {} views{}{}\n",
         run.arch,
@@ -1206,18 +1222,56 @@ fn unit_output(
         println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
         print!(
             "{}",
-            report::planted_argmax_table(&layers, pl, &run.points, 10)
+            report::planted_argmax_table(&layers, pl, &run.points, 10, &names)
         );
     }
     let inputs = [Path::new(&run.model)];
-    write_out(csv, &report::unit_mem_csv(&layers, argmax), &inputs)?;
+    let csv_names = (!class).then_some(&names);
+    write_out(
+        csv,
+        &report::unit_mem_csv(&layers, argmax, csv_names),
+        &inputs,
+    )?;
     let mut j = run.settings.clone();
     j["metric"] = metric.into();
     if let Some((s, v)) = control {
-        j["control"] = serde_json::json!({"data": s, "split": "test", "points": v});
+        j["control"] = serde_json::json!({"data": s, "split": "test", "points": v, "point_names": run.settings["control_point_names"]});
     }
     j["layers"] = serde_json::to_value(&layers)?;
+    if !class {
+        names.name_argmax(&mut j["layers"]);
+    }
     write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
+}
+
+/// The names of a run's points and control points (recorded in its settings).
+fn namer(run: &Run) -> report::point_names::Namer {
+    let ctrl = run.control_points.clone().unwrap_or_default();
+    report::point_names::Namer::of_settings(&run.settings, &run.points, &ctrl)
+}
+
+/// The data lines a run recorded: its points' and its control's.
+fn print_data_lines(run: &Run) {
+    for key in ["data_line", "control_data_line"] {
+        if let Some(l) = run.settings[key].as_str() {
+            println!("{}{l}", if key == "data_line" { "" } else { "control " });
+        }
+    }
+}
+
+/// `settings` with the control's point names and data line.
+fn with_control(
+    mut settings: serde_json::Value,
+    control: Option<&(ImageSet, Vec<usize>)>,
+    normalization: &Normalization,
+    custom: bool,
+) -> serde_json::Value {
+    if let Some((set, pts)) = control {
+        settings["control_point_names"] = set.names.of(pts).into();
+        settings["control_data_line"] =
+            data::options::data_line(set, "test", normalization, custom).into();
+    }
+    settings
 }
 
 fn measure_run(m: Measure, quiet: bool) -> Result<()> {
@@ -1256,7 +1310,11 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     let ind = memprune::train_meta::independent_points(&g.checkpoint)?
                         .with_context(|| format!("{}: --control independent needs a reference trained by memprune on shared+independent (it records its independent points)", ref_path.display()))?;
                     let data_path = c.data.clone().unwrap_or_else(defaults::data);
-                    let set = data::open(&data_path, Split::Train)?;
+                    let set = data::open::open_with(
+                        &data_path,
+                        Split::Train,
+                        &c.read.for_encoder(&p.encoder),
+                    )?;
                     if let Some(bad) = ind.iter().find(|&&i| i >= set.len()) {
                         bail!(
                             "{}: independent point {bad} is outside {}",
@@ -1281,9 +1339,15 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     &meta,
                 )?;
             }
+            let custom = c.mean.is_some() || c.std.is_some();
             let run = Run {
                 metric: Metric::Layer,
-                settings: settings_json(&c, &p, meta),
+                settings: with_control(
+                    settings_json(&c, &p, meta),
+                    ctrl.as_ref(),
+                    &p.settings.normalization,
+                    custom,
+                ),
                 arch: p.encoder.describe(),
                 model: p.encoder.checkpoint.path.display().to_string(),
                 reference: Some(ref_path.display().to_string()),
@@ -1298,7 +1362,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
                 control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
                 per_point,
-                planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
+                planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
                 digests: Default::default(),
             };
             let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
@@ -1382,6 +1446,8 @@ fn layer_output(
     );
     let reference = run.reference.clone().unwrap_or_default();
     let ctrl_set = run.control_data.as_ref().zip(run.control_points.as_ref());
+    let point_names = namer(run);
+    print_data_lines(run);
     println!(
         "LayerMem{} of {} against {} on {} points x {} {}{}\n",
         if run.score == LayerScore::Range {
@@ -1415,11 +1481,11 @@ fn layer_output(
     }
     if run.per_point {
         println!("\nSSLMem' per point");
-        print!("{}", report::per_point_csv(names, &points));
+        print!("{}", report::per_point_csv(names, &points, &point_names));
     }
     let inputs = [Path::new(&run.model), Path::new(&reference)];
     let csv_text = if run.per_point {
-        report::per_point_sets_csv(names, &points, ctrl_points.as_deref())
+        report::per_point_sets_csv(names, &points, ctrl_points.as_deref(), &point_names)
     } else {
         report::layer_mem_csv(&layers)
     };
@@ -1430,6 +1496,7 @@ fn layer_output(
     j["control"] = serde_json::json!({
         "kind": control,
         "points": run.control_points,
+        "point_names": run.settings["control_point_names"],
         "data": run.control_data,
     });
     j["layers"] = serde_json::to_value(&layers)?;
@@ -1747,6 +1814,8 @@ struct ProbeArgs {
     /// Labelled data with train and test splits. Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// Probe the raw pixels instead of an encoder (the floor).
     #[arg(long)]
     raw: bool,
@@ -1818,8 +1887,32 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         bail!("--device {}: only a checkpoint's encoder runs on another device; the raw-pixel and random-init baselines run on the CPU", a.device);
     }
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
-    let train = data::open(&data_path, Split::Train)?;
-    let test = data::open(&data_path, Split::Test)?;
+    // A checkpoint's encoder first: its input size is the default of mixed-size folders.
+    let loaded = match (&a.random_like, a.raw || a.random_init.is_some()) {
+        (Some(like), _) => Some(memprune::train::init::random_like(
+            like,
+            &a.load.options(),
+            a.init_seed,
+        )?),
+        (None, true) => None,
+        (None, false) => {
+            let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+            Some(Encoder::load_on(&path, &a.load.options(), &device)?)
+        }
+    };
+    let read = match &loaded {
+        Some(e) => a.read.for_encoder(e),
+        None => a.read.clone(),
+    };
+    let train = data::open::open_with(&data_path, Split::Train, &read)?;
+    let test = data::open::open_with(&data_path, Split::Test, &read)?;
+    let norm = settings
+        .normalization
+        .clone()
+        .unwrap_or_else(|| Normalization::default_for(train.kind, train.channels));
+    for (set, split) in [(&train, "train"), (&test, "test")] {
+        println!("{}", data::options::data_line(set, split, &norm, false));
+    }
     let knn_settings = memprune::eval::knn::KnnSettings {
         k: a.knn_k,
         temperature: a.knn_temperature,
@@ -1833,16 +1926,15 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
             pixel_features(&test, &settings)?,
         )
     } else {
-        let enc = if let Some(like) = &a.random_like {
-            memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?
+        let enc = if let Some(e) = loaded {
+            e
         } else if let Some(w) = &a.random_init {
             let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
             let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
             let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
             Encoder::from_checkpoint(ckpt, &LoadOptions::default())?
         } else {
-            let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-            Encoder::load_on(&path, &a.load.options(), &device)?
+            bail!("no encoder to probe");
         };
         (
             enc.checkpoint.path.display().to_string(),
@@ -1885,7 +1977,7 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.json {
-        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r, "knn": knn});
+        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "data_options": read.to_json(), "train_points": train.len(), "test_points": test.len(), "settings": settings, "result": r, "knn": knn});
         outputs.stage(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     outputs.commit()?;
@@ -1905,6 +1997,8 @@ struct EmbedArgs {
     /// Which split of --data: every one of its points is embedded, in order.
     #[arg(long, value_enum, default_value_t = Split::Train)]
     split: Split,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// FILE.safetensors (tensors `features`, `indices`, `labels`) or FILE.npy (the features;
     /// FILE-stem.indices.npy and FILE-stem.labels.npy beside it).
     #[arg(long, value_name = "FILE")]
@@ -1942,7 +2036,7 @@ fn embed_cmd(a: EmbedArgs) -> Result<()> {
         outputs.output(f, "--out")?;
     }
     let enc = Encoder::load(&path, &a.load.options())?;
-    let set = data::open(&data_path, a.split)?;
+    let set = data::open::open_with(&data_path, a.split, &a.read.for_encoder(&enc))?;
     let mut normalization = Normalization::default_for(set.kind, set.channels);
     if let Some(m) = &a.mean {
         normalization.mean = m.clone();
@@ -1960,12 +2054,20 @@ fn embed_cmd(a: EmbedArgs) -> Result<()> {
     };
     let e = embed::embed(&enc, &set, a.layer.as_deref(), &settings)?;
     let split = format!("{:?}", a.split).to_lowercase();
+    let custom = a.mean.is_some() || a.std.is_some();
+    if let Some(n) = &settings.normalization {
+        println!("{}", data::options::data_line(&set, &split, n, custom));
+    }
     let meta = std::collections::BTreeMap::from([
         (
             "memprune.checkpoint".to_string(),
             path.display().to_string(),
         ),
         ("memprune.data".to_string(), data_path.display().to_string()),
+        (
+            "memprune.data_options".to_string(),
+            a.read.to_json().to_string(),
+        ),
         ("memprune.split".to_string(), split.clone()),
         (
             "memprune.version".to_string(),

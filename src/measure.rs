@@ -132,6 +132,11 @@ pub fn choose_points(
             let asked = choice.points;
             let k = asked.unwrap_or(k);
             if let Some(mut v) = candidates {
+                crate::train_meta::check_recorded_points(
+                    &encoder.checkpoint,
+                    set,
+                    "candidate points",
+                )?;
                 if asked.is_some_and(|a| a > v.len()) {
                     bail!(
                         "{} records {} candidate points; asked for {k}",

@@ -49,7 +49,8 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     let groups = coupling_groups(&encoder);
     let data_path = p.data.path.clone().unwrap_or_else(crate::defaults::data);
     check_exists(&pf, "path", &data_path)?;
-    let data = data::open(&data_path, p.data.split)?;
+    let read = p.data.options().for_encoder(&encoder);
+    let data = data::open::open_with(&data_path, p.data.split, &read)?;
     let (need_unit, need_class, need_layer) = pf.needs();
     let choice = PointChoice {
         points: p.data.points,
@@ -90,7 +91,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         if p.data.split != data::Split::Train {
             return Ok(None);
         }
-        let test = data::open(&data_path, data::Split::Test)?;
+        let test = data::open::open_with(&data_path, data::Split::Test, &read)?;
         let pts = measure::unseen_points(&test, n, p.metrics.seed)?;
         Ok(Some((test, pts)))
     };
@@ -370,8 +371,27 @@ pub fn probe_sets(planned: &Planned) -> Result<(ImageSet, ImageSet)> {
         .path
         .clone()
         .unwrap_or_else(crate::defaults::data);
-    let train = data::open(e.train.as_ref().unwrap_or(&base), Split::Train)?;
-    let test = data::open(e.test.as_ref().unwrap_or(&base), Split::Test)?;
+    let read = planned
+        .policy
+        .policy
+        .data
+        .options()
+        .for_encoder(&planned.encoder);
+    let train_path = e.train.as_ref().unwrap_or(&base);
+    let train = data::open::open_with(train_path, Split::Train, &read)?;
+    let test = match &e.test {
+        // An explicit test path is the unseen data, whatever its layout.
+        Some(t) => data::open::open_with(
+            train_path,
+            Split::Test,
+            &crate::data::DataOptions {
+                test_data: Some(t.clone()),
+                holdout: None,
+                ..read
+            },
+        )?,
+        None => data::open::open_with(train_path, Split::Test, &read)?,
+    };
     Ok((train, test))
 }
 

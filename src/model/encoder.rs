@@ -124,6 +124,11 @@ impl Encoder {
         self.arch.in_channels()
     }
 
+    /// The image side the network was made for, and why ([`Net::input_size`]).
+    pub fn input_size(&self) -> Option<(usize, String)> {
+        self.arch.input_size()
+    }
+
     /// Width of the representation (the last layer).
     pub fn feature_dim(&self) -> usize {
         self.layers.last().map(|l| l.units).unwrap_or(0)

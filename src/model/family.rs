@@ -59,6 +59,12 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     /// A short human description, e.g. `resnet18 (basic blocks [2, 2, 2, 2], cifar stem)`.
     fn describe(&self) -> String;
     fn in_channels(&self) -> usize;
+    /// The image side the network was made for and why (an ImageNet-stem ResNet: 224; a
+    /// ViT: its position embedding's grid times its patch), when its tensors say; image
+    /// folders of mixed sizes are resized to it by default.
+    fn input_size(&self) -> Option<(usize, String)> {
+        None
+    }
     /// The measured layers in forward order.
     fn layers(&self) -> Vec<Layer>;
     /// One tensor per layer of [`Net::layers`]; the last is the representation (N, dim).

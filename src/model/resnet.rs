@@ -469,6 +469,10 @@ impl Net for ResNet {
         self.in_channels
     }
 
+    fn input_size(&self) -> Option<(usize, String)> {
+        (self.stem == Stem::Imagenet).then(|| (224, "an ImageNet-stem ResNet's input size".into()))
+    }
+
     fn layers(&self) -> Vec<Layer> {
         ResNet::layers(self)
     }

@@ -909,6 +909,14 @@ impl Net for Vit {
         self.in_channels
     }
 
+    fn input_size(&self) -> Option<(usize, String)> {
+        let (g, p) = (self.grid, self.patch);
+        Some((
+            g * p,
+            format!("the ViT's position embedding: a {g}x{g} grid of {p}-pixel patches"),
+        ))
+    }
+
     fn layers(&self) -> Vec<Layer> {
         let mut v = Vec::new();
         for (i, (h, blk)) in self.mlp_hidden.iter().zip(&self.blocks).enumerate() {

@@ -66,6 +66,16 @@ pub struct DataSpec {
     pub range: Option<String>,
     /// A file of point indices.
     pub indices: Option<PathBuf>,
+    /// The unseen points (control, probe test) as `--test-data`.
+    pub test_data: Option<PathBuf>,
+    /// A folder without train/ and test/: the held-out fraction, as `--holdout`.
+    pub holdout: Option<f64>,
+    /// The seed of `holdout` (default 0).
+    pub holdout_seed: u64,
+    /// Shorter side of every image, as `--resize`.
+    pub resize: Option<usize>,
+    /// Centre crop, as `--crop`.
+    pub crop: Option<usize>,
 }
 
 impl Default for DataSpec {
@@ -76,6 +86,25 @@ impl Default for DataSpec {
             points: None,
             range: None,
             indices: None,
+            test_data: None,
+            holdout: None,
+            holdout_seed: 0,
+            resize: None,
+            crop: None,
+        }
+    }
+}
+
+impl DataSpec {
+    /// How the data is read, as the command-line flags say it.
+    pub fn options(&self) -> crate::data::DataOptions {
+        crate::data::DataOptions {
+            test_data: self.test_data.clone(),
+            holdout: self.holdout,
+            holdout_seed: self.holdout_seed,
+            resize: self.resize,
+            crop: self.crop,
+            default_size: None,
         }
     }
 }
@@ -362,6 +391,9 @@ impl PolicyFile {
         );
         let data = p.data.path.clone().unwrap_or_else(crate::defaults::data);
         set.input(&data, "the data");
+        if let Some(t) = &self.policy.data.test_data {
+            set.input(t, "data.test_data");
+        }
         if let Some(i) = &p.data.indices {
             set.input(i, "the indices file");
         }
@@ -470,6 +502,11 @@ impl PolicyFile {
         if d.points == Some(0) {
             return Err(self.error_at(None, "points", "data.points must be at least 1"));
         }
+        d.options().validate().map_err(|e| {
+            let e = e.to_string().replace("--test-data", "data.test_data");
+            let e = e.replace("--", "data.");
+            self.error_at(None, "data", &e)
+        })?;
         p.metrics
             .augment
             .validate()

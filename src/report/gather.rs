@@ -22,6 +22,8 @@ pub struct ReportSettings {
     /// LayerMem's reference g; `None`: the report has no LayerMem sections (and says why).
     pub reference: Option<PathBuf>,
     pub data: PathBuf,
+    /// How the data's splits are read (--test-data, --holdout, --resize, --crop).
+    pub data_options: crate::data::DataOptions,
     pub load: LoadOptions,
     /// UnitMem's points (default: `measure unit`'s, the encoder's own training points).
     pub unit_points: PointChoice,
@@ -42,6 +44,7 @@ impl ReportSettings {
             reference: model.is_none().then(crate::defaults::model_g),
             model: model.unwrap_or_else(crate::defaults::model_f),
             data: crate::defaults::data(),
+            data_options: Default::default(),
             load: LoadOptions::default(),
             unit_points: PointChoice::default(),
             candidates: PointChoice::default(),
@@ -76,6 +79,7 @@ impl ReportSettings {
                 .or_else(|| p.model.is_none().then(crate::defaults::model_g)),
             model: p.model.clone().unwrap_or_else(crate::defaults::model_f),
             data: p.data.path.clone().unwrap_or_else(crate::defaults::data),
+            data_options: p.data.options(),
             load: LoadOptions::default(),
             unit_points: choice.clone(),
             candidates: choice,
@@ -152,14 +156,15 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
     }
     s.augment.validate().context("augmentation")?;
     let f = Encoder::load(&s.model, &s.load)?;
-    let train = data::open(&s.data, Split::Train)?;
+    let read = s.data_options.for_encoder(&f);
+    let train = data::open::open_with(&s.data, Split::Train, &read)?;
     let view = ViewSettings {
         augment: s.augment.clone(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed: s.seed,
         batch: s.batch,
     };
-    let test = data::open(&s.data, Split::Test)?;
+    let test = data::open::open_with(&s.data, Split::Test, &read)?;
     if test.is_empty() {
         bail!(
             "{}: the test split is empty: the report's controls need points the encoder never saw",
@@ -212,7 +217,7 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
         view,
         model: Digested::of(&s.model)?,
         arch: f.describe(),
-        planted: crate::train_meta::planted(&f.checkpoint)?,
+        planted: crate::train_meta::planted_on(&f.checkpoint, &train)?,
         train,
         unit_points,
         unit_unseen_points,

@@ -101,11 +101,16 @@ impl Thumbs<'_> {
     /// One image with its index and caption lines.
     fn figure(&mut self, point: usize, kind: &str, data: &str, lines: &[String]) -> Result<String> {
         let planted = self.g.planted.as_ref().is_some_and(|p| p.contains(&point));
+        // The file (image folders) or file#record (IDX, CIFAR) beside the index.
+        let name = escape(&self.g.train.names.get(point).unwrap_or_default());
         let mut o = format!(
-            "<figure class=\"{}\"><img class=\"{kind}\" src=\"{}\" data-point=\"{point}\" {data} alt=\"training point {point}\" title=\"training point {point}\"><b>#{point}</b>",
+            "<figure class=\"{}\"><img class=\"{kind}\" src=\"{}\" data-point=\"{point}\" data-name=\"{name}\" {data} alt=\"training point {point} {name}\" title=\"training point {point} {name}\"><b>#{point}</b>",
             if planted { "planted" } else { "" },
             self.uri(point)?
         );
+        if !name.is_empty() {
+            let _ = write!(o, "<br><code>{name}</code>");
+        }
         if planted {
             o.push_str(" planted");
         }
@@ -132,7 +137,7 @@ pub fn render(g: &Gathered, command: &str, policy: Option<&PolicyPart>) -> Resul
     );
     let _ = write!(
         o,
-        "<h1>{}</h1>\n<p>{} on {}: UnitMem on {} training points and LayerMem on {} candidates, {} views each (seed {}); every score with its 95 % interval and its control on points the encoder never saw. Images are shown with their index in the training split of the data.{}</p>\n",
+        "<h1>{}</h1>\n<p>{} on {}: UnitMem on {} training points and LayerMem on {} candidates, {} views each (seed {}); every score with its 95 % interval and its control on points the encoder never saw. Images are shown with their index in the training split of the data and their file (the path relative to the data folder for image folders, FILE#RECORD for IDX and CIFAR).{}</p>\n",
         escape(&title),
         escape(&g.arch),
         escape(&g.train.source),

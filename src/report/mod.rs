@@ -9,6 +9,7 @@ pub mod gather;
 pub mod html;
 pub mod interval_chart;
 pub mod png;
+pub mod point_names;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;
@@ -143,6 +144,7 @@ pub fn planted_argmax_table(
     planted: &[usize],
     points: &[usize],
     n: usize,
+    names: &point_names::Namer,
 ) -> String {
     let set: std::collections::BTreeSet<usize> = planted.iter().copied().collect();
     let measured = points.iter().filter(|p| set.contains(p)).count();
@@ -160,7 +162,12 @@ pub fn planted_argmax_table(
                 format!("{hits} / {}", top.len()),
                 format!("{:.1}", chance * top.len() as f64),
                 top.first()
-                    .map(|(u, e)| format!("unit {u}: {e:.3} (argmax {})", l.units[*u].argmax))
+                    .map(|(u, e)| {
+                        format!(
+                            "unit {u}: {e:.3} (argmax {})",
+                            names.labelled(l.units[*u].argmax)
+                        )
+                    })
                     .unwrap_or_default(),
             ]
         })
@@ -201,9 +208,17 @@ pub fn planted_layer_table(rows: &[crate::metrics::layer_mem::GroupDifference]) 
 
 /// One line per unit: layer, unit, score, argmax, mu_max, mu_rest, dead, and with a control
 /// the unit's score and mu_max on unseen points and its UnitMem-excess.
-pub fn unit_mem_csv(layers: &[UnitMemLayer], argmax_name: &str) -> String {
+/// With `names` (UnitMem's argmax is a point), an `argmax_name` column: the point's file.
+pub fn unit_mem_csv(
+    layers: &[UnitMemLayer],
+    argmax_name: &str,
+    names: Option<&point_names::Namer>,
+) -> String {
     let controlled = layers.iter().any(|l| l.control.is_some());
     let mut s = format!("layer,unit,score,{argmax_name},mu_max,mu_rest,dead");
+    if names.is_some() {
+        s.push_str(",argmax_name");
+    }
     if controlled {
         s.push_str(",excess");
     }
@@ -215,6 +230,9 @@ pub fn unit_mem_csv(layers: &[UnitMemLayer], argmax_name: &str) -> String {
                 "{},{u},{},{},{},{},{}",
                 l.name, x.score, x.argmax, x.mu_max, x.mu_rest, x.dead
             );
+            if let Some(n) = names {
+                let _ = write!(s, ",{}", point_names::csv_field(&n.point(x.argmax)));
+            }
             if controlled {
                 let e = l
                     .control
@@ -315,30 +333,43 @@ pub fn layer_mem_csv(layers: &[LayerMemLayer]) -> String {
     s
 }
 
-/// One line per point: point, its set (`candidate` or `control`), then SSLMem' per layer.
+/// One line per point: point, its set (`candidate` or `control`), its name (file), then
+/// SSLMem' per layer.
 pub fn per_point_sets_csv(
     names: &[String],
     points: &[PointScores],
     control: Option<&[PointScores]>,
+    point_names: &point_names::Namer,
 ) -> String {
-    let mut s = format!("point,set,{}\n", names.join(","));
+    let mut s = format!("point,set,name,{}\n", names.join(","));
     let rows = points
         .iter()
-        .map(|p| (p, "candidate"))
-        .chain(control.unwrap_or(&[]).iter().map(|p| (p, "control")));
-    for (p, set) in rows {
+        .map(|p| (p, "candidate", point_names.point(p.point)))
+        .chain(
+            control
+                .unwrap_or(&[])
+                .iter()
+                .map(|p| (p, "control", point_names.control(p.point))),
+        );
+    for (p, set, name) in rows {
         let vals: Vec<String> = p.sslmem.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(s, "{},{set},{}", p.point, vals.join(","));
+        let name = point_names::csv_field(&name);
+        let _ = writeln!(s, "{},{set},{name},{}", p.point, vals.join(","));
     }
     s
 }
 
-/// One line per point: point, then SSLMem' per layer.
-pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
-    let mut s = format!("point,{}\n", names.join(","));
+/// One line per point: point, its name (file), then SSLMem' per layer.
+pub fn per_point_csv(
+    names: &[String],
+    points: &[PointScores],
+    point_names: &point_names::Namer,
+) -> String {
+    let mut s = format!("point,name,{}\n", names.join(","));
     for p in points {
         let vals: Vec<String> = p.sslmem.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(s, "{},{}", p.point, vals.join(","));
+        let name = point_names::csv_field(&point_names.point(p.point));
+        let _ = writeln!(s, "{},{name},{}", p.point, vals.join(","));
     }
     s
 }
