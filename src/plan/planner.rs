@@ -95,6 +95,7 @@ pub fn make_plan(
                         per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
                     }
                     Scope::Global => {
+                        same_floor(pf, i, a, groups, &selected, scores)?;
                         global(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
                     }
                 };
@@ -296,6 +297,55 @@ fn channel_scores(
             Ok(s)
         }
     }
+}
+
+/// A global ranking by UnitMem or ClassMem compares scores across layers: refused when the
+/// layers' act_u is measured from different floors (a ViT's GELU neurons against its heads:
+/// docs/METRICS.md, "Signed layers"), whose scores are not on one scale.
+fn same_floor(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &Scores,
+) -> Result<()> {
+    let layers = match a.criterion {
+        Criterion::Unitmem | Criterion::UnitmemExcess => &scores.unit_mem,
+        Criterion::Classmem => &scores.class_mem,
+        Criterion::Random | Criterion::L1Norm => return Ok(()),
+    };
+    let Some(layers) = layers else {
+        return Ok(());
+    };
+    let mut seen: Vec<(&str, f64)> = Vec::new();
+    for &g in sel {
+        let floor = groups[g]
+            .taps
+            .iter()
+            .find_map(|t| layers.iter().find(|l| &l.name == t))
+            .map(|l| l.act_floor);
+        if let Some(f) = floor {
+            if !seen.iter().any(|s| s.1 == f) {
+                seen.push((groups[g].name.as_str(), f));
+            }
+        }
+    }
+    if seen.len() > 1 {
+        let shown: Vec<String> = seen
+            .iter()
+            .map(|(n, f)| format!("`{n}` from {f}"))
+            .collect();
+        return Err(pf.error_at(
+            Some(i),
+            "scope",
+            &format!(
+                "actions[{i}].prune: scope: global would rank scores of layers whose act_u is measured from different floors ({}; docs/METRICS.md, \"Signed layers\"), which are not comparable; set `units: mlp` or `units: heads` (one kind at a time), `layers`, or `scope: per-layer`",
+                shown.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Channels in pruning order: highest score first for `top`, lowest first for `low`.

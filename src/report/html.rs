@@ -378,7 +378,7 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         .map(|l| {
             let c = l.control.as_ref();
             vec![
-                format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                super::layer_label(l),
                 l.units.len().to_string(),
                 with_ci(l.summary.mean, c.map(|c| &c.mean_ci)),
                 c.map(|c| with_ci(c.unseen.mean, Some(&c.unseen_mean_ci)))
@@ -659,6 +659,7 @@ fn settings_section(o: &mut String, g: &Gathered, command: &str) -> Result<()> {
             "augmentation".into(),
             serde_json::to_string(&g.view.augment)?,
         ],
+        vec!["augmentation from".into(), g.augment.source.clone()],
         vec![
             "normalisation".into(),
             serde_json::to_string(&g.view.normalization)?,
