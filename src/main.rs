@@ -1255,18 +1255,17 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
         } => {
             c.load.sub_layers_only = true;
             let shard = shard_of(&c)?;
-            let ref_path = match reference {
-                Some(r) => r,
-                None if c.checkpoint.is_none() => defaults::model_g(),
-                None => bail!("measure layer needs --reference: an encoder trained like the model but without the scored points"),
-            };
+            let ref_path = reference.or_else(|| c.checkpoint.is_none().then(defaults::model_g));
             // LayerMem: up to 2K views and the clean image of a point.
             let mut p = prepare(
                 &c,
                 DefaultPoints::Candidates(defaults::LAYER_CANDIDATES),
                 c.views.saturating_mul(2).saturating_add(1),
-                Some(&ref_path),
+                ref_path.as_deref(),
             )?;
+            let Some(ref_path) = ref_path else {
+                bail!("measure layer needs --reference: an encoder trained like the model but without the scored points");
+            };
             let g = p.reference.take().expect("prepare loads the reference");
             memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
             let control = if c.no_control { Control::None } else { control };
@@ -1477,6 +1476,11 @@ fn merge_cmd(partials: Vec<PathBuf>, json: Option<PathBuf>, csv: Option<PathBuf>
             .map(|p| Ok((p.clone(), Partial::read(p)?)))
             .collect::<Result<Vec<_>>>()?;
         let (run, state) = partial::merge(parts)?;
+        // The shards' views were made with one augmentation (the same `run`): said first, as
+        // one run over all points says it.
+        if let Some(a) = memprune::data::augment_choice::ChosenAugment::of_settings(&run.settings) {
+            println!("{}", a.line());
+        }
         match run.metric {
             Metric::Unit | Metric::Class => unit_output(&run, &state, &csv, &json),
             Metric::Layer => layer_output(&run, &state, &csv, &json),

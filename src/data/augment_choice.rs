@@ -62,6 +62,14 @@ pub struct ChosenAugment {
 }
 
 impl ChosenAugment {
+    /// The choice a `--json` settings object records (`augment`, `augment_source`), if any.
+    pub fn of_settings(settings: &serde_json::Value) -> Option<ChosenAugment> {
+        Some(ChosenAugment {
+            config: serde_json::from_value(settings.get("augment")?.clone()).ok()?,
+            source: settings.get("augment_source")?.as_str()?.to_string(),
+        })
+    }
+
     /// The line every command that makes views prints first.
     pub fn line(&self) -> String {
         format!("augmentation: {} ({})", describe(&self.config), self.source)

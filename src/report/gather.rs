@@ -143,6 +143,8 @@ pub struct Gathered {
     pub unit_unseen_points: Vec<usize>,
     /// UnitMem of every layer with its control (UnitMem-excess per unit).
     pub unit: Vec<UnitMemLayer>,
+    /// The layers UnitMem does not score (no known lower bound of act_u).
+    pub unit_unscored: Vec<String>,
     /// `None` when no reference was given: [`Gathered::no_layer_reason`] says why.
     pub layer: Option<LayerPart>,
     pub no_layer_reason: Option<String>,
@@ -240,6 +242,10 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
         unit_points,
         unit_unseen_points,
         unit,
+        unit_unscored: crate::metrics::unit_mem::unscored(
+            &measure::layer_floors(&f),
+            &measure::layer_names(&f),
+        ),
         layer,
         no_layer_reason,
     })

@@ -417,7 +417,11 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         ],
         &rows,
     ));
-    o.push_str("<p class=\"note\">* the interval excludes 0.</p></section>\n");
+    o.push_str("<p class=\"note\">* the interval excludes 0.</p>");
+    if let Some(note) = super::unscored_note(&g.unit_unscored) {
+        let _ = write!(o, "<p class=\"note\">{}</p>", escape(&note));
+    }
+    o.push_str("</section>\n");
     Ok(())
 }
 
@@ -515,10 +519,9 @@ fn units_section(o: &mut String, g: &Gathered, thumbs: &mut Thumbs) -> Result<()
         units.truncate(GRID);
         let _ = write!(
             o,
-            "<h3 id=\"units-{}\">{}{} <small class=\"note\">{} units, mean UnitMem {:.3}</small></h3><div class=\"grid\" data-layer=\"{}\" data-kind=\"units\">",
+            "<h3 id=\"units-{}\">{} <small class=\"note\">{} units, mean UnitMem {:.3}</small></h3><div class=\"grid\" data-layer=\"{}\" data-kind=\"units\">",
             escape(&layer.name),
-            escape(&layer.name),
-            if layer.signed { " (signed)" } else { "" },
+            escape(&super::layer_label(layer)),
             layer.units.len(),
             layer.summary.mean,
             escape(&layer.name)
