@@ -119,7 +119,8 @@ struct ReportArgs {
     /// Views per forward pass: memory, not results.
     #[arg(long, default_value_t = defaults::BATCH)]
     batch: usize,
-    /// Augmentation settings as a YAML file (as `measure --augment`).
+    /// Augmentation settings as a YAML file (as `measure --augment`). Default: the one the
+    /// checkpoint records.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// The HTML file to write.
@@ -459,7 +460,8 @@ struct MeasureArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Augmentation settings as a YAML file (keys: size, crop_scale, crop_ratio, flip_p,
-    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: docs/METRICS.md's.
+    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: the one the
+    /// checkpoint records (`memprune.augment`; f and g must agree), else docs/METRICS.md's.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// Write everything (settings, per layer, per unit or per point) as JSON.
