@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use memprune::data::augment::AugmentConfig;
+use memprune::data::augment_choice::GivenAugment;
 use memprune::data::normalize::Normalization;
 use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
@@ -121,7 +122,8 @@ struct ReportArgs {
     /// Views per forward pass: memory, not results.
     #[arg(long, default_value_t = defaults::BATCH)]
     batch: usize,
-    /// Augmentation settings as a YAML file (as `measure --augment`).
+    /// Augmentation settings as a YAML file (as `measure --augment`). Default: the one the
+    /// checkpoint records.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// The HTML file to write.
@@ -135,17 +137,20 @@ const CHOICES: &str =
   act_u       the spatial mean of a channel of the layer's output as the network passes it
               on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
   ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
-              the class token included (signed); `blockN.heads`: a head, act_u = the mean
-              over all tokens of the L2 norm of the head's output before `proj`;
-              `blockN.attn` / `blockN.mlp`: each residual-stream dimension averaged over
-              tokens (signed); `pool`: the class token after `norm` (or fc_norm of the mean
-              of the patch tokens)
+              the class token included; `blockN.heads`: a head, act_u = the mean over all
+              tokens of the L2 norm of the head's output before `proj`
   ViT layers  LayerMem compares `blockN.attn` and `blockN.mlp`, the attention and MLP
               sub-layer outputs after their residual adds, and `pool`; --tokens all
               (default: every token flattened, the authors' LayerMem script) or cls
   dead unit   mu_max <= 0: UnitMem 0, counted as dead
-  signed      a layer with negative activations is flagged `(signed)`; its ratio is reported
-              as computed (0 when the denominator is 0)
+  signed      act_u is measured from its activation's lower bound: UnitMem = (mu_max -
+              mu_-max) / ((mu_max - floor) + (mu_-max - floor)), in [0, 1]; floor 0 (ReLU,
+              norms: Eq. 8 exactly), GELU's minimum -0.169971 (`blockN.fc1`, shown `(from
+              -0.170)`); residual streams (`blockN.attn`/`.mlp`) and a ViT's `pool` have no
+              bound and are not scored (named below the table); a global policy does not
+              rank layers of different floors together
+  augment     --augment FILE, else the checkpoint's recorded `memprune.augment` (f and g
+              must agree), else the SimCLR default; the first output line says which
   ties        the maximum goes to the smallest point index (shard merging stays exact)
   median      numpy's (mean of the two middle values)
   LayerMem    reps are layer outputs flattened and scaled to unit L2 norm (a zero output stays
@@ -246,6 +251,10 @@ enum Experiment {
         /// Accuracy against units pruned, as SVG.
         #[arg(long)]
         chart: Option<PathBuf>,
+        /// UnitMem's augmentation as YAML (as `measure --augment`). Default: the one the
+        /// encoder records.
+        #[arg(long)]
+        augment: Option<PathBuf>,
     },
     /// Table 5: fine-tune on a downstream task the head only, the layers of highest
     /// dLayerMem, the last layers, or random ones (k = 1..3), each over several seeds.
@@ -279,6 +288,10 @@ struct FinetuneExperimentArgs {
     /// ViT: attention heads per block of f and g (as `inspect --heads`).
     #[arg(long)]
     heads: Option<usize>,
+    /// LayerMem's augmentation as YAML (as `measure --augment`). Default: the one f and g
+    /// record.
+    #[arg(long)]
+    augment: Option<PathBuf>,
     #[command(flatten)]
     finetune: FinetuneArgs,
     #[arg(long)]
@@ -335,12 +348,16 @@ fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()>
         views: a.views,
         seed: a.seed,
         heads: a.heads,
+        augment: GivenAugment::from_flag(a.augment.as_deref())?,
     };
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&inputs.checkpoint, "the checkpoint");
     outputs.input(&inputs.reference, "--reference");
     outputs.input(&inputs.data, "the data");
     outputs.input(&inputs.downstream, "--downstream");
+    if let Some(p) = &a.augment {
+        outputs.input(p, "the augment file");
+    }
     if let Some(j) = &a.json {
         outputs.output(j, "--json")?;
     }
@@ -350,6 +367,9 @@ fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()>
             eprintln!("{line}");
         }
     })?;
+    if let Some(aug) = &t.augment {
+        println!("{}", aug.line());
+    }
     println!(
         "Table 5 on {}: fine-tuned on {} ({} training, {} test images), {} epochs, AdamW lr {}, batch {}, seeds {:?}; LayerMem against {}\n",
         inputs.checkpoint.display(),
@@ -458,7 +478,8 @@ struct MeasureArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Augmentation settings as a YAML file (keys: size, crop_scale, crop_ratio, flip_p,
-    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: docs/METRICS.md's.
+    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: the one the
+    /// checkpoint records (`memprune.augment`; f and g must agree), else docs/METRICS.md's.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// Write everything (settings, per layer, per unit or per point) as JSON.
@@ -675,14 +696,10 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
     s.views = a.views;
     s.seed = a.seed;
     s.batch = a.batch;
-    if let Some(p) = &a.augment {
-        s.augment = AugmentConfig::load(p)?;
-        s.augment
-            .validate()
-            .with_context(|| p.display().to_string())?;
-    }
+    s.augment = GivenAugment::from_flag(a.augment.as_deref())?;
     let t0 = std::time::Instant::now();
     let g = gather(&s, !quiet)?;
+    println!("{}", g.augment.line());
     let t1 = std::time::Instant::now();
     let html = memprune::report::html::render(&g, &command_line(), None)?;
     outputs.stage(&a.out, html.as_bytes())?;
@@ -699,23 +716,25 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
-    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart, heads) = match e {
-        Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
-        Experiment::Prune {
-            checkpoint,
-            data,
-            points,
-            views,
-            seed,
-            draws,
-            modes,
-            json,
-            chart,
-            heads,
-        } => (
-            checkpoint, data, points, views, seed, draws, modes, json, chart, heads,
-        ),
-    };
+    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart, heads, augment) =
+        match e {
+            Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
+            Experiment::Prune {
+                checkpoint,
+                data,
+                points,
+                views,
+                seed,
+                draws,
+                modes,
+                json,
+                chart,
+                heads,
+                augment,
+            } => (
+                checkpoint, data, points, views, seed, draws, modes, json, chart, heads, augment,
+            ),
+        };
     let modes: Vec<PruneMode> = modes
         .iter()
         .map(|m| match m.as_str() {
@@ -734,6 +753,9 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&path, "the checkpoint");
     outputs.input(&data_path, "the data");
+    if let Some(a) = &augment {
+        outputs.input(a, "the augment file");
+    }
     if let Some(j) = &json {
         outputs.output(j, "--json")?;
     }
@@ -759,8 +781,14 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     // on as many test points, for the UnitMem-excess rows.
     let pts = measure::default_unit_points(&enc, &train, Split::Train, points, seed)?;
     let unseen = measure::unseen_points(&test, pts.len(), seed)?;
+    let augment = memprune::data::augment_choice::choose(
+        GivenAugment::from_flag(augment.as_deref())?,
+        &enc.checkpoint,
+        None,
+    )?;
+    println!("{}", augment.line());
     let settings = ViewSettings {
-        augment: AugmentConfig::default(),
+        augment: augment.config.clone(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed,
         batch: 250,
@@ -778,7 +806,7 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
         !quiet,
     )?;
     let probe = memprune::eval::probe::ProbeSettings::default();
-    let t = memprune::eval::experiment::table6(
+    let mut t = memprune::eval::experiment::table6(
         &enc,
         &unit,
         &train,
@@ -792,6 +820,7 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
             }
         },
     )?;
+    t.augment = Some(augment);
     println!("Table 6 on {} ({} units), UnitMem on {} training points x {views} views; linear-probe top-1 on the {} test images of {}\n", path.display(), t.total_units, pts.len(), test.len(), test.source);
     print!("{}", report::table6(&t));
     if let Some(j) = &json {
@@ -813,6 +842,7 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
         None => None,
     };
     let planned = pipeline::plan_policy(pf, !quiet)?;
+    println!("{}", planned.augment.line());
     println!(
         "{}: {} ({} units of {} pruned)\n",
         path.display(),
@@ -870,14 +900,22 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
 
 struct Prepared {
     encoder: Encoder,
+    /// LayerMem's g.
+    reference: Option<Encoder>,
     set: ImageSet,
     points: Vec<usize>,
     settings: ViewSettings,
+    augment_source: String,
 }
 
 /// `per_point`: the views a point is measured on (K for UnitMem and ClassMem, 2K + 1 for
-/// LayerMem at most), for the memory check.
-fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> Result<Prepared> {
+/// LayerMem at most), for the memory check. `reference`: LayerMem's g.
+fn prepare(
+    c: &MeasureArgs,
+    default_points: DefaultPoints,
+    per_point: usize,
+    reference: Option<&Path>,
+) -> Result<Prepared> {
     if c.points == Some(0) {
         bail!("--points must be at least 1");
     }
@@ -902,18 +940,17 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
     normalization
         .validate(set.channels)
         .context("--mean/--std")?;
-    let augment = match &c.augment {
-        Some(p) => AugmentConfig::load(p)?,
-        None => AugmentConfig::default(),
-    };
-    augment.validate().with_context(|| {
-        c.augment
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "augmentation".into())
-    })?;
+    let reference = reference
+        .map(|r| Encoder::load_on(r, &c.load.options(), &encoder.device))
+        .transpose()?;
+    let augment = memprune::data::augment_choice::choose(
+        GivenAugment::from_flag(c.augment.as_deref())?,
+        &encoder.checkpoint,
+        reference.as_ref().map(|g| &g.checkpoint),
+    )?;
+    println!("{}", augment.line());
     let settings = ViewSettings {
-        augment,
+        augment: augment.config,
         normalization,
         seed: c.seed,
         batch: c.batch,
@@ -928,9 +965,11 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
     )?;
     Ok(Prepared {
         encoder,
+        reference,
         set,
         points,
         settings,
+        augment_source: augment.source,
     })
 }
 
@@ -945,6 +984,7 @@ fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> ser
         "views": c.views,
         "seed": c.seed,
         "augment": p.settings.augment,
+        "augment_source": p.augment_source,
         "normalization": p.settings.normalization,
         "data_options": c.read.to_json(),
         "data_line": data::options::data_line(&p.set, &format!("{:?}", c.split).to_lowercase(), &p.settings.normalization, c.mean.is_some() || c.std.is_some()),
@@ -1107,7 +1147,12 @@ fn write_partial(
 
 fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
     let shard = shard_of(&c)?;
-    let p = prepare(&c, DefaultPoints::Training(defaults::UNIT_POINTS), c.views)?;
+    let p = prepare(
+        &c,
+        DefaultPoints::Training(defaults::UNIT_POINTS),
+        c.views,
+        None,
+    )?;
     let meta = if class {
         serde_json::json!({"metric": "class", "views": c.views})
     } else {
@@ -1218,6 +1263,10 @@ fn unit_output(
         }
     );
     print!("{}", report::unit_mem_table(&layers, what));
+    let unscored = measure::unscored_layers(state, &run.layers);
+    if let Some(note) = report::unscored_note(&unscored) {
+        println!("{note}");
+    }
     if let (false, Some(pl), Some(_)) = (class, &run.planted, control) {
         println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
         print!(
@@ -1241,6 +1290,7 @@ fn unit_output(
     if !class {
         names.name_argmax(&mut j["layers"]);
     }
+    j["unscored_layers"] = serde_json::to_value(&unscored)?;
     write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
 }
 
@@ -1288,18 +1338,18 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
         } => {
             c.load.sub_layers_only = true;
             let shard = shard_of(&c)?;
+            let ref_path = reference.or_else(|| c.checkpoint.is_none().then(defaults::model_g));
             // LayerMem: up to 2K views and the clean image of a point.
-            let p = prepare(
+            let mut p = prepare(
                 &c,
                 DefaultPoints::Candidates(defaults::LAYER_CANDIDATES),
                 c.views.saturating_mul(2).saturating_add(1),
+                ref_path.as_deref(),
             )?;
-            let ref_path = match reference {
-                Some(r) => r,
-                None if c.checkpoint.is_none() => defaults::model_g(),
-                None => bail!("measure layer needs --reference: an encoder trained like the model but without the scored points"),
+            let Some(ref_path) = ref_path else {
+                bail!("measure layer needs --reference: an encoder trained like the model but without the scored points");
             };
-            let g = Encoder::load_on(&ref_path, &c.load.options(), &p.encoder.device)?;
+            let g = p.reference.take().expect("prepare loads the reference");
             memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
             let control = if c.no_control { Control::None } else { control };
             // The control points: unseen test points, or g's own points.
@@ -1531,6 +1581,11 @@ fn merge_cmd(partials: Vec<PathBuf>, json: Option<PathBuf>, csv: Option<PathBuf>
             .map(|p| Ok((p.clone(), Partial::read(p)?)))
             .collect::<Result<Vec<_>>>()?;
         let (run, state) = partial::merge(parts)?;
+        // The shards' views were made with one augmentation (the same `run`): said first, as
+        // one run over all points says it.
+        if let Some(a) = memprune::data::augment_choice::ChosenAugment::of_settings(&run.settings) {
+            println!("{}", a.line());
+        }
         match run.metric {
             Metric::Unit | Metric::Class => unit_output(&run, &state, &csv, &json),
             Metric::Layer => layer_output(&run, &state, &csv, &json),

@@ -336,7 +336,7 @@ pub fn unit_mem_accumulate(
     progress: &indicatif::ProgressBar,
 ) -> Result<UnitMemAccumulator> {
     let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
-    let mut acc = UnitMemAccumulator::new(&units, reduce);
+    let mut acc = UnitMemAccumulator::with_floors(&units, &layer_floors(encoder), reduce);
     for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| {
         acc.push(p, &mu);
         Ok(())
@@ -361,7 +361,7 @@ pub fn class_mem(
     })?;
     let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
-    let mut acc = ClassMemAccumulator::new(&units, classes);
+    let mut acc = ClassMemAccumulator::with_floors(&units, &layer_floors(encoder), classes);
     for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| {
         acc.push(labels[p] as usize, &mu)
     })?;
@@ -370,6 +370,11 @@ pub fn class_mem(
 
 pub fn layer_names(encoder: &Encoder) -> Vec<String> {
     encoder.layers.iter().map(|l| l.name.clone()).collect()
+}
+
+/// What act_u of each layer is measured from (UnitMem and ClassMem on signed layers).
+pub fn layer_floors(encoder: &Encoder) -> Vec<crate::model::act_floor::ActFloor> {
+    encoder.layers.iter().map(|l| l.floor).collect()
 }
 
 /// The (point, view) items of one point for LayerMem: 2K views for `views` pairing (pair j =
@@ -789,7 +794,7 @@ pub fn unit_state(
                 )
             })?;
             let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-            let mut acc = ClassMemAccumulator::new(&units, classes);
+            let mut acc = ClassMemAccumulator::with_floors(&units, &layer_floors(encoder), classes);
             let pb = progress_bar(p.len(), progress, label);
             for_each_point_mean_acts(encoder, s, p, k, settings, &pb, |i, mu| {
                 acc.push(labels[i] as usize, &mu)
@@ -813,6 +818,16 @@ pub fn unit_state(
         None => None,
     };
     Ok(State::Unit { train, unseen })
+}
+
+/// The layers of a UnitMem or ClassMem [`State`] that are not scored (no known lower bound
+/// of act_u: docs/METRICS.md, "Signed layers").
+pub fn unscored_layers(state: &State, names: &[String]) -> Vec<String> {
+    match state {
+        State::Unit { train, .. } => train.unscored(names),
+        State::Class { train, .. } => train.unscored(names),
+        State::Layer { .. } => Vec::new(),
+    }
 }
 
 /// The scores per layer of a whole run's UnitMem or ClassMem [`State`], with the control

@@ -1,5 +1,6 @@
 //! memprune's main job: a policy file -> measure -> plan -> rewrite -> evaluate.
 
+use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
 use crate::data::{self, ImageSet, Split};
 use crate::eval::cost::{cost, Cost};
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
@@ -24,6 +25,8 @@ pub struct Planned {
     pub plan: Plan,
     pub data: ImageSet,
     pub points: Vec<usize>,
+    /// The augmentation of the views, with where it came from.
+    pub augment: ChosenAugment,
 }
 
 /// How the policy's encoders load: its `heads:` for a ViT. (Rewritten files record their
@@ -95,8 +98,28 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         let pts = measure::unseen_points(&test, n, p.metrics.seed)?;
         Ok(Some((test, pts)))
     };
+    let reference = if need_layer {
+        let ref_path = match &p.reference {
+            Some(r) => r.clone(),
+            None if p.model.is_none() => crate::defaults::model_g(),
+            None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
+        };
+        check_exists(&pf, "reference", &ref_path)?;
+        Some(Encoder::load(&ref_path, &load_options(p))?)
+    } else {
+        None
+    };
+    let given = p.metrics.augment.clone().map(|config| GivenAugment {
+        config,
+        from: format!("{}: metrics.augment", pf.path.display()),
+    });
+    let augment = augment_choice::choose(
+        given,
+        &encoder.checkpoint,
+        reference.as_ref().map(|g| &g.checkpoint),
+    )?;
     let settings = ViewSettings {
-        augment: p.metrics.augment.clone(),
+        augment: augment.config.clone(),
         normalization: data::Normalization::default_for(data.kind, data.channels),
         seed: p.metrics.seed,
         batch: p.metrics.batch,
@@ -131,22 +154,15 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
             &encoder, &data, &points, k, &settings, &pb,
         )?);
     }
-    if need_layer {
-        let ref_path = match &p.reference {
-            Some(r) => r.clone(),
-            None if p.model.is_none() => crate::defaults::model_g(),
-            None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
-        };
-        check_exists(&pf, "reference", &ref_path)?;
-        let g = Encoder::load(&ref_path, &load_options(p))?;
-        measure::check_pair(&encoder, &g)
+    if let Some(g) = &reference {
+        measure::check_pair(&encoder, g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
         crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
         // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
         let unseen = unseen_for(layer_points.len())?;
         scores.layer_mem = Some(measure::layer_mem_with_control(
             &encoder,
-            &g,
+            g,
             &data,
             &layer_points,
             unseen.as_ref().map(|(t, v)| (t, v.as_slice())),
@@ -164,6 +180,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         plan,
         data,
         points,
+        augment,
     })
 }
 
@@ -186,6 +203,8 @@ pub struct Evaluated {
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyReport {
     pub policy: PathBuf,
+    /// The augmentation the scores' views were made with, and where it came from.
+    pub augment: ChosenAugment,
     pub plan: Plan,
     pub before: Evaluated,
     pub after: Evaluated,
@@ -337,12 +356,13 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
     // The rewritten file goes back through detection like any other checkpoint.
     let after = Encoder::load(&staged, &LoadOptions::default())
         .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
-    let size = pf.policy.metrics.augment.output_size(&planned.data);
+    let size = planned.augment.config.output_size(&planned.data);
     let speed = pf.policy.evaluation.speed;
     let inexact_change = inexact_change(planned, &after)?;
     Ok(PolicyReport {
         inexact_change,
         policy: pf.path.clone(),
+        augment: planned.augment.clone(),
         plan: planned.plan.clone(),
         before: Evaluated {
             checkpoint: enc.checkpoint.path.clone(),

@@ -5,6 +5,7 @@
 //! Everything else (views, normalisation) is computed on demand from these bytes.
 
 pub mod augment;
+pub mod augment_choice;
 pub mod cifar;
 pub mod folder;
 pub mod idx;

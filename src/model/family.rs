@@ -8,6 +8,7 @@
 //! plan, rewrite and eval read these and never match on the architecture.
 
 use crate::checkpoint::Checkpoint;
+use crate::model::act_floor::ActFloor;
 use crate::model::conv_bn::{ConvBn, Mode};
 use crate::model::coupling::{CouplingGroup, Slice};
 use anyhow::Result;
@@ -40,14 +41,37 @@ pub struct Layer {
     pub kind: LayerKind,
     /// Channels (conv layers), features (pool), neurons or heads (ViT).
     pub units: usize,
+    /// What act_u is known to be at least: where UnitMem measures it from.
+    pub floor: ActFloor,
 }
 
 impl Layer {
+    /// A layer with its kind's floor ([`LayerKind::floor`]).
     pub fn new(name: &str, kind: LayerKind, units: usize) -> Layer {
         Layer {
             name: name.to_string(),
             kind,
             units,
+            floor: kind.floor(),
+        }
+    }
+
+    /// The same layer with another floor (a ViT's `pool` is a LayerNorm output, unbounded).
+    pub fn with_floor(self, floor: ActFloor) -> Layer {
+        Layer { floor, ..self }
+    }
+}
+
+impl LayerKind {
+    /// The lower bound of act_u the kind's activation gives (see [`ActFloor`]).
+    pub fn floor(self) -> ActFloor {
+        match self {
+            LayerKind::ConvBlock
+            | LayerKind::ResidualSum
+            | LayerKind::Pool
+            | LayerKind::AttentionHeads => ActFloor::Zero,
+            LayerKind::MlpHidden => ActFloor::Gelu,
+            LayerKind::Attention | LayerKind::Mlp => ActFloor::Unbounded,
         }
     }
 }

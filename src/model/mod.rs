@@ -1,6 +1,7 @@
 //! Models: the encoders memprune reads, built from a checkpoint's names and shapes.
 //! Each architecture family owns its file; [`registry`] lists them.
 
+pub mod act_floor;
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_bn;

@@ -39,6 +39,7 @@
 //! dimension (signed).
 
 use crate::checkpoint::Checkpoint;
+use crate::model::act_floor::ActFloor;
 use crate::model::conv_bn::Mode;
 use crate::model::coupling::{CouplingGroup, Slice};
 use crate::model::family::{Family, Layer, LayerKind, Net};
@@ -938,7 +939,8 @@ impl Net for Vit {
             v.push(Layer::new(&format!("{b}.fc1"), LayerKind::MlpHidden, *h));
             v.push(Layer::new(&format!("{b}.mlp"), LayerKind::Mlp, self.width));
         }
-        v.push(Layer::new("pool", LayerKind::Pool, self.width));
+        // The class token after LayerNorm (or fc_norm of the patch mean): signed, no floor.
+        v.push(Layer::new("pool", LayerKind::Pool, self.width).with_floor(ActFloor::Unbounded));
         v
     }
 

@@ -102,12 +102,13 @@ pub fn make_plan(
                         per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
                     }
                     Scope::Global => {
-                        let scores = if a.criterion == Criterion::L1Norm {
+                        same_floor(pf, i, a, groups, &selected, scores)?;
+                        let normalised = if a.criterion == Criterion::L1Norm {
                             channel_scores.iter().map(|s| mean_normalised(s)).collect()
                         } else {
                             channel_scores
                         };
-                        global(pf, i, a, groups, &selected, &scores, &mut notes)?
+                        global(pf, i, a, groups, &selected, &normalised, &mut notes)?
                     }
                 };
                 for (g, c) in picks {
@@ -336,6 +337,55 @@ fn rounds_to_zero(a: &PruneAction, what: &str, n: usize) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// A global ranking by UnitMem or ClassMem compares scores across layers: refused when the
+/// layers' act_u is measured from different floors (a ViT's GELU neurons against its heads:
+/// docs/METRICS.md, "Signed layers"), whose scores are not on one scale.
+fn same_floor(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &Scores,
+) -> Result<()> {
+    let layers = match a.criterion {
+        Criterion::Unitmem | Criterion::UnitmemExcess => &scores.unit_mem,
+        Criterion::Classmem => &scores.class_mem,
+        Criterion::Random | Criterion::L1Norm => return Ok(()),
+    };
+    let Some(layers) = layers else {
+        return Ok(());
+    };
+    let mut seen: Vec<(&str, f64)> = Vec::new();
+    for &g in sel {
+        let floor = groups[g]
+            .taps
+            .iter()
+            .find_map(|t| layers.iter().find(|l| &l.name == t))
+            .map(|l| l.act_floor);
+        if let Some(f) = floor {
+            if !seen.iter().any(|s| s.1 == f) {
+                seen.push((groups[g].name.as_str(), f));
+            }
+        }
+    }
+    if seen.len() > 1 {
+        let shown: Vec<String> = seen
+            .iter()
+            .map(|(n, f)| format!("`{n}` from {f}"))
+            .collect();
+        return Err(pf.error_at(
+            Some(i),
+            "scope",
+            &format!(
+                "actions[{i}].prune: scope: global would rank scores of layers whose act_u is measured from different floors ({}; docs/METRICS.md, \"Signed layers\"), which are not comparable; set `units: mlp` or `units: heads` (one kind at a time), `layers`, or `scope: per-layer`",
+                shown.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Channels in pruning order: highest score first for `top`, lowest first for `low`.

@@ -117,8 +117,9 @@ pub struct MetricSettings {
     pub seed: u64,
     pub reduce: Reduce,
     pub batch: usize,
-    /// Default: docs/METRICS.md's SSL augmentation.
-    pub augment: AugmentConfig,
+    /// Default: the augmentation the model records (`memprune.augment`), else
+    /// docs/METRICS.md's SSL augmentation.
+    pub augment: Option<AugmentConfig>,
 }
 
 impl Default for MetricSettings {
@@ -128,7 +129,7 @@ impl Default for MetricSettings {
             seed: crate::defaults::SEED,
             reduce: Reduce::Mean,
             batch: crate::defaults::BATCH,
-            augment: AugmentConfig::default(),
+            augment: None,
         }
     }
 }
@@ -507,10 +508,10 @@ impl PolicyFile {
             let e = e.replace("--", "data.");
             self.error_at(None, "data", &e)
         })?;
-        p.metrics
-            .augment
-            .validate()
-            .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        if let Some(a) = &p.metrics.augment {
+            a.validate()
+                .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        }
         if p.evaluation.finetune.is_some()
             && !p
                 .actions

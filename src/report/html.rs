@@ -383,7 +383,7 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         .map(|l| {
             let c = l.control.as_ref();
             vec![
-                format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                super::layer_label(l),
                 l.units.len().to_string(),
                 with_ci(l.summary.mean, c.map(|c| &c.mean_ci)),
                 c.map(|c| with_ci(c.unseen.mean, Some(&c.unseen_mean_ci)))
@@ -422,7 +422,11 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         ],
         &rows,
     ));
-    o.push_str("<p class=\"note\">* the interval excludes 0.</p></section>\n");
+    o.push_str("<p class=\"note\">* the interval excludes 0.</p>");
+    if let Some(note) = super::unscored_note(&g.unit_unscored) {
+        let _ = write!(o, "<p class=\"note\">{}</p>", escape(&note));
+    }
+    o.push_str("</section>\n");
     Ok(())
 }
 
@@ -520,10 +524,9 @@ fn units_section(o: &mut String, g: &Gathered, thumbs: &mut Thumbs) -> Result<()
         units.truncate(GRID);
         let _ = write!(
             o,
-            "<h3 id=\"units-{}\">{}{} <small class=\"note\">{} units, mean UnitMem {:.3}</small></h3><div class=\"grid\" data-layer=\"{}\" data-kind=\"units\">",
+            "<h3 id=\"units-{}\">{} <small class=\"note\">{} units, mean UnitMem {:.3}</small></h3><div class=\"grid\" data-layer=\"{}\" data-kind=\"units\">",
             escape(&layer.name),
-            escape(&layer.name),
-            if layer.signed { " (signed)" } else { "" },
+            escape(&super::layer_label(layer)),
             layer.units.len(),
             layer.summary.mean,
             escape(&layer.name)
@@ -664,6 +667,7 @@ fn settings_section(o: &mut String, g: &Gathered, command: &str) -> Result<()> {
             "augmentation".into(),
             serde_json::to_string(&g.view.augment)?,
         ],
+        vec!["augmentation from".into(), g.augment.source.clone()],
         vec![
             "normalisation".into(),
             serde_json::to_string(&g.view.normalization)?,

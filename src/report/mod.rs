@@ -56,6 +56,29 @@ fn ci(i: &crate::metrics::bootstrap::Interval, digits: usize) -> String {
     format!("[{:.d$}, {:.d$}]", i.lo, i.hi, d = digits)
 }
 
+/// A UnitMem layer's name as tables show it: `(from GELU min)` where act_u is measured from
+/// a floor below 0, `(signed)` where a layer measured from 0 had negative activations.
+pub fn layer_label(l: &UnitMemLayer) -> String {
+    if l.act_floor != 0.0 {
+        format!("{} (from {:.3})", l.name, l.act_floor)
+    } else if l.signed {
+        format!("{} (signed)", l.name)
+    } else {
+        l.name.clone()
+    }
+}
+
+/// The line naming the layers UnitMem/ClassMem leaves out (no known lower bound of act_u).
+pub fn unscored_note(unscored: &[String]) -> Option<String> {
+    (!unscored.is_empty()).then(|| {
+        format!(
+            "not scored ({} layers: act_u has no known lower bound, so Eq. 8 is not bounded; docs/METRICS.md, \"Signed layers\"): {}",
+            unscored.len(),
+            unscored.join(", ")
+        )
+    })
+}
+
 /// Per-layer summary of UnitMem (or ClassMem) scores, with the control on unseen points
 /// beside them when it was measured.
 pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
@@ -65,7 +88,7 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
             .iter()
             .map(|l| {
                 vec![
-                    format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                    layer_label(l),
                     l.units.len().to_string(),
                     format!("{:.3}", l.summary.mean),
                     format!("{:.3}", l.summary.median),
@@ -89,7 +112,7 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
         .map(|l| {
             let c = l.control.as_ref().expect("checked above");
             let mut r = vec![
-                format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                layer_label(l),
                 l.units.len().to_string(),
                 format!("{:.3} {}", l.summary.mean, ci(&c.mean_ci, 3)),
                 format!("{:.3} {}", c.unseen.mean, ci(&c.unseen_mean_ci, 3)),
