@@ -96,7 +96,14 @@ fn report_shows_png_images_of_the_real_argmax_points_and_sslmem_extremes() {
         let bytes = base64::decode(b64).unwrap();
         let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap();
         assert_eq!((img.width(), img.height()), (84, 84));
-        assert_eq!(a["alt"], format!("training point {}", a["data-point"]));
+        // The caption names the file and the record beside the index.
+        let name = format!("train-images-idx3-ubyte.gz#{}", a["data-point"]);
+        assert_eq!(a["data-name"], name);
+        assert_eq!(
+            a["alt"],
+            format!("training point {} {name}", a["data-point"])
+        );
+        assert!(html.contains(&format!("<code>{name}</code>")));
         assert!(html.contains(&format!("<b>#{}</b>", a["data-point"])));
     }
 

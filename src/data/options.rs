@@ -111,7 +111,15 @@ pub fn data_line(
             super::DatasetKind::Folder | super::DatasetKind::Unknown => {
                 "the default for unknown data; set --mean/--std".into()
             }
-            k => format!("{k:?}'s, the default for this data set; set --mean/--std"),
+            k => {
+                let name = match k {
+                    super::DatasetKind::Mnist => "MNIST",
+                    super::DatasetKind::FashionMnist => "Fashion-MNIST",
+                    super::DatasetKind::Cifar10 => "CIFAR-10",
+                    _ => "CIFAR-100",
+                };
+                format!("{name}'s, the default for this data set; set --mean/--std")
+            }
         }
     };
     let mut how = vec![format!(
