@@ -111,6 +111,7 @@ impl ClassMemAccumulator {
                     summary: LayerSummary::of(&units),
                     units,
                     control: None,
+                    top: None,
                 }
             })
             .collect())
