@@ -107,13 +107,7 @@ pub fn abs_quantile(values: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    let pos = q * (v.len() - 1) as f64;
-    let (i, frac) = (pos.floor() as usize, pos - pos.floor());
-    if i + 1 < v.len() {
-        v[i] + frac * (v[i + 1] - v[i])
-    } else {
-        v[i]
-    }
+    super::bootstrap::quantile_sorted(&v, q)
 }
 
 #[cfg(test)]
