@@ -157,9 +157,10 @@ const CHOICES: &str =
               zero); pair j = views 2j and 2j+1; SSL_f + SSL_g = 0 scores 0; the top/bottom
               halves are ranked by SSLMem' of the last layer on the first K/2 view pairs and
               reported on the other K/2 (no selection bias)
-  intervals   95 % percentile bootstrap, 1,000 resamples seeded by --seed: LayerMem over
-              points (candidates and control resampled independently), UnitMem/ClassMem
-              layer means over units
+  intervals   per layer, 95 %: LayerMem bootstrap over points with their own views (1,000
+              resamples seeded by --seed); planted difference and UnitMem-excess from
+              random relabellings of the points; UnitMem/ClassMem means over units (spread)
+  star (*)    family-wise: Holm at 5 % over the layers shown (docs/CALIBRATION.md)
   control     LayerMem: the same on as many test-split points neither encoder saw;
               corrected = LayerMem(candidates) - LayerMem(unseen) (--control independent:
               (LayerMem(candidates) - LayerMem(g's independent points)) / 2, the symmetric

@@ -98,6 +98,8 @@ fn layer(name: &str, corrected: f64, dcorrected: Option<f64>) -> LayerMemLayer {
         corrected_ci: Some(ci),
         dcorrected,
         dcorrected_ci: dcorrected.map(|_| ci),
+        corrected_p: None,
+        star: None,
     }
 }
 

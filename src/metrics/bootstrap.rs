@@ -102,7 +102,8 @@ pub fn interval(values: &[f64]) -> Interval {
     }
 }
 
-fn quantile_sorted(v: &[f64], q: f64) -> f64 {
+/// The `q` quantile of sorted `v` (linear interpolation, numpy's default).
+pub fn quantile_sorted(v: &[f64], q: f64) -> f64 {
     let pos = q * (v.len() - 1) as f64;
     let (i, frac) = (pos.floor() as usize, pos - pos.floor());
     if i + 1 < v.len() {

@@ -148,6 +148,7 @@ impl ClassMemAccumulator {
                     summary: LayerSummary::of(&units),
                     units,
                     control: None,
+                    top: None,
                 }
             })
             .collect())

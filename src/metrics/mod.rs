@@ -7,6 +7,7 @@ pub mod class_mem;
 pub mod exact_sum;
 pub mod f64_bits;
 pub mod layer_mem;
+pub mod significance;
 pub mod summary;
 pub mod unit_control;
 pub mod unit_control_summary;

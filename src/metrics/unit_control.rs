@@ -14,11 +14,22 @@
 //! sides (the maximum grows with N). A dead unit (`mu_max,train <= 0`) scores 0. In signed
 //! layers both maxima are measured from the layer's act_u floor, as UnitMem's.
 //!
-//! Intervals of layer means are over units (bootstrap over the layer's units, seeded).
+//! The mean UnitMem-excess of a layer is tested by relabelling the points: with nothing
+//! memorized the N training and N unseen points are exchangeable, so the mean excess of a
+//! random split of the 2N points into two halves of N is a draw from its null distribution
+//! ([`EXCESS_PERMUTATIONS`] splits, the same split for every unit, so that units that answer
+//! to the same images stay correlated as they are). Its interval is the mean excess +- the
+//! 95th percentile of |relabelled mean excess|; its p-value the share of relabellings at
+//! least as far from 0; the star Holm's rule over the layers. Each unit's maximum over a
+//! half comes from its [`crate::metrics::unit_mem::TOP`] highest responses. The other intervals of layer means are over
+//! units (bootstrap over the layer's units, seeded): they describe the spread of the units,
+//! not the uncertainty from the choice of points.
 
 use crate::metrics::bootstrap::{interval, mean_interval, Bootstrap, Interval};
+use crate::metrics::significance::{self, FAMILY_ALPHA};
 use crate::metrics::unit_mem::UnitMemLayer;
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 
 pub use crate::metrics::unit_control_summary::UnitControl;
 
@@ -37,6 +48,87 @@ pub fn excess_from(mu_max_train: f64, mu_max_unseen: f64, floor: f64) -> f64 {
     } else {
         (a - b) / denom
     }
+}
+
+/// Relabellings of the UnitMem-excess test (Holm's smallest threshold over 50 layers, 0.001,
+/// is then reachable).
+pub const EXCESS_PERMUTATIONS: usize = 2000;
+
+/// Domain tag of the relabellings' draws.
+const EXCESS_TAG: u64 = 0x4558_4345_5353_5045; // "EXCESSPE"
+
+/// Mean UnitMem-excess of a layer under each relabelling of its `n_train + n_unseen` points
+/// into halves of `n_train` and `n_unseen`, from every unit's top responses on each side.
+/// `None` when a side lacks its top lists.
+fn relabelled_excess(
+    train: &UnitMemLayer,
+    unseen: &UnitMemLayer,
+    n_train: usize,
+    n_unseen: usize,
+    seed: u64,
+    layer: usize,
+) -> Option<Vec<f64>> {
+    let (tt, tu) = (train.top.as_ref()?, unseen.top.as_ref()?);
+    // Point identities (side, point), sorted: the order the relabelling assigns them in.
+    let mut ids: Vec<(u8, usize)> = tt
+        .iter()
+        .flatten()
+        .map(|&(p, _)| (0u8, p))
+        .chain(tu.iter().flatten().map(|&(p, _)| (1u8, p)))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let id = |side: u8, p: usize| ids.binary_search(&(side, p)).expect("listed");
+    // Per unit: both sides' top responses pooled, highest first.
+    let pooled: Vec<Vec<(f64, usize)>> = tt
+        .iter()
+        .zip(tu)
+        .map(|(a, b)| {
+            let mut v: Vec<(f64, usize)> = a
+                .iter()
+                .map(|&(p, m)| (m, id(0, p)))
+                .chain(b.iter().map(|&(p, m)| (m, id(1, p))))
+                .collect();
+            v.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+            v
+        })
+        .collect();
+    let units = pooled.len().max(1) as f64;
+    Some(
+        (0..EXCESS_PERMUTATIONS)
+            .into_par_iter()
+            .map(|b| {
+                let mut rng =
+                    crate::data::rng::Rng::from_key(&[EXCESS_TAG, seed, layer as u64, b as u64]);
+                // Sequential draw without replacement: each listed identity joins the
+                // "training" half with probability (its seats left) / (points left).
+                let (mut seats, mut left) = (n_train as u64, (n_train + n_unseen) as u64);
+                let in_train: Vec<bool> = ids
+                    .iter()
+                    .map(|_| {
+                        let t = rng.below(left.max(1)) < seats;
+                        seats -= t as u64;
+                        left = left.saturating_sub(1);
+                        t
+                    })
+                    .collect();
+                let sum: f64 = pooled
+                    .iter()
+                    .map(|v| {
+                        let floor = v.last().map(|x| x.0).unwrap_or(0.0);
+                        let max_of = |side: bool| {
+                            v.iter()
+                                .find(|x| in_train[x.1] == side)
+                                .map(|x| x.0)
+                                .unwrap_or(floor)
+                        };
+                        excess(max_of(true), max_of(false))
+                    })
+                    .sum();
+                sum / units
+            })
+            .collect(),
+    )
 }
 
 /// Attaches the control to every layer of `train` from the same units measured on unseen
@@ -81,11 +173,25 @@ pub fn attach(
         } else {
             Vec::new()
         };
-        let (excess_mean, excess_mean_ci) = if ex.is_empty() {
+        let (excess_mean, excess_units_ci) = if ex.is_empty() {
             (None, None)
         } else {
             let (m, ci) = mean_interval(&ex, boot, tag + 5);
             (Some(m), Some(ci))
+        };
+        let null = excess_mean.and_then(|_| relabelled_excess(t, u, points, points, boot.seed, li));
+        let (excess_mean_ci, excess_p) = match (excess_mean, &null) {
+            (Some(m), Some(null)) => {
+                let half = significance::abs_quantile(null, 0.95);
+                (
+                    Some(Interval {
+                        lo: m - half,
+                        hi: m + half,
+                    }),
+                    Some(significance::permutation_p(m, null)),
+                )
+            }
+            _ => (None, None),
         };
         t.control = Some(UnitControl {
             points,
@@ -99,7 +205,21 @@ pub fn attach(
             excess: ex,
             excess_mean,
             excess_mean_ci,
+            excess_units_ci,
+            excess_p,
+            excess_star: None,
         });
+    }
+    let p: Vec<f64> = train
+        .iter()
+        .filter_map(|l| l.control.as_ref().and_then(|c| c.excess_p))
+        .collect();
+    if p.len() == train.len() {
+        for (l, s) in train.iter_mut().zip(significance::holm(&p, FAMILY_ALPHA)) {
+            if let Some(c) = &mut l.control {
+                c.excess_star = Some(s);
+            }
+        }
     }
     Ok(())
 }

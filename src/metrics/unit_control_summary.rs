@@ -28,5 +28,17 @@ pub struct UnitControl {
     #[serde(default)]
     pub excess: Vec<f64>,
     pub excess_mean: Option<f64>,
+    /// 95 % interval of the mean excess from relabelling the points (see
+    /// [`crate::metrics::unit_control`]): per layer.
     pub excess_mean_ci: Option<Interval>,
+    /// The spread of the units' excess (bootstrap over units): not an uncertainty of the
+    /// mean, since the units answer to the same points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excess_units_ci: Option<Interval>,
+    /// Permutation p-value of mean excess = 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excess_p: Option<f64>,
+    /// Holm's family-wise star over the layers (5 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excess_star: Option<bool>,
 }

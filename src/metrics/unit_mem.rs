@@ -51,6 +51,36 @@ pub struct LayerAccumulator {
     /// `median` only: every (point, mu) per unit.
     #[serde(with = "crate::metrics::f64_bits::opt_pairs")]
     pub values: Option<Vec<Vec<(usize, f64)>>>,
+    /// The [`TOP`] highest (point, mu) per unit, highest first (ties: smaller point first):
+    /// enough to know a unit's maximum over any half of the points, what the UnitMem-excess
+    /// test relabels ([`crate::metrics::unit_control`]). Absent in partials of older versions.
+    #[serde(default, with = "crate::metrics::f64_bits::opt_pairs")]
+    pub top: Option<Vec<Vec<(usize, f64)>>>,
+}
+
+/// Highest responses kept per unit: a random half of the points misses all of them with
+/// probability about 2^-TOP.
+pub const TOP: usize = 24;
+
+/// Is (point `p`, `m`) ranked before (point `q`, `n`): higher first, then smaller point.
+fn ranks_before(p: usize, m: f64, q: usize, n: f64) -> bool {
+    m > n || (m == n && p < q)
+}
+
+/// Inserts (point, m) into a top list, keeping [`TOP`] entries.
+fn insert_top(list: &mut Vec<(usize, f64)>, point: usize, m: f64) {
+    if list.len() == TOP {
+        let &(q, n) = list.last().expect("TOP > 0");
+        if !ranks_before(point, m, q, n) {
+            return;
+        }
+        list.pop();
+    }
+    let at = list
+        .iter()
+        .position(|&(q, n)| ranks_before(point, m, q, n))
+        .unwrap_or(list.len());
+    list.insert(at, (point, m));
 }
 
 impl LayerAccumulator {
@@ -62,6 +92,7 @@ impl LayerAccumulator {
             points: 0,
             signed: false,
             values: (reduce == Reduce::Median).then(|| vec![Vec::new(); units]),
+            top: Some(vec![Vec::with_capacity(TOP); units]),
         }
     }
 
@@ -77,6 +108,9 @@ impl LayerAccumulator {
             }
             if let Some(v) = &mut self.values {
                 v[u].push((point, m));
+            }
+            if let Some(t) = &mut self.top {
+                insert_top(&mut t[u], point, m);
             }
         }
         self.points += 1;
@@ -97,6 +131,16 @@ impl LayerAccumulator {
             for (x, y) in a.iter_mut().zip(b) {
                 x.extend_from_slice(y);
             }
+        }
+        match (&mut self.top, &other.top) {
+            (Some(a), Some(b)) => {
+                for (x, y) in a.iter_mut().zip(b) {
+                    for &(p, m) in y {
+                        insert_top(x, p, m);
+                    }
+                }
+            }
+            _ => self.top = None,
         }
     }
 
@@ -142,6 +186,9 @@ pub struct UnitMemLayer {
     /// The same units on an equal number of unseen points, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<crate::metrics::unit_control_summary::UnitControl>,
+    /// Each unit's highest responses ([`LayerAccumulator::top`]); not written out.
+    #[serde(skip)]
+    pub top: Option<Vec<Vec<(usize, f64)>>>,
 }
 
 impl UnitMemAccumulator {
@@ -219,6 +266,7 @@ impl UnitMemAccumulator {
                     summary: LayerSummary::of(&units),
                     units,
                     control: None,
+                    top: acc.top.clone(),
                 }
             })
             .collect())

@@ -259,13 +259,7 @@ fn layer_section(o: &mut String, g: &Gathered) -> Result<()> {
         Some(v) => with_ci(v, i.as_ref()),
         None => "-".into(),
     };
-    let star = |i: Option<Interval>| {
-        if i.is_some_and(|i| i.excludes_zero()) {
-            " *"
-        } else {
-            ""
-        }
-    };
+    let star = |s: Option<bool>| if s == Some(true) { " *" } else { "" };
     let rows: Vec<Vec<String>> = lp
         .layers
         .iter()
@@ -277,18 +271,10 @@ fn layer_section(o: &mut String, g: &Gathered) -> Result<()> {
                 with_ci(l.layer_mem, Some(&l.layer_mem_ci)),
                 opt(l.dlayer_mem, l.dlayer_mem_ci),
                 opt(l.control_layer_mem, l.control_ci),
-                format!(
-                    "{}{}",
-                    opt(l.corrected, l.corrected_ci),
-                    star(l.corrected_ci)
-                ),
+                format!("{}{}", opt(l.corrected, l.corrected_ci), star(l.star)),
                 opt(l.dcorrected, l.dcorrected_ci),
                 match s {
-                    Some(s) => format!(
-                        "{}{}",
-                        opt(s.corrected, s.corrected_ci),
-                        star(s.corrected_ci)
-                    ),
+                    Some(s) => format!("{}{}", opt(s.corrected, s.corrected_ci), star(s.star)),
                     None => "-".into(),
                 },
                 format!("{:+.4}", l.layer_mem_top_half),
@@ -310,7 +296,11 @@ fn layer_section(o: &mut String, g: &Gathered) -> Result<()> {
         ],
         &rows,
     ));
-    o.push_str("<p class=\"note\">* the interval excludes 0. Top/bottom halves: candidates ranked by SSLMem' of the last layer on half of the view pairs, reported on the other half.</p></section>\n");
+    let _ = writeln!(
+        o,
+        "<p class=\"note\">corrected [95 %]: bootstrap over the candidates and control points, each with its own random views. {} Top/bottom halves: candidates ranked by SSLMem' of the last layer on half of the view pairs, reported on the other half.</p></section>",
+        escape(&crate::metrics::significance::star_note(lp.layers.len()))
+    );
     Ok(())
 }
 
@@ -395,7 +385,7 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
                         format!(
                             "{}{}",
                             with_ci(m, c.excess_mean_ci.as_ref()),
-                            if c.excess_mean_ci.is_some_and(|i| i.excludes_zero()) {
+                            if c.excess_star == Some(true) {
                                 " *"
                             } else {
                                 ""
@@ -422,7 +412,11 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         ],
         &rows,
     ));
-    o.push_str("<p class=\"note\">* the interval excludes 0.</p>");
+    let _ = writeln!(
+        o,
+        "<p class=\"note\">UnitMem-excess [95 %]: from relabelling the training and unseen points at random; the other intervals are over units (their spread, not an uncertainty). {}</p>",
+        escape(&crate::metrics::significance::star_note(g.unit.len()))
+    );
     if let Some(note) = super::unscored_note(&g.unit_unscored) {
         let _ = write!(o, "<p class=\"note\">{}</p>", escape(&note));
     }

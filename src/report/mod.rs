@@ -125,7 +125,16 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
             ];
             if with_excess {
                 r.push(match (c.excess_mean, c.excess_mean_ci) {
-                    (Some(m), Some(i)) => format!("{m:+.3} {}", ci(&i, 3)),
+                    (Some(m), Some(i)) => format!(
+                        "{m:+.3} {}{}",
+                        ci(&i, 3),
+                        if c.excess_star == Some(true) {
+                            " *"
+                        } else {
+                            ""
+                        }
+                    ),
+                    (Some(m), None) => format!("{m:+.3}"),
                     _ => "-".into(),
                 });
             }
@@ -149,12 +158,13 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
     let mut out = table(&header, &rows);
     let _ = writeln!(
         out,
-        "\n[95 % intervals over units]  unseen: the same units on as many test points the encoder never saw."
+        "\n[95 % intervals over units: the spread of the units, not an uncertainty]  unseen: the same units on as many test points the encoder never saw."
     );
     if with_excess {
         let _ = writeln!(
             out,
-            "excess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization."
+            "excess: mean UnitMem-excess, (mu_max,train - mu_max,unseen) / (mu_max,train + mu_max,unseen) per unit; ~0 without memorization. Its [95 %] comes from relabelling the training and unseen points at random. {}",
+            crate::metrics::significance::star_note(layers.len())
         );
     }
     out
@@ -216,7 +226,13 @@ pub fn planted_layer_table(rows: &[crate::metrics::layer_mem::GroupDifference]) 
                 g.name.clone(),
                 format!("{:.4}", g.group_mean),
                 format!("{:.4}", g.other_mean),
-                format!("{:+.4} {}", g.difference, ci(&g.difference_ci, 4)),
+                format!(
+                    "{:+.4} {}{}",
+                    g.difference,
+                    ci(&g.difference_ci, 4),
+                    if g.star { " *" } else { "" }
+                ),
+                format!("{:.4}", g.p_value),
             ]
         })
         .collect();
@@ -226,7 +242,13 @@ pub fn planted_layer_table(rows: &[crate::metrics::layer_mem::GroupDifference]) 
         .unwrap_or((0, 0));
     let pl = format!("planted ({a})");
     let ot = format!("others ({b})");
-    table(&["layer", &pl, &ot, "difference [95 %]"], &r)
+    let mut out = table(&["layer", &pl, &ot, "difference [95 %]", "p"], &r);
+    let _ = writeln!(
+        out,
+        "\ndifference [95 %] and p: from relabelling the scored points at random (what the difference is when the planted points are no different). {}",
+        crate::metrics::significance::star_note(rows.len())
+    );
+    out
 }
 
 /// One line per unit: layer, unit, score, argmax, mu_max, mu_rest, dead, and with a control
@@ -289,11 +311,7 @@ pub fn layer_mem_table(layers: &[LayerMemLayer]) -> String {
             if controlled {
                 r.push(format!("{:.4}", l.control_layer_mem.unwrap_or(f64::NAN)));
                 let c = l.corrected.unwrap_or(f64::NAN);
-                let star = if l.corrected_ci.is_some_and(|i| i.excludes_zero()) {
-                    " *"
-                } else {
-                    ""
-                };
+                let star = if l.star == Some(true) { " *" } else { "" };
                 r.push(format!(
                     "{c:+.4} {}{star}",
                     l.corrected_ci.map(|i| ci(&i, 4)).unwrap_or_default()
@@ -317,7 +335,8 @@ pub fn layer_mem_table(layers: &[LayerMemLayer]) -> String {
     if controlled {
         let _ = writeln!(
             out,
-            "\n* the corrected LayerMem's 95 % interval excludes 0. Top/bottom halves: ranked on half of the view pairs, reported on the other half."
+            "\ncorrected [95 %]: bootstrap over the points, each with its own random views (so the views' randomness is in it). {}\nTop/bottom halves: ranked on half of the view pairs, reported on the other half.",
+            crate::metrics::significance::star_note(layers.len())
         );
     }
     out
