@@ -43,6 +43,9 @@ impl Checkpoint {
     /// a key, a container of `teacher`/`student` dicts gives the teacher.
     pub fn load_keyed(path: &Path, prefix: Option<&str>, key: Option<&str>) -> Result<Checkpoint> {
         let shown = path.display();
+        if let Some(line) = crate::defaults::missing(path) {
+            bail!(line);
+        }
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
         // Zip torch.save files, and legacy ones (named as such by the .pth reader).
         let mut notes = Vec::new();

@@ -2,18 +2,56 @@
 //! main job runs on a fresh clone with no download; and the measurement settings every
 //! command that measures starts from (`measure`, `report`, policies).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// `assets/REL` relative to the working directory when run from the repository (shorter in
-/// messages), else under the directory memprune was built from.
+/// The environment variable naming a memprune repository whose `assets/` hold the default.
+pub const HOME_VAR: &str = "MEMPRUNE_HOME";
+
+/// `assets/REL` of the repository memprune runs in: the working directory or the nearest
+/// folder above it holding memprune's `Cargo.toml` and `assets/` (relative to the working
+/// directory when that is the repository's root, for short messages), else `$MEMPRUNE_HOME`.
+/// Never the folder memprune was built in: an installed or moved binary would silently read
+/// another checkout's files. When none has it, `assets/REL` (which does not exist: reading it
+/// fails with [`missing`]'s line).
 fn asset(rel: &str) -> PathBuf {
     let local = PathBuf::from("assets").join(rel);
     if local.exists() {
         return local;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join(rel)
+    let found = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .find(|d| is_repository(d))
+                .map(Path::to_path_buf)
+        })
+        .or_else(|| std::env::var_os(HOME_VAR).map(PathBuf::from));
+    match found {
+        Some(root) if root.join("assets").join(rel).exists() => root.join("assets").join(rel),
+        _ => local,
+    }
+}
+
+/// A clone of memprune's repository: its `Cargo.toml` names the package `memprune`.
+fn is_repository(dir: &Path) -> bool {
+    dir.join("assets").is_dir()
+        && std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "name = \"memprune\""))
+}
+
+/// When `path` is one of the embedded defaults and is not there, the line that says how to
+/// get it (for "no such file" errors).
+pub fn missing(path: &Path) -> Option<String> {
+    if path.exists() || !path.starts_with("assets") {
+        return None;
+    }
+    Some(format!(
+        "{}: memprune's embedded default is not here: it lives in the assets/ folder of \
+         memprune's repository; run memprune inside a clone of it (git clone the repository, \
+         then `cargo install --path .` or `cargo run --release --`), set {HOME_VAR} to the \
+         clone, or name your own checkpoint and --data",
+        path.display()
+    ))
 }
 
 /// The embedded memorization data set: the first 500 Fashion-MNIST training images with 10

@@ -3,10 +3,11 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use memprune::data::augment::AugmentConfig;
+use memprune::data::augment_choice::GivenAugment;
 use memprune::data::normalize::Normalization;
 use memprune::data::{self, ImageSet, Split};
 use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-use memprune::metrics::layer_mem::{Control, Pairing};
+use memprune::metrics::layer_mem::{Control, LayerScore, Pairing};
 use memprune::metrics::unit_mem::Reduce;
 use memprune::model::options::Tokens;
 use memprune::model::resnet::Stem;
@@ -44,9 +45,10 @@ enum Command {
     Inspect {
         /// Checkpoint (safetensors or PyTorch .pth). Default: the embedded encoder f.
         checkpoint: Option<PathBuf>,
-        /// Input side for the MAC count.
-        #[arg(long, default_value_t = 28)]
-        size: usize,
+        /// Input side for the MAC count (default: the size the checkpoint implies: a ViT's
+        /// position-embedding grid x patch, 224 for a ResNet's ImageNet stem, ...).
+        #[arg(long)]
+        size: Option<usize>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -101,6 +103,8 @@ struct ReportArgs {
     /// control. Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// UnitMem on N points (as `measure unit --points`; default: the encoder's own training
     /// points, at most 1,000, else 1,000 random points).
     #[arg(long)]
@@ -118,7 +122,8 @@ struct ReportArgs {
     /// Views per forward pass: memory, not results.
     #[arg(long, default_value_t = defaults::BATCH)]
     batch: usize,
-    /// Augmentation settings as a YAML file (as `measure --augment`).
+    /// Augmentation settings as a YAML file (as `measure --augment`). Default: the one the
+    /// checkpoint records.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// The HTML file to write.
@@ -132,17 +137,20 @@ const CHOICES: &str =
   act_u       the spatial mean of a channel of the layer's output as the network passes it
               on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
   ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
-              the class token included (signed); `blockN.heads`: a head, act_u = the mean
-              over all tokens of the L2 norm of the head's output before `proj`;
-              `blockN.attn` / `blockN.mlp`: each residual-stream dimension averaged over
-              tokens (signed); `pool`: the class token after `norm` (or fc_norm of the mean
-              of the patch tokens)
+              the class token included; `blockN.heads`: a head, act_u = the mean over all
+              tokens of the L2 norm of the head's output before `proj`
   ViT layers  LayerMem compares `blockN.attn` and `blockN.mlp`, the attention and MLP
               sub-layer outputs after their residual adds, and `pool`; --tokens all
               (default: every token flattened, the authors' LayerMem script) or cls
   dead unit   mu_max <= 0: UnitMem 0, counted as dead
-  signed      a layer with negative activations is flagged `(signed)`; its ratio is reported
-              as computed (0 when the denominator is 0)
+  signed      act_u is measured from its activation's lower bound: UnitMem = (mu_max -
+              mu_-max) / ((mu_max - floor) + (mu_-max - floor)), in [0, 1]; floor 0 (ReLU,
+              norms: Eq. 8 exactly), GELU's minimum -0.169971 (`blockN.fc1`, shown `(from
+              -0.170)`); residual streams (`blockN.attn`/`.mlp`) and a ViT's `pool` have no
+              bound and are not scored (named below the table); a global policy does not
+              rank layers of different floors together
+  augment     --augment FILE, else the checkpoint's recorded `memprune.augment` (f and g
+              must agree), else the SimCLR default; the first output line says which
   ties        the maximum goes to the smallest point index (shard merging stays exact)
   median      numpy's (mean of the two middle values)
   LayerMem    reps are layer outputs flattened and scaled to unit L2 norm (a zero output stays
@@ -196,6 +204,11 @@ enum Measure {
         /// each of K views (the authors' script).
         #[arg(long, value_enum, default_value_t = Pairing::Views)]
         pairing: Pairing,
+        /// Each point's score: `eq2` (the paper's SSLMem', Eq. 2) or `range` (the authors'
+        /// LayerMem script: SSL_g - SSL_f divided by its max - min over the scored points, per
+        /// layer; to compare with their published numbers).
+        #[arg(long, value_enum, default_value_t = LayerScore::Eq2)]
+        score: LayerScore,
         /// Also print (and put in --json) SSLMem' of every point at every layer.
         #[arg(long)]
         per_point: bool,
@@ -227,6 +240,9 @@ enum Experiment {
         /// Random draws for the random strategy (the paper: 10).
         #[arg(long, default_value_t = 10)]
         draws: usize,
+        /// ViT: attention heads per block (as `inspect --heads`).
+        #[arg(long)]
+        heads: Option<usize>,
         /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
         #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
         modes: Vec<String>,
@@ -235,6 +251,10 @@ enum Experiment {
         /// Accuracy against units pruned, as SVG.
         #[arg(long)]
         chart: Option<PathBuf>,
+        /// UnitMem's augmentation as YAML (as `measure --augment`). Default: the one the
+        /// encoder records.
+        #[arg(long)]
+        augment: Option<PathBuf>,
     },
     /// Table 5: fine-tune on a downstream task the head only, the layers of highest
     /// dLayerMem, the last layers, or random ones (k = 1..3), each over several seeds.
@@ -265,6 +285,13 @@ struct FinetuneExperimentArgs {
     /// Seed of LayerMem's views and intervals.
     #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
+    /// ViT: attention heads per block of f and g (as `inspect --heads`).
+    #[arg(long)]
+    heads: Option<usize>,
+    /// LayerMem's augmentation as YAML (as `measure --augment`). Default: the one f and g
+    /// record.
+    #[arg(long)]
+    augment: Option<PathBuf>,
     #[command(flatten)]
     finetune: FinetuneArgs,
     #[arg(long)]
@@ -320,12 +347,17 @@ fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()>
         points: a.points,
         views: a.views,
         seed: a.seed,
+        heads: a.heads,
+        augment: GivenAugment::from_flag(a.augment.as_deref())?,
     };
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&inputs.checkpoint, "the checkpoint");
     outputs.input(&inputs.reference, "--reference");
     outputs.input(&inputs.data, "the data");
     outputs.input(&inputs.downstream, "--downstream");
+    if let Some(p) = &a.augment {
+        outputs.input(p, "the augment file");
+    }
     if let Some(j) = &a.json {
         outputs.output(j, "--json")?;
     }
@@ -335,6 +367,9 @@ fn finetune_experiment_cmd(a: FinetuneExperimentArgs, quiet: bool) -> Result<()>
             eprintln!("{line}");
         }
     })?;
+    if let Some(aug) = &t.augment {
+        println!("{}", aug.line());
+    }
     println!(
         "Table 5 on {}: fine-tuned on {} ({} training, {} test images), {} epochs, AdamW lr {}, batch {}, seeds {:?}; LayerMem against {}\n",
         inputs.checkpoint.display(),
@@ -370,7 +405,8 @@ struct LoadArgs {
     /// tensors one level down, else `teacher`; several others are listed.
     #[arg(long)]
     key: Option<String>,
-    /// ViT: attention heads (default: memprune's metadata, else timm's convention: width / 64).
+    /// ViT: attention heads per block (default: memprune's metadata, else the table of
+    /// published ViTs; else guessed as width / 64, which scoring or pruning heads refuses).
     #[arg(long)]
     heads: Option<usize>,
     /// ViT: the tokens of each sub-layer output that LayerMem compares: `all` (every token
@@ -414,6 +450,8 @@ struct MeasureArgs {
     /// Which split of --data to read.
     #[arg(long, value_enum, default_value_t = Split::Train)]
     split: Split,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// Measure on N points drawn at random (seeded by --seed) from the split; for `layer`, the
     /// first N of the candidate points recorded in f (default 100) when f records them.
     #[arg(long, conflicts_with_all = ["range", "indices"])]
@@ -440,7 +478,8 @@ struct MeasureArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     std: Option<Vec<f32>>,
     /// Augmentation settings as a YAML file (keys: size, crop_scale, crop_ratio, flip_p,
-    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: docs/METRICS.md's.
+    /// jitter_p, brightness, contrast, saturation, hue, grayscale_p). Default: the one the
+    /// checkpoint records (`memprune.augment`; f and g must agree), else docs/METRICS.md's.
     #[arg(long)]
     augment: Option<PathBuf>,
     /// Write everything (settings, per layer, per unit or per point) as JSON.
@@ -585,13 +624,15 @@ fn run(cli: Cli) -> Result<()> {
             size,
             load,
         } => {
-            if size == 0 {
+            if size == Some(0) {
                 bail!("--size 0: images need a side of at least 1 pixel");
             }
             let path = checkpoint.unwrap_or_else(defaults::model_f);
             let enc = Encoder::load(&path, &load.options())?;
-            enc.check_input_size(size)
-                .with_context(|| format!("--size {size}"))?;
+            if let Some(size) = size {
+                enc.check_input_size(size)
+                    .with_context(|| format!("--size {size}"))?;
+            }
             print!("{}", report::inspect(&enc, size));
             Ok(())
         }
@@ -649,19 +690,16 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
         }
     }
     s.load = a.load.options();
+    s.data_options = a.read.clone();
     s.unit_points.points = a.points;
     s.candidates.points = a.candidates;
     s.views = a.views;
     s.seed = a.seed;
     s.batch = a.batch;
-    if let Some(p) = &a.augment {
-        s.augment = AugmentConfig::load(p)?;
-        s.augment
-            .validate()
-            .with_context(|| p.display().to_string())?;
-    }
+    s.augment = GivenAugment::from_flag(a.augment.as_deref())?;
     let t0 = std::time::Instant::now();
     let g = gather(&s, !quiet)?;
+    println!("{}", g.augment.line());
     let t1 = std::time::Instant::now();
     let html = memprune::report::html::render(&g, &command_line(), None)?;
     outputs.stage(&a.out, html.as_bytes())?;
@@ -678,22 +716,25 @@ fn report_cmd(a: ReportArgs, quiet: bool) -> Result<()> {
 }
 
 fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
-    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart) = match e {
-        Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
-        Experiment::Prune {
-            checkpoint,
-            data,
-            points,
-            views,
-            seed,
-            draws,
-            modes,
-            json,
-            chart,
-        } => (
-            checkpoint, data, points, views, seed, draws, modes, json, chart,
-        ),
-    };
+    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart, heads, augment) =
+        match e {
+            Experiment::Finetune(a) => return finetune_experiment_cmd(*a, quiet),
+            Experiment::Prune {
+                checkpoint,
+                data,
+                points,
+                views,
+                seed,
+                draws,
+                modes,
+                json,
+                chart,
+                heads,
+                augment,
+            } => (
+                checkpoint, data, points, views, seed, draws, modes, json, chart, heads, augment,
+            ),
+        };
     let modes: Vec<PruneMode> = modes
         .iter()
         .map(|m| match m.as_str() {
@@ -712,6 +753,9 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     let mut outputs = memprune::output::OutputSet::new();
     outputs.input(&path, "the checkpoint");
     outputs.input(&data_path, "the data");
+    if let Some(a) = &augment {
+        outputs.input(a, "the augment file");
+    }
     if let Some(j) = &json {
         outputs.output(j, "--json")?;
     }
@@ -724,15 +768,27 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
     if draws == 0 {
         bail!("--draws must be at least 1");
     }
-    let enc = Encoder::load(&path, &LoadOptions::default())?;
+    let enc = Encoder::load(
+        &path,
+        &LoadOptions {
+            heads,
+            ..Default::default()
+        },
+    )?;
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
     // UnitMem on the encoder's own training points (when it records them), with its control
     // on as many test points, for the UnitMem-excess rows.
     let pts = measure::default_unit_points(&enc, &train, Split::Train, points, seed)?;
     let unseen = measure::unseen_points(&test, pts.len(), seed)?;
+    let augment = memprune::data::augment_choice::choose(
+        GivenAugment::from_flag(augment.as_deref())?,
+        &enc.checkpoint,
+        None,
+    )?;
+    println!("{}", augment.line());
     let settings = ViewSettings {
-        augment: AugmentConfig::default(),
+        augment: augment.config.clone(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed,
         batch: 250,
@@ -750,7 +806,7 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
         !quiet,
     )?;
     let probe = memprune::eval::probe::ProbeSettings::default();
-    let t = memprune::eval::experiment::table6(
+    let mut t = memprune::eval::experiment::table6(
         &enc,
         &unit,
         &train,
@@ -764,6 +820,7 @@ fn experiment_cmd(e: Experiment, quiet: bool) -> Result<()> {
             }
         },
     )?;
+    t.augment = Some(augment);
     println!("Table 6 on {} ({} units), UnitMem on {} training points x {views} views; linear-probe top-1 on the {} test images of {}\n", path.display(), t.total_units, pts.len(), test.len(), test.source);
     print!("{}", report::table6(&t));
     if let Some(j) = &json {
@@ -785,6 +842,7 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
         None => None,
     };
     let planned = pipeline::plan_policy(pf, !quiet)?;
+    println!("{}", planned.augment.line());
     println!(
         "{}: {} ({} units of {} pruned)\n",
         path.display(),
@@ -842,14 +900,22 @@ fn policy_cmd(path: &Path, quiet: bool) -> Result<()> {
 
 struct Prepared {
     encoder: Encoder,
+    /// LayerMem's g.
+    reference: Option<Encoder>,
     set: ImageSet,
     points: Vec<usize>,
     settings: ViewSettings,
+    augment_source: String,
 }
 
 /// `per_point`: the views a point is measured on (K for UnitMem and ClassMem, 2K + 1 for
-/// LayerMem at most), for the memory check.
-fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> Result<Prepared> {
+/// LayerMem at most), for the memory check. `reference`: LayerMem's g.
+fn prepare(
+    c: &MeasureArgs,
+    default_points: DefaultPoints,
+    per_point: usize,
+    reference: Option<&Path>,
+) -> Result<Prepared> {
     if c.points == Some(0) {
         bail!("--points must be at least 1");
     }
@@ -857,7 +923,7 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
     let device = memprune::model::device::parse(&c.device)?;
     let encoder = Encoder::load_on(&path, &c.load.options(), &device)?;
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
-    let set = data::open(&data_path, c.split)?;
+    let set = data::open::open_with(&data_path, c.split, &c.read.for_encoder(&encoder))?;
     let choice = PointChoice {
         points: c.points,
         range: c.range.clone(),
@@ -874,18 +940,17 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
     normalization
         .validate(set.channels)
         .context("--mean/--std")?;
-    let augment = match &c.augment {
-        Some(p) => AugmentConfig::load(p)?,
-        None => AugmentConfig::default(),
-    };
-    augment.validate().with_context(|| {
-        c.augment
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "augmentation".into())
-    })?;
+    let reference = reference
+        .map(|r| Encoder::load_on(r, &c.load.options(), &encoder.device))
+        .transpose()?;
+    let augment = memprune::data::augment_choice::choose(
+        GivenAugment::from_flag(c.augment.as_deref())?,
+        &encoder.checkpoint,
+        reference.as_ref().map(|g| &g.checkpoint),
+    )?;
+    println!("{}", augment.line());
     let settings = ViewSettings {
-        augment,
+        augment: augment.config,
         normalization,
         seed: c.seed,
         batch: c.batch,
@@ -900,9 +965,11 @@ fn prepare(c: &MeasureArgs, default_points: DefaultPoints, per_point: usize) -> 
     )?;
     Ok(Prepared {
         encoder,
+        reference,
         set,
         points,
         settings,
+        augment_source: augment.source,
     })
 }
 
@@ -917,7 +984,11 @@ fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> ser
         "views": c.views,
         "seed": c.seed,
         "augment": p.settings.augment,
+        "augment_source": p.augment_source,
         "normalization": p.settings.normalization,
+        "data_options": c.read.to_json(),
+        "data_line": data::options::data_line(&p.set, &format!("{:?}", c.split).to_lowercase(), &p.settings.normalization, c.mean.is_some() || c.std.is_some()),
+        "point_names": p.set.names.of(&p.points),
         "extra": extra,
     })
 }
@@ -1019,7 +1090,7 @@ fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usi
         return Ok(None);
     }
     let data_path = c.data.clone().unwrap_or_else(defaults::data);
-    let test = data::open(&data_path, Split::Test)?;
+    let test = data::open::open_with(&data_path, Split::Test, &c.read.for_encoder(&p.encoder))?;
     let pts = measure::unseen_points(&test, p.points.len(), c.seed)?;
     Ok(Some((test, pts)))
 }
@@ -1076,7 +1147,12 @@ fn write_partial(
 
 fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
     let shard = shard_of(&c)?;
-    let p = prepare(&c, DefaultPoints::Training(defaults::UNIT_POINTS), c.views)?;
+    let p = prepare(
+        &c,
+        DefaultPoints::Training(defaults::UNIT_POINTS),
+        c.views,
+        None,
+    )?;
     let meta = if class {
         serde_json::json!({"metric": "class", "views": c.views})
     } else {
@@ -1096,9 +1172,15 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
             &meta,
         )?;
     }
+    let custom = c.mean.is_some() || c.std.is_some();
     let run = Run {
         metric: if class { Metric::Class } else { Metric::Unit },
-        settings: settings_json(&c, &p, meta),
+        settings: with_control(
+            settings_json(&c, &p, meta),
+            unseen.as_ref(),
+            &p.settings.normalization,
+            custom,
+        ),
         arch: p.encoder.describe(),
         model: p.encoder.checkpoint.path.display().to_string(),
         reference: None,
@@ -1108,6 +1190,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         seed: c.seed,
         reduce,
         pairing: Pairing::Views,
+        score: Default::default(),
         control: if unseen.is_some() {
             Control::Unseen
         } else {
@@ -1116,7 +1199,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         control_data: unseen.as_ref().map(|(s, _)| s.source.clone()),
         control_points: unseen.as_ref().map(|(_, v)| v.clone()),
         per_point: false,
-        planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
+        planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
         digests: Default::default(),
     };
     let mine = shard.part(&p.points)?;
@@ -1159,6 +1242,8 @@ fn unit_output(
     };
     let layers = measure::unit_layers(state, &run.layers, run.seed)?;
     let control = run.control_data.as_ref().zip(run.control_points.as_ref());
+    let names = namer(run);
+    print_data_lines(run);
     println!(
         "{what} of {} on {} points x {} views{}{}\n",
         run.arch,
@@ -1178,22 +1263,65 @@ fn unit_output(
         }
     );
     print!("{}", report::unit_mem_table(&layers, what));
+    let unscored = measure::unscored_layers(state, &run.layers);
+    if let Some(note) = report::unscored_note(&unscored) {
+        println!("{note}");
+    }
     if let (false, Some(pl), Some(_)) = (class, &run.planted, control) {
         println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
         print!(
             "{}",
-            report::planted_argmax_table(&layers, pl, &run.points, 10)
+            report::planted_argmax_table(&layers, pl, &run.points, 10, &names)
         );
     }
     let inputs = [Path::new(&run.model)];
-    write_out(csv, &report::unit_mem_csv(&layers, argmax), &inputs)?;
+    let csv_names = (!class).then_some(&names);
+    write_out(
+        csv,
+        &report::unit_mem_csv(&layers, argmax, csv_names),
+        &inputs,
+    )?;
     let mut j = run.settings.clone();
     j["metric"] = metric.into();
     if let Some((s, v)) = control {
-        j["control"] = serde_json::json!({"data": s, "split": "test", "points": v});
+        j["control"] = serde_json::json!({"data": s, "split": "test", "points": v, "point_names": run.settings["control_point_names"]});
     }
     j["layers"] = serde_json::to_value(&layers)?;
+    if !class {
+        names.name_argmax(&mut j["layers"]);
+    }
+    j["unscored_layers"] = serde_json::to_value(&unscored)?;
     write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
+}
+
+/// The names of a run's points and control points (recorded in its settings).
+fn namer(run: &Run) -> report::point_names::Namer {
+    let ctrl = run.control_points.clone().unwrap_or_default();
+    report::point_names::Namer::of_settings(&run.settings, &run.points, &ctrl)
+}
+
+/// The data lines a run recorded: its points' and its control's.
+fn print_data_lines(run: &Run) {
+    for key in ["data_line", "control_data_line"] {
+        if let Some(l) = run.settings[key].as_str() {
+            println!("{}{l}", if key == "data_line" { "" } else { "control " });
+        }
+    }
+}
+
+/// `settings` with the control's point names and data line.
+fn with_control(
+    mut settings: serde_json::Value,
+    control: Option<&(ImageSet, Vec<usize>)>,
+    normalization: &Normalization,
+    custom: bool,
+) -> serde_json::Value {
+    if let Some((set, pts)) = control {
+        settings["control_point_names"] = set.names.of(pts).into();
+        settings["control_data_line"] =
+            data::options::data_line(set, "test", normalization, custom).into();
+    }
+    settings
 }
 
 fn measure_run(m: Measure, quiet: bool) -> Result<()> {
@@ -1204,23 +1332,24 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
             common: mut c,
             reference,
             pairing,
+            score,
             per_point,
             control,
         } => {
             c.load.sub_layers_only = true;
             let shard = shard_of(&c)?;
+            let ref_path = reference.or_else(|| c.checkpoint.is_none().then(defaults::model_g));
             // LayerMem: up to 2K views and the clean image of a point.
-            let p = prepare(
+            let mut p = prepare(
                 &c,
                 DefaultPoints::Candidates(defaults::LAYER_CANDIDATES),
                 c.views.saturating_mul(2).saturating_add(1),
+                ref_path.as_deref(),
             )?;
-            let ref_path = match reference {
-                Some(r) => r,
-                None if c.checkpoint.is_none() => defaults::model_g(),
-                None => bail!("measure layer needs --reference: an encoder trained like the model but without the scored points"),
+            let Some(ref_path) = ref_path else {
+                bail!("measure layer needs --reference: an encoder trained like the model but without the scored points");
             };
-            let g = Encoder::load_on(&ref_path, &c.load.options(), &p.encoder.device)?;
+            let g = p.reference.take().expect("prepare loads the reference");
             memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
             let control = if c.no_control { Control::None } else { control };
             // The control points: unseen test points, or g's own points.
@@ -1231,7 +1360,11 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     let ind = memprune::train_meta::independent_points(&g.checkpoint)?
                         .with_context(|| format!("{}: --control independent needs a reference trained by memprune on shared+independent (it records its independent points)", ref_path.display()))?;
                     let data_path = c.data.clone().unwrap_or_else(defaults::data);
-                    let set = data::open(&data_path, Split::Train)?;
+                    let set = data::open::open_with(
+                        &data_path,
+                        Split::Train,
+                        &c.read.for_encoder(&p.encoder),
+                    )?;
                     if let Some(bad) = ind.iter().find(|&&i| i >= set.len()) {
                         bail!(
                             "{}: independent point {bad} is outside {}",
@@ -1243,7 +1376,7 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     Some((set, ind[..n].to_vec()))
                 }
             };
-            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing});
+            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing, "score": score});
             if let Some(dir) = &c.dump_views {
                 let v = measure::layer_mem_views(pairing, c.views);
                 measure::dump_views(
@@ -1256,9 +1389,15 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                     &meta,
                 )?;
             }
+            let custom = c.mean.is_some() || c.std.is_some();
             let run = Run {
                 metric: Metric::Layer,
-                settings: settings_json(&c, &p, meta),
+                settings: with_control(
+                    settings_json(&c, &p, meta),
+                    ctrl.as_ref(),
+                    &p.settings.normalization,
+                    custom,
+                ),
                 arch: p.encoder.describe(),
                 model: p.encoder.checkpoint.path.display().to_string(),
                 reference: Some(ref_path.display().to_string()),
@@ -1268,11 +1407,12 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 seed: c.seed,
                 reduce: Reduce::Mean,
                 pairing,
+                score,
                 control,
                 control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
                 control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
                 per_point,
-                planted: memprune::train_meta::planted(&p.encoder.checkpoint)?,
+                planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
                 digests: Default::default(),
             };
             let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
@@ -1337,8 +1477,11 @@ fn layer_output(
     else {
         bail!("not a LayerMem state");
     };
-    let points = partial::from_bits(points);
-    let ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    let mut points = partial::from_bits(points);
+    let mut ctrl_points = ctrl.as_deref().map(partial::from_bits);
+    if run.score == LayerScore::Range {
+        memprune::metrics::layer_mem::range_normalise(&mut points, ctrl_points.as_deref_mut());
+    }
     let control = run.control;
     let boot = memprune::metrics::bootstrap::Bootstrap {
         seed: run.seed,
@@ -1353,8 +1496,15 @@ fn layer_output(
     );
     let reference = run.reference.clone().unwrap_or_default();
     let ctrl_set = run.control_data.as_ref().zip(run.control_points.as_ref());
+    let point_names = namer(run);
+    print_data_lines(run);
     println!(
-        "LayerMem of {} against {} on {} points x {} {}{}\n",
+        "LayerMem{} of {} against {} on {} points x {} {}{}\n",
+        if run.score == LayerScore::Range {
+            " (the authors' range normalisation: (SSL_g - SSL_f) / (max - min) over the points)"
+        } else {
+            ""
+        },
         run.model,
         reference,
         run.points.len(),
@@ -1381,11 +1531,11 @@ fn layer_output(
     }
     if run.per_point {
         println!("\nSSLMem' per point");
-        print!("{}", report::per_point_csv(names, &points));
+        print!("{}", report::per_point_csv(names, &points, &point_names));
     }
     let inputs = [Path::new(&run.model), Path::new(&reference)];
     let csv_text = if run.per_point {
-        report::per_point_sets_csv(names, &points, ctrl_points.as_deref())
+        report::per_point_sets_csv(names, &points, ctrl_points.as_deref(), &point_names)
     } else {
         report::layer_mem_csv(&layers)
     };
@@ -1396,6 +1546,7 @@ fn layer_output(
     j["control"] = serde_json::json!({
         "kind": control,
         "points": run.control_points,
+        "point_names": run.settings["control_point_names"],
         "data": run.control_data,
     });
     j["layers"] = serde_json::to_value(&layers)?;
@@ -1430,6 +1581,11 @@ fn merge_cmd(partials: Vec<PathBuf>, json: Option<PathBuf>, csv: Option<PathBuf>
             .map(|p| Ok((p.clone(), Partial::read(p)?)))
             .collect::<Result<Vec<_>>>()?;
         let (run, state) = partial::merge(parts)?;
+        // The shards' views were made with one augmentation (the same `run`): said first, as
+        // one run over all points says it.
+        if let Some(a) = memprune::data::augment_choice::ChosenAugment::of_settings(&run.settings) {
+            println!("{}", a.line());
+        }
         match run.metric {
             Metric::Unit | Metric::Class => unit_output(&run, &state, &csv, &json),
             Metric::Layer => layer_output(&run, &state, &csv, &json),
@@ -1713,6 +1869,8 @@ struct ProbeArgs {
     /// Labelled data with train and test splits. Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// Probe the raw pixels instead of an encoder (the floor).
     #[arg(long)]
     raw: bool,
@@ -1784,8 +1942,32 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         bail!("--device {}: only a checkpoint's encoder runs on another device; the raw-pixel and random-init baselines run on the CPU", a.device);
     }
     let data_path = a.data.clone().unwrap_or_else(defaults::data);
-    let train = data::open(&data_path, Split::Train)?;
-    let test = data::open(&data_path, Split::Test)?;
+    // A checkpoint's encoder first: its input size is the default of mixed-size folders.
+    let loaded = match (&a.random_like, a.raw || a.random_init.is_some()) {
+        (Some(like), _) => Some(memprune::train::init::random_like(
+            like,
+            &a.load.options(),
+            a.init_seed,
+        )?),
+        (None, true) => None,
+        (None, false) => {
+            let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
+            Some(Encoder::load_on(&path, &a.load.options(), &device)?)
+        }
+    };
+    let read = match &loaded {
+        Some(e) => a.read.for_encoder(e),
+        None => a.read.clone(),
+    };
+    let train = data::open::open_with(&data_path, Split::Train, &read)?;
+    let test = data::open::open_with(&data_path, Split::Test, &read)?;
+    let norm = settings
+        .normalization
+        .clone()
+        .unwrap_or_else(|| Normalization::default_for(train.kind, train.channels));
+    for (set, split) in [(&train, "train"), (&test, "test")] {
+        println!("{}", data::options::data_line(set, split, &norm, false));
+    }
     let knn_settings = memprune::eval::knn::KnnSettings {
         k: a.knn_k,
         temperature: a.knn_temperature,
@@ -1799,16 +1981,15 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
             pixel_features(&test, &settings)?,
         )
     } else {
-        let enc = if let Some(like) = &a.random_like {
-            memprune::train::init::random_like(like, &a.load.options(), a.init_seed)?
+        let enc = if let Some(e) = loaded {
+            e
         } else if let Some(w) = &a.random_init {
             let t = memprune::train::init::resnet9(train.channels, w, a.init_seed)?;
             let name = PathBuf::from(format!("<random-init resnet9 {w:?}, seed {}>", a.init_seed));
             let ckpt = memprune::checkpoint::Checkpoint::from_tensors(&name, t, Default::default());
             Encoder::from_checkpoint(ckpt, &LoadOptions::default())?
         } else {
-            let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-            Encoder::load_on(&path, &a.load.options(), &device)?
+            bail!("no encoder to probe");
         };
         (
             enc.checkpoint.path.display().to_string(),
@@ -1851,7 +2032,7 @@ fn probe_cmd(a: ProbeArgs) -> Result<()> {
         );
     }
     if let Some(p) = &a.json {
-        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "settings": settings, "result": r, "knn": knn});
+        let j = serde_json::json!({"model": what, "data": data_path.display().to_string(), "data_options": read.to_json(), "train_points": train.len(), "test_points": test.len(), "settings": settings, "result": r, "knn": knn});
         outputs.stage(p, serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
     outputs.commit()?;
@@ -1871,6 +2052,8 @@ struct EmbedArgs {
     /// Which split of --data: every one of its points is embedded, in order.
     #[arg(long, value_enum, default_value_t = Split::Train)]
     split: Split,
+    #[command(flatten)]
+    read: data::DataOptions,
     /// FILE.safetensors (tensors `features`, `indices`, `labels`) or FILE.npy (the features;
     /// FILE-stem.indices.npy and FILE-stem.labels.npy beside it).
     #[arg(long, value_name = "FILE")]
@@ -1908,7 +2091,7 @@ fn embed_cmd(a: EmbedArgs) -> Result<()> {
         outputs.output(f, "--out")?;
     }
     let enc = Encoder::load(&path, &a.load.options())?;
-    let set = data::open(&data_path, a.split)?;
+    let set = data::open::open_with(&data_path, a.split, &a.read.for_encoder(&enc))?;
     let mut normalization = Normalization::default_for(set.kind, set.channels);
     if let Some(m) = &a.mean {
         normalization.mean = m.clone();
@@ -1926,12 +2109,20 @@ fn embed_cmd(a: EmbedArgs) -> Result<()> {
     };
     let e = embed::embed(&enc, &set, a.layer.as_deref(), &settings)?;
     let split = format!("{:?}", a.split).to_lowercase();
+    let custom = a.mean.is_some() || a.std.is_some();
+    if let Some(n) = &settings.normalization {
+        println!("{}", data::options::data_line(&set, &split, n, custom));
+    }
     let meta = std::collections::BTreeMap::from([
         (
             "memprune.checkpoint".to_string(),
             path.display().to_string(),
         ),
         ("memprune.data".to_string(), data_path.display().to_string()),
+        (
+            "memprune.data_options".to_string(),
+            a.read.to_json().to_string(),
+        ),
         ("memprune.split".to_string(), split.clone()),
         (
             "memprune.version".to_string(),

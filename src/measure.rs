@@ -132,6 +132,11 @@ pub fn choose_points(
             let asked = choice.points;
             let k = asked.unwrap_or(k);
             if let Some(mut v) = candidates {
+                crate::train_meta::check_recorded_points(
+                    &encoder.checkpoint,
+                    set,
+                    "candidate points",
+                )?;
                 if asked.is_some_and(|a| a > v.len()) {
                     bail!(
                         "{} records {} candidate points; asked for {k}",
@@ -207,6 +212,7 @@ pub fn for_each_point_mean_acts(
     mut sink: impl FnMut(usize, Vec<Vec<f64>>) -> Result<()>,
 ) -> Result<()> {
     check_input(encoder, set, settings)?;
+    encoder.require_known_heads("scoring attention heads (the `blockN.heads` layers)", None)?;
     if k == 0 {
         bail!("--views must be at least 1");
     }
@@ -330,7 +336,7 @@ pub fn unit_mem_accumulate(
     progress: &indicatif::ProgressBar,
 ) -> Result<UnitMemAccumulator> {
     let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
-    let mut acc = UnitMemAccumulator::new(&units, reduce);
+    let mut acc = UnitMemAccumulator::with_floors(&units, &layer_floors(encoder), reduce);
     for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| {
         acc.push(p, &mu);
         Ok(())
@@ -355,7 +361,7 @@ pub fn class_mem(
     })?;
     let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
     let units: Vec<usize> = encoder.layers.iter().map(|l| l.units).collect();
-    let mut acc = ClassMemAccumulator::new(&units, classes);
+    let mut acc = ClassMemAccumulator::with_floors(&units, &layer_floors(encoder), classes);
     for_each_point_mean_acts(encoder, set, points, k, settings, progress, |p, mu| {
         acc.push(labels[p] as usize, &mu)
     })?;
@@ -364,6 +370,11 @@ pub fn class_mem(
 
 pub fn layer_names(encoder: &Encoder) -> Vec<String> {
     encoder.layers.iter().map(|l| l.name.clone()).collect()
+}
+
+/// What act_u of each layer is measured from (UnitMem and ClassMem on signed layers).
+pub fn layer_floors(encoder: &Encoder) -> Vec<crate::model::act_floor::ActFloor> {
+    encoder.layers.iter().map(|l| l.floor).collect()
 }
 
 /// The (point, view) items of one point for LayerMem: 2K views for `views` pairing (pair j =
@@ -783,7 +794,7 @@ pub fn unit_state(
                 )
             })?;
             let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
-            let mut acc = ClassMemAccumulator::new(&units, classes);
+            let mut acc = ClassMemAccumulator::with_floors(&units, &layer_floors(encoder), classes);
             let pb = progress_bar(p.len(), progress, label);
             for_each_point_mean_acts(encoder, s, p, k, settings, &pb, |i, mu| {
                 acc.push(labels[i] as usize, &mu)
@@ -807,6 +818,16 @@ pub fn unit_state(
         None => None,
     };
     Ok(State::Unit { train, unseen })
+}
+
+/// The layers of a UnitMem or ClassMem [`State`] that are not scored (no known lower bound
+/// of act_u: docs/METRICS.md, "Signed layers").
+pub fn unscored_layers(state: &State, names: &[String]) -> Vec<String> {
+    match state {
+        State::Unit { train, .. } => train.unscored(names),
+        State::Class { train, .. } => train.unscored(names),
+        State::Layer { .. } => Vec::new(),
+    }
 }
 
 /// The scores per layer of a whole run's UnitMem or ClassMem [`State`], with the control

@@ -1,5 +1,6 @@
 //! memprune's main job: a policy file -> measure -> plan -> rewrite -> evaluate.
 
+use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
 use crate::data::{self, ImageSet, Split};
 use crate::eval::cost::{cost, Cost};
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
@@ -24,6 +25,17 @@ pub struct Planned {
     pub plan: Plan,
     pub data: ImageSet,
     pub points: Vec<usize>,
+    /// The augmentation of the views, with where it came from.
+    pub augment: ChosenAugment,
+}
+
+/// How the policy's encoders load: its `heads:` for a ViT. (Rewritten files record their
+/// heads in their metadata and load with the defaults.)
+fn load_options(p: &crate::plan::policy::Policy) -> LoadOptions {
+    LoadOptions {
+        heads: p.heads,
+        ..Default::default()
+    }
 }
 
 /// Measures what the policy ranks by and makes the plan. Writes nothing.
@@ -36,11 +48,12 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     }
     let model_path = p.model.clone().unwrap_or_else(crate::defaults::model_f);
     check_exists(&pf, "model", &model_path)?;
-    let encoder = Encoder::load(&model_path, &LoadOptions::default())?;
+    let encoder = Encoder::load(&model_path, &load_options(p))?;
     let groups = coupling_groups(&encoder);
     let data_path = p.data.path.clone().unwrap_or_else(crate::defaults::data);
     check_exists(&pf, "path", &data_path)?;
-    let data = data::open(&data_path, p.data.split)?;
+    let read = p.data.options().for_encoder(&encoder);
+    let data = data::open::open_with(&data_path, p.data.split, &read)?;
     let (need_unit, need_class, need_layer) = pf.needs();
     let choice = PointChoice {
         points: p.data.points,
@@ -81,12 +94,32 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         if p.data.split != data::Split::Train {
             return Ok(None);
         }
-        let test = data::open(&data_path, data::Split::Test)?;
+        let test = data::open::open_with(&data_path, data::Split::Test, &read)?;
         let pts = measure::unseen_points(&test, n, p.metrics.seed)?;
         Ok(Some((test, pts)))
     };
+    let reference = if need_layer {
+        let ref_path = match &p.reference {
+            Some(r) => r.clone(),
+            None if p.model.is_none() => crate::defaults::model_g(),
+            None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
+        };
+        check_exists(&pf, "reference", &ref_path)?;
+        Some(Encoder::load(&ref_path, &load_options(p))?)
+    } else {
+        None
+    };
+    let given = p.metrics.augment.clone().map(|config| GivenAugment {
+        config,
+        from: format!("{}: metrics.augment", pf.path.display()),
+    });
+    let augment = augment_choice::choose(
+        given,
+        &encoder.checkpoint,
+        reference.as_ref().map(|g| &g.checkpoint),
+    )?;
     let settings = ViewSettings {
-        augment: p.metrics.augment.clone(),
+        augment: augment.config.clone(),
         normalization: data::Normalization::default_for(data.kind, data.channels),
         seed: p.metrics.seed,
         batch: p.metrics.batch,
@@ -121,22 +154,15 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
             &encoder, &data, &points, k, &settings, &pb,
         )?);
     }
-    if need_layer {
-        let ref_path = match &p.reference {
-            Some(r) => r.clone(),
-            None if p.model.is_none() => crate::defaults::model_g(),
-            None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
-        };
-        check_exists(&pf, "reference", &ref_path)?;
-        let g = Encoder::load(&ref_path, &LoadOptions::default())?;
-        measure::check_pair(&encoder, &g)
+    if let Some(g) = &reference {
+        measure::check_pair(&encoder, g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
         crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
         // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
         let unseen = unseen_for(layer_points.len())?;
         scores.layer_mem = Some(measure::layer_mem_with_control(
             &encoder,
-            &g,
+            g,
             &data,
             &layer_points,
             unseen.as_ref().map(|(t, v)| (t, v.as_slice())),
@@ -154,6 +180,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         plan,
         data,
         points,
+        augment,
     })
 }
 
@@ -176,6 +203,8 @@ pub struct Evaluated {
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyReport {
     pub policy: PathBuf,
+    /// The augmentation the scores' views were made with, and where it came from.
+    pub augment: ChosenAugment,
     pub plan: Plan,
     pub before: Evaluated,
     pub after: Evaluated,
@@ -226,7 +255,7 @@ fn inexact_change(planned: &Planned, removed: &Encoder) -> Result<Option<Inexact
             masked,
             enc.checkpoint.metadata.clone(),
         ),
-        &LoadOptions::default(),
+        &load_options(&planned.policy.policy),
     )?;
     let points: Vec<usize> = (0..planned.data.len().min(64)).collect();
     let x = crate::train::clean_tensor(
@@ -327,12 +356,13 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
     // The rewritten file goes back through detection like any other checkpoint.
     let after = Encoder::load(&staged, &LoadOptions::default())
         .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
-    let size = pf.policy.metrics.augment.output_size(&planned.data);
+    let size = planned.augment.config.output_size(&planned.data);
     let speed = pf.policy.evaluation.speed;
     let inexact_change = inexact_change(planned, &after)?;
     Ok(PolicyReport {
         inexact_change,
         policy: pf.path.clone(),
+        augment: planned.augment.clone(),
         plan: planned.plan.clone(),
         before: Evaluated {
             checkpoint: enc.checkpoint.path.clone(),
@@ -361,8 +391,27 @@ pub fn probe_sets(planned: &Planned) -> Result<(ImageSet, ImageSet)> {
         .path
         .clone()
         .unwrap_or_else(crate::defaults::data);
-    let train = data::open(e.train.as_ref().unwrap_or(&base), Split::Train)?;
-    let test = data::open(e.test.as_ref().unwrap_or(&base), Split::Test)?;
+    let read = planned
+        .policy
+        .policy
+        .data
+        .options()
+        .for_encoder(&planned.encoder);
+    let train_path = e.train.as_ref().unwrap_or(&base);
+    let train = data::open::open_with(train_path, Split::Train, &read)?;
+    let test = match &e.test {
+        // An explicit test path is the unseen data, whatever its layout.
+        Some(t) => data::open::open_with(
+            train_path,
+            Split::Test,
+            &crate::data::DataOptions {
+                test_data: Some(t.clone()),
+                holdout: None,
+                ..read
+            },
+        )?,
+        None => data::open::open_with(train_path, Split::Test, &read)?,
+    };
     Ok((train, test))
 }
 

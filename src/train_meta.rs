@@ -127,3 +127,38 @@ pub fn training_points(
 pub fn planted(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
     point_list(ckpt, "memprune.planted")
 }
+
+/// Whether `set` is the data the checkpoint records training on (`memprune.data_hash`):
+/// `None` when it records no hash (trained elsewhere: the user's responsibility).
+pub fn trained_on(ckpt: &Checkpoint, set: &crate::data::ImageSet) -> Option<bool> {
+    let hash = ckpt.metadata.get("memprune.data_hash")?;
+    Some(*hash == crate::train::data_hash(set))
+}
+
+/// Refuses to use the point indices a checkpoint records (`what`: its candidates) on data
+/// other than the data it was trained on: they would name other images.
+pub fn check_recorded_points(
+    ckpt: &Checkpoint,
+    set: &crate::data::ImageSet,
+    what: &str,
+) -> Result<()> {
+    if trained_on(ckpt, set) == Some(false) {
+        bail!(
+            "{}: its recorded {what} index the data it was trained on (memprune.data_hash), \
+             not {} (another hash): they would name other images; choose this data's points \
+             with --range START..END or --indices FILE",
+            ckpt.path.display(),
+            set.source
+        );
+    }
+    Ok(())
+}
+
+/// The planted points of [`planted`], when `set` is the data the checkpoint trained on (or
+/// it records no data hash); `None` on other data, where the indices name other images.
+pub fn planted_on(ckpt: &Checkpoint, set: &crate::data::ImageSet) -> Result<Option<Vec<usize>>> {
+    if trained_on(ckpt, set) == Some(false) {
+        return Ok(None);
+    }
+    planted(ckpt)
+}

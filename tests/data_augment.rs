@@ -31,6 +31,8 @@ fn tiny(channels: usize, h: usize, w: usize, pixels: Vec<u8>) -> ImageSet {
         height: h,
         width: w,
         kind: DatasetKind::Unknown,
+        names: Default::default(),
+        notes: Vec::new(),
     }
 }
 

@@ -46,7 +46,13 @@ fn rgb_folder_with_splits() {
 #[test]
 fn grayscale_folder_without_splits() {
     let root = fixtures().join("gray");
-    for split in [Split::Train, Split::Test] {
+    // No test split: the training images are not unseen points.
+    let e = open(&root, Split::Test).unwrap_err().to_string();
+    assert!(
+        e.contains("--holdout F") && e.contains("--test-data DIR"),
+        "{e}"
+    );
+    for split in [Split::Train] {
         let set = open(&root, split).unwrap();
         assert_eq!(
             (set.len(), set.channels, set.height, set.width),

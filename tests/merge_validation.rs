@@ -32,6 +32,7 @@ fn run(metric: Metric, reduce: Reduce, points: Vec<usize>, control: Vec<usize>) 
         control_points: Some(control),
         per_point: false,
         planted: None,
+        score: Default::default(),
         digests: Default::default(),
     }
 }

@@ -70,6 +70,12 @@ fn resnet9_one_channel_matches_pytorch() {
     check("resnet9_c1", "resnet9");
 }
 
+/// The authors' ResNet9 (their module names, conv biases, four pools, final max-pool).
+#[test]
+fn authors_resnet9_matches_pytorch() {
+    check("resnet9_authors", "resnet9-authors");
+}
+
 #[test]
 fn resnet9_narrow_matches_pytorch() {
     check("resnet9_narrow", "resnet9");

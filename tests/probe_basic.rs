@@ -105,3 +105,24 @@ fn probe_device_option() {
         &["--device gpu", "expected cpu, cuda or cuda:N"],
     );
 }
+
+/// A tiny temperature must not overflow exp(s / T) (every weight inf, every class tied at inf,
+/// the lowest class winning): the nearest neighbour's class wins, as the limit T -> 0 says.
+#[test]
+fn knn_small_temperature_is_the_nearest_neighbour_not_an_overflow() {
+    use memprune::eval::knn::{knn, KnnSettings};
+    // The test point (1, 0); the nearest training point (similarity 1) has class 1, two
+    // slightly farther ones (similarity ~0.995) class 0.
+    let train =
+        Tensor::from_vec(vec![1.0f32, 0.0, 1.0, 0.1, 1.0, -0.1], (3, 2), &Device::Cpu).unwrap();
+    let test = Tensor::from_vec(vec![1.0f32, 0.0], (1, 2), &Device::Cpu).unwrap();
+    for t in [0.001, 1e-6] {
+        let s = KnnSettings {
+            k: 3,
+            temperature: t,
+            ..Default::default()
+        };
+        let r = knn(&train, &[1, 0, 0], &test, &[1], &s).unwrap();
+        assert_eq!(r.top1, 1.0, "T = {t}");
+    }
+}

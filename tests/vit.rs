@@ -71,7 +71,7 @@ fn vit_tiny_layout_matches_timm() {
     let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
     assert_eq!(
         enc.describe(),
-        "vit (depth 2, width 192, mlp 768, 3 heads by timm's convention for the width, patch 16, grid 2x2)"
+        "vit (depth 2, width 192, mlp 768, 3 heads from the table of published ViTs (ViT-Ti: timm vit_tiny, DeiT-Ti), patch 16, grid 2x2)"
     );
     // The classifier is left alone.
     assert_eq!(enc.unused, vec!["head.bias", "head.weight"]);

@@ -216,7 +216,7 @@ fn final_features_match_candle_transformers_dinov2() {
     let enc = Encoder::load(&path, &LoadOptions::default()).unwrap();
     assert_eq!(
         enc.describe(),
-        "vit (depth 12, width 384, mlp 1536, 6 heads by timm's convention for the width, patch 14, grid 37x37, LayerScale)"
+        "vit (depth 12, width 384, mlp 1536, 6 heads from the table of published ViTs (ViT-S: timm vit_small, DeiT-S, DINO, DINOv2 ViT-S/14), patch 14, grid 37x37, LayerScale)"
     );
     assert_eq!(enc.unused, ["head.bias", "head.weight"]);
     let taps = enc.forward_taps(&x).unwrap();

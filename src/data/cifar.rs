@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 
+use super::names::{file_name, PointNames};
 use super::{DatasetKind, ImageSet};
 
 const PIXELS: usize = 3 * 32 * 32;
@@ -76,6 +77,20 @@ fn read_records(
     Ok((pixels, labels))
 }
 
+/// Each point's name: its batch file and its record's index within it.
+fn record_names(files: &[PathBuf], label_bytes: usize) -> PointNames {
+    let rec = (label_bytes + PIXELS) as u64;
+    PointNames::Records(
+        files
+            .iter()
+            .map(|f| {
+                let n = std::fs::metadata(f).map(|m| m.len() / rec).unwrap_or(0);
+                (file_name(f), n as usize)
+            })
+            .collect(),
+    )
+}
+
 fn source_of(files: &[PathBuf]) -> String {
     files
         .iter()
@@ -96,6 +111,8 @@ pub fn read_cifar10(files: &[PathBuf]) -> Result<ImageSet> {
         height: 32,
         width: 32,
         kind: DatasetKind::Cifar10,
+        names: record_names(files, 1),
+        notes: Vec::new(),
     })
 }
 
@@ -122,6 +139,8 @@ pub fn read_cifar100(files: &[PathBuf], which: Cifar100Label) -> Result<ImageSet
         height: 32,
         width: 32,
         kind: DatasetKind::Cifar100,
+        names: record_names(files, 2),
+        notes: Vec::new(),
     })
 }
 

@@ -2,17 +2,20 @@
 //!
 //! Class subfolders sorted by name give the label order (as torchvision's `ImageFolder`);
 //! files inside a class are sorted by name too, so the point indices are stable across
-//! machines. Hidden entries (starting with `.`) and other extensions are skipped. Every
-//! image must have the size of the first one (memprune does not resize at load time, so
-//! that a point is exactly the file's pixels). The set is grayscale when every file is
-//! 8-bit single-channel (L8), otherwise RGB (alpha is dropped).
+//! machines. Hidden entries (starting with `.`) and other extensions are skipped. Images are
+//! used as stored when they all have one size (a point is exactly the file's pixels);
+//! otherwise they are resized and centre-cropped ([`Prep`]) as the user or the checkpoint's
+//! input size says. The set is grayscale when every file is 8-bit single-channel (L8),
+//! otherwise RGB (alpha is dropped). A test split's labels index the training split's class
+//! list (one list for every split); a class the training split lacks is refused.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 
-use super::{DatasetKind, ImageSet};
+use super::resize::Prep;
+use super::{DatasetKind, ImageSet, PointNames};
 
 fn is_image(p: &Path) -> bool {
     matches!(
@@ -83,16 +86,58 @@ fn decode(path: &Path) -> Result<Decoded> {
     })
 }
 
-/// Reads an image-folder root (one subfolder per class). Decodes in parallel.
+/// How to read a folder: the class list its labels index, the root its point names are
+/// relative to, and the preprocessing of its images.
+#[derive(Debug, Clone, Default)]
+pub struct FolderRead {
+    /// The training split's sorted class names (labels index them); `None`: this folder's.
+    pub classes: Option<Vec<String>>,
+    /// Point names are file paths relative to this folder; `None`: the folder read.
+    pub base: Option<PathBuf>,
+    /// Resize / crop as the user asked.
+    pub prep: Prep,
+    /// The side a folder of mixed-size images is resized and centre-cropped to when the user
+    /// asked for neither, and why (the checkpoint's input size).
+    pub default_size: Option<(usize, String)>,
+}
+
+/// The sorted class names of the class subfolders of `root`.
+pub fn class_names(root: &Path) -> Result<Vec<String>> {
+    Ok(class_dirs(root)?
+        .iter()
+        .map(|c| {
+            c.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect())
+}
+
+/// Reads an image-folder root (one subfolder per class), as stored. Decodes in parallel.
 pub fn read_image_folder(root: &Path) -> Result<ImageSet> {
-    let classes = class_dirs(root)?;
-    if classes.is_empty() {
+    read_image_folder_with(root, &FolderRead::default())
+}
+
+/// Reads an image-folder root (one subfolder per class) as `how` says. Decodes in parallel.
+pub fn read_image_folder_with(root: &Path, how: &FolderRead) -> Result<ImageSet> {
+    let own = class_names(root)?;
+    if own.is_empty() {
         bail!("{}: no class subfolders", root.display());
     }
+    let classes = how.classes.clone().unwrap_or_else(|| own.clone());
     let mut files = Vec::new();
     let mut labels = Vec::new();
-    for (label, dir) in classes.iter().enumerate() {
-        for f in sorted_entries(dir, |p| p.is_file() && is_image(p))? {
+    for name in &own {
+        let Some(label) = classes.iter().position(|c| c == name) else {
+            bail!(
+                "{}: class `{name}` is not among the training split's classes ({}): labels \
+                 index the training split's sorted class names, so its images cannot be scored",
+                root.join(name).display(),
+                classes.join(", ")
+            );
+        };
+        for f in sorted_entries(&root.join(name), |p| p.is_file() && is_image(p))? {
             files.push(f);
             labels.push(label as u32);
         }
@@ -103,16 +148,69 @@ pub fn read_image_folder(root: &Path) -> Result<ImageSet> {
             root.display()
         );
     }
-    let decoded: Vec<Decoded> = files.par_iter().map(|f| decode(f)).collect::<Result<_>>()?;
+    let sizes: Vec<(u32, u32)> = files
+        .par_iter()
+        .map(|f| {
+            image::image_dimensions(f)
+                .map_err(|e| anyhow!("{}: cannot decode image: {e}", f.display()))
+        })
+        .collect::<Result<_>>()?;
+    let mixed = sizes.iter().position(|s| *s != sizes[0]);
+    let (prep, why) = match (how.prep.is_none(), mixed, &how.default_size) {
+        (false, _, _) => (how.prep, "--resize/--crop".to_string()),
+        (true, None, _) => (Prep::default(), String::new()),
+        (true, Some(_), Some((n, why))) => (
+            Prep {
+                resize: Some(*n),
+                crop: Some(*n),
+            },
+            format!("images of several sizes: {why}, the default; --resize/--crop to change"),
+        ),
+        (true, Some(k), None) => bail!(
+            "{}: image is {}x{}, expected {}x{} (the size of {}): images of different sizes \
+             need --resize N and --crop N (the shorter side to N, then the centre NxN, as \
+             torchvision's Resize and CenterCrop)",
+            files[k].display(),
+            sizes[k].0,
+            sizes[k].1,
+            sizes[0].0,
+            sizes[0].1,
+            files[0].display()
+        ),
+    };
+    let decoded: Vec<Decoded> = files
+        .par_iter()
+        .map(|f| {
+            let d = decode(f)?;
+            let what = f.display().to_string();
+            let (rgb, w, h) = prep.apply(d.rgb, 3, d.w as usize, d.h as usize, &what)?;
+            Ok(Decoded {
+                rgb,
+                gray: d.gray,
+                w: w as u32,
+                h: h as u32,
+            })
+        })
+        .collect::<Result<_>>()?;
     let (w, h) = (decoded[0].w, decoded[0].h);
     for (d, f) in decoded.iter().zip(&files) {
         if (d.w, d.h) != (w, h) {
             bail!(
-                "{}: image is {}x{}, expected {w}x{h} (the size of {})",
+                "{}: image is {}x{}{}, expected {w}x{h} (the size of {}): {}",
                 f.display(),
                 d.w,
                 d.h,
-                files[0].display()
+                if prep.is_none() {
+                    ""
+                } else {
+                    " after resizing"
+                },
+                files[0].display(),
+                if prep.crop.is_none() {
+                    "images of other proportions need --crop N too"
+                } else {
+                    "give --resize N and --crop N"
+                }
             );
         }
     }
@@ -123,24 +221,32 @@ pub fn read_image_folder(root: &Path) -> Result<ImageSet> {
     for d in &decoded {
         pixels.extend_from_slice(&d.rgb[..channels * plane]);
     }
+    let base = how.base.clone().unwrap_or_else(|| root.to_path_buf());
+    let names = files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(&base)
+                .unwrap_or(f)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    let mut notes = Vec::new();
+    if !prep.is_none() {
+        notes.push(format!("{} ({why})", prep.describe()));
+    }
     Ok(ImageSet {
         source: root.display().to_string(),
         pixels,
         labels: Some(labels),
-        class_names: Some(
-            classes
-                .iter()
-                .map(|c| {
-                    c.file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned()
-                })
-                .collect(),
-        ),
+        class_names: Some(classes),
         channels,
         height: h as usize,
         width: w as usize,
         kind: DatasetKind::Folder,
+        names: PointNames::Each(names),
+        notes,
     })
 }

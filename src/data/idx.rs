@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 
+use super::names::{file_name, PointNames};
 use super::{DatasetKind, ImageSet};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -124,6 +125,7 @@ pub fn read_idx_images(path: &Path) -> Result<ImageSet> {
         );
     }
     data.drain(..16);
+    let names = PointNames::Records(vec![(file_name(path), dims[0])]);
     Ok(ImageSet {
         source: path.display().to_string(),
         pixels: data,
@@ -133,6 +135,8 @@ pub fn read_idx_images(path: &Path) -> Result<ImageSet> {
         height: dims[1],
         width: dims[2],
         kind: DatasetKind::Unknown,
+        names,
+        notes: Vec::new(),
     })
 }
 

@@ -5,19 +5,25 @@
 //! Everything else (views, normalisation) is computed on demand from these bytes.
 
 pub mod augment;
+pub mod augment_choice;
 pub mod cifar;
 pub mod folder;
 pub mod idx;
 pub mod limits;
+pub mod names;
 pub mod normalize;
 pub mod npy;
 pub mod open;
+pub mod options;
+pub mod resize;
 pub mod rng;
 pub mod subset;
 
 pub use augment::AugmentConfig;
+pub use names::PointNames;
 pub use normalize::Normalization;
 pub use open::{open, Split};
+pub use options::DataOptions;
 pub use subset::Subset;
 
 /// Which well-known dataset a set is, as far as memprune can tell from its files.
@@ -53,6 +59,11 @@ pub struct ImageSet {
     pub width: usize,
     /// The dataset these images come from, when recognised (drives default normalisation).
     pub kind: DatasetKind,
+    /// Each point's name in outputs (file path relative to the data root, or file#record).
+    pub names: PointNames,
+    /// How the images were made from the files, when not as stored (resized, cropped, a
+    /// held-out part), one phrase each, for the data line.
+    pub notes: Vec<String>,
 }
 
 impl ImageSet {
@@ -73,6 +84,34 @@ impl ImageSet {
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// The name of point `i` in outputs, else its index.
+    pub fn point_name(&self, i: usize) -> String {
+        self.names.get(i).unwrap_or_else(|| format!("#{i}"))
+    }
+
+    /// The points `keep` (in that order) as a set of their own.
+    pub fn select(&self, keep: &[usize]) -> ImageSet {
+        let mut pixels = Vec::with_capacity(keep.len() * self.image_len());
+        for &i in keep {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            source: self.source.clone(),
+            pixels,
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| keep.iter().map(|&i| l[i]).collect()),
+            class_names: self.class_names.clone(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            kind: self.kind,
+            names: self.names.select(keep),
+            notes: self.notes.clone(),
+        }
     }
 
     /// The label of image `i`, when the set has labels.

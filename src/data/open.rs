@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::cifar::{read_cifar10, read_cifar100, Cifar100Label};
-use super::folder::{class_dirs, read_image_folder};
+use super::folder::{
+    class_dirs, class_names, read_image_folder, read_image_folder_with, FolderRead,
+};
 use super::idx::{read_idx_images, read_idx_pair};
+use super::options::{no_test_split, DataOptions};
+use super::resize::Prep;
 use super::{DatasetKind, ImageSet};
 
 /// Which half of a dataset to read.
@@ -37,11 +41,188 @@ pub enum Split {
 ///   subfolder), with fine labels.
 /// - an image-folder root with `train/` and `test/` subfolders (each one subfolder per class),
 ///   or directly the class subfolders (then the split is ignored).
+///
+/// An image folder's test split takes the training split's class list; a folder without
+/// `train/` and `test/` has no test split (refused: see [`open_with`] for `--test-data` and
+/// `--holdout`).
 pub fn open(path: &Path, split: Split) -> Result<ImageSet> {
+    open_with(path, split, &DataOptions::default())
+}
+
+/// [`open`] with the data flags: the test split from `--test-data` or a `--holdout` of a
+/// folder without `train/`/`test/`, and images resized and cropped (`--resize`, `--crop`, or
+/// for a folder of mixed sizes the checkpoint's input size).
+pub fn open_with(path: &Path, split: Split, o: &DataOptions) -> Result<ImageSet> {
+    o.validate()?;
+    if let (Split::Test, Some(t)) = (split, &o.test_data) {
+        return open_test_data(path, t, o);
+    }
+    let flat = path.is_dir() && !is_split_folder(path) && is_class_folder(path)?;
+    if flat {
+        let how = FolderRead {
+            prep: o.prep(),
+            default_size: o.default_size.clone(),
+            ..Default::default()
+        };
+        return match (o.holdout, split) {
+            (Some(f), _) => {
+                let all = read_image_folder_with(path, &how)?;
+                holdout(all, f, o.holdout_seed, split)
+            }
+            (None, Split::Train) => read_image_folder_with(path, &how),
+            (None, Split::Test) => bail!(no_test_split(path)),
+        };
+    }
+    if let Some(f) = o.holdout {
+        bail!(
+            "--holdout {f}: {} has its own test split (--holdout splits an image folder              without train/ and test/ subfolders)",
+            path.display()
+        );
+    }
+    if path.is_dir() && is_split_folder(path) {
+        let train = path.join("train");
+        let how = FolderRead {
+            classes: match split {
+                Split::Train => None,
+                Split::Test => Some(class_names(&train)?),
+            },
+            base: Some(path.to_path_buf()),
+            prep: o.prep(),
+            default_size: o.default_size.clone(),
+        };
+        let dir = match split {
+            Split::Train => train,
+            Split::Test => path.join("test"),
+        };
+        return read_image_folder_with(&dir, &how);
+    }
+    let set = open_format(path, split)?;
+    prep_set(set, o.prep())
+}
+
+/// `--test-data DIR`: an image folder labelled by the training split's class list (a
+/// `train/`+`test/` folder's test/), or another format's test split.
+fn open_test_data(data: &Path, t: &Path, o: &DataOptions) -> Result<ImageSet> {
+    let classes = if data.is_dir() && is_split_folder(data) {
+        Some(class_names(&data.join("train"))?)
+    } else if data.is_dir() && is_class_folder(data)? {
+        Some(class_names(data)?)
+    } else {
+        None
+    };
+    let folder = if t.is_dir() && is_split_folder(t) {
+        Some(t.join("test"))
+    } else if t.is_dir() && is_class_folder(t)? {
+        Some(t.to_path_buf())
+    } else {
+        None
+    };
+    match folder {
+        Some(dir) => read_image_folder_with(
+            &dir,
+            &FolderRead {
+                classes,
+                base: Some(t.to_path_buf()),
+                prep: o.prep(),
+                default_size: o.default_size.clone(),
+            },
+        ),
+        None => prep_set(open_format(t, Split::Test)?, o.prep()),
+    }
+}
+
+/// An image folder with `train/` and `test/` subfolders.
+fn is_split_folder(path: &Path) -> bool {
+    path.join("train").is_dir() && path.join("test").is_dir()
+}
+
+/// A folder of class subfolders (and none of the files of the other formats).
+fn is_class_folder(path: &Path) -> Result<bool> {
+    if has_any_idx(path)
+        || [
+            "data_batch_1.bin",
+            "test_batch.bin",
+            "train.bin",
+            "test.bin",
+        ]
+        .iter()
+        .any(|f| path.join(f).is_file())
+        || ["cifar-10-batches-bin", "cifar-100-binary"]
+            .iter()
+            .any(|d| path.join(d).is_dir())
+    {
+        return Ok(false);
+    }
+    Ok(!class_dirs(path)?.is_empty())
+}
+
+/// The training or the held-out part of `all`: `round(f * n)` points drawn by `seed` are
+/// held out (at least one, and at least one left for training).
+fn holdout(all: ImageSet, f: f64, seed: u64, split: Split) -> Result<ImageSet> {
+    let n = all.len();
+    let k = ((f * n as f64).round() as usize).clamp(1, n.max(2) - 1);
+    if n < 2 {
+        bail!(
+            "--holdout {f}: {} has {n} image(s), too few to split",
+            all.source
+        );
+    }
+    let held = super::Subset::random(k, crate::data::rng::hash_key(&[HOLDOUT_TAG, seed]), n)?;
+    let held_set: std::collections::HashSet<usize> = held.indices.iter().copied().collect();
+    let keep: Vec<usize> = match split {
+        Split::Test => held.indices.clone(),
+        Split::Train => (0..n).filter(|i| !held_set.contains(i)).collect(),
+    };
+    let mut set = all.select(&keep);
+    set.notes.push(format!(
+        "{} split of --holdout {f} (seed {seed}): {} of {n} images {}",
+        if split == Split::Test {
+            "test"
+        } else {
+            "training"
+        },
+        keep.len(),
+        if split == Split::Test {
+            "held out"
+        } else {
+            "kept for training"
+        }
+    ));
+    Ok(set)
+}
+
+/// Tags the hold-out draw apart from other draws of the same seed.
+const HOLDOUT_TAG: u64 = 0x0068_6f6c_646f_7574;
+
+/// IDX and CIFAR images resized / cropped as asked (each image on its own).
+fn prep_set(mut set: ImageSet, prep: Prep) -> Result<ImageSet> {
+    if prep.is_none() {
+        return Ok(set);
+    }
+    let (c, w, h) = (set.channels, set.width, set.height);
+    let (nw, nh) = prep.output_size(w, h);
+    let mut pixels = Vec::with_capacity(set.len() * c * nw * nh);
+    for i in 0..set.len() {
+        let (px, _, _) = prep.apply(set.image(i).to_vec(), c, w, h, &set.source)?;
+        pixels.extend_from_slice(&px);
+    }
+    set.pixels = pixels;
+    set.width = nw;
+    set.height = nh;
+    set.notes
+        .push(format!("{} (--resize/--crop)", prep.describe()));
+    Ok(set)
+}
+
+/// The formats with their own splits (IDX, CIFAR), and image folders read as stored.
+fn open_format(path: &Path, split: Split) -> Result<ImageSet> {
     if path.is_file() {
         return open_idx_file(path);
     }
     if !path.is_dir() {
+        if let Some(line) = crate::defaults::missing(path) {
+            bail!(line);
+        }
         bail!("{}: no such file or directory", path.display());
     }
     let prefix = match split {

@@ -8,8 +8,10 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Cost {
     pub params: usize,
-    /// Per image at the evaluated input size.
+    /// Per image at `image_size`.
     pub macs: u64,
+    /// The side of the images `macs` counts (the data's).
+    pub image_size: usize,
     /// Bytes of the checkpoint on disk.
     pub file_bytes: u64,
     /// Median forward images/s (pooled features only), when measured.
@@ -50,6 +52,7 @@ pub fn cost(
     Ok(Cost {
         params: enc.params(),
         macs: enc.macs(size),
+        image_size: size,
         file_bytes,
         images_per_s,
     })

@@ -6,10 +6,11 @@
 //! Files, by the output's extension:
 //! - `.safetensors`: tensors `features` (f32, N x d), `indices` (i64, N), `labels` (i64, N;
 //!   absent when the data has none), and metadata `memprune.layer`, `memprune.checkpoint`,
-//!   `memprune.data`, `memprune.split`.
+//!   `memprune.data`, `memprune.split`, `memprune.names` (JSON list: each point's file path
+//!   relative to the data root for image folders, `FILE#RECORD` for IDX/CIFAR).
 //! - `.npy`: `FILE` holds the features; `STEM.indices.npy` and `STEM.labels.npy` beside it
 //!   the indices and labels (`numpy.load` reads each; the labels file only when the data
-//!   has labels).
+//!   has labels), and `STEM.names.txt` the points' names, one a line.
 
 use crate::data::ImageSet;
 use crate::eval::probe::{self, ProbeSettings};
@@ -28,6 +29,8 @@ pub struct Embedding {
     pub features: Tensor,
     pub indices: Vec<i64>,
     pub labels: Option<Vec<i64>>,
+    /// Point `indices[i]`'s name ([`ImageSet::point_name`]).
+    pub names: Vec<String>,
 }
 
 /// Embeds every point of `set`: the representation (`layer` None or the last layer, whose
@@ -67,11 +70,12 @@ pub fn embed(
             .labels
             .as_ref()
             .map(|l| l.iter().map(|&v| v as i64).collect()),
+        names: (0..set.len()).map(|i| set.point_name(i)).collect(),
     })
 }
 
 /// The files `out` stands for, in order: features, indices, labels (the labels' path also
-/// when the data has none: it is checked and not written).
+/// when the data has none: it is checked and not written), names.
 pub fn output_files(out: &Path) -> Result<Vec<PathBuf>> {
     match out.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => Ok(vec![out.to_path_buf()]),
@@ -79,10 +83,15 @@ pub fn output_files(out: &Path) -> Result<Vec<PathBuf>> {
             let stem = out.with_extension("");
             let beside = |what: &str| {
                 let mut s = stem.clone().into_os_string();
-                s.push(format!(".{what}.npy"));
+                s.push(format!(".{what}"));
                 PathBuf::from(s)
             };
-            Ok(vec![out.to_path_buf(), beside("indices"), beside("labels")])
+            Ok(vec![
+                out.to_path_buf(),
+                beside("indices.npy"),
+                beside("labels.npy"),
+                beside("names.txt"),
+            ])
         }
         _ => bail!("{}: --out must end in .npy or .safetensors", out.display()),
     }
@@ -113,6 +122,7 @@ pub fn encode(
         }
         let mut meta = metadata.clone();
         meta.insert("memprune.layer".into(), e.layer.clone());
+        meta.insert("memprune.names".into(), serde_json::to_string(&e.names)?);
         let bytes = crate::checkpoint::safetensors_bytes(&t, &meta)?;
         return Ok(vec![(files[0].clone(), bytes)]);
     }
@@ -131,5 +141,8 @@ pub fn encode(
     if let Some(l) = &e.labels {
         v.push((files[2].clone(), crate::data::npy::npy_bytes_i64(&[n], l)?));
     }
+    let mut names = e.names.join("\n");
+    names.push('\n');
+    v.push((files[3].clone(), names.into_bytes()));
     Ok(v)
 }

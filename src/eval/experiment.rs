@@ -81,6 +81,9 @@ pub struct Table6 {
     pub baseline: f64,
     pub total_units: usize,
     pub rows: Vec<Row>,
+    /// UnitMem's augmentation, with where it came from (set by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<crate::data::augment_choice::ChosenAugment>,
 }
 
 /// A policy with one prune action, as the planner takes it.
@@ -109,6 +112,7 @@ fn one_action(
     let policy = Policy {
         model: None,
         reference: None,
+        heads: None,
         data: Default::default(),
         metrics: Default::default(),
         actions: vec![Action::Prune(action)],
@@ -232,6 +236,7 @@ pub fn table6(
             .map(|g| g.channels)
             .sum(),
         rows,
+        augment: None,
     })
 }
 

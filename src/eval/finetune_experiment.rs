@@ -135,6 +135,9 @@ pub struct Table5 {
     pub settings: FinetuneSettings,
     pub train_points: usize,
     pub test_points: usize,
+    /// LayerMem's augmentation, with where it came from (set by [`run`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<crate::data::augment_choice::ChosenAugment>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,6 +261,7 @@ pub fn table5(
         settings: settings.clone(),
         train_points: train.len(),
         test_points: test.len(),
+        augment: None,
     })
 }
 
@@ -305,6 +309,10 @@ pub struct Table5Inputs {
     pub views: usize,
     /// Seed of LayerMem's views and intervals.
     pub seed: u64,
+    /// ViT: attention heads per block (`--heads`).
+    pub heads: Option<usize>,
+    /// The augmentation given (`--augment`); `None`: the one f and g record.
+    pub augment: Option<crate::data::augment_choice::GivenAugment>,
 }
 
 /// Measures f's LayerMem against g (corrected by unseen test points) and runs [`table5`]
@@ -322,8 +330,12 @@ pub fn run(
     if inputs.points == 0 || inputs.views == 0 {
         bail!("--points and --views must be at least 1");
     }
-    let f = Encoder::load(&inputs.checkpoint, &LoadOptions::default())?;
-    let g = Encoder::load(&inputs.reference, &LoadOptions::default())?;
+    let opts = LoadOptions {
+        heads: inputs.heads,
+        ..Default::default()
+    };
+    let f = Encoder::load(&inputs.checkpoint, &opts)?;
+    let g = Encoder::load(&inputs.reference, &opts)?;
     measure::check_pair(&f, &g)?;
     crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let pre = data::open(&inputs.data, Split::Train)?;
@@ -344,8 +356,13 @@ pub fn run(
         DefaultPoints::Candidates(inputs.points),
     )?;
     let unseen = measure::unseen_points(&pre_test, points.len(), inputs.seed)?;
+    let augment = crate::data::augment_choice::choose(
+        inputs.augment.clone(),
+        &f.checkpoint,
+        Some(&g.checkpoint),
+    )?;
     let view_settings = ViewSettings {
-        augment: crate::data::augment::AugmentConfig::default(),
+        augment: augment.config.clone(),
         normalization: crate::data::Normalization::default_for(pre.kind, pre.channels),
         seed: inputs.seed,
         batch: 250,
@@ -360,6 +377,7 @@ pub fn run(
         &view_settings,
         progress,
     )?;
-    let t = table5(&f, &lm, &train, &test, settings, log)?;
+    let mut t = table5(&f, &lm, &train, &test, settings, log)?;
+    t.augment = Some(augment);
     Ok((t, lm))
 }

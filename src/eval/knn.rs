@@ -4,7 +4,9 @@
 //! Features are L2-normalised; a test point's neighbours are the `k` training points of
 //! highest cosine similarity `s`, and each votes for its label with weight `exp(s / T)`.
 //! The class of largest summed weight is the prediction (top-1); top-5 asks whether the
-//! label is among the five classes of largest weight. Ties between neighbours of equal
+//! label is among the five classes of largest weight. The weights are computed as
+//! `exp((s - s_max) / T)` (the same ratios), so every finite `T > 0` is meaningful: a small
+//! `T` tends to the nearest neighbour's vote instead of overflowing. Ties between neighbours of equal
 //! similarity go to the lower training index, ties between classes to the lower class, so
 //! the result does not depend on threads or batches.
 
@@ -61,6 +63,15 @@ pub struct KnnResult {
     pub classes: usize,
 }
 
+/// The weight `exp((s - s_max) / T)` of a neighbour of similarity `s` (in [0, 1]). A NaN
+/// feature's similarity (-inf) weighs 0, unless every neighbour's is (then each weighs 1).
+fn vote_weight(s: f64, s_max: f64, temperature: f64) -> f64 {
+    if s_max == f64::NEG_INFINITY {
+        return 1.0;
+    }
+    ((s - s_max) / temperature).exp()
+}
+
 fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let x = x.to_dtype(DType::F32)?;
     let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
@@ -114,8 +125,16 @@ pub fn knn(
             };
             order.select_nth_unstable_by(k - 1, |&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
             votes.iter_mut().for_each(|v| *v = 0.0);
+            // exp((s - s_max) / T): the same vote ratios as exp(s / T), but the nearest
+            // neighbour weighs 1, so no weight overflows to infinity (which would tie every
+            // class at inf) whatever the temperature.
+            let s_max = order[..k]
+                .iter()
+                .map(|&i| key(i) as f64)
+                .fold(f64::NEG_INFINITY, f64::max);
             for &i in &order[..k] {
-                votes[train_y[i] as usize] += ((key(i) as f64) / settings.temperature).exp();
+                votes[train_y[i] as usize] +=
+                    vote_weight(key(i) as f64, s_max, settings.temperature);
             }
             let mut ranked: Vec<usize> = (0..classes).collect();
             ranked.sort_by(|&a, &b| votes[b].total_cmp(&votes[a]).then(a.cmp(&b)));

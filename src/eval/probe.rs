@@ -97,6 +97,7 @@ pub fn encoder_unit_acts(
     settings: &ProbeSettings,
     layer: usize,
 ) -> Result<Tensor> {
+    encoder.require_known_heads("act_u of attention heads", Some(&[layer]))?;
     per_image(encoder, set, settings, |x| {
         let mut acts = encoder.forward_unit_acts(x)?;
         if layer >= acts.len() {

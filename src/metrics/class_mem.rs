@@ -6,12 +6,14 @@
 //! ```
 //!
 //! Supervised encoders score high here and low on UnitMem; SSL encoders the reverse.
+//! Signed layers as UnitMem's: measured from the layer's floor, unbounded layers not scored.
 //! Streaming: per class an exact sum ([`ExactSum`]) and a count, O(classes x units) memory;
 //! shards merge bit for bit.
 
 use crate::metrics::exact_sum::ExactSum;
 use crate::metrics::summary::{LayerSummary, UnitScore};
 use crate::metrics::unit_mem::UnitMemLayer;
+use crate::model::act_floor::ActFloor;
 use anyhow::{bail, Result};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -21,11 +23,21 @@ pub struct ClassMemAccumulator {
     pub sums: Vec<Vec<Vec<ExactSum>>>,
     pub counts: Vec<usize>,
     pub signed: Vec<bool>,
+    /// Per layer, what act_u is measured from.
+    pub floors: Vec<ActFloor>,
 }
 
 impl ClassMemAccumulator {
+    /// Every act_u non-negative (Eq. 8 exactly).
     pub fn new(units: &[usize], classes: usize) -> Self {
+        Self::with_floors(units, &vec![ActFloor::Zero; units.len()], classes)
+    }
+
+    /// Layer `l` measured from `floors[l]`.
+    pub fn with_floors(units: &[usize], floors: &[ActFloor], classes: usize) -> Self {
+        assert_eq!(units.len(), floors.len(), "one floor per layer");
         ClassMemAccumulator {
+            floors: floors.to_vec(),
             classes,
             sums: units
                 .iter()
@@ -64,6 +76,7 @@ impl ClassMemAccumulator {
             || self.counts.len() != other.counts.len()
             || self.signed.len() != other.signed.len()
             || shape(self) != shape(other)
+            || self.floors != other.floors
         {
             bail!(
                 "ClassMem results of different shapes ({} classes and {} layers against {} and {})",
@@ -89,7 +102,12 @@ impl ClassMemAccumulator {
         Ok(())
     }
 
-    /// Scores per layer; classes with no point are left out (and named in the error if fewer
+    /// The layers [`ClassMemAccumulator::finish`] leaves out: no known lower bound of act_u.
+    pub fn unscored(&self, names: &[String]) -> Vec<String> {
+        crate::metrics::unit_mem::unscored(&self.floors, names)
+    }
+
+    /// Scores per scored layer; classes with no point are left out (and named in the error if fewer
     /// than two remain). `argmax` of each unit is a class index.
     pub fn finish(&self, names: &[String]) -> Result<Vec<UnitMemLayer>> {
         let present: Vec<usize> = (0..self.classes).filter(|&c| self.counts[c] > 0).collect();
@@ -104,7 +122,9 @@ impl ClassMemAccumulator {
             .iter()
             .zip(names)
             .zip(&self.signed)
-            .map(|((sums, name), &signed)| {
+            .zip(&self.floors)
+            .filter_map(|(((sums, name), &signed), f)| Some((sums, name, signed, f.value()?)))
+            .map(|(sums, name, signed, floor)| {
                 let units: Vec<UnitScore> =
                     (0..sums[0].len())
                         .map(|u| {
@@ -118,12 +138,13 @@ impl ClassMemAccumulator {
                             );
                             let rest = (means.iter().map(|m| m.1).sum::<f64>() - max)
                                 / (means.len() - 1) as f64;
-                            UnitScore::new(max, rest, arg)
+                            UnitScore::from_floor(max, rest, arg, floor)
                         })
                         .collect();
                 UnitMemLayer {
                     name: name.clone(),
                     signed,
+                    act_floor: floor,
                     summary: LayerSummary::of(&units),
                     units,
                     control: None,

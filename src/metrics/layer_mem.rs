@@ -53,6 +53,55 @@ pub fn ssl_mem(ssl_f: f64, ssl_g: f64) -> f64 {
     }
 }
 
+/// How a point's per-layer score is formed from SSL_f and SSL_g (`measure layer --score`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerScore {
+    /// The paper's Eq. 2, per point: (SSL_g - SSL_f) / (SSL_f + SSL_g).
+    #[default]
+    Eq2,
+    /// The authors' LayerMem script (docs/METRICS.md): SSL_g - SSL_f divided by (max - min)
+    /// of that difference over the scored points, per layer; for comparing with their
+    /// published numbers. See [`range_normalise`].
+    Range,
+}
+
+/// Replaces every point's SSLMem' by the authors' range-normalised score: per layer l,
+/// `(SSL_g - SSL_f) / (max - min)`, the max and min of SSL_g - SSL_f taken over `points`
+/// (the scored points; the control, when given, is divided by the same range so that the
+/// corrected LayerMem stays a difference on one scale). A layer where every point has the
+/// same difference scores 0. The half-split scores cannot be rebuilt from the whole-pair
+/// means and are dropped: the Top50/Least50 halves are then ranked and reported on all
+/// pairs.
+pub fn range_normalise(points: &mut [PointScores], control: Option<&mut [PointScores]>) {
+    let nl = points.first().map_or(0, |p| p.sslmem.len());
+    let diff = |p: &PointScores, l: usize| p.ssl_g[l] - p.ssl_f[l];
+    let ranges: Vec<f64> = (0..nl)
+        .map(|l| {
+            let (lo, hi) = points
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                    (a.min(diff(p, l)), b.max(diff(p, l)))
+                });
+            hi - lo
+        })
+        .collect();
+    let apply = |ps: &mut [PointScores]| {
+        for p in ps.iter_mut() {
+            for (l, r) in ranges.iter().enumerate() {
+                let v = diff(p, l) / r;
+                p.sslmem[l] = if v.is_finite() { v } else { 0.0 };
+            }
+            p.sslmem_first_half.clear();
+            p.sslmem_second_half.clear();
+        }
+    };
+    apply(points);
+    if let Some(c) = control {
+        apply(c);
+    }
+}
+
 /// One point's scores, per layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointScores {
@@ -409,6 +458,32 @@ mod tests {
         let out = layer_mem(&names(1), &p, None, &Bootstrap::default());
         let gap = out[0].layer_mem_top_half - out[0].layer_mem_bottom_half;
         assert!(gap.abs() < 0.15, "{gap}");
+    }
+
+    #[test]
+    fn range_normalisation_divides_the_difference_by_its_range_over_the_scored_points() {
+        let p = |point, f: f64, g: f64| PointScores {
+            point,
+            ssl_f: vec![f, 1.0],
+            ssl_g: vec![g, 1.0],
+            sslmem: vec![ssl_mem(f, g), 0.0],
+            sslmem_first_half: vec![0.0, 0.0],
+            sslmem_second_half: vec![0.0, 0.0],
+        };
+        // Differences g - f of 0.2, 0.6 and -0.2: range 0.8.
+        let mut cand = vec![p(0, 1.0, 1.2), p(1, 0.4, 1.0), p(2, 1.0, 0.8)];
+        let mut ctrl = vec![p(9, 1.0, 1.4)];
+        range_normalise(&mut cand, Some(&mut ctrl));
+        let got: Vec<f64> = cand.iter().map(|q| q.sslmem[0]).collect();
+        for (a, b) in got.iter().zip([0.25, 0.75, -0.25]) {
+            assert!((a - b).abs() < 1e-12, "{got:?}");
+        }
+        assert!((ctrl[0].sslmem[0] - 0.5).abs() < 1e-12);
+        // No spread: 0, not NaN.
+        assert_eq!(cand[0].sslmem[1], 0.0);
+        assert!(cand[0].sslmem_first_half.is_empty());
+        let out = layer_mem(&names(2), &cand, None, &Bootstrap::default());
+        assert!((out[0].layer_mem - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -19,12 +19,20 @@ impl UnitScore {
     /// Eq. 8, with the edge cases of docs/METRICS.md: a dead unit (`mu_max <= 0`) scores 0; a
     /// zero denominator (possible only for signed activations) scores 0 too.
     pub fn new(mu_max: f64, mu_rest: f64, argmax: usize) -> UnitScore {
-        let dead = mu_max <= 0.0;
-        let denom = mu_max + mu_rest;
+        UnitScore::from_floor(mu_max, mu_rest, argmax, 0.0)
+    }
+
+    /// Eq. 8 on act_u measured from `floor`, the activation's lower bound (docs/METRICS.md,
+    /// "Signed layers"): `(mu_max - mu_rest) / ((mu_max - floor) + (mu_rest - floor))`. Dead:
+    /// `mu_max <= floor`. Floor 0 is [`UnitScore::new`] bit for bit (`x - 0.0 == x`).
+    pub fn from_floor(mu_max: f64, mu_rest: f64, argmax: usize, floor: f64) -> UnitScore {
+        let (hi, rest) = (mu_max - floor, mu_rest - floor);
+        let dead = hi <= 0.0;
+        let denom = hi + rest;
         let score = if dead || denom == 0.0 {
             0.0
         } else {
-            (mu_max - mu_rest) / denom
+            (hi - rest) / denom
         };
         UnitScore {
             score,

@@ -11,8 +11,8 @@
 //! unit that fires on one training image it memorized reaches a maximum no unseen point
 //! reaches: excess -> 1. Without memorization the two maxima are exchangeable, so the excess
 //! is symmetric around 0 and a layer's mean excess estimates 0; N must be the same on both
-//! sides (the maximum grows with N). A dead unit (`mu_max,train <= 0`) scores 0; in signed
-//! layers the ratio is reported as computed.
+//! sides (the maximum grows with N). A dead unit (`mu_max,train <= 0`) scores 0. In signed
+//! layers both maxima are measured from the layer's act_u floor, as UnitMem's.
 //!
 //! Intervals of layer means are over units (bootstrap over the layer's units, seeded).
 
@@ -24,11 +24,18 @@ pub use crate::metrics::unit_control_summary::UnitControl;
 
 /// Eq. above for one unit.
 pub fn excess(mu_max_train: f64, mu_max_unseen: f64) -> f64 {
-    let denom = mu_max_train + mu_max_unseen;
-    if mu_max_train <= 0.0 || denom == 0.0 {
+    excess_from(mu_max_train, mu_max_unseen, 0.0)
+}
+
+/// Eq. above with both maxima measured from the layer's act_u floor (as UnitMem: in [-1, 1]
+/// when both are above it; floor 0 is [`excess`] bit for bit).
+pub fn excess_from(mu_max_train: f64, mu_max_unseen: f64, floor: f64) -> f64 {
+    let (a, b) = (mu_max_train - floor, mu_max_unseen - floor);
+    let denom = a + b;
+    if a <= 0.0 || denom == 0.0 {
         0.0
     } else {
-        (mu_max_train - mu_max_unseen) / denom
+        (a - b) / denom
     }
 }
 
@@ -69,7 +76,7 @@ pub fn attach(
             t.units
                 .iter()
                 .zip(&u.units)
-                .map(|(a, b)| excess(a.mu_max, b.mu_max))
+                .map(|(a, b)| excess_from(a.mu_max, b.mu_max, t.act_floor))
                 .collect()
         } else {
             Vec::new()

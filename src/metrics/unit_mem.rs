@@ -7,6 +7,13 @@
 //! UnitMem(u) = (mu_max,u - mu_-max,u) / (mu_max,u + mu_-max,u)        (Eq. 8)
 //! ```
 //!
+//! Signed layers: act_u is measured from the layer's known lower bound `floor`
+//! ([`ActFloor`]): `(mu_max - mu_-max) / ((mu_max - floor) + (mu_-max - floor))`, in [0, 1];
+//! floor 0 (ReLU, norms) is Eq. 8 exactly. Layers with no known bound are not scored
+//! ([`UnitMemAccumulator::finish`] leaves them out; [`UnitMemAccumulator::unscored`] names
+//! them). The floor is applied at the end, so the accumulated state and its merge are those
+//! of the raw act_u.
+//!
 //! The default (`mean`) is a streaming reduction: per unit a running max, its argmax and a
 //! running sum, so memory is O(units) whatever the number of points, and partial results over
 //! disjoint shards merge exactly ([`UnitMemAccumulator::merge`]). `median` (the paper's
@@ -17,6 +24,7 @@
 
 use crate::metrics::exact_sum::ExactSum;
 use crate::metrics::summary::{median, LayerSummary, UnitScore};
+use crate::model::act_floor::ActFloor;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +100,7 @@ impl LayerAccumulator {
         }
     }
 
-    fn finish(&self) -> Vec<UnitScore> {
+    fn finish(&self, floor: f64) -> Vec<UnitScore> {
         (0..self.max.len())
             .map(|u| {
                 let rest = match &self.values {
@@ -106,7 +114,7 @@ impl LayerAccumulator {
                         median(&mut others)
                     }
                 };
-                UnitScore::new(self.max[u], rest, self.argmax[u])
+                UnitScore::from_floor(self.max[u], rest, self.argmax[u], floor)
             })
             .collect()
     }
@@ -116,6 +124,8 @@ impl LayerAccumulator {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitMemAccumulator {
     pub reduce: Reduce,
+    /// Per layer, what act_u is measured from.
+    pub floors: Vec<ActFloor>,
     pub layers: Vec<LayerAccumulator>,
 }
 
@@ -124,6 +134,9 @@ pub struct UnitMemAccumulator {
 pub struct UnitMemLayer {
     pub name: String,
     pub signed: bool,
+    /// What act_u is measured from (0: Eq. 8 exactly; GELU's minimum for a ViT's fc1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub act_floor: f64,
     pub summary: LayerSummary,
     pub units: Vec<UnitScore>,
     /// The same units on an equal number of unseen points, when measured.
@@ -132,10 +145,17 @@ pub struct UnitMemLayer {
 }
 
 impl UnitMemAccumulator {
-    /// `units[l]` is the number of units of layer `l`.
+    /// `units[l]` is the number of units of layer `l`; every act_u non-negative (Eq. 8).
     pub fn new(units: &[usize], reduce: Reduce) -> Self {
+        Self::with_floors(units, &vec![ActFloor::Zero; units.len()], reduce)
+    }
+
+    /// As [`UnitMemAccumulator::new`], layer `l` measured from `floors[l]`.
+    pub fn with_floors(units: &[usize], floors: &[ActFloor], reduce: Reduce) -> Self {
+        assert_eq!(units.len(), floors.len(), "one floor per layer");
         UnitMemAccumulator {
             reduce,
+            floors: floors.to_vec(),
             layers: units
                 .iter()
                 .map(|&n| LayerAccumulator::new(n, reduce))
@@ -153,6 +173,7 @@ impl UnitMemAccumulator {
     /// Adds the result of a disjoint shard of points. Exact: max of maxes, sum of sums.
     pub fn merge(&mut self, other: &UnitMemAccumulator) -> Result<()> {
         if self.reduce != other.reduce
+            || self.floors != other.floors
             || self.layers.len() != other.layers.len()
             || self
                 .layers
@@ -172,7 +193,13 @@ impl UnitMemAccumulator {
         self.layers.first().map(|l| l.points).unwrap_or(0)
     }
 
-    /// Scores per layer; `names[l]` names layer `l`. Needs at least two points.
+    /// The layers [`UnitMemAccumulator::finish`] leaves out: no known lower bound of act_u.
+    pub fn unscored(&self, names: &[String]) -> Vec<String> {
+        unscored(&self.floors, names)
+    }
+
+    /// Scores per scored layer (those with a floor); `names[l]` names layer `l`. Needs at
+    /// least two points.
     pub fn finish(&self, names: &[String]) -> Result<Vec<UnitMemLayer>> {
         if self.points() < 2 {
             bail!("UnitMem needs at least 2 points, got {}", self.points());
@@ -181,11 +208,14 @@ impl UnitMemAccumulator {
             .layers
             .iter()
             .zip(names)
-            .map(|(acc, name)| {
-                let units = acc.finish();
+            .zip(&self.floors)
+            .filter_map(|((acc, name), floor)| Some((acc, name, floor.value()?)))
+            .map(|(acc, name, floor)| {
+                let units = acc.finish(floor);
                 UnitMemLayer {
                     name: name.clone(),
                     signed: acc.signed,
+                    act_floor: floor,
                     summary: LayerSummary::of(&units),
                     units,
                     control: None,
@@ -193,4 +223,18 @@ impl UnitMemAccumulator {
             })
             .collect())
     }
+}
+
+/// The names of layers whose floor is unknown (not scored).
+pub fn unscored(floors: &[ActFloor], names: &[String]) -> Vec<String> {
+    floors
+        .iter()
+        .zip(names)
+        .filter(|(f, _)| f.value().is_none())
+        .map(|(_, n)| n.clone())
+        .collect()
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }

@@ -31,7 +31,7 @@ pub struct BatchStats {
     pub var: Tensor,
 }
 
-/// One conv (no bias) + BatchNorm, with the tensor names it was read from.
+/// One conv (with or without a bias) + BatchNorm, with the tensor names it was read from.
 #[derive(Debug, Clone)]
 pub struct ConvBn {
     /// Name of the conv weight, e.g. `block3.conv.weight` or `layer1.0.conv1.weight`.
@@ -41,6 +41,8 @@ pub struct ConvBn {
     pub params: ConvParams,
     /// (C_out, C_in / groups, K, K)
     pub weight: Tensor,
+    /// The conv's bias and its name, when it has one (the authors' ResNet9).
+    pub conv_bias: Option<(String, Tensor)>,
     pub bn_weight: Tensor,
     pub bn_bias: Tensor,
     pub bn_mean: Tensor,
@@ -130,6 +132,7 @@ impl ConvBn {
             bn_name: bn_name.to_string(),
             params,
             weight,
+            conv_bias: None,
             bn_weight,
             bn_bias,
             bn_mean,
@@ -138,6 +141,35 @@ impl ConvBn {
             folded_bias,
             frozen: false,
         })
+    }
+
+    /// The conv's bias `name` (shape (C_out,)), folded with the BatchNorm.
+    pub fn with_conv_bias(mut self, ckpt: &Checkpoint, name: &str) -> Result<ConvBn> {
+        let b = ckpt.get_shaped(name, &[self.out_channels()])?.clone();
+        if b.flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .any(|x| !x.is_finite())
+        {
+            bail!(
+                "{}: `{name}` holds NaN or infinite values",
+                ckpt.path.display()
+            );
+        }
+        let f = |t: &Tensor| t.to_dtype(DType::F64);
+        let (w, fb) = fold_batch_norm(
+            &f(&self.weight)?,
+            Some(&f(&b)?),
+            &f(&self.bn_weight)?,
+            &f(&self.bn_bias)?,
+            &f(&self.bn_mean)?,
+            &f(&self.bn_var)?,
+            BN_EPS,
+        )?;
+        self.folded_weight = w.to_dtype(DType::F32)?;
+        self.folded_bias = fb.to_dtype(DType::F32)?;
+        self.conv_bias = Some((name.to_string(), b));
+        Ok(self)
     }
 
     pub fn out_channels(&self) -> usize {
@@ -161,7 +193,12 @@ impl ConvBn {
             Mode::Eval => self.forward_eval(x, relu),
             Mode::Train(_) if self.frozen => self.forward_eval(x, relu),
             Mode::Train(stats) => {
-                let y = conv2d(x, &self.weight, None, self.params)?;
+                let y = conv2d(
+                    x,
+                    &self.weight,
+                    self.conv_bias.as_ref().map(|(_, b)| b),
+                    self.params,
+                )?;
                 let (y, mean, var) = batch_norm_train(&y, &self.bn_weight, &self.bn_bias, relu)?;
                 stats.push(BatchStats {
                     bn_name: self.bn_name.clone(),
@@ -209,12 +246,14 @@ impl ConvBn {
 
     /// Parameters of the conv and the BatchNorm affine (running statistics are buffers).
     pub fn params(&self) -> usize {
-        self.weight.elem_count() + 2 * self.out_channels()
+        let bias = self.conv_bias.as_ref().map_or(0, |_| self.out_channels());
+        self.weight.elem_count() + bias + 2 * self.out_channels()
     }
 
     /// The names of every tensor this block reads, including `num_batches_tracked`.
     pub fn tensor_names(&self) -> Vec<String> {
         let mut v = vec![self.conv_name.clone()];
+        v.extend(self.conv_bias.iter().map(|(n, _)| n.clone()));
         for s in [
             "weight",
             "bias",

@@ -149,6 +149,9 @@ impl CouplingGroup {
 /// (zeroed by masking), and the running statistics (carried).
 pub fn conv_bn_producer(g: &mut CouplingGroup, conv: &crate::model::conv_bn::ConvBn) {
     g.producers.push(Slice::plain(conv.conv_name.clone(), 0));
+    if let Some((name, _)) = &conv.conv_bias {
+        g.producers.push(Slice::plain(name.clone(), 0));
+    }
     for s in ["weight", "bias"] {
         g.producers
             .push(Slice::plain(format!("{}.{s}", conv.bn_name), 0));
@@ -165,8 +168,10 @@ pub fn conv_consumer(conv: &crate::model::conv_bn::ConvBn) -> Slice {
 }
 
 /// Head tensors that may read the representation (input features on axis 1).
-const HEAD_INPUTS: [&str; 4] = [
+const HEAD_INPUTS: [&str; 5] = [
     "fc.weight",
+    // The authors' ResNet9: MaxPool2d(2), Flatten, Linear.
+    "classifier.2.weight",
     "projector.0.weight",
     "predictor.0.weight",
     // lightly's projection heads (SimCLR, MoCo, BYOL, ...).

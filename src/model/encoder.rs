@@ -98,6 +98,18 @@ impl Encoder {
         })
     }
 
+    /// Refuses `what`, an operation on attention heads as units, when the head count is
+    /// only a guess ([`crate::model::vit_heads`]); `layers`: the layers it reads (all: None).
+    pub fn require_known_heads(&self, what: &str, layers: Option<&[usize]>) -> Result<()> {
+        let reads_heads = self.layers.iter().enumerate().any(|(i, l)| {
+            l.kind == LayerKind::AttentionHeads && layers.is_none_or(|s| s.contains(&i))
+        });
+        match self.arch.heads_guessed(what) {
+            Some(line) if reads_heads => bail!("{line}"),
+            _ => Ok(()),
+        }
+    }
+
     /// A short name of the architecture, e.g. `resnet9` or `resnet18 (basic, cifar stem)`.
     pub fn describe(&self) -> String {
         self.arch.describe()
@@ -110,6 +122,11 @@ impl Encoder {
 
     pub fn in_channels(&self) -> usize {
         self.arch.in_channels()
+    }
+
+    /// The image side the network was made for, and why ([`Net::input_size`]).
+    pub fn input_size(&self) -> Option<(usize, String)> {
+        self.arch.input_size()
     }
 
     /// Width of the representation (the last layer).

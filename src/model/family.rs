@@ -8,6 +8,7 @@
 //! plan, rewrite and eval read these and never match on the architecture.
 
 use crate::checkpoint::Checkpoint;
+use crate::model::act_floor::ActFloor;
 use crate::model::conv_bn::{ConvBn, Mode};
 use crate::model::coupling::{CouplingGroup, Slice};
 use anyhow::Result;
@@ -40,14 +41,37 @@ pub struct Layer {
     pub kind: LayerKind,
     /// Channels (conv layers), features (pool), neurons or heads (ViT).
     pub units: usize,
+    /// What act_u is known to be at least: where UnitMem measures it from.
+    pub floor: ActFloor,
 }
 
 impl Layer {
+    /// A layer with its kind's floor ([`LayerKind::floor`]).
     pub fn new(name: &str, kind: LayerKind, units: usize) -> Layer {
         Layer {
             name: name.to_string(),
             kind,
             units,
+            floor: kind.floor(),
+        }
+    }
+
+    /// The same layer with another floor (a ViT's `pool` is a LayerNorm output, unbounded).
+    pub fn with_floor(self, floor: ActFloor) -> Layer {
+        Layer { floor, ..self }
+    }
+}
+
+impl LayerKind {
+    /// The lower bound of act_u the kind's activation gives (see [`ActFloor`]).
+    pub fn floor(self) -> ActFloor {
+        match self {
+            LayerKind::ConvBlock
+            | LayerKind::ResidualSum
+            | LayerKind::Pool
+            | LayerKind::AttentionHeads => ActFloor::Zero,
+            LayerKind::MlpHidden => ActFloor::Gelu,
+            LayerKind::Attention | LayerKind::Mlp => ActFloor::Unbounded,
         }
     }
 }
@@ -59,6 +83,12 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     /// A short human description, e.g. `resnet18 (basic blocks [2, 2, 2, 2], cifar stem)`.
     fn describe(&self) -> String;
     fn in_channels(&self) -> usize;
+    /// The image side the network was made for and why (an ImageNet-stem ResNet: 224; a
+    /// ViT: its position embedding's grid times its patch), when its tensors say; image
+    /// folders of mixed sizes are resized to it by default.
+    fn input_size(&self) -> Option<(usize, String)> {
+        None
+    }
     /// The measured layers in forward order.
     fn layers(&self) -> Vec<Layer>;
     /// One tensor per layer of [`Net::layers`]; the last is the representation (N, dim).
@@ -82,6 +112,10 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     fn params(&self) -> usize;
     /// Multiply-accumulates of one forward pass of one image of side `size`.
     fn macs(&self, size: usize) -> u64;
+    /// The image side the checkpoint implies, with where it comes from (what `inspect`
+    /// counts MACs at unless told): a ViT's position-embedding grid times its patch, 224
+    /// for a ResNet with the ImageNet stem, ...
+    fn native_size(&self) -> (usize, String);
     /// Coupling groups in forward order; `heads` are head tensors reading the representation.
     fn coupling_groups(&self, heads: Vec<Slice>) -> Vec<CouplingGroup>;
     /// Layers that own parameters, in forward order, with the tensors (conv weights for the
@@ -104,6 +138,11 @@ pub trait Net: std::fmt::Debug + Send + Sync {
         _removed: &[(String, usize)],
     ) -> std::collections::BTreeMap<String, String> {
         Default::default()
+    }
+    /// When the network's attention heads (its [`LayerKind::AttentionHeads`] units) rest on
+    /// a guessed head count: the one line that refuses `what`, a head-level operation.
+    fn heads_guessed(&self, _what: &str) -> Option<String> {
+        None
     }
     fn clone_box(&self) -> Box<dyn Net>;
     fn as_any(&self) -> &dyn std::any::Any;

@@ -1,6 +1,7 @@
 //! Models: the encoders memprune reads, built from a checkpoint's names and shapes.
 //! Each architecture family owns its file; [`registry`] lists them.
 
+pub mod act_floor;
 pub mod batch_norm;
 pub mod conv;
 pub mod conv_bn;
@@ -14,7 +15,9 @@ pub mod registry;
 pub mod residual;
 pub mod resnet;
 pub mod resnet9;
+pub mod resnet9_authors;
 pub mod vit;
+pub mod vit_heads;
 pub mod vit_ops;
 
 pub use encoder::{Encoder, Layer, LayerKind, LoadOptions};

@@ -56,7 +56,8 @@ pub struct LoadOptions {
     pub key: Option<String>,
     /// Override the ResNet stem detection.
     pub stem: Option<Stem>,
-    /// ViT attention heads (default: memprune's metadata, else timm's convention).
+    /// ViT attention heads (default: memprune's metadata, else the table of published ViTs,
+    /// else a guess; see [`crate::model::vit_heads`]).
     pub heads: Option<usize>,
     /// ViT: the tokens of the attention and MLP sub-layer outputs that `forward_taps` returns.
     pub tokens: Tokens,

@@ -469,6 +469,10 @@ impl Net for ResNet {
         self.in_channels
     }
 
+    fn input_size(&self) -> Option<(usize, String)> {
+        (self.stem == Stem::Imagenet).then(|| (224, "an ImageNet-stem ResNet's input size".into()))
+    }
+
     fn layers(&self) -> Vec<Layer> {
         ResNet::layers(self)
     }
@@ -483,6 +487,13 @@ impl Net for ResNet {
 
     fn params(&self) -> usize {
         self.all_convs().map(|c| c.params()).sum()
+    }
+
+    fn native_size(&self) -> (usize, String) {
+        match self.stem {
+            Stem::Imagenet => (224, "ImageNet stem: ImageNet's 224x224".into()),
+            Stem::Cifar => (32, "CIFAR stem: CIFAR's 32x32".into()),
+        }
     }
 
     fn macs(&self, size: usize) -> u64 {

@@ -1,6 +1,8 @@
-//! The paper's ResNet9 (Wang et al. 2024): 8 conv-BN-ReLU blocks, max-pool inside blocks
-//! 2, 5 and 6, residual sums Res2 = out(2) + out(4) and Res6 = out(6) + out(8), global
-//! average pool.
+//! memprune's own ResNet9: 8 conv-BN-ReLU blocks, max-pool inside blocks 2, 5 and 6,
+//! residual sums Res2 = out(2) + out(4) and Res6 = out(6) + out(8), global average pool.
+//! (The authors' ResNet9 differs: a conv bias, a pool after the first block too, and a final
+//! 2x2 max-pool; it is [`crate::model::resnet9_authors`], a [`Layout`] of this file's
+//! network.)
 //!
 //! Tensor names (also those of `examples/resnet9.py`):
 //! `block{i}.conv.weight` (no bias) and `block{i}.bn.{weight,bias,running_mean,running_var}`
@@ -23,11 +25,45 @@ use candle_core::Tensor;
 /// Blocks (1-based) followed by a 2x2 max-pool.
 pub const POOLED_BLOCKS: [usize; 3] = [2, 5, 6];
 
+/// A ResNet9 variant: 8 conv-BN-ReLU blocks, sums out(2) + out(4) and out(6) + out(8); what
+/// differs is named here.
+#[derive(Debug)]
+pub struct Layout {
+    /// `Net::arch_id`.
+    pub id: &'static str,
+    /// Module prefix of each block, also its layer name.
+    pub blocks: [&'static str; 8],
+    /// The BatchNorm's name inside a block (`{block}.{bn}.weight`).
+    pub bn: &'static str,
+    /// Whether each conv has a bias (`{block}.conv.bias`).
+    pub conv_bias: bool,
+    /// Blocks (1-based) followed by a 2x2 max-pool.
+    pub pooled: &'static [usize],
+    /// Layer names of the two residual sums.
+    pub sums: [&'static str; 2],
+    /// The representation: a 2x2 max-pool then flatten (true), or the global mean.
+    pub final_max_pool: bool,
+}
+
+/// memprune's ResNet9.
+pub static MEMPRUNE: Layout = Layout {
+    id: "resnet9",
+    blocks: [
+        "block1", "block2", "block3", "block4", "block5", "block6", "block7", "block8",
+    ],
+    bn: "bn",
+    conv_bias: false,
+    pooled: &POOLED_BLOCKS,
+    sums: ["res2", "res6"],
+    final_max_pool: false,
+};
+
 #[derive(Debug, Clone)]
 pub struct ResNet9 {
     /// blocks[0] is block1.
     pub blocks: Vec<ConvBn>,
     pub in_channels: usize,
+    pub layout: &'static Layout,
 }
 
 impl ResNet9 {
@@ -37,17 +73,24 @@ impl ResNet9 {
     }
 
     pub fn load(ckpt: &Checkpoint) -> Result<ResNet9> {
+        ResNet9::load_layout(ckpt, &MEMPRUNE)
+    }
+
+    /// Reads a checkpoint of `layout`'s names.
+    pub fn load_layout(ckpt: &Checkpoint, layout: &'static Layout) -> Result<ResNet9> {
+        let name = |i: usize| layout.blocks[i - 1];
         let p = ConvParams {
             stride: 1,
             padding: 1,
             dilation: 1,
             groups: 1,
         };
-        let first = ckpt.get("block1.conv.weight")?;
+        let first = ckpt.get(&format!("{}.conv.weight", name(1)))?;
         if first.dims().len() != 4 {
             bail!(
-                "{}: `block1.conv.weight` has shape {:?}, expected a 4-d conv weight",
+                "{}: `{}.conv.weight` has shape {:?}, expected a 4-d conv weight",
                 ckpt.path.display(),
+                name(1),
                 first.dims()
             );
         }
@@ -60,29 +103,34 @@ impl ResNet9 {
             } else {
                 blocks[i - 2].out_channels()
             };
-            let b = ConvBn::load(
+            let n = name(i);
+            let mut b = ConvBn::load(
                 ckpt,
-                &format!("block{i}.conv.weight"),
-                &format!("block{i}.bn"),
+                &format!("{n}.conv.weight"),
+                &format!("{n}.{}", layout.bn),
                 cin,
                 p,
             )?;
+            if layout.conv_bias {
+                b = b.with_conv_bias(ckpt, &format!("{n}.conv.bias"))?;
+            }
             if b.kernel() != 3 || b.weight.dims()[3] != 3 {
                 bail!(
-                    "{}: `block{i}.conv.weight` has shape {:?}, expected 3x3 kernels",
+                    "{}: `{n}.conv.weight` has shape {:?}, expected 3x3 kernels",
                     ckpt.path.display(),
                     b.weight.dims()
                 );
             }
             blocks.push(b);
         }
-        for (a, b, name) in [(2, 4, "res2"), (6, 8, "res6")] {
+        for (a, b, sum) in [(2, 4, layout.sums[0]), (6, 8, layout.sums[1])] {
             let (ca, cb) = (blocks[a - 1].out_channels(), blocks[b - 1].out_channels());
+            let (na, nb) = (name(a), name(b));
             if ca != cb {
-                bail!("{}: {name} adds block{a} ({ca} channels) and block{b} ({cb} channels): widths must match", ckpt.path.display());
+                bail!("{}: {sum} adds {na} ({ca} channels) and {nb} ({cb} channels): widths must match", ckpt.path.display());
             }
         }
-        if ckpt.contains("block9.conv.weight") {
+        if layout.id == MEMPRUNE.id && ckpt.contains("block9.conv.weight") {
             bail!(
                 "{}: found `block9.conv.weight`: ResNet9 has 8 blocks",
                 ckpt.path.display()
@@ -91,30 +139,32 @@ impl ResNet9 {
         Ok(ResNet9 {
             blocks,
             in_channels,
+            layout,
         })
     }
 
     pub fn layers(&self) -> Vec<Layer> {
         let w = |i: usize| self.blocks[i - 1].out_channels();
-        let block = |i: usize| Layer::new(&format!("block{i}"), LayerKind::ConvBlock, w(i));
+        let block = |i: usize| Layer::new(self.layout.blocks[i - 1], LayerKind::ConvBlock, w(i));
+        let [s1, s2] = self.layout.sums;
         vec![
             block(1),
             block(2),
             block(3),
             block(4),
-            Layer::new("res2", LayerKind::ResidualSum, w(2)),
+            Layer::new(s1, LayerKind::ResidualSum, w(2)),
             block(5),
             block(6),
             block(7),
             block(8),
-            Layer::new("res6", LayerKind::ResidualSum, w(6)),
+            Layer::new(s2, LayerKind::ResidualSum, w(6)),
             Layer::new("pool", LayerKind::Pool, w(6)),
         ]
     }
 
     fn block(&self, i: usize, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Tensor> {
         let b = &self.blocks[i - 1];
-        if POOLED_BLOCKS.contains(&i) {
+        if self.layout.pooled.contains(&i) {
             b.forward_max_pool2(x, true, mode)
         } else {
             b.forward(x, true, mode)
@@ -133,7 +183,23 @@ impl ResNet9 {
         let o7 = self.block(7, &o6, mode)?;
         let o8 = self.block(8, &o7, mode)?;
         let res6 = (&o6 + &o8)?;
-        let pool = res6.mean((2, 3))?;
+        let pool = if self.layout.final_max_pool {
+            // The authors' classifier: MaxPool2d(2), Flatten, Linear(256, classes): the
+            // flattened map is the representation only where it is 1x1.
+            let (n, c, h, w) = res6.dims4()?;
+            if h / 2 != 1 || w / 2 != 1 {
+                candle_core::bail!(
+                    "{}: the final 2x2 max-pool of a {h}x{w} map gives {}x{}: this ResNet9 reads 32x32 images (32 to 63 pixels a side), as its classifier Linear({c}, classes) does",
+                    self.layout.id,
+                    h / 2,
+                    w / 2
+                );
+            }
+            let m = crate::model::pool::max_pool2d(&res6, 2, 2, 0)?;
+            m.reshape((n, c))?
+        } else {
+            res6.mean((2, 3))?
+        };
         Ok(vec![o1, o2, o3, o4, res2, o5, o6, o7, o8, res6, pool])
     }
 }
@@ -157,11 +223,11 @@ impl Family for ResNet9Family {
 
 impl Net for ResNet9 {
     fn arch_id(&self) -> &'static str {
-        "resnet9"
+        self.layout.id
     }
 
     fn describe(&self) -> String {
-        "resnet9".to_string()
+        self.layout.id.to_string()
     }
 
     fn in_channels(&self) -> usize {
@@ -184,12 +250,22 @@ impl Net for ResNet9 {
         self.blocks.iter().map(|c| c.params()).sum()
     }
 
+    fn native_size(&self) -> (usize, String) {
+        if self.layout.final_max_pool {
+            (32, "its final max-pool: 32x32".into())
+        } else if self.in_channels == 1 {
+            (28, "1 input channel: Fashion-MNIST's 28x28".into())
+        } else {
+            (32, "CIFAR's 32x32".into())
+        }
+    }
+
     fn macs(&self, size: usize) -> u64 {
         let mut s = size;
         let mut total = 0;
         for (k, b) in self.blocks.iter().enumerate() {
             total += b.macs(s);
-            if POOLED_BLOCKS.contains(&(k + 1)) {
+            if self.layout.pooled.contains(&(k + 1)) {
                 s /= 2;
             }
         }
@@ -213,28 +289,22 @@ impl Net for ResNet9 {
             }
             g
         };
-        let single = |i: usize| {
-            let name = format!("block{i}");
-            group(&name, &[&name], &[i], vec![conv_consumer(b(i + 1))])
-        };
+        let n = |i: usize| self.layout.blocks[i - 1];
+        let single = |i: usize| group(n(i), &[n(i)], &[i], vec![conv_consumer(b(i + 1))]);
         let mut res6_consumers = vec![conv_consumer(b(7))];
         res6_consumers.extend(heads);
+        let [s1, s2] = self.layout.sums;
         vec![
             single(1),
             group(
-                "res2",
-                &["block2", "block4", "res2"],
+                s1,
+                &[n(2), n(4), s1],
                 &[2, 4],
                 vec![conv_consumer(b(3)), conv_consumer(b(5))],
             ),
             single(3),
             single(5),
-            group(
-                "res6",
-                &["block6", "block8", "res6", "pool"],
-                &[6, 8],
-                res6_consumers,
-            ),
+            group(s2, &[n(6), n(8), s2, "pool"], &[6, 8], res6_consumers),
             single(7),
         ]
     }
@@ -243,7 +313,7 @@ impl Net for ResNet9 {
         self.blocks
             .iter()
             .enumerate()
-            .map(|(i, b)| (format!("block{}", i + 1), vec![b.conv_name.clone()]))
+            .map(|(i, b)| (self.layout.blocks[i].to_string(), vec![b.conv_name.clone()]))
             .collect()
     }
 

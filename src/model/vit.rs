@@ -5,8 +5,9 @@
 //! `blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}` (qkv with or without
 //! bias), optional LayerScale `blocks.{i}.ls{1,2}.gamma` (DINOv2), and the final `norm`
 //! and/or `fc_norm`. Depth, width, MLP width, patch size and grid come from the shapes; the
-//! head count from memprune's metadata (`memprune.heads`), else `--heads`, else timm's
-//! convention (width / 64: 192 -> 3, 384 -> 6, 768 -> 12, 1024 -> 16). Tensors the encoder
+//! head count from memprune's metadata (`memprune.heads`), else `--heads` / `heads:`, else
+//! the table of published ViTs, else a guess (width / 64) that head-level operations refuse
+//! ([`crate::model::vit_heads`]). Tensors the encoder
 //! does not read (`head.*`, an MAE decoder, `mask_token`) are reported as unused.
 //!
 //! Meta's DINOv2 training checkpoints (`block_chunks > 0`) name block `I` of chunk `C`
@@ -38,6 +39,7 @@
 //! dimension (signed).
 
 use crate::checkpoint::Checkpoint;
+use crate::model::act_floor::ActFloor;
 use crate::model::conv_bn::Mode;
 use crate::model::coupling::{CouplingGroup, Slice};
 use crate::model::family::{Family, Layer, LayerKind, Net};
@@ -124,13 +126,7 @@ pub(crate) struct Block {
     inner: usize,
 }
 
-/// Where the head count came from (said in `describe` and at load).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadsFrom {
-    Metadata,
-    Flag,
-    Convention,
-}
+pub use crate::model::vit_heads::HeadsFrom;
 
 #[derive(Debug, Clone)]
 pub struct Vit {
@@ -272,29 +268,20 @@ impl Vit {
         if depth == 0 {
             bail!("{path}: no transformer block tensors (`blocks.0.attn.qkv.weight` ...)");
         }
-        let meta_heads: Option<Vec<usize>> = ckpt.metadata.get("memprune.heads").map(|s| {
-            s.split(',')
-                .filter_map(|h| h.trim().parse::<usize>().ok())
-                .collect()
-        });
-        let (head_list, heads_from) = if let Some(h) = meta_heads.filter(|h| !h.is_empty()) {
-            let h = if h.len() == 1 { vec![h[0]; depth] } else { h };
-            if h.len() != depth {
-                bail!(
-                    "{path}: metadata `memprune.heads` lists {} blocks, the checkpoint has {depth}",
-                    h.len()
-                );
-            }
-            (h, HeadsFrom::Metadata)
-        } else if let Some(h) = opts.heads {
-            (vec![h; depth], HeadsFrom::Flag)
-        } else if width % 64 == 0 {
-            (vec![width / 64; depth], HeadsFrom::Convention)
-        } else {
-            bail!(
-                "{path}: the head count cannot be read from shapes and width {width} has no timm convention (width / 64); give --heads"
-            );
-        };
+        let mlp0 = ckpt
+            .tensors
+            .get("blocks.0.mlp.fc1.weight")
+            .and_then(|t| t.dims().first().copied())
+            .unwrap_or(0);
+        let (head_list, heads_from) = crate::model::vit_heads::resolve(
+            &path,
+            ckpt.metadata.get("memprune.heads").map(|s| s.as_str()),
+            opts.heads,
+            width,
+            mlp0,
+            depth,
+            cls_token.is_some(),
+        )?;
         let mut blocks = Vec::with_capacity(depth);
         let mut mlp_hidden = Vec::with_capacity(depth);
         for (i, &heads) in head_list.iter().enumerate() {
@@ -317,9 +304,9 @@ impl Vit {
             bail!("{path}: --pool cls, but the checkpoint has no `cls_token`");
         }
         let heads = head_list[0];
-        if heads_from == HeadsFrom::Convention {
+        if heads_from == HeadsFrom::Guess {
             eprintln!(
-                "note: {path}: {heads} attention heads, by timm's convention for width {width} (--heads to set)"
+                "note: {path}: {heads} attention heads GUESSED from the width ({width} / 64): no metadata, no --heads or `heads:`, and no published ViT has this shape; measuring or pruning heads is refused until the count is given"
             );
         }
         Ok(Vit {
@@ -878,11 +865,7 @@ impl Net for Vit {
         } else {
             format!("{:?}", self.mlp_hidden)
         };
-        let heads_from = match self.heads_from {
-            HeadsFrom::Metadata => "from memprune's metadata",
-            HeadsFrom::Flag => "from --heads",
-            HeadsFrom::Convention => "by timm's convention for the width",
-        };
+        let heads_from = self.heads_from.describe();
         let n_reg = self.registers.as_ref().map(|r| r.dims()[0]).unwrap_or(0);
         let mut extras = Vec::new();
         if self.blocks.iter().any(|b| b.ls1.is_some()) {
@@ -927,6 +910,14 @@ impl Net for Vit {
         self.in_channels
     }
 
+    fn input_size(&self) -> Option<(usize, String)> {
+        let (g, p) = (self.grid, self.patch);
+        Some((
+            g * p,
+            format!("the ViT's position embedding: a {g}x{g} grid of {p}-pixel patches"),
+        ))
+    }
+
     fn layers(&self) -> Vec<Layer> {
         let mut v = Vec::new();
         for (i, (h, blk)) in self.mlp_hidden.iter().zip(&self.blocks).enumerate() {
@@ -948,7 +939,8 @@ impl Net for Vit {
             v.push(Layer::new(&format!("{b}.fc1"), LayerKind::MlpHidden, *h));
             v.push(Layer::new(&format!("{b}.mlp"), LayerKind::Mlp, self.width));
         }
-        v.push(Layer::new("pool", LayerKind::Pool, self.width));
+        // The class token after LayerNorm (or fc_norm of the patch mean): signed, no floor.
+        v.push(Layer::new("pool", LayerKind::Pool, self.width).with_floor(ActFloor::Unbounded));
         v
     }
 
@@ -1198,6 +1190,22 @@ impl Net for Vit {
             })
             .collect();
         [("memprune.heads".to_string(), heads.join(","))].into()
+    }
+
+    fn native_size(&self) -> (usize, String) {
+        (
+            self.grid * self.patch,
+            format!(
+                "the position embedding's {0}x{0} grid x patch {1}",
+                self.grid, self.patch
+            ),
+        )
+    }
+
+    fn heads_guessed(&self, what: &str) -> Option<String> {
+        (self.heads_from == HeadsFrom::Guess).then(|| {
+            crate::model::vit_heads::guess_refusal(&self.path, self.width, self.heads, what)
+        })
     }
 
     fn clone_box(&self) -> Box<dyn Net> {

@@ -5,6 +5,13 @@
 //! UnitMem of unit c in block2, block4 and res2. `l1-norm` sums the L1 norms of the
 //! channel's producing filters. Ties are broken by layer order, then channel index, so a plan
 //! is reproducible.
+//!
+//! `scope: global` with `l1-norm` first divides each group's scores by their mean within the
+//! group (Torch-Pruning's default group normaliser, `normalizer='mean'`): raw L1 sums grow
+//! with a layer's fan-in, so a global ranking of raw sums would take the layers with the
+//! smallest fan-in down to `min_keep`. UnitMem and ClassMem lie in [0, 1] on every layer
+//! and are ranked as they are. A fraction that rounds to 0 units in a layer is said in the
+//! plan's notes.
 
 use crate::data::rng::Rng;
 use crate::metrics::layer_mem::LayerMemLayer;
@@ -95,7 +102,13 @@ pub fn make_plan(
                         per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
                     }
                     Scope::Global => {
-                        global(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
+                        same_floor(pf, i, a, groups, &selected, scores)?;
+                        let normalised = if a.criterion == Criterion::L1Norm {
+                            channel_scores.iter().map(|s| mean_normalised(s)).collect()
+                        } else {
+                            channel_scores
+                        };
+                        global(pf, i, a, groups, &selected, &normalised, &mut notes)?
                     }
                 };
                 for (g, c) in picks {
@@ -225,6 +238,14 @@ fn select_groups(
                 && a.units.is_none_or(|u| unit_kind(enc, &groups[g]) == u)
         })
         .collect();
+    if sel
+        .iter()
+        .any(|&g| unit_kind(enc, &groups[g]) == UnitKind::Heads)
+    {
+        if let Some(line) = enc.arch.heads_guessed("pruning attention heads") {
+            return Err(pf.error_at(None, "heads", &format!("actions[{i}].prune: {line}")));
+        }
+    }
     if sel.is_empty() {
         return Err(pf.error_at(
             Some(i),
@@ -298,6 +319,75 @@ fn channel_scores(
     }
 }
 
+/// `s` divided by its mean (unchanged when the mean is 0): a group's scores on a scale
+/// comparable across groups.
+fn mean_normalised(s: &[f64]) -> Vec<f64> {
+    let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
+    if mean == 0.0 || !mean.is_finite() {
+        return s.to_vec();
+    }
+    s.iter().map(|v| v / mean).collect()
+}
+
+/// The note for a fraction that rounds to no unit of `what` (`n` units).
+fn rounds_to_zero(a: &PruneAction, what: &str, n: usize) -> Option<String> {
+    match a.fraction {
+        Some(f) if f > 0.0 && (f * n as f64).round() == 0.0 => Some(format!(
+            "{what}: fraction {f:?} of {n} units rounds to 0: nothing pruned there"
+        )),
+        _ => None,
+    }
+}
+
+/// A global ranking by UnitMem or ClassMem compares scores across layers: refused when the
+/// layers' act_u is measured from different floors (a ViT's GELU neurons against its heads:
+/// docs/METRICS.md, "Signed layers"), whose scores are not on one scale.
+fn same_floor(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &Scores,
+) -> Result<()> {
+    let layers = match a.criterion {
+        Criterion::Unitmem | Criterion::UnitmemExcess => &scores.unit_mem,
+        Criterion::Classmem => &scores.class_mem,
+        Criterion::Random | Criterion::L1Norm => return Ok(()),
+    };
+    let Some(layers) = layers else {
+        return Ok(());
+    };
+    let mut seen: Vec<(&str, f64)> = Vec::new();
+    for &g in sel {
+        let floor = groups[g]
+            .taps
+            .iter()
+            .find_map(|t| layers.iter().find(|l| &l.name == t))
+            .map(|l| l.act_floor);
+        if let Some(f) = floor {
+            if !seen.iter().any(|s| s.1 == f) {
+                seen.push((groups[g].name.as_str(), f));
+            }
+        }
+    }
+    if seen.len() > 1 {
+        let shown: Vec<String> = seen
+            .iter()
+            .map(|(n, f)| format!("`{n}` from {f}"))
+            .collect();
+        return Err(pf.error_at(
+            Some(i),
+            "scope",
+            &format!(
+                "actions[{i}].prune: scope: global would rank scores of layers whose act_u is measured from different floors ({}; docs/METRICS.md, \"Signed layers\"), which are not comparable; set `units: mlp` or `units: heads` (one kind at a time), `layers`, or `scope: per-layer`",
+                shown.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Channels in pruning order: highest score first for `top`, lowest first for `low`.
 fn order(scores: &[f64], end: End) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
@@ -339,6 +429,7 @@ fn per_layer(
     for (&g, s) in sel.iter().zip(scores) {
         let n = groups[g].channels;
         let mut k = amount(a, n);
+        notes.extend(rounds_to_zero(a, &groups[g].name, n));
         if k >= n {
             let key = amount_key(a);
             return Err(pf.error_at(
@@ -393,6 +484,7 @@ fn global(
     }
     let total = all.len();
     let k = amount(a, total);
+    notes.extend(rounds_to_zero(a, "the selected layers together", total));
     if k >= total {
         let key = amount_key(a);
         return Err(pf.error_at(

@@ -4,6 +4,7 @@
 //! ```yaml
 //! model: assets/models/resnet9-simclr-f.safetensors   # default: the embedded f
 //! reference: assets/models/resnet9-simclr-g.safetensors  # only for layermem/dlayermem ranks
+//! heads: 12                                          # ViT only: heads per block (as --heads)
 //! data: {path: assets/fashion-mnist, split: train, points: 1000}
 //! metrics: {views: 10, seed: 0, reduce: mean, batch: 256}
 //! actions:
@@ -34,6 +35,11 @@ pub struct Policy {
     /// is the embedded f.
     #[serde(default)]
     pub reference: Option<PathBuf>,
+    /// ViT: attention heads per block, as `--heads` (default: the checkpoint's metadata, else
+    /// the table of published ViTs; pruning or scoring heads refuses a count guessed from
+    /// the width).
+    #[serde(default)]
+    pub heads: Option<usize>,
     /// The points the scores are measured on.
     #[serde(default)]
     pub data: DataSpec,
@@ -60,6 +66,16 @@ pub struct DataSpec {
     pub range: Option<String>,
     /// A file of point indices.
     pub indices: Option<PathBuf>,
+    /// The unseen points (control, probe test) as `--test-data`.
+    pub test_data: Option<PathBuf>,
+    /// A folder without train/ and test/: the held-out fraction, as `--holdout`.
+    pub holdout: Option<f64>,
+    /// The seed of `holdout` (default 0).
+    pub holdout_seed: u64,
+    /// Shorter side of every image, as `--resize`.
+    pub resize: Option<usize>,
+    /// Centre crop, as `--crop`.
+    pub crop: Option<usize>,
 }
 
 impl Default for DataSpec {
@@ -70,6 +86,25 @@ impl Default for DataSpec {
             points: None,
             range: None,
             indices: None,
+            test_data: None,
+            holdout: None,
+            holdout_seed: 0,
+            resize: None,
+            crop: None,
+        }
+    }
+}
+
+impl DataSpec {
+    /// How the data is read, as the command-line flags say it.
+    pub fn options(&self) -> crate::data::DataOptions {
+        crate::data::DataOptions {
+            test_data: self.test_data.clone(),
+            holdout: self.holdout,
+            holdout_seed: self.holdout_seed,
+            resize: self.resize,
+            crop: self.crop,
+            default_size: None,
         }
     }
 }
@@ -82,8 +117,9 @@ pub struct MetricSettings {
     pub seed: u64,
     pub reduce: Reduce,
     pub batch: usize,
-    /// Default: docs/METRICS.md's SSL augmentation.
-    pub augment: AugmentConfig,
+    /// Default: the augmentation the model records (`memprune.augment`), else
+    /// docs/METRICS.md's SSL augmentation.
+    pub augment: Option<AugmentConfig>,
 }
 
 impl Default for MetricSettings {
@@ -93,7 +129,7 @@ impl Default for MetricSettings {
             seed: crate::defaults::SEED,
             reduce: Reduce::Mean,
             batch: crate::defaults::BATCH,
-            augment: AugmentConfig::default(),
+            augment: None,
         }
     }
 }
@@ -356,6 +392,9 @@ impl PolicyFile {
         );
         let data = p.data.path.clone().unwrap_or_else(crate::defaults::data);
         set.input(&data, "the data");
+        if let Some(t) = &self.policy.data.test_data {
+            set.input(t, "data.test_data");
+        }
         if let Some(i) = &p.data.indices {
             set.input(i, "the indices file");
         }
@@ -464,10 +503,15 @@ impl PolicyFile {
         if d.points == Some(0) {
             return Err(self.error_at(None, "points", "data.points must be at least 1"));
         }
-        p.metrics
-            .augment
-            .validate()
-            .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        d.options().validate().map_err(|e| {
+            let e = e.to_string().replace("--test-data", "data.test_data");
+            let e = e.replace("--", "data.");
+            self.error_at(None, "data", &e)
+        })?;
+        if let Some(a) = &p.metrics.augment {
+            a.validate()
+                .map_err(|e| self.error_at(None, "augment", &format!("metrics.augment: {e}")))?;
+        }
         if p.evaluation.finetune.is_some()
             && !p
                 .actions

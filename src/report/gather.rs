@@ -3,7 +3,8 @@
 //! candidate), with `measure`'s functions and defaults, so the report's numbers are
 //! `measure`'s numbers for the same settings.
 
-use crate::data::{self, AugmentConfig, ImageSet, Normalization, Split};
+use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
+use crate::data::{self, ImageSet, Normalization, Split};
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use crate::metrics::bootstrap::Bootstrap;
 use crate::metrics::layer_mem::{self, Control, LayerMemLayer, Pairing, PointScores};
@@ -22,6 +23,8 @@ pub struct ReportSettings {
     /// LayerMem's reference g; `None`: the report has no LayerMem sections (and says why).
     pub reference: Option<PathBuf>,
     pub data: PathBuf,
+    /// How the data's splits are read (--test-data, --holdout, --resize, --crop).
+    pub data_options: crate::data::DataOptions,
     pub load: LoadOptions,
     /// UnitMem's points (default: `measure unit`'s, the encoder's own training points).
     pub unit_points: PointChoice,
@@ -29,7 +32,9 @@ pub struct ReportSettings {
     pub candidates: PointChoice,
     pub views: usize,
     pub reduce: Reduce,
-    pub augment: AugmentConfig,
+    /// The augmentation the user gave; `None`: the checkpoint's recorded one
+    /// ([`augment_choice::choose`]).
+    pub augment: Option<GivenAugment>,
     pub seed: u64,
     /// Views per forward pass (memory, not results).
     pub batch: usize,
@@ -42,12 +47,13 @@ impl ReportSettings {
             reference: model.is_none().then(crate::defaults::model_g),
             model: model.unwrap_or_else(crate::defaults::model_f),
             data: crate::defaults::data(),
+            data_options: Default::default(),
             load: LoadOptions::default(),
             unit_points: PointChoice::default(),
             candidates: PointChoice::default(),
             views: crate::defaults::VIEWS,
             reduce: Reduce::Mean,
-            augment: AugmentConfig::default(),
+            augment: None,
             seed: crate::defaults::SEED,
             batch: crate::defaults::BATCH,
         }
@@ -76,12 +82,16 @@ impl ReportSettings {
                 .or_else(|| p.model.is_none().then(crate::defaults::model_g)),
             model: p.model.clone().unwrap_or_else(crate::defaults::model_f),
             data: p.data.path.clone().unwrap_or_else(crate::defaults::data),
+            data_options: p.data.options(),
             load: LoadOptions::default(),
             unit_points: choice.clone(),
             candidates: choice,
             views: p.metrics.views,
             reduce: p.metrics.reduce,
-            augment: p.metrics.augment.clone(),
+            augment: p.metrics.augment.clone().map(|config| GivenAugment {
+                config,
+                from: format!("{}: metrics.augment", pf.path.display()),
+            }),
             seed: p.metrics.seed,
             batch: p.metrics.batch,
         })
@@ -127,6 +137,8 @@ pub struct Gathered {
     pub settings: ReportSettings,
     /// How the views were made (the data set's usual normalisation).
     pub view: ViewSettings,
+    /// The augmentation of `view`, with where it came from.
+    pub augment: ChosenAugment,
     pub model: Digested,
     pub arch: String,
     /// The training split: where every shown image comes from.
@@ -135,6 +147,8 @@ pub struct Gathered {
     pub unit_unseen_points: Vec<usize>,
     /// UnitMem of every layer with its control (UnitMem-excess per unit).
     pub unit: Vec<UnitMemLayer>,
+    /// The layers UnitMem does not score (no known lower bound of act_u).
+    pub unit_unscored: Vec<String>,
     /// `None` when no reference was given: [`Gathered::no_layer_reason`] says why.
     pub layer: Option<LayerPart>,
     pub no_layer_reason: Option<String>,
@@ -150,16 +164,31 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
     if s.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    s.augment.validate().context("augmentation")?;
     let f = Encoder::load(&s.model, &s.load)?;
-    let train = data::open(&s.data, Split::Train)?;
+    // A ViT's LayerMem layers are its attention and MLP sub-layer outputs, as in `measure layer`.
+    let sub_layers = LoadOptions {
+        sub_layers_only: true,
+        ..s.load.clone()
+    };
+    let g = s
+        .reference
+        .as_ref()
+        .map(|r| Encoder::load(r, &sub_layers))
+        .transpose()?;
+    let augment = augment_choice::choose(
+        s.augment.clone(),
+        &f.checkpoint,
+        g.as_ref().map(|g| &g.checkpoint),
+    )?;
+    let read = s.data_options.for_encoder(&f);
+    let train = data::open::open_with(&s.data, Split::Train, &read)?;
     let view = ViewSettings {
-        augment: s.augment.clone(),
+        augment: augment.config.clone(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed: s.seed,
         batch: s.batch,
     };
-    let test = data::open(&s.data, Split::Test)?;
+    let test = data::open::open_with(&s.data, Split::Test, &read)?;
     if test.is_empty() {
         bail!(
             "{}: the test split is empty: the report's controls need points the encoder never saw",
@@ -194,12 +223,12 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
         &view,
         progress,
     )?;
-    let (layer, no_layer_reason) = match &s.reference {
-        Some(r) => (
-            Some(layer_part(s, &view, r, &train, &test, progress)?),
+    let (layer, no_layer_reason) = match (&s.reference, &g) {
+        (Some(r), Some(g)) => (
+            Some(layer_part(s, &view, r, g, &train, &test, progress)?),
             None,
         ),
-        None => (
+        _ => (
             None,
             Some(format!(
                 "no reference encoder: LayerMem compares {} with an encoder trained without the scored points (--reference)",
@@ -210,13 +239,18 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
     Ok(Gathered {
         settings: s.clone(),
         view,
+        augment,
         model: Digested::of(&s.model)?,
         arch: f.describe(),
-        planted: crate::train_meta::planted(&f.checkpoint)?,
+        planted: crate::train_meta::planted_on(&f.checkpoint, &train)?,
         train,
         unit_points,
         unit_unseen_points,
         unit,
+        unit_unscored: crate::metrics::unit_mem::unscored(
+            &measure::layer_floors(&f),
+            &measure::layer_names(&f),
+        ),
         layer,
         no_layer_reason,
     })
@@ -228,17 +262,16 @@ fn layer_part(
     s: &ReportSettings,
     view: &ViewSettings,
     reference: &Path,
+    g: &Encoder,
     train: &ImageSet,
     test: &ImageSet,
     progress: bool,
 ) -> Result<LayerPart> {
-    // A ViT's LayerMem layers are its attention and MLP sub-layer outputs, as in `measure layer`.
     let opts = LoadOptions {
         sub_layers_only: true,
         ..s.load.clone()
     };
     let f = Encoder::load(&s.model, &opts)?;
-    let g = Encoder::load(reference, &opts)?;
     crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let candidates = measure::choose_points(
         &s.candidates,
@@ -250,7 +283,7 @@ fn layer_part(
     )?;
     let scores = |set: &ImageSet, pts: &[usize], what: &str| -> Result<Vec<PointScores>> {
         let pb = measure::progress_bar(pts.len(), progress, what);
-        measure::layer_mem_points(&f, &g, set, pts, s.views, Pairing::Views, view, &pb)
+        measure::layer_mem_points(&f, g, set, pts, s.views, Pairing::Views, view, &pb)
     };
     let per_point = scores(train, &candidates, "LayerMem")?;
     let unseen_points = measure::unseen_points(test, candidates.len(), view.seed)?;

@@ -101,11 +101,16 @@ impl Thumbs<'_> {
     /// One image with its index and caption lines.
     fn figure(&mut self, point: usize, kind: &str, data: &str, lines: &[String]) -> Result<String> {
         let planted = self.g.planted.as_ref().is_some_and(|p| p.contains(&point));
+        // The file (image folders) or file#record (IDX, CIFAR) beside the index.
+        let name = escape(&self.g.train.names.get(point).unwrap_or_default());
         let mut o = format!(
-            "<figure class=\"{}\"><img class=\"{kind}\" src=\"{}\" data-point=\"{point}\" {data} alt=\"training point {point}\" title=\"training point {point}\"><b>#{point}</b>",
+            "<figure class=\"{}\"><img class=\"{kind}\" src=\"{}\" data-point=\"{point}\" data-name=\"{name}\" {data} alt=\"training point {point} {name}\" title=\"training point {point} {name}\"><b>#{point}</b>",
             if planted { "planted" } else { "" },
             self.uri(point)?
         );
+        if !name.is_empty() {
+            let _ = write!(o, "<br><code>{name}</code>");
+        }
         if planted {
             o.push_str(" planted");
         }
@@ -132,7 +137,7 @@ pub fn render(g: &Gathered, command: &str, policy: Option<&PolicyPart>) -> Resul
     );
     let _ = write!(
         o,
-        "<h1>{}</h1>\n<p>{} on {}: UnitMem on {} training points and LayerMem on {} candidates, {} views each (seed {}); every score with its 95 % interval and its control on points the encoder never saw. Images are shown with their index in the training split of the data.{}</p>\n",
+        "<h1>{}</h1>\n<p>{} on {}: UnitMem on {} training points and LayerMem on {} candidates, {} views each (seed {}); every score with its 95 % interval and its control on points the encoder never saw. Images are shown with their index in the training split of the data and their file (the path relative to the data folder for image folders, FILE#RECORD for IDX and CIFAR).{}</p>\n",
         escape(&title),
         escape(&g.arch),
         escape(&g.train.source),
@@ -378,7 +383,7 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         .map(|l| {
             let c = l.control.as_ref();
             vec![
-                format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                super::layer_label(l),
                 l.units.len().to_string(),
                 with_ci(l.summary.mean, c.map(|c| &c.mean_ci)),
                 c.map(|c| with_ci(c.unseen.mean, Some(&c.unseen_mean_ci)))
@@ -417,7 +422,11 @@ fn unit_section(o: &mut String, g: &Gathered) -> Result<()> {
         ],
         &rows,
     ));
-    o.push_str("<p class=\"note\">* the interval excludes 0.</p></section>\n");
+    o.push_str("<p class=\"note\">* the interval excludes 0.</p>");
+    if let Some(note) = super::unscored_note(&g.unit_unscored) {
+        let _ = write!(o, "<p class=\"note\">{}</p>", escape(&note));
+    }
+    o.push_str("</section>\n");
     Ok(())
 }
 
@@ -515,10 +524,9 @@ fn units_section(o: &mut String, g: &Gathered, thumbs: &mut Thumbs) -> Result<()
         units.truncate(GRID);
         let _ = write!(
             o,
-            "<h3 id=\"units-{}\">{}{} <small class=\"note\">{} units, mean UnitMem {:.3}</small></h3><div class=\"grid\" data-layer=\"{}\" data-kind=\"units\">",
+            "<h3 id=\"units-{}\">{} <small class=\"note\">{} units, mean UnitMem {:.3}</small></h3><div class=\"grid\" data-layer=\"{}\" data-kind=\"units\">",
             escape(&layer.name),
-            escape(&layer.name),
-            if layer.signed { " (signed)" } else { "" },
+            escape(&super::layer_label(layer)),
             layer.units.len(),
             layer.summary.mean,
             escape(&layer.name)
@@ -659,6 +667,7 @@ fn settings_section(o: &mut String, g: &Gathered, command: &str) -> Result<()> {
             "augmentation".into(),
             serde_json::to_string(&g.view.augment)?,
         ],
+        vec!["augmentation from".into(), g.augment.source.clone()],
         vec![
             "normalisation".into(),
             serde_json::to_string(&g.view.normalization)?,

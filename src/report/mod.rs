@@ -9,6 +9,7 @@ pub mod gather;
 pub mod html;
 pub mod interval_chart;
 pub mod png;
+pub mod point_names;
 
 use crate::metrics::layer_mem::{LayerMemLayer, PointScores};
 use crate::metrics::unit_mem::UnitMemLayer;
@@ -55,6 +56,29 @@ fn ci(i: &crate::metrics::bootstrap::Interval, digits: usize) -> String {
     format!("[{:.d$}, {:.d$}]", i.lo, i.hi, d = digits)
 }
 
+/// A UnitMem layer's name as tables show it: `(from GELU min)` where act_u is measured from
+/// a floor below 0, `(signed)` where a layer measured from 0 had negative activations.
+pub fn layer_label(l: &UnitMemLayer) -> String {
+    if l.act_floor != 0.0 {
+        format!("{} (from {:.3})", l.name, l.act_floor)
+    } else if l.signed {
+        format!("{} (signed)", l.name)
+    } else {
+        l.name.clone()
+    }
+}
+
+/// The line naming the layers UnitMem/ClassMem leaves out (no known lower bound of act_u).
+pub fn unscored_note(unscored: &[String]) -> Option<String> {
+    (!unscored.is_empty()).then(|| {
+        format!(
+            "not scored ({} layers: act_u has no known lower bound, so Eq. 8 is not bounded; docs/METRICS.md, \"Signed layers\"): {}",
+            unscored.len(),
+            unscored.join(", ")
+        )
+    })
+}
+
 /// Per-layer summary of UnitMem (or ClassMem) scores, with the control on unseen points
 /// beside them when it was measured.
 pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
@@ -64,7 +88,7 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
             .iter()
             .map(|l| {
                 vec![
-                    format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                    layer_label(l),
                     l.units.len().to_string(),
                     format!("{:.3}", l.summary.mean),
                     format!("{:.3}", l.summary.median),
@@ -88,7 +112,7 @@ pub fn unit_mem_table(layers: &[UnitMemLayer], metric: &str) -> String {
         .map(|l| {
             let c = l.control.as_ref().expect("checked above");
             let mut r = vec![
-                format!("{}{}", l.name, if l.signed { " (signed)" } else { "" }),
+                layer_label(l),
                 l.units.len().to_string(),
                 format!("{:.3} {}", l.summary.mean, ci(&c.mean_ci, 3)),
                 format!("{:.3} {}", c.unseen.mean, ci(&c.unseen_mean_ci, 3)),
@@ -143,6 +167,7 @@ pub fn planted_argmax_table(
     planted: &[usize],
     points: &[usize],
     n: usize,
+    names: &point_names::Namer,
 ) -> String {
     let set: std::collections::BTreeSet<usize> = planted.iter().copied().collect();
     let measured = points.iter().filter(|p| set.contains(p)).count();
@@ -160,7 +185,12 @@ pub fn planted_argmax_table(
                 format!("{hits} / {}", top.len()),
                 format!("{:.1}", chance * top.len() as f64),
                 top.first()
-                    .map(|(u, e)| format!("unit {u}: {e:.3} (argmax {})", l.units[*u].argmax))
+                    .map(|(u, e)| {
+                        format!(
+                            "unit {u}: {e:.3} (argmax {})",
+                            names.labelled(l.units[*u].argmax)
+                        )
+                    })
                     .unwrap_or_default(),
             ]
         })
@@ -201,9 +231,17 @@ pub fn planted_layer_table(rows: &[crate::metrics::layer_mem::GroupDifference]) 
 
 /// One line per unit: layer, unit, score, argmax, mu_max, mu_rest, dead, and with a control
 /// the unit's score and mu_max on unseen points and its UnitMem-excess.
-pub fn unit_mem_csv(layers: &[UnitMemLayer], argmax_name: &str) -> String {
+/// With `names` (UnitMem's argmax is a point), an `argmax_name` column: the point's file.
+pub fn unit_mem_csv(
+    layers: &[UnitMemLayer],
+    argmax_name: &str,
+    names: Option<&point_names::Namer>,
+) -> String {
     let controlled = layers.iter().any(|l| l.control.is_some());
     let mut s = format!("layer,unit,score,{argmax_name},mu_max,mu_rest,dead");
+    if names.is_some() {
+        s.push_str(",argmax_name");
+    }
     if controlled {
         s.push_str(",excess");
     }
@@ -215,6 +253,9 @@ pub fn unit_mem_csv(layers: &[UnitMemLayer], argmax_name: &str) -> String {
                 "{},{u},{},{},{},{},{}",
                 l.name, x.score, x.argmax, x.mu_max, x.mu_rest, x.dead
             );
+            if let Some(n) = names {
+                let _ = write!(s, ",{}", point_names::csv_field(&n.point(x.argmax)));
+            }
             if controlled {
                 let e = l
                     .control
@@ -315,36 +356,54 @@ pub fn layer_mem_csv(layers: &[LayerMemLayer]) -> String {
     s
 }
 
-/// One line per point: point, its set (`candidate` or `control`), then SSLMem' per layer.
+/// One line per point: point, its set (`candidate` or `control`), its name (file), then
+/// SSLMem' per layer.
 pub fn per_point_sets_csv(
     names: &[String],
     points: &[PointScores],
     control: Option<&[PointScores]>,
+    point_names: &point_names::Namer,
 ) -> String {
-    let mut s = format!("point,set,{}\n", names.join(","));
+    let mut s = format!("point,set,name,{}\n", names.join(","));
     let rows = points
         .iter()
-        .map(|p| (p, "candidate"))
-        .chain(control.unwrap_or(&[]).iter().map(|p| (p, "control")));
-    for (p, set) in rows {
+        .map(|p| (p, "candidate", point_names.point(p.point)))
+        .chain(
+            control
+                .unwrap_or(&[])
+                .iter()
+                .map(|p| (p, "control", point_names.control(p.point))),
+        );
+    for (p, set, name) in rows {
         let vals: Vec<String> = p.sslmem.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(s, "{},{set},{}", p.point, vals.join(","));
+        let name = point_names::csv_field(&name);
+        let _ = writeln!(s, "{},{set},{name},{}", p.point, vals.join(","));
     }
     s
 }
 
-/// One line per point: point, then SSLMem' per layer.
-pub fn per_point_csv(names: &[String], points: &[PointScores]) -> String {
-    let mut s = format!("point,{}\n", names.join(","));
+/// One line per point: point, its name (file), then SSLMem' per layer.
+pub fn per_point_csv(
+    names: &[String],
+    points: &[PointScores],
+    point_names: &point_names::Namer,
+) -> String {
+    let mut s = format!("point,name,{}\n", names.join(","));
     for p in points {
         let vals: Vec<String> = p.sslmem.iter().map(|v| v.to_string()).collect();
-        let _ = writeln!(s, "{},{}", p.point, vals.join(","));
+        let name = point_names::csv_field(&point_names.point(p.point));
+        let _ = writeln!(s, "{},{name},{}", p.point, vals.join(","));
     }
     s
 }
 
-/// Architecture, layers with units, parameters and MACs.
-pub fn inspect(encoder: &Encoder, size: usize) -> String {
+/// Architecture, layers with units, parameters and MACs at `size`, or by default at the
+/// size the checkpoint implies ([`crate::model::Net::native_size`]), said.
+pub fn inspect(encoder: &Encoder, size: Option<usize>) -> String {
+    let (size, from) = match size {
+        Some(s) => (s, "--size".to_string()),
+        None => encoder.arch.native_size(),
+    };
     let mut s = String::new();
     let _ = writeln!(s, "checkpoint  {}", encoder.checkpoint.path.display());
     for note in &encoder.checkpoint.notes {
@@ -359,7 +418,7 @@ pub fn inspect(encoder: &Encoder, size: usize) -> String {
     let _ = writeln!(s, "parameters  {} (encoder)", encoder.params());
     let _ = writeln!(
         s,
-        "MACs        {:.1} M per image at {size}x{size}",
+        "MACs        {:.1} M per image at {size}x{size} ({from})",
         encoder.macs(size) as f64 / 1e6
     );
     let rows: Vec<Vec<String>> = encoder
@@ -513,7 +572,7 @@ pub fn before_after_rows(
         ratio(b.params as f64, a.params as f64),
     ]);
     rows.push(vec![
-        "MACs / image".into(),
+        format!("MACs / image at {0}x{0}", b.image_size),
         format!("{:.2} M", b.macs as f64 / 1e6),
         format!("{:.2} M", a.macs as f64 / 1e6),
         ratio(b.macs as f64, a.macs as f64),

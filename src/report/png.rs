@@ -75,6 +75,8 @@ mod tests {
             height: side,
             width: side,
             kind: crate::data::DatasetKind::Unknown,
+            names: Default::default(),
+            notes: Vec::new(),
         }
     }
 

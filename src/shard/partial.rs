@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! format            "memprune-partial"
-//! version           1 (this format)
+//! version           2 (this format; 2: per-layer act_u floors in unit/class states)
 //! memprune_version  the version that measured it
 //! shard             {"index": I, "count": N}
 //! run               what the run is, the same in every shard: the metric, the --json
@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "memprune-partial";
-/// 2: the `digest` field.
+/// 2: the `digest` field and each layer's act_u floor.
 pub const VERSION: u32 = 2;
 
 /// Which `measure` a run is.
@@ -74,6 +74,9 @@ pub struct Run {
     pub seed: u64,
     pub reduce: Reduce,
     pub pairing: Pairing,
+    /// LayerMem's per-point score (`--score`).
+    #[serde(default)]
+    pub score: crate::metrics::layer_mem::LayerScore,
     pub control: Control,
     /// The control's data (a source as `ImageSet::source`) and all its points.
     pub control_data: Option<String>,

@@ -16,6 +16,8 @@ pub fn gray_set(pixels: Vec<u8>, labels: Vec<u32>, s: usize) -> memprune::data::
         height: s,
         width: s,
         kind: memprune::data::DatasetKind::Unknown,
+        names: Default::default(),
+        notes: Vec::new(),
     }
 }
 
