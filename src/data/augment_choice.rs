@@ -34,10 +34,8 @@ pub struct GivenAugment {
 impl GivenAugment {
     /// Reads an augmentation YAML file (`--augment FILE`); errors name the file.
     pub fn from_file(path: &Path) -> Result<GivenAugment> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        let config = serde_yaml::from_str::<AugmentConfig>(&text)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        // Bounded, BOM dropped, aliases and nesting bounded: the one augment-file reader.
+        let config = AugmentConfig::load(path)?;
         config
             .validate()
             .with_context(|| path.display().to_string())?;
