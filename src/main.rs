@@ -1781,6 +1781,7 @@ fn train_cmd(a: TrainArgs, quiet: bool) -> Result<()> {
         if a.widths.is_some() {
             bail!("--widths sizes ResNets; a ViT takes --depth, --width, --heads, --mlp, --patch");
         }
+        vit_shape.check_sizes()?;
         vit_shape.widths()
     } else {
         a.widths.clone().unwrap_or_else(|| a.arch.default_widths())

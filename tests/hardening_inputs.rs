@@ -426,3 +426,141 @@ fn an_error_is_printed_as_one_line_whatever_its_causes_hold() {
     );
     assert_eq!(error_line(&anyhow::anyhow!("plain")), "plain");
 }
+
+/// Issue 28: sizes a user gives that cannot be allocated are one line naming the flag,
+/// before the allocation (they used to abort).
+#[test]
+fn sizes_beyond_memory_are_refused_before_allocating() {
+    let m = parity("resnet9_c1.safetensors");
+    refused(
+        &memprune(&["inspect", s(&m), "--size", "100000"]),
+        &["--size 100000", "resnet9_c1.safetensors", "memory"],
+    );
+    // A ViT's attention scores grow as the fourth power of the side.
+    let vit = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/vit-mae-f.safetensors");
+    refused(
+        &memprune(&["inspect", s(&vit), "--size", "5000"]),
+        &["--size 5000", "vit-mae-f.safetensors", "memory"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_idx(dir.path(), 20);
+    let out = dir.path().join("t.safetensors");
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--data", s(&data), "--out", s(&out), "-q"];
+        a.extend_from_slice(extra);
+        memprune(&a)
+    };
+    refused(
+        &train(&[
+            "--arch",
+            "vit",
+            "--framework",
+            "mae",
+            "--depth",
+            "1000000000",
+        ]),
+        &["--depth", "memory"],
+    );
+    refused(
+        &train(&[
+            "--framework",
+            "simclr",
+            "--widths",
+            "1000000000,4,4,4,4,8,8,8",
+        ]),
+        &["--widths", "memory"],
+    );
+    assert!(!out.exists());
+}
+
+/// Issue 28: a ViT patch as large as the images leaves one patch; named as such, not as a
+/// NaN loss.
+#[test]
+fn a_vit_patch_as_large_as_the_images_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_idx(dir.path(), 20); // 8x8 images
+    let out = dir.path().join("t.safetensors");
+    let r = memprune(&[
+        "train",
+        "--arch",
+        "vit",
+        "--framework",
+        "mae",
+        "--patch",
+        "8",
+        "--depth",
+        "1",
+        "--width",
+        "8",
+        "--heads",
+        "2",
+        "--epochs",
+        "1",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "-q",
+    ]);
+    refused(&r, &["--patch 8", "1 patch"]);
+    assert!(!out.exists());
+}
+
+/// Issue 28: a JPEG cut short is refused (the decoder filled it with gray); 16-bit
+/// grayscale PNGs read as one channel, as 8-bit ones do.
+#[test]
+fn truncated_jpegs_are_refused_and_16_bit_gray_is_one_channel() {
+    use memprune::data::folder::read_image_folder;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = |name: &str, file: &str, bytes: &[u8]| {
+        let root = dir.path().join(name);
+        for c in ["a", "b"] {
+            std::fs::create_dir_all(root.join(c)).unwrap();
+            std::fs::write(root.join(c).join(file), bytes).unwrap();
+        }
+        root
+    };
+    // Large and varied enough that half the file ends inside the image data.
+    let img = image::RgbImage::from_fn(128, 128, |x, y| {
+        image::Rgb([((x * 7) ^ (y * 13)) as u8, (x * y) as u8, (x + 3 * y) as u8])
+    });
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    assert!(read_image_folder(&folder("whole", "0.jpg", &jpeg)).is_ok());
+    let half = folder("half", "0.jpg", &jpeg[..jpeg.len() / 2]);
+    let e = format!("{:#}", read_image_folder(&half).unwrap_err());
+    assert!(e.contains("0.jpg") && e.contains("cut short"), "{e}");
+
+    let gray = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(8, 8, |x, _| {
+        image::Luma([(x * 8000) as u16])
+    });
+    let mut png = Vec::new();
+    image::DynamicImage::ImageLuma16(gray)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let set = read_image_folder(&folder("gray16", "0.png", &png)).unwrap();
+    assert_eq!(set.channels, 1);
+}
+
+/// Issue 28: ResNets pass the checks a ViT does, in the same place (Checkpoint::check_loaded):
+/// a bias without its weight is an incomplete pair, not an unused tensor.
+#[test]
+fn resnets_refuse_incomplete_pairs_as_vits_do() {
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in ["resnet9_c1.safetensors", "resnet18_cifar.safetensors"] {
+        inspect_refused(
+            dir.path(),
+            fixture,
+            |t| {
+                t.insert("fc.bias".into(), zeros(&[10]));
+                t.remove("fc.weight");
+            },
+            &["fc.bias", "incomplete"],
+        );
+    }
+}

@@ -151,7 +151,7 @@ fn bad_vit_policies_are_one_clear_line_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let resnet =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/resnet9-simclr-f.safetensors");
-    let cases: [(&str, &Path, &str, &str); 4] = [
+    let cases: [(&str, &Path, &str, &str); 5] = [
         (
             "no-head-left",
             &vit_f(),
@@ -176,6 +176,14 @@ fn bad_vit_policies_are_one_clear_line_and_write_nothing() {
             "{criterion: random, fraction: 0.1, units: mlp}",
             "has no MLP neurons",
         ),
+        (
+            // Only the stream has channels, and it is inexact: the line says so, not that an
+            // `exclude` the policy lacks left nothing.
+            "channels-inexact",
+            &vit_f(),
+            "{criterion: l1-norm, count: 1, units: channels}",
+            "allow_inexact: true",
+        ),
     ];
     for (name, model, action, want) in cases {
         let (p, out) = policy(dir.path(), name, model, action);
@@ -183,6 +191,7 @@ fn bad_vit_policies_are_one_clear_line_and_write_nothing() {
         let err = String::from_utf8_lossy(&r.stderr);
         assert_eq!(r.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(want), "{name}: {err}");
+        assert!(!err.contains("exclude"), "{name}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
         assert!(
             err.contains(p.to_str().unwrap()),

@@ -61,14 +61,58 @@ struct Decoded {
     h: u32,
 }
 
+/// Whether a JPEG's bytes run to the end-of-image marker after its first scan (the JPEG
+/// decoder fills a file cut short with gray instead of failing). Walks the marker segments
+/// from the start, so an EXIF thumbnail's own markers are skipped whole; inside scans a 0xFF
+/// byte is stuffed, so 0xFF 0xD9 there is the end. Other formats: true.
+fn jpeg_complete(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return true;
+    }
+    let mut i = 2;
+    while i + 4 <= b.len() {
+        if b[i] != 0xFF {
+            return false;
+        }
+        let m = b[i + 1];
+        if m == 0xFF {
+            i += 1;
+            continue;
+        }
+        if m == 0xD9 {
+            return true; // no scan at all: the decoder's own error says so
+        }
+        if m == 0x01 || (0xD0..=0xD8).contains(&m) {
+            i += 2;
+            continue;
+        }
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        if m == 0xDA {
+            return b
+                .get(i + 2 + len..)
+                .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]));
+        }
+        i += 2 + len;
+    }
+    false
+}
+
 fn decode(path: &Path) -> Result<Decoded> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
-        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?
+        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
+        bail!(
+            "{}: a JPEG cut short (no end-of-image marker after its image data)",
+            path.display()
+        );
+    }
+    let img = reader
         .decode()
         .map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
-    let gray = img.color() == image::ColorType::L8;
+    // 8- and 16-bit grayscale alike are one channel (into_rgb8 scales 16 bits to 8).
+    let gray = matches!(img.color(), image::ColorType::L8 | image::ColorType::L16);
     let (w, h) = (img.width(), img.height());
     let rgb = img.into_rgb8();
     let plane = (w * h) as usize;

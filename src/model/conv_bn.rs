@@ -95,25 +95,7 @@ impl ConvBn {
             v("running_mean")?,
             v("running_var")?,
         );
-        for (s, t) in [
-            ("weight", &weight),
-            ("bn.weight", &bn_weight),
-            ("bn.bias", &bn_bias),
-            ("running_mean", &bn_mean),
-            ("running_var", &bn_var),
-        ] {
-            let bad = t
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .iter()
-                .any(|x| !x.is_finite());
-            if bad {
-                bail!(
-                    "{}: `{conv_name}` ({s}) holds NaN or infinite values",
-                    ckpt.path.display()
-                );
-            }
-        }
+        // Finite values: Checkpoint::check_loaded, for every family in one place.
         if bn_var
             .flatten_all()?
             .to_vec1::<f32>()?
@@ -146,16 +128,6 @@ impl ConvBn {
     /// The conv's bias `name` (shape (C_out,)), folded with the BatchNorm.
     pub fn with_conv_bias(mut self, ckpt: &Checkpoint, name: &str) -> Result<ConvBn> {
         let b = ckpt.get_shaped(name, &[self.out_channels()])?.clone();
-        if b.flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .any(|x| !x.is_finite())
-        {
-            bail!(
-                "{}: `{name}` holds NaN or infinite values",
-                ckpt.path.display()
-            );
-        }
         let f = |t: &Tensor| t.to_dtype(DType::F64);
         let (w, fb) = fold_batch_norm(
             &f(&self.weight)?,

@@ -75,6 +75,8 @@ impl Encoder {
         };
         let ckpt = family.normalize(ckpt)?;
         let arch = family.load(&ckpt, opts)?;
+        // Every family's tensors pass the same checks (finite values, complete pairs).
+        ckpt.check_loaded(&arch.used_tensors())?;
         let layers = arch.layers();
         let used: std::collections::BTreeSet<String> = arch.used_tensors().into_iter().collect();
         let unused = ckpt
@@ -158,6 +160,17 @@ impl Encoder {
         if size == 0 {
             bail!("{shown}: images of side 0 cannot be measured");
         }
+        let peak = self.arch.forward_peak(size).min(usize::MAX as u128) as usize;
+        let input = (self.in_channels() as u128 * size as u128 * size as u128)
+            .min(usize::MAX as u128) as usize;
+        crate::data::limits::check_alloc(
+            &format!(
+                "{shown}: one {size}x{size} image through this {}",
+                self.describe()
+            ),
+            &[peak.max(input), 2],
+            4,
+        )?;
         let x = Tensor::zeros(
             (1, self.in_channels(), size, size),
             candle_core::DType::F32,

@@ -112,6 +112,18 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     fn params(&self) -> usize;
     /// Multiply-accumulates of one forward pass of one image of side `size`.
     fn macs(&self, size: usize) -> u64;
+    /// Floats the largest tensor of one forward pass of one image of side `size` holds, an
+    /// upper bound checked against memory before that pass (saturating). The default, for
+    /// conv nets: the widest layer at the input's full resolution.
+    fn forward_peak(&self, size: usize) -> u128 {
+        let widest = self
+            .widths()
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .max(self.in_channels());
+        widest as u128 * size as u128 * size as u128
+    }
     /// The image side the checkpoint implies, with where it comes from (what `inspect`
     /// counts MACs at unless told): a ViT's position-embedding grid times its patch, 224
     /// for a ResNet with the ImageNet stem, ...

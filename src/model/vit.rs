@@ -291,7 +291,6 @@ impl Vit {
         }
         let norm = load_norm(ckpt, "norm", width, &mut used, false)?;
         let fc_norm = load_norm(ckpt, "fc_norm", width, &mut used, false)?;
-        ckpt.check_loaded(&used)?;
         use crate::model::options::VitPool;
         let pool = opts
             .pool
@@ -1007,6 +1006,22 @@ impl Net for Vit {
         n + 2
             * self.width
             * (usize::from(self.norm.is_some()) + usize::from(self.fc_norm.is_some()))
+    }
+
+    /// The attention scores of the block with the most heads (tokens x tokens each), or
+    /// the widest MLP's hidden tokens.
+    fn forward_peak(&self, size: usize) -> u128 {
+        let g = (size / self.patch) as u128;
+        let t = g * g + self.n_prefix() as u128;
+        let heads = self.heads_per_block().into_iter().max().unwrap_or(1) as u128;
+        let mlp = self
+            .mlp_hidden
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(self.width) as u128;
+        (t.saturating_mul(t).saturating_mul(heads)).max(t * mlp)
     }
 
     fn macs(&self, size: usize) -> u64 {

@@ -247,11 +247,28 @@ fn select_groups(
         }
     }
     if sel.is_empty() {
-        return Err(pf.error_at(
-            Some(i),
-            "exclude",
-            &format!("actions[{i}].prune: `exclude` leaves no layer to prune"),
-        ));
+        // Name the filter that emptied the selection, in the order they apply.
+        let named: Vec<usize> = (0..groups.len())
+            .filter(|&g| a.layers.iter().any(|p| matches(p, &groups[g])))
+            .filter(|&g| !a.exclude.iter().any(|p| matches(p, &groups[g])))
+            .collect();
+        let exact = named
+            .iter()
+            .any(|&g| a.allow_inexact || groups[g].inexact.is_none());
+        let (key, why) = if named.is_empty() {
+            ("exclude", "`exclude` leaves no layer to prune".to_string())
+        } else if !exact {
+            (
+                "units",
+                "every layer selected removes its units inexactly (see `memprune plan`); set `allow_inexact: true` to prune them anyway".to_string(),
+            )
+        } else {
+            (
+                "units",
+                "no exactly removable layer selected has these units (set `allow_inexact: true` to include the inexact ones)".to_string(),
+            )
+        };
+        return Err(pf.error_at(Some(i), key, &format!("actions[{i}].prune: {why}")));
     }
     Ok(sel)
 }

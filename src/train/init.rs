@@ -148,6 +148,23 @@ impl TrainArch {
 
     /// Checks `widths` for this architecture.
     pub fn check_widths(self, widths: &[usize]) -> Result<()> {
+        self.check_width_values(widths)?;
+        // The widest 3x3 conv, with its gradient and optimizer state, must fit before the
+        // network is built (`--widths 1000000000,...` is one line, not an abort).
+        let widest = widths.iter().copied().max().unwrap_or(0);
+        let out = if self.blocks().1 {
+            widest.saturating_mul(4)
+        } else {
+            widest
+        };
+        crate::data::limits::check_alloc(
+            &format!("a 3x3 conv of {widest} to {out} channels (--widths), with its gradient and optimizer state,"),
+            &[out, widest, 9, 4],
+            4,
+        )
+    }
+
+    fn check_width_values(self, widths: &[usize]) -> Result<()> {
         match self {
             TrainArch::Resnet9 => check_widths(widths),
             // A ViT's sizes come from its own flags (VitShape::check).

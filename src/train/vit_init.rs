@@ -44,7 +44,10 @@ impl Default for VitShape {
 }
 
 impl VitShape {
-    pub fn check(&self, image: usize) -> Result<()> {
+    /// The checks that need no image: positive sizes that divide, and parameters (with
+    /// their gradients and optimizer state) that fit in memory, before anything is sized by
+    /// them (`--depth 1000000000` is one line, not an abort).
+    pub fn check_sizes(&self) -> Result<()> {
         for (what, v) in [
             ("--depth", self.depth),
             ("--width", self.width),
@@ -73,15 +76,41 @@ impl VitShape {
                 self.decoder_width
             );
         }
+        let params = self
+            .width
+            .checked_mul(self.width)
+            .and_then(|ww| ww.checked_mul(12))
+            .and_then(|a| {
+                let b = self.width.checked_mul(self.mlp)?.checked_mul(2)?;
+                a.checked_add(b)?.checked_mul(self.depth)
+            })
+            .unwrap_or(usize::MAX);
+        crate::data::limits::check_alloc(
+            &format!(
+                "a ViT of {} blocks of width {} and MLP {} (--depth, --width, --mlp), its weights, gradients and optimizer state,",
+                self.depth, self.width, self.mlp
+            ),
+            &[params, 4],
+            4,
+        )
+    }
+
+    pub fn check(&self, image: usize) -> Result<()> {
+        self.check_sizes()?;
         if self.patch > image {
             bail!(
                 "--patch {} is larger than the {image}-pixel images",
                 self.patch
             );
         }
-        let params = (12 * self.width * self.width + 2 * self.width * self.mlp) * self.depth;
-        if params > 2_000_000_000 {
-            bail!("a ViT of {params} parameters is too large to train here");
+        // One patch leaves MAE nothing to mask (its loss is 0/0) and attention one token.
+        let grid = image / self.patch;
+        if grid * grid < 2 {
+            bail!(
+                "--patch {} on {image}-pixel images gives {} patch: a ViT needs at least 2 (a smaller --patch)",
+                self.patch,
+                grid * grid
+            );
         }
         Ok(())
     }

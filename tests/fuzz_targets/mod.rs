@@ -10,7 +10,7 @@ pub mod coverage;
 
 use std::path::{Path, PathBuf};
 
-pub const TARGETS: [&str; 10] = [
+pub const TARGETS: [&str; 13] = [
     "pth",
     "safetensors",
     "idx",
@@ -21,6 +21,9 @@ pub const TARGETS: [&str; 10] = [
     "augment",
     "indices",
     "npy",
+    "merge",
+    "vit",
+    "policy_aliases",
 ];
 
 pub fn corpus_dir() -> PathBuf {
@@ -110,6 +113,32 @@ pub fn run_target(target: &str, data: &[u8], scratch: &Path) -> String {
             let b = signature(&memprune::data::npy::read_npy_i64(&p), scratch);
             format!("{a} | {b}")
         }
+        "merge" => {
+            // As read (digest checked), then resealed so that edits reach the content checks
+            // and the merge itself, as an adversary who recomputes the digest would.
+            use memprune::shard::partial::{merge, Partial};
+            let p = file("p.json");
+            let a = signature(&Partial::read(&p), scratch);
+            let b = match serde_json::from_slice::<Partial>(data) {
+                Ok(mut part) => {
+                    part.seal();
+                    let text = part.to_json().unwrap();
+                    std::fs::write(&p, text).unwrap();
+                    let r = Partial::read(&p).and_then(|q| merge(vec![(p.clone(), q)]));
+                    signature(&r, scratch)
+                }
+                Err(e) => signature::<()>(&Err(e.into()), scratch),
+            };
+            format!("{a} | {b}")
+        }
+        "vit" => signature(
+            &memprune::model::Encoder::load(
+                &file("vit.safetensors"),
+                &memprune::model::LoadOptions::default(),
+            ),
+            scratch,
+        ),
+        "policy_aliases" => signature(&memprune::plan::PolicyFile::load(&file("a.yaml")), scratch),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -250,7 +279,26 @@ pub fn campaign(target: &str, execs: u64, seed: u64, scratch: &Path) -> Campaign
     let mut kept = 0;
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
+    // Long campaigns (`FUZZ_PROGRESS=N`): a line of figures every N executions, and each
+    // crashing input saved as soon as found, so a campaign stopped early still reports.
+    let every: Option<u64> = std::env::var("FUZZ_PROGRESS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let start = std::time::Instant::now();
     for i in 0..execs {
+        if every.is_some_and(|n| n > 0 && i > 0 && i % n == 0) {
+            eprintln!(
+                "{target}: {i} executions in {:.1} s, {} crashes, {} inputs kept{}",
+                start.elapsed().as_secs_f64(),
+                crashes.len(),
+                kept,
+                if guided {
+                    format!(", {} of {} edges reached", cov.covered(), coverage::edges())
+                } else {
+                    String::new()
+                }
+            );
+        }
         let input = if i < n_seeds {
             pool[i as usize].clone()
         } else {
@@ -265,6 +313,11 @@ pub fn campaign(target: &str, execs: u64, seed: u64, scratch: &Path) -> Campaign
             Err(_) => {
                 if guided {
                     cov.observe(); // clears the counters the crash left
+                }
+                if every.is_some() {
+                    let dir = corpus_dir().join("crashes").join(target);
+                    let _ = std::fs::create_dir_all(&dir);
+                    let _ = std::fs::write(dir.join(format!("live-{seed}-{i}")), &input);
                 }
                 crashes.push(input)
             }
