@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod eval;
 pub mod input;
 pub mod interrupt;
+pub mod jobs;
 pub mod measure;
 pub mod metrics;
 pub mod model;

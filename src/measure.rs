@@ -550,51 +550,6 @@ fn streamed_point_scores(
     })
 }
 
-/// LayerMem and dLayerMem of `points` (f's candidates) with their bootstrap intervals, and,
-/// given `unseen` test points, the corrected LayerMem (candidates minus unseen points): what
-/// policies and experiments rank layers by. Views pair as [`Pairing::Views`].
-#[allow(clippy::too_many_arguments)]
-pub fn layer_mem_with_control(
-    f: &Encoder,
-    g: &Encoder,
-    set: &ImageSet,
-    points: &[usize],
-    unseen: Option<(&ImageSet, &[usize])>,
-    k: usize,
-    settings: &ViewSettings,
-    progress: bool,
-) -> Result<Vec<crate::metrics::layer_mem::LayerMemLayer>> {
-    let pb = progress_bar(points.len(), progress, "LayerMem");
-    let cand = layer_mem_points(f, g, set, points, k, Pairing::Views, settings, &pb)?;
-    let ctrl = match unseen {
-        Some((test, v)) => {
-            let pb = progress_bar(v.len(), progress, "LayerMem (control)");
-            Some(layer_mem_points(
-                f,
-                g,
-                test,
-                v,
-                k,
-                Pairing::Views,
-                settings,
-                &pb,
-            )?)
-        }
-        None => None,
-    };
-    let boot = crate::metrics::bootstrap::Bootstrap {
-        seed: settings.seed,
-        ..Default::default()
-    };
-    Ok(crate::metrics::layer_mem::layer_mem(
-        &layer_names(f),
-        &cand,
-        ctrl.as_deref()
-            .map(|c| (c, crate::metrics::layer_mem::Control::Unseen)),
-        &boot,
-    ))
-}
-
 /// Domain tag of the control points' draw (distinct from the measured points' draw).
 const CONTROL_TAG: u64 = 0x434F_4E54_524F_4C00; // "CONTROL"
 

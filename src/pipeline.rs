@@ -105,7 +105,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
             None => return Err(pf.error_at(None, "actions", "ranking layers by layermem or dlayermem needs `reference`: an encoder trained without the scored points")),
         };
         check_exists(&pf, "reference", &ref_path)?;
-        Some(Encoder::load(&ref_path, &load_options(p))?)
+        Some(crate::jobs::layer_mem::load(&ref_path, &load_options(p))?)
     } else {
         None
     };
@@ -155,13 +155,15 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         )?);
     }
     if let Some(g) = &reference {
-        measure::check_pair(&encoder, g)
+        // f as LayerMem compares it (a ViT's sub-layers): the layers `measure layer` shows.
+        let f = crate::jobs::layer_mem::load(&model_path, &load_options(p))?;
+        measure::check_pair(&f, g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
-        crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
+        crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
         // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
         let unseen = unseen_for(layer_points.len())?;
-        scores.layer_mem = Some(measure::layer_mem_with_control(
-            &encoder,
+        scores.layer_mem = Some(crate::jobs::layer_mem::with_control(
+            &f,
             g,
             &data,
             &layer_points,

@@ -1,19 +1,21 @@
 //! `memprune measure unit|class|layer`: UnitMem, ClassMem and LayerMem.
 
 use super::args::LoadArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use memprune::data::augment_choice::GivenAugment;
-use memprune::data::normalize::Normalization;
-use memprune::data::{self, ImageSet, Split};
-use memprune::measure::{self, DefaultPoints, PointChoice, ViewSettings};
+use memprune::data::{self, Split};
+use memprune::defaults;
+use memprune::jobs::layer_mem::LayerMemRequest;
+use memprune::jobs::measure::{MeasureRequest, Measured};
+use memprune::jobs::unit_mem::UnitMemRequest;
+use memprune::jobs::Rendered;
+use memprune::measure::PointChoice;
 use memprune::metrics::layer_mem::{Control, LayerScore, Pairing};
 use memprune::metrics::unit_mem::Reduce;
-use memprune::model::Encoder;
-use memprune::shard::partial::{self, Metric, Partial, Run, State};
+use memprune::output::OutputSet;
 use memprune::shard::Shard;
-use memprune::{defaults, report};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where docs/METRICS.md leaves a choice, memprune makes this one (also in the README).
 const CHOICES: &str =
@@ -184,134 +186,39 @@ pub struct MeasureArgs {
     partial: Option<PathBuf>,
 }
 
-struct Prepared {
-    encoder: Encoder,
-    /// LayerMem's g.
-    reference: Option<Encoder>,
-    set: ImageSet,
-    points: Vec<usize>,
-    settings: ViewSettings,
-    augment_source: String,
-}
-
-/// `per_point`: the views a point is measured on (K for UnitMem and ClassMem, 2K + 1 for
-/// LayerMem at most), for the memory check. `reference`: LayerMem's g.
-fn prepare(
-    c: &MeasureArgs,
-    default_points: DefaultPoints,
-    per_point: usize,
-    reference: Option<&Path>,
-) -> Result<Prepared> {
-    if c.points == Some(0) {
-        bail!("--points must be at least 1");
+impl MeasureArgs {
+    /// The library's request, with the shard of `--shard`.
+    fn request(&self) -> Result<MeasureRequest> {
+        let mut r = MeasureRequest::new(self.checkpoint.clone(), self.data.clone());
+        r.load = self.load.options();
+        r.split = self.split;
+        r.read = self.read.clone();
+        r.points = PointChoice {
+            points: self.points,
+            range: self.range.clone(),
+            indices: self.indices.clone(),
+        };
+        r.views = self.views;
+        r.seed = self.seed;
+        r.batch = self.batch;
+        r.mean = self.mean.clone();
+        r.std = self.std.clone();
+        r.augment = GivenAugment::from_flag(self.augment.as_deref())?;
+        r.control = !self.no_control;
+        r.device = self.device.clone();
+        r.shard = match &self.shard {
+            None => Shard::WHOLE,
+            Some(spec) => Shard::parse(spec, self.shard_count, &|k| std::env::var(k).ok())?,
+        };
+        r.dump_views = self.dump_views.is_some();
+        Ok(r)
     }
-    let path = c.checkpoint.clone().unwrap_or_else(defaults::model_f);
-    let device = memprune::model::device::parse(&c.device)?;
-    let encoder = Encoder::load_on(&path, &c.load.options(), &device)?;
-    let data_path = c.data.clone().unwrap_or_else(defaults::data);
-    let set = data::open::open_with(&data_path, c.split, &c.read.for_encoder(&encoder))?;
-    let choice = PointChoice {
-        points: c.points,
-        range: c.range.clone(),
-        indices: c.indices.clone(),
-    };
-    let points = measure::choose_points(&choice, &set, c.split, &encoder, c.seed, default_points)?;
-    let mut normalization = Normalization::default_for(set.kind, set.channels);
-    if let Some(m) = &c.mean {
-        normalization.mean = m.clone();
-    }
-    if let Some(s) = &c.std {
-        normalization.std = s.clone();
-    }
-    normalization
-        .validate(set.channels)
-        .context("--mean/--std")?;
-    let reference = reference
-        .map(|r| Encoder::load_on(r, &c.load.options(), &encoder.device))
-        .transpose()?;
-    let augment = memprune::data::augment_choice::choose(
-        GivenAugment::from_flag(c.augment.as_deref())?,
-        &encoder.checkpoint,
-        reference.as_ref().map(|g| &g.checkpoint),
-    )?;
-    println!("{}", augment.line());
-    let settings = ViewSettings {
-        augment: augment.config,
-        normalization,
-        seed: c.seed,
-        batch: c.batch,
-    };
-    memprune::data::limits::check_views(
-        points.len(),
-        per_point,
-        c.batch,
-        set.channels,
-        settings.size(&set),
-        c.dump_views.is_some(),
-    )?;
-    Ok(Prepared {
-        encoder,
-        reference,
-        set,
-        points,
-        settings,
-        augment_source: augment.source,
-    })
-}
-
-fn settings_json(c: &MeasureArgs, p: &Prepared, extra: serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "memprune_version": env!("CARGO_PKG_VERSION"),
-        "model": p.encoder.checkpoint.path.display().to_string(),
-        "arch": p.encoder.describe(),
-        "data": p.set.source,
-        "split": format!("{:?}", c.split).to_lowercase(),
-        "points": p.points,
-        "views": c.views,
-        "seed": c.seed,
-        "augment": p.settings.augment,
-        "augment_source": p.augment_source,
-        "normalization": p.settings.normalization,
-        "data_options": c.read.to_json(),
-        "data_line": data::options::data_line(&p.set, &format!("{:?}", c.split).to_lowercase(), &p.settings.normalization, c.mean.is_some() || c.std.is_some()),
-        "point_names": p.set.names.of(&p.points),
-        "extra": extra,
-    })
-}
-
-fn write_out(path: &Option<PathBuf>, text: &str, inputs: &[&Path]) -> Result<()> {
-    if let Some(p) = path {
-        let staged = OUTPUTS.with(|o| {
-            o.borrow_mut()
-                .as_mut()
-                .map(|set| set.stage(p, text.as_bytes()))
-        });
-        match staged {
-            Some(r) => r?,
-            None => memprune::checkpoint::write_file_atomic(p, text.as_bytes(), inputs)?,
-        }
-    }
-    Ok(())
-}
-
-thread_local! {
-    /// The output set of the running `measure` (see memprune::output): `write_out` and
-    /// `dump_dir` stage into it, and `measure_cmd` commits it once the command has succeeded.
-    static OUTPUTS: std::cell::RefCell<Option<memprune::output::OutputSet>> = Default::default();
 }
 
 const DUMP_FILES: [&str; 4] = ["points.npy", "views.npy", "clean.npy", "meta.json"];
 
-/// Where `--dump-views DIR` writes: a staged folder moved into DIR at the end.
-fn dump_dir(dir: &Path) -> Result<PathBuf> {
-    OUTPUTS.with(|o| match o.borrow_mut().as_mut() {
-        Some(set) => set.reserve_dir(dir, &DUMP_FILES),
-        None => Ok(dir.to_path_buf()),
-    })
-}
-
 /// Every file `measure` reads and writes, checked against each other before any work.
-fn measure_outputs(m: &Measure) -> Result<memprune::output::OutputSet> {
+fn measure_outputs(m: &Measure) -> Result<OutputSet> {
     let (c, reference) = match m {
         Measure::Unit { common, .. } | Measure::Class { common } => (common, None),
         Measure::Layer {
@@ -321,7 +228,7 @@ fn measure_outputs(m: &Measure) -> Result<memprune::output::OutputSet> {
             Some(reference.clone().unwrap_or_else(defaults::model_g)),
         ),
     };
-    let mut set = memprune::output::OutputSet::new();
+    let mut set = OutputSet::new();
     set.input(
         &c.checkpoint.clone().unwrap_or_else(defaults::model_f),
         "the checkpoint",
@@ -351,502 +258,102 @@ fn measure_outputs(m: &Measure) -> Result<memprune::output::OutputSet> {
     Ok(set)
 }
 
+/// Runs `m`; its files appear only once everything has succeeded (on failure the set's
+/// staged files and the folders it made go with it).
 pub fn run(m: Measure, quiet: bool) -> Result<()> {
-    let set = measure_outputs(&m)?;
-    with_outputs(set, || measure_run(m, quiet))
-}
-
-/// Runs `f` with `set` as the output set `write_out` stages into; commits it only when `f`
-/// succeeded.
-pub fn with_outputs(
-    set: memprune::output::OutputSet,
-    f: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    OUTPUTS.with(|o| *o.borrow_mut() = Some(set));
-    let r = f();
-    // On failure the set is dropped: its staged files and the folders it made go with it.
-    let set = OUTPUTS.with(|o| o.borrow_mut().take());
-    r?;
-    if let Some(set) = set {
-        set.commit()?;
-    }
-    Ok(())
-}
-
-/// The unseen points of a control: as many test-split points as `p` measures.
-fn unseen_for(c: &MeasureArgs, p: &Prepared) -> Result<Option<(ImageSet, Vec<usize>)>> {
-    if c.no_control || c.split != Split::Train {
-        return Ok(None);
-    }
-    let data_path = c.data.clone().unwrap_or_else(defaults::data);
-    let test = data::open::open_with(&data_path, Split::Test, &c.read.for_encoder(&p.encoder))?;
-    let pts = measure::unseen_points(&test, p.points.len(), c.seed)?;
-    Ok(Some((test, pts)))
-}
-
-/// The shard of `--shard` (all points without it).
-fn shard_of(c: &MeasureArgs) -> Result<Shard> {
-    match &c.shard {
-        None => Ok(Shard::WHOLE),
-        Some(spec) => Shard::parse(spec, c.shard_count, &|k| std::env::var(k).ok()),
-    }
-}
-
-/// Writes a shard's partial result (with the digests of what it measured) to `path`.
-fn write_partial(
-    path: &Path,
-    shard: Shard,
-    mut run: Run,
-    state: State,
-    files: &[(&str, &Path)],
-    sets: &[(&str, &ImageSet)],
-) -> Result<()> {
-    for (k, f) in files {
-        run.digests.insert(k.to_string(), partial::digest_file(f)?);
-    }
-    for (k, s) in sets {
-        run.digests.insert(k.to_string(), partial::digest_images(s));
-    }
-    let (n, nc) = (shard.range(run.points.len()).len(), run.points.len());
-    let ctrl = run
-        .control_points
-        .as_ref()
-        .map(|c| {
-            format!(
-                " and {} of {} control points",
-                shard.range(c.len()).len(),
-                c.len()
-            )
-        })
-        .unwrap_or_default();
-    let what = match run.metric {
-        Metric::Unit => "UnitMem",
-        Metric::Class => "ClassMem",
-        Metric::Layer => "LayerMem",
-    };
-    let text = Partial::new(shard, run, state).to_json()?;
-    write_out(&Some(path.to_path_buf()), &text, &[])?;
-    println!(
-        "{what} shard {shard}: {n} of {nc} points{ctrl}; partial result {} (merge all {} with `memprune merge`)",
-        path.display(),
-        shard.count
-    );
-    Ok(())
-}
-
-fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -> Result<()> {
-    let shard = shard_of(&c)?;
-    let p = prepare(
-        &c,
-        DefaultPoints::Training(defaults::UNIT_POINTS),
-        c.views,
-        None,
-    )?;
-    let meta = if class {
-        serde_json::json!({"metric": "class", "views": c.views})
-    } else {
-        serde_json::json!({"metric": "unit", "views": c.views, "reduce": reduce, "pairing": null})
-    };
-    let unseen = unseen_for(&c, &p)?;
-    let unseen_ref = unseen.as_ref().map(|(s, v)| (s, v.as_slice()));
-    measure::check_control_size(&p.points, unseen_ref)?;
-    if let Some(dir) = &c.dump_views {
-        measure::dump_views(
-            &dump_dir(dir)?,
-            &p.set,
-            &p.points,
-            c.views,
-            false,
-            &p.settings,
-            &meta,
-        )?;
-    }
-    let custom = c.mean.is_some() || c.std.is_some();
-    let run = Run {
-        metric: if class { Metric::Class } else { Metric::Unit },
-        settings: with_control(
-            settings_json(&c, &p, meta),
-            unseen.as_ref(),
-            &p.settings.normalization,
-            custom,
-        ),
-        arch: p.encoder.describe(),
-        model: p.encoder.checkpoint.path.display().to_string(),
-        reference: None,
-        layers: measure::layer_names(&p.encoder),
-        points: p.points.clone(),
-        views: c.views,
-        seed: c.seed,
-        reduce,
-        pairing: Pairing::Views,
-        score: Default::default(),
-        control: if unseen.is_some() {
-            Control::Unseen
-        } else {
-            Control::None
-        },
-        control_data: unseen.as_ref().map(|(s, _)| s.source.clone()),
-        control_points: unseen.as_ref().map(|(_, v)| v.clone()),
-        per_point: false,
-        planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
-        digests: Default::default(),
-    };
-    let mine = shard.part(&p.points)?;
-    let mine_unseen = unseen.as_ref().map(|(s, v)| (s, shard.take(v)));
-    let state = measure::unit_state(
-        &p.encoder,
-        &p.set,
-        &mine,
-        mine_unseen.as_ref().map(|(s, v)| (*s, v.as_slice())),
-        c.views,
-        reduce,
-        class,
-        &p.settings,
-        !quiet,
-    )?;
-    if let Some(path) = &c.partial {
-        let mut sets = vec![("data", &p.set)];
-        if let Some((s, _)) = &unseen {
-            sets.push(("control data", s));
-        }
-        let files = [("checkpoint", p.encoder.checkpoint.path.as_path())];
-        return write_partial(path, shard, run, state, &files, &sets);
-    }
-    unit_output(&run, &state, &c.csv, &c.json)
-}
-
-/// What `measure unit|class` prints and writes, from a whole run's state (one run, or the
-/// merge of its shards).
-pub fn unit_output(
-    run: &Run,
-    state: &State,
-    csv: &Option<PathBuf>,
-    json: &Option<PathBuf>,
-) -> Result<()> {
-    let class = run.metric == Metric::Class;
-    let (what, metric, argmax) = if class {
-        ("ClassMem", "classmem", "argmax_class")
-    } else {
-        ("UnitMem", "unitmem", "argmax_point")
-    };
-    let layers = measure::unit_layers(state, &run.layers, run.seed)?;
-    let control = run.control_data.as_ref().zip(run.control_points.as_ref());
-    let names = namer(run);
-    print_data_lines(run);
-    println!(
-        "{what} of {} on {} points x {} views{}{}\n",
-        run.arch,
-        run.points.len(),
-        run.views,
-        if class {
-            String::new()
-        } else {
-            format!(
-                " ({} reduction)",
-                format!("{:?}", run.reduce).to_lowercase()
-            )
-        },
-        match control {
-            Some((s, v)) => format!("; control: {} unseen points of {} (test split)", v.len(), s),
-            None => "; no control".into(),
-        }
-    );
-    print!("{}", report::unit_mem_table(&layers, what));
-    let unscored = measure::unscored_layers(state, &run.layers);
-    if let Some(note) = report::unscored_note(&unscored) {
-        println!("{note}");
-    }
-    if let (false, Some(pl), Some(_)) = (class, &run.planted, control) {
-        println!("\nplanted points ({} recorded in the checkpoint): argmax of the 10 units of highest UnitMem-excess per layer", pl.len());
-        print!(
-            "{}",
-            report::planted_argmax_table(&layers, pl, &run.points, 10, &names)
-        );
-    }
-    let inputs = [Path::new(&run.model)];
-    let csv_names = (!class).then_some(&names);
-    write_out(
-        csv,
-        &report::unit_mem_csv(&layers, argmax, csv_names),
-        &inputs,
-    )?;
-    let mut j = run.settings.clone();
-    j["metric"] = metric.into();
-    if let Some((s, v)) = control {
-        j["control"] = serde_json::json!({"data": s, "split": "test", "points": v, "point_names": run.settings["control_point_names"]});
-    }
-    j["layers"] = serde_json::to_value(&layers)?;
-    if !class {
-        names.name_argmax(&mut j["layers"]);
-    }
-    j["unscored_layers"] = serde_json::to_value(&unscored)?;
-    write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
-}
-
-/// The names of a run's points and control points (recorded in its settings).
-fn namer(run: &Run) -> report::point_names::Namer {
-    let ctrl = run.control_points.clone().unwrap_or_default();
-    report::point_names::Namer::of_settings(&run.settings, &run.points, &ctrl)
-}
-
-/// The data lines a run recorded: its points' and its control's.
-fn print_data_lines(run: &Run) {
-    for key in ["data_line", "control_data_line"] {
-        if let Some(l) = run.settings[key].as_str() {
-            println!("{}{l}", if key == "data_line" { "" } else { "control " });
-        }
-    }
-}
-
-/// `settings` with the control's point names and data line.
-fn with_control(
-    mut settings: serde_json::Value,
-    control: Option<&(ImageSet, Vec<usize>)>,
-    normalization: &Normalization,
-    custom: bool,
-) -> serde_json::Value {
-    if let Some((set, pts)) = control {
-        settings["control_point_names"] = set.names.of(pts).into();
-        settings["control_data_line"] =
-            data::options::data_line(set, "test", normalization, custom).into();
-    }
-    settings
-}
-
-fn measure_run(m: Measure, quiet: bool) -> Result<()> {
+    let mut set = measure_outputs(&m)?;
     match m {
-        Measure::Unit { common: c, reduce } => unit_or_class_cmd(c, reduce, false, quiet),
-        Measure::Class { common: c } => unit_or_class_cmd(c, Reduce::Mean, true, quiet),
+        Measure::Unit { common, reduce } => unit(common, reduce, false, quiet, &mut set)?,
+        Measure::Class { common } => unit(common, Reduce::Mean, true, quiet, &mut set)?,
         Measure::Layer {
-            common: mut c,
+            common,
             reference,
             pairing,
             score,
             per_point,
             control,
         } => {
-            c.load.sub_layers_only = true;
-            let shard = shard_of(&c)?;
-            let ref_path = reference.or_else(|| c.checkpoint.is_none().then(defaults::model_g));
-            // LayerMem: up to 2K views and the clean image of a point.
-            let mut p = prepare(
-                &c,
-                DefaultPoints::Candidates(defaults::LAYER_CANDIDATES),
-                c.views.saturating_mul(2).saturating_add(1),
-                ref_path.as_deref(),
-            )?;
-            let Some(ref_path) = ref_path else {
-                bail!("measure layer needs --reference: an encoder trained like the model but without the scored points");
-            };
-            let g = p.reference.take().expect("prepare loads the reference");
-            memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
-            let control = if c.no_control { Control::None } else { control };
-            // The control points: unseen test points, or g's own points.
-            let ctrl: Option<(ImageSet, Vec<usize>)> = match control {
-                Control::None => None,
-                Control::Unseen => unseen_for(&c, &p)?,
-                Control::Independent => {
-                    let ind = memprune::train_meta::independent_points(&g.checkpoint)?
-                        .with_context(|| format!("{}: --control independent needs a reference trained by memprune on shared+independent (it records its independent points)", ref_path.display()))?;
-                    let data_path = c.data.clone().unwrap_or_else(defaults::data);
-                    let set = data::open::open_with(
-                        &data_path,
-                        Split::Train,
-                        &c.read.for_encoder(&p.encoder),
-                    )?;
-                    if let Some(bad) = ind.iter().find(|&&i| i >= set.len()) {
-                        bail!(
-                            "{}: independent point {bad} is outside {}",
-                            ref_path.display(),
-                            set.source
-                        );
-                    }
-                    let n = p.points.len().min(ind.len());
-                    Some((set, ind[..n].to_vec()))
-                }
-            };
-            let meta = serde_json::json!({"metric": "layer", "views": c.views, "pairing": pairing, "score": score});
-            if let Some(dir) = &c.dump_views {
-                let v = measure::layer_mem_views(pairing, c.views);
-                measure::dump_views(
-                    &dump_dir(dir)?,
+            let reference =
+                reference.or_else(|| common.checkpoint.is_none().then(defaults::model_g));
+            let mut r = LayerMemRequest::new(common.request()?, reference);
+            r.pairing = pairing;
+            r.score = score;
+            r.per_point = per_point;
+            r.control = control;
+            let p = r.prepare()?;
+            println!("{}", p.augment.line());
+            if let Some(dir) = &common.dump_views {
+                let v = memprune::measure::layer_mem_views(pairing, common.views);
+                memprune::measure::dump_views(
+                    &set.reserve_dir(dir, &DUMP_FILES)?,
                     &p.set,
                     &p.points,
                     v,
                     pairing == Pairing::Clean,
                     &p.settings,
-                    &meta,
+                    &r.meta(),
                 )?;
             }
-            let custom = c.mean.is_some() || c.std.is_some();
-            let run = Run {
-                metric: Metric::Layer,
-                settings: with_control(
-                    settings_json(&c, &p, meta),
-                    ctrl.as_ref(),
-                    &p.settings.normalization,
-                    custom,
-                ),
-                arch: p.encoder.describe(),
-                model: p.encoder.checkpoint.path.display().to_string(),
-                reference: Some(ref_path.display().to_string()),
-                layers: measure::layer_names(&p.encoder),
-                points: p.points.clone(),
-                views: c.views,
-                seed: c.seed,
-                reduce: Reduce::Mean,
-                pairing,
-                score,
-                control,
-                control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
-                control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
-                per_point,
-                planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
-                digests: Default::default(),
-            };
-            let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");
-            let points = measure::layer_mem_points(
-                &p.encoder,
-                &g,
-                &p.set,
-                &shard.part(&p.points)?,
-                c.views,
-                pairing,
-                &p.settings,
-                &pb,
-            )?;
-            let ctrl_points = match &ctrl {
-                Some((set, v)) => {
-                    let pb = measure::progress_bar(v.len(), !quiet, "LayerMem (control)");
-                    Some(measure::layer_mem_points(
-                        &p.encoder,
-                        &g,
-                        set,
-                        &shard.take(v),
-                        c.views,
-                        pairing,
-                        &p.settings,
-                        &pb,
-                    )?)
-                }
-                None => None,
-            };
-            let state = State::Layer {
-                points: partial::to_bits(&points),
-                control: ctrl_points.as_deref().map(partial::to_bits),
-            };
-            if let Some(path) = &c.partial {
-                let mut sets = vec![("data", &p.set)];
-                if let Some((s, _)) = &ctrl {
-                    sets.push(("control data", s));
-                }
-                let files = [
-                    ("checkpoint", p.encoder.checkpoint.path.as_path()),
-                    ("reference", g.checkpoint.path.as_path()),
-                ];
-                return write_partial(path, shard, run, state, &files, &sets);
-            }
-            layer_output(&run, &state, &c.csv, &c.json)
+            let measured = r.run(p, !quiet)?;
+            finish(measured, &common, &mut set)?;
         }
     }
+    set.commit()?;
+    Ok(())
 }
 
-/// What `measure layer` prints and writes, from a whole run's state (one run, or the merge
-/// of its shards).
-pub fn layer_output(
-    run: &Run,
-    state: &State,
+fn unit(
+    c: MeasureArgs,
+    reduce: Reduce,
+    class: bool,
+    quiet: bool,
+    set: &mut OutputSet,
+) -> Result<()> {
+    let r = UnitMemRequest {
+        measure: c.request()?,
+        reduce,
+        class,
+    };
+    let p = r.prepare()?;
+    println!("{}", p.augment.line());
+    if let Some(dir) = &c.dump_views {
+        memprune::measure::dump_views(
+            &set.reserve_dir(dir, &DUMP_FILES)?,
+            &p.set,
+            &p.points,
+            c.views,
+            false,
+            &p.settings,
+            &r.meta(),
+        )?;
+    }
+    let measured = r.run(p, !quiet)?;
+    finish(measured, &c, set)
+}
+
+/// Prints and stages a run's results, or with `--partial` its shard's partial result.
+fn finish(m: Measured, c: &MeasureArgs, set: &mut OutputSet) -> Result<()> {
+    if let Some(path) = &c.partial {
+        let (text, line) = m.partial(path)?;
+        set.stage(path, text.as_bytes())?;
+        println!("{line}");
+        return Ok(());
+    }
+    write_rendered(&m.render()?, &c.csv, &c.json, set)
+}
+
+/// Prints a result's text and stages its CSV and JSON where asked.
+pub fn write_rendered(
+    r: &Rendered,
     csv: &Option<PathBuf>,
     json: &Option<PathBuf>,
+    set: &mut OutputSet,
 ) -> Result<()> {
-    let State::Layer {
-        points,
-        control: ctrl,
-    } = state
-    else {
-        bail!("not a LayerMem state");
-    };
-    let mut points = partial::from_bits(points);
-    let mut ctrl_points = ctrl.as_deref().map(partial::from_bits);
-    if run.score == LayerScore::Range {
-        memprune::metrics::layer_mem::range_normalise(&mut points, ctrl_points.as_deref_mut());
-    }
-    let control = run.control;
-    let boot = memprune::metrics::bootstrap::Bootstrap {
-        seed: run.seed,
-        ..Default::default()
-    };
-    let names = &run.layers;
-    let layers = memprune::metrics::layer_mem::layer_mem(
-        names,
-        &points,
-        ctrl_points.as_deref().map(|v| (v, control)),
-        &boot,
-    );
-    let reference = run.reference.clone().unwrap_or_default();
-    let ctrl_set = run.control_data.as_ref().zip(run.control_points.as_ref());
-    let point_names = namer(run);
-    print_data_lines(run);
-    println!(
-        "LayerMem{} of {} against {} on {} points x {} {}{}\n",
-        if run.score == LayerScore::Range {
-            " (the authors' range normalisation: (SSL_g - SSL_f) / (max - min) over the points)"
-        } else {
-            ""
-        },
-        run.model,
-        reference,
-        run.points.len(),
-        run.views,
-        if run.pairing == Pairing::Views {
-            "view pairs"
-        } else {
-            "clean/view pairs"
-        },
-        match (ctrl_set, control) {
-            (Some((s, v)), Control::Unseen) => format!("; control: {} unseen points of {} (test split); corrected = LayerMem - control", v.len(), s),
-            (Some((_, v)), Control::Independent) => format!("; control: {} independent points of the reference; corrected = (LayerMem - control) / 2", v.len()),
-            _ => "; no control".into(),
-        }
-    );
-    print!("{}", report::layer_mem_table(&layers));
-    let planted_rows = run
-        .planted
-        .as_ref()
-        .and_then(|pl| memprune::metrics::layer_mem::group_difference(names, &points, pl, &boot));
-    if let Some(rows) = &planted_rows {
-        println!("\nplanted points (recorded in the checkpoint) against the other scored points: SSLMem'");
-        print!("{}", report::planted_layer_table(rows));
-    }
-    if run.per_point {
-        println!("\nSSLMem' per point");
-        print!("{}", report::per_point_csv(names, &points, &point_names));
-    }
-    let inputs = [Path::new(&run.model), Path::new(&reference)];
-    let csv_text = if run.per_point {
-        report::per_point_sets_csv(names, &points, ctrl_points.as_deref(), &point_names)
-    } else {
-        report::layer_mem_csv(&layers)
-    };
-    write_out(csv, &csv_text, &inputs)?;
-    let mut j = run.settings.clone();
-    j["metric"] = "layermem".into();
-    j["reference"] = reference.clone().into();
-    j["control"] = serde_json::json!({
-        "kind": control,
-        "points": run.control_points,
-        "point_names": run.settings["control_point_names"],
-        "data": run.control_data,
-    });
-    j["layers"] = serde_json::to_value(&layers)?;
-    if let Some(rows) = &planted_rows {
-        j["planted"] = serde_json::to_value(rows)?;
-    }
-    if run.per_point {
-        j["per_point"] = serde_json::to_value(&points)?;
-        if let Some(cp) = &ctrl_points {
-            j["control_per_point"] = serde_json::to_value(cp)?;
+    print!("{}", r.text);
+    for (path, text) in [(csv, &r.csv), (json, &r.json)] {
+        if let Some(p) = path {
+            set.stage(p, text.as_bytes())?;
         }
     }
-    write_out(json, &serde_json::to_string_pretty(&j)?, &inputs)
+    Ok(())
 }

@@ -1,9 +1,10 @@
 //! `memprune merge`: the partial results of a run's shards, merged.
 
-use super::measure::{layer_output, unit_output, with_outputs};
+use super::measure::write_rendered;
 use anyhow::Result;
 use clap::Args;
-use memprune::shard::partial::{self, Metric, Partial};
+use memprune::jobs::merge::MergeRequest;
+use memprune::output::OutputSet;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -19,38 +20,29 @@ pub struct MergeArgs {
     pub csv: Option<PathBuf>,
 }
 
-/// The partials of one run's shards, checked and merged, printed and
-/// written exactly as one run over all points.
+/// The partials of one run's shards, checked and merged, printed and written exactly as one
+/// run over all points.
 pub fn run(a: MergeArgs) -> Result<()> {
-    let MergeArgs {
-        partials,
-        json,
-        csv,
-    } = a;
-    let mut set = memprune::output::OutputSet::new();
-    for p in &partials {
+    let mut set = OutputSet::new();
+    for p in &a.partials {
         set.input(p, "a partial result");
     }
-    if let Some(p) = &csv {
+    if let Some(p) = &a.csv {
         set.output(p, "--csv")?;
     }
-    if let Some(p) = &json {
+    if let Some(p) = &a.json {
         set.output(p, "--json")?;
     }
-    with_outputs(set, || {
-        let parts = partials
-            .iter()
-            .map(|p| Ok((p.clone(), Partial::read(p)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let (run, state) = partial::merge(parts)?;
-        // The shards' views were made with one augmentation (the same `run`): said first, as
-        // one run over all points says it.
-        if let Some(a) = memprune::data::augment_choice::ChosenAugment::of_settings(&run.settings) {
-            println!("{}", a.line());
-        }
-        match run.metric {
-            Metric::Unit | Metric::Class => unit_output(&run, &state, &csv, &json),
-            Metric::Layer => layer_output(&run, &state, &csv, &json),
-        }
-    })
+    let merged = MergeRequest {
+        partials: a.partials,
+    }
+    .run()?;
+    // The shards' views were made with one augmentation: said first, as one run over all
+    // points says it.
+    if let Some(aug) = &merged.augment {
+        println!("{}", aug.line());
+    }
+    write_rendered(&merged.render()?, &a.csv, &a.json, &mut set)?;
+    set.commit()?;
+    Ok(())
 }

@@ -335,8 +335,11 @@ pub fn run(
         ..Default::default()
     };
     let f = Encoder::load(&inputs.checkpoint, &opts)?;
-    let g = Encoder::load(&inputs.reference, &opts)?;
-    measure::check_pair(&f, &g)?;
+    // LayerMem compares f and g as `measure layer` does (a ViT's sub-layers); f itself is
+    // fine-tuned.
+    let f_layers = crate::jobs::layer_mem::load(&inputs.checkpoint, &opts)?;
+    let g = crate::jobs::layer_mem::load(&inputs.reference, &opts)?;
+    measure::check_pair(&f_layers, &g)?;
     crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let pre = data::open(&inputs.data, Split::Train)?;
     let pre_test = data::open(&inputs.data, Split::Test)?;
@@ -367,8 +370,8 @@ pub fn run(
         seed: inputs.seed,
         batch: 250,
     };
-    let lm = measure::layer_mem_with_control(
-        &f,
+    let lm = crate::jobs::layer_mem::with_control(
+        &f_layers,
         &g,
         &pre,
         &points,

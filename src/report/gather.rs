@@ -5,9 +5,9 @@
 
 use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
 use crate::data::{self, ImageSet, Normalization, Split};
+use crate::jobs::layer_mem as layer_mem_job;
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-use crate::metrics::bootstrap::Bootstrap;
-use crate::metrics::layer_mem::{self, Control, LayerMemLayer, Pairing, PointScores};
+use crate::metrics::layer_mem::{Control, LayerMemLayer, Pairing, PointScores};
 use crate::metrics::unit_mem::{Reduce, UnitMemLayer};
 use crate::model::{Encoder, LoadOptions};
 use crate::plan::PolicyFile;
@@ -165,15 +165,11 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
         bail!("--batch must be at least 1");
     }
     let f = Encoder::load(&s.model, &s.load)?;
-    // A ViT's LayerMem layers are its attention and MLP sub-layer outputs, as in `measure layer`.
-    let sub_layers = LoadOptions {
-        sub_layers_only: true,
-        ..s.load.clone()
-    };
+    // g as LayerMem compares it (a ViT's sub-layers), as in `measure layer`.
     let g = s
         .reference
         .as_ref()
-        .map(|r| Encoder::load(r, &sub_layers))
+        .map(|r| layer_mem_job::load(r, &s.load))
         .transpose()?;
     let augment = augment_choice::choose(
         s.augment.clone(),
@@ -267,11 +263,7 @@ fn layer_part(
     test: &ImageSet,
     progress: bool,
 ) -> Result<LayerPart> {
-    let opts = LoadOptions {
-        sub_layers_only: true,
-        ..s.load.clone()
-    };
-    let f = Encoder::load(&s.model, &opts)?;
+    let f = layer_mem_job::load(&s.model, &s.load)?;
     crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let candidates = measure::choose_points(
         &s.candidates,
@@ -281,39 +273,50 @@ fn layer_part(
         view.seed,
         DefaultPoints::Candidates(crate::defaults::LAYER_CANDIDATES),
     )?;
-    let scores = |set: &ImageSet, pts: &[usize], what: &str| -> Result<Vec<PointScores>> {
-        let pb = measure::progress_bar(pts.len(), progress, what);
-        measure::layer_mem_points(&f, g, set, pts, s.views, Pairing::Views, view, &pb)
-    };
-    let per_point = scores(train, &candidates, "LayerMem")?;
     let unseen_points = measure::unseen_points(test, candidates.len(), view.seed)?;
-    let unseen = scores(test, &unseen_points, "LayerMem (unseen control)")?;
-    let independent_points = match crate::train_meta::independent_points(&g.checkpoint)? {
-        Some(ind) => {
-            if let Some(bad) = ind.iter().find(|&&i| i >= train.len()) {
-                bail!(
-                    "{}: independent point {bad} is outside {}",
-                    reference.display(),
-                    train.source
-                );
-            }
-            Some(ind[..candidates.len().min(ind.len())].to_vec())
-        }
-        None => None,
-    };
+    let (per_point, unseen) = layer_mem_job::scores(
+        &f,
+        g,
+        train,
+        &candidates,
+        Some((test, &unseen_points, "LayerMem (unseen control)")),
+        s.views,
+        Pairing::Views,
+        view,
+        progress,
+    )?;
+    let unseen = unseen.expect("a control was given");
+    let independent_points =
+        layer_mem_job::independent_points(g, reference, train, candidates.len())?;
     let independent = match &independent_points {
-        Some(v) => Some(scores(train, v, "LayerMem (symmetric control)")?),
+        Some(v) => Some(layer_mem_job::point_scores(
+            &f,
+            g,
+            train,
+            v,
+            s.views,
+            Pairing::Views,
+            view,
+            progress,
+            "LayerMem (symmetric control)",
+        )?),
         None => None,
-    };
-    let boot = Bootstrap {
-        seed: view.seed,
-        ..Default::default()
     };
     let names = measure::layer_names(&f);
-    let layers = layer_mem::layer_mem(&names, &per_point, Some((&unseen, Control::Unseen)), &boot);
-    let symmetric = independent
-        .as_deref()
-        .map(|v| layer_mem::layer_mem(&names, &per_point, Some((v, Control::Independent)), &boot));
+    let layers = layer_mem_job::layers(
+        &names,
+        &per_point,
+        Some((&unseen, Control::Unseen)),
+        view.seed,
+    );
+    let symmetric = independent.as_deref().map(|v| {
+        layer_mem_job::layers(
+            &names,
+            &per_point,
+            Some((v, Control::Independent)),
+            view.seed,
+        )
+    });
     Ok(LayerPart {
         reference: Digested::of(reference)?,
         candidates,
