@@ -21,6 +21,7 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod progress;
 pub mod pth;
 pub mod report;
 pub mod rewrite;

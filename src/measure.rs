@@ -164,22 +164,10 @@ pub fn choose_points(
     }
 }
 
-/// A progress bar on stderr, only when asked for and stderr is a terminal.
+/// A progress bar of points on stderr when asked for ([`crate::progress::bar`]: on a
+/// terminal a bar, elsewhere a line every few seconds).
 pub fn progress_bar(len: usize, show: bool, what: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !show || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len as u64);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} points, {per_sec}, eta {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
+    crate::progress::bar(len, show, what, "points")
 }
 
 fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Result<()> {

@@ -1,13 +1,14 @@
 //! `memprune experiment`: the paper's Table 6 (prune) and Table 5 (finetune).
 
+use super::args::LoadArgs;
 use anyhow::{bail, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use memprune::data::augment_choice::GivenAugment;
 use memprune::data::normalize::Normalization;
 use memprune::data::{self, Split};
 use memprune::measure::{self, ViewSettings};
 use memprune::metrics::unit_mem::Reduce;
-use memprune::model::{Encoder, LoadOptions};
+use memprune::model::Encoder;
 use memprune::rewrite::PruneMode;
 use memprune::{defaults, report};
 use std::path::PathBuf;
@@ -16,64 +17,64 @@ use std::path::PathBuf;
 pub enum Experiment {
     /// Table 6: prune the highest-UnitMem, random and lowest-UnitMem units (per layer 10 % and
     /// 20 %, whole network 10 %) and compare linear-probe accuracy.
-    Prune {
-        /// The SSL encoder. Default: the embedded f.
-        checkpoint: Option<PathBuf>,
-        /// Data (train split for UnitMem and the probe, test split for the probe).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Training points UnitMem is measured on (the paper: 5000), at most the encoder's own
-        /// training points when its metadata records them; the control uses as many test points.
-        #[arg(long, default_value_t = 5000)]
-        points: usize,
-        #[arg(long, default_value_t = 10)]
-        views: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Random draws for the random strategy (the paper: 10).
-        #[arg(long, default_value_t = 10)]
-        draws: usize,
-        /// ViT: attention heads per block (as `inspect --heads`).
-        #[arg(long)]
-        heads: Option<usize>,
-        /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
-        #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
-        modes: Vec<String>,
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Accuracy against units pruned, as SVG.
-        #[arg(long)]
-        chart: Option<PathBuf>,
-        /// UnitMem's augmentation as YAML (as `measure --augment`). Default: the one the
-        /// encoder records.
-        #[arg(long)]
-        augment: Option<PathBuf>,
-    },
+    Prune(PruneArgs),
     /// Table 5: fine-tune on a downstream task the head only, the layers of highest
     /// dLayerMem, the last layers, or random ones (k = 1..3), each over several seeds.
     Finetune(Box<super::finetune::FinetuneExperimentArgs>),
 }
 
+#[derive(Args)]
+pub struct PruneArgs {
+    /// The SSL encoder. Default: the embedded f.
+    checkpoint: Option<PathBuf>,
+    /// Data (train split for UnitMem and the probe, test split for the probe).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training points UnitMem is measured on (the paper: 5000), at most the encoder's own
+    /// training points when its metadata records them; the control uses as many test points.
+    #[arg(long, default_value_t = 5000)]
+    points: usize,
+    #[arg(long, default_value_t = 10)]
+    views: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Random draws for the random strategy (the paper: 10).
+    #[arg(long, default_value_t = 10)]
+    draws: usize,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// `mask` (zeroed, as the paper), `remove` (shapes shrink), or both.
+    #[arg(long, value_delimiter = ',', default_value = "mask,remove")]
+    modes: Vec<String>,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Accuracy against units pruned, as SVG.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// UnitMem's augmentation as YAML (as `measure --augment`). Default: the one the
+    /// encoder records.
+    #[arg(long)]
+    augment: Option<PathBuf>,
+}
+
 pub fn run(e: Experiment, quiet: bool) -> Result<()> {
-    let (checkpoint, data_path, points, views, seed, draws, modes, json, chart, heads, augment) =
-        match e {
-            Experiment::Finetune(a) => return super::finetune::run(*a, quiet),
-            Experiment::Prune {
-                checkpoint,
-                data,
-                points,
-                views,
-                seed,
-                draws,
-                modes,
-                json,
-                chart,
-                heads,
-                augment,
-            } => (
-                checkpoint, data, points, views, seed, draws, modes, json, chart, heads, augment,
-            ),
-        };
+    let a = match e {
+        Experiment::Finetune(a) => return super::finetune::run(*a, quiet),
+        Experiment::Prune(a) => a,
+    };
+    let PruneArgs {
+        checkpoint,
+        data: data_path,
+        points,
+        views,
+        seed,
+        draws,
+        load,
+        modes,
+        json,
+        chart,
+        augment,
+    } = a;
     let modes: Vec<PruneMode> = modes
         .iter()
         .map(|m| match m.as_str() {
@@ -107,13 +108,8 @@ pub fn run(e: Experiment, quiet: bool) -> Result<()> {
     if draws == 0 {
         bail!("--draws must be at least 1");
     }
-    let enc = Encoder::load(
-        &path,
-        &LoadOptions {
-            heads,
-            ..Default::default()
-        },
-    )?;
+    let load = load.options();
+    let enc = Encoder::load(&path, &load)?;
     let train = data::open(&data_path, Split::Train)?;
     let test = data::open(&data_path, Split::Test)?;
     // UnitMem on the encoder's own training points (when it records them), with its control
@@ -146,18 +142,7 @@ pub fn run(e: Experiment, quiet: bool) -> Result<()> {
     )?;
     let probe = memprune::eval::probe::ProbeSettings::default();
     let mut t = memprune::eval::experiment::table6(
-        &enc,
-        &unit,
-        &train,
-        &test,
-        &probe,
-        draws,
-        &modes,
-        |line| {
-            if !quiet {
-                eprintln!("{line}");
-            }
-        },
+        &enc, &unit, &train, &test, &probe, draws, &modes, &load, !quiet,
     )?;
     t.augment = Some(augment);
     println!("Table 6 on {} ({} units), UnitMem on {} training points x {views} views; linear-probe top-1 on the {} test images of {}\n", path.display(), t.total_units, pts.len(), test.len(), test.source);

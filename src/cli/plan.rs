@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PlanArgs {
+    /// The policy file (YAML: model, reference, data, metrics, actions, evaluation, output;
+    /// examples in the repository's policies/ folder).
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
 }

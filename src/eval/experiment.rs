@@ -128,8 +128,9 @@ fn one_action(
 }
 
 /// Runs every (setting, strategy, draw, mode) and probes each pruned encoder, two probes at a
-/// time (the probe's small matrix products leave a core idle). `progress` gets a line after
-/// each probe.
+/// time (the probe's small matrix products leave a core idle). `progress`: one bar over all
+/// probes (the unpruned one first). `load`: how the pruned encoders load (a ViT's heads,
+/// pool and tokens; their tensors are already named as the family expects).
 #[allow(clippy::too_many_arguments)]
 pub fn table6(
     enc: &Encoder,
@@ -139,7 +140,8 @@ pub fn table6(
     settings: &ProbeSettings,
     draws: usize,
     modes: &[PruneMode],
-    progress: impl Fn(&str) + Sync,
+    load: &LoadOptions,
+    progress: bool,
 ) -> Result<Table6> {
     use rayon::prelude::*;
     let groups: Vec<CouplingGroup> = coupling_groups(enc);
@@ -154,8 +156,6 @@ pub fn table6(
         unit_mem: Some(unit_mem.to_vec()),
         ..Default::default()
     };
-    let baseline = probe::probe_accuracy(enc, train, test, settings)?.test_accuracy;
-    progress(&format!("unpruned: {:.2}%", 100.0 * baseline));
     let mut jobs = Vec::new();
     for &s in &SETTINGS {
         for &mode in modes {
@@ -174,6 +174,14 @@ pub fn table6(
             }
         }
     }
+    let pb = crate::progress::bar(jobs.len() + 1, progress, "Table 6 probes", "probes");
+    let baseline = probe::probe_accuracy(enc, train, test, settings)?.test_accuracy;
+    pb.inc(1);
+    let load = LoadOptions {
+        prefix: None,
+        key: None,
+        ..load.clone()
+    };
     let results: Vec<(f64, usize, usize)> = jobs
         .par_iter()
         .with_max_len(1)
@@ -193,19 +201,13 @@ pub fn table6(
             };
             let plan = make_plan(&pf, enc, &groups, &scores)?;
             let tensors = prune_tensors(&enc.checkpoint.stored, &groups, &plan.cuts(), mode)?;
-            let pruned = in_memory_encoder(enc, tensors)?;
+            let pruned = in_memory_encoder(enc, tensors, &load)?;
             let acc = probe::probe_accuracy(&pruned, train, test, settings)?.test_accuracy;
-            progress(&format!(
-                "{:?} {}% {:?} {:?} draw {draw}: {:.2}%",
-                s.scope,
-                s.fraction_pct,
-                mode,
-                strategy,
-                100.0 * acc
-            ));
+            pb.inc(1);
             Ok((acc, plan.units_pruned(), pruned.params()))
         })
         .collect::<Result<_>>()?;
+    pb.finish_and_clear();
     let mut rows: Vec<Row> = Vec::new();
     for (&(setting, mode, strategy, _), &(acc, units_pruned, params_after)) in
         jobs.iter().zip(&results)
@@ -243,11 +245,12 @@ pub fn table6(
 fn in_memory_encoder(
     enc: &Encoder,
     tensors: std::collections::BTreeMap<String, Tensor>,
+    load: &LoadOptions,
 ) -> Result<Encoder> {
     let ckpt = Checkpoint::from_tensors(
         &enc.checkpoint.path,
         tensors,
         enc.checkpoint.metadata.clone(),
     );
-    Encoder::from_checkpoint(ckpt, &LoadOptions::default())
+    Encoder::from_checkpoint(ckpt, load)
 }
