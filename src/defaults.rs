@@ -101,3 +101,13 @@ pub const UNIT_POINTS: usize = 1000;
 
 /// LayerMem: the first this many candidate points recorded in f (else as many random points).
 pub const LAYER_CANDIDATES: usize = 100;
+
+/// Table 6 (`experiment prune`): at most this many training points for UnitMem (the
+/// paper's 5,000).
+pub const TABLE6_POINTS: usize = 5000;
+
+/// Table 6: random draws of the random strategy (the paper's 10).
+pub const TABLE6_DRAWS: usize = 10;
+
+/// The experiments' views per forward pass (memory, not results).
+pub const EXPERIMENT_BATCH: usize = 250;

@@ -2,9 +2,8 @@
 
 use super::args::LoadArgs;
 use super::set_threads;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use memprune::data::normalize::Normalization;
 use memprune::data::{self, Split};
 use memprune::defaults;
 use memprune::model::Encoder;
@@ -63,16 +62,8 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     }
     let enc = Encoder::load(&path, &a.load.options())?;
     let set = data::open::open_with(&data_path, a.split, &a.read.for_encoder(&enc))?;
-    let mut normalization = Normalization::default_for(set.kind, set.channels);
-    if let Some(m) = &a.mean {
-        normalization.mean = m.clone();
-    }
-    if let Some(s) = &a.std {
-        normalization.std = s.clone();
-    }
-    normalization
-        .validate(set.channels)
-        .context("--mean/--std")?;
+    let normalization =
+        memprune::jobs::measure::normalization(&set, a.mean.as_deref(), a.std.as_deref())?;
     let settings = memprune::eval::probe::ProbeSettings {
         batch: a.batch,
         normalization: Some(normalization),

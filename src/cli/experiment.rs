@@ -32,14 +32,14 @@ pub struct PruneArgs {
     data: Option<PathBuf>,
     /// Training points UnitMem is measured on (the paper: 5000), at most the encoder's own
     /// training points when its metadata records them; the control uses as many test points.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = defaults::TABLE6_POINTS)]
     points: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::VIEWS)]
     views: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     /// Random draws for the random strategy (the paper: 10).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::TABLE6_DRAWS)]
     draws: usize,
     #[command(flatten)]
     load: LoadArgs,
@@ -126,7 +126,7 @@ pub fn run(e: Experiment, quiet: bool) -> Result<()> {
         augment: augment.config.clone(),
         normalization: Normalization::default_for(train.kind, train.channels),
         seed,
-        batch: 250,
+        batch: defaults::EXPERIMENT_BATCH,
     };
     let control = (unseen.len() == pts.len()).then_some((&test, unseen.as_slice()));
     let unit = measure::unit_scores_with_control(

@@ -368,7 +368,7 @@ pub fn run(
         augment: augment.config.clone(),
         normalization: crate::data::Normalization::default_for(pre.kind, pre.channels),
         seed: inputs.seed,
-        batch: 250,
+        batch: crate::defaults::EXPERIMENT_BATCH,
     };
     let lm = crate::jobs::layer_mem::with_control(
         &f_layers,
