@@ -17,7 +17,7 @@ use std::path::PathBuf;
 pub enum Experiment {
     /// Table 6: prune the highest-UnitMem, random and lowest-UnitMem units (per layer 10 % and
     /// 20 %, whole network 10 %) and compare linear-probe accuracy.
-    Prune(PruneArgs),
+    Prune(Box<PruneArgs>),
     /// Table 5: fine-tune on a downstream task the head only, the layers of highest
     /// dLayerMem, the last layers, or random ones (k = 1..3), each over several seeds.
     Finetune(Box<super::finetune::FinetuneExperimentArgs>),
@@ -60,7 +60,7 @@ pub struct PruneArgs {
 pub fn run(e: Experiment, quiet: bool) -> Result<()> {
     let a = match e {
         Experiment::Finetune(a) => return super::finetune::run(*a, quiet),
-        Experiment::Prune(a) => a,
+        Experiment::Prune(a) => *a,
     };
     let PruneArgs {
         checkpoint,
