@@ -1,0 +1,72 @@
+//! `memprune --policy FILE`: measure, plan, rewrite, evaluate before and after.
+
+use super::command_line;
+use anyhow::Result;
+use memprune::plan::PolicyFile;
+use memprune::{pipeline, report};
+use std::path::Path;
+
+pub fn run(path: &Path, quiet: bool) -> Result<()> {
+    let pf = PolicyFile::load(path)?;
+    // Every output checked against every input and each other before any work.
+    let mut outputs = pf.outputs()?;
+    let report_settings = match &pf.policy.output.report {
+        Some(_) => Some(memprune::report::gather::ReportSettings::of_policy(&pf)?),
+        None => None,
+    };
+    let planned = pipeline::plan_policy(pf, !quiet)?;
+    println!("{}", planned.augment.line());
+    println!(
+        "{}: {} ({} units of {} pruned)\n",
+        path.display(),
+        planned.encoder.checkpoint.path.display(),
+        planned.plan.units_pruned(),
+        planned.groups.iter().map(|g| g.channels).sum::<usize>()
+    );
+    print!("{}", report::plan_table(&planned.plan));
+    let mut r = pipeline::run_policy(&planned, &mut outputs)?;
+    let probe = pipeline::probe_before_after(&planned, &mut r, &outputs)?;
+    let finetune = pipeline::finetune_before_after(&planned, &mut r, &outputs, |l| {
+        if !quiet {
+            eprintln!("{l}");
+        }
+    })?;
+    let out = &planned.policy.policy.output;
+    if let Some(j) = &out.json {
+        outputs.stage(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    }
+    if let (Some(c), Some(u)) = (&out.chart, &planned.scores.unit_mem) {
+        outputs.stage(c, report::unit_mem_chart(u)?.as_bytes())?;
+    }
+    if let (Some(h), Some(s)) = (&out.report, &report_settings) {
+        let g = memprune::report::gather::gather(s, !quiet)?;
+        let part = memprune::report::html::PolicyPart {
+            report: &r,
+            probe,
+            text: &planned.policy.text,
+        };
+        let html = memprune::report::html::render(&g, &command_line(), Some(&part))?;
+        outputs.stage(h, html.as_bytes())?;
+    }
+    // Everything validated and computed: only now do the files appear.
+    outputs.commit()?;
+    println!("\nwrote {}\n", r.after.checkpoint.display());
+    print!("{}", report::before_after_table(&r, probe));
+    if let Some((b, a)) = &finetune {
+        let ft = planned
+            .policy
+            .policy
+            .evaluation
+            .finetune
+            .clone()
+            .unwrap_or_default();
+        println!(
+            "\nfine-tuned on {} ({} epochs, seeds {:?}):\n",
+            ft.data_path().display(),
+            memprune::eval::finetune::settings_from(&ft).epochs,
+            memprune::eval::finetune::settings_from(&ft).seeds
+        );
+        print!("{}", report::finetune::before_after(b, a));
+    }
+    Ok(())
+}
