@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     let set = data::open(&memprune::defaults::data(), Split::Train)?;
     let batch = 256;
     let cfg = TrainConfig {
-        arch: memprune::train::init::TrainArch::Resnet9,
+        arch: memprune::train::init::TrainArch::named("resnet9").unwrap(),
         framework: Framework::Simclr,
         widths: widths.clone(),
         epochs: 1,

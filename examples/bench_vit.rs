@@ -112,7 +112,7 @@ fn train_rate(framework: memprune::train::Framework, steps: usize) -> f64 {
         optimizer.beta2 = 0.95;
     }
     let cfg = TrainConfig {
-        arch: memprune::train::init::TrainArch::Vit,
+        arch: memprune::train::init::TrainArch::named("vit").unwrap(),
         framework,
         widths: vit.widths(),
         epochs: 1,

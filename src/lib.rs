@@ -25,6 +25,3 @@ pub mod report;
 pub mod rewrite;
 pub mod shard;
 pub mod train;
-
-// The binary's paths until it moves to `checkpoint::`.
-pub use checkpoint::train_meta;

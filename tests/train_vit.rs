@@ -52,7 +52,7 @@ fn cfg(framework: Framework, epochs: usize) -> TrainConfig {
     let mut optimizer = OptimizerConfig::new(OptimizerKind::Adamw, 0.05);
     optimizer.beta2 = 0.95;
     TrainConfig {
-        arch: memprune::train::init::TrainArch::Vit,
+        arch: memprune::train::init::TrainArch::named("vit").unwrap(),
         framework,
         widths: tiny_shape().widths(),
         epochs,
@@ -207,7 +207,7 @@ fn vit_fine_tuning_trains_only_the_chosen_blocks() {
 fn mae_needs_a_vit() {
     let set = tiny_set();
     let mut c = cfg(Framework::Mae, 1);
-    c.arch = memprune::train::init::TrainArch::Resnet9;
+    c.arch = memprune::train::init::TrainArch::named("resnet9").unwrap();
     c.widths = vec![4, 8, 8, 8, 8, 16, 16, 16];
     let e = Trainer::new(c, &set, "tiny", None)
         .err()

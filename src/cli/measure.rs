@@ -488,7 +488,7 @@ fn unit_or_class_cmd(c: MeasureArgs, reduce: Reduce, class: bool, quiet: bool) -
         control_data: unseen.as_ref().map(|(s, _)| s.source.clone()),
         control_points: unseen.as_ref().map(|(_, v)| v.clone()),
         per_point: false,
-        planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
+        planted: memprune::checkpoint::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
         digests: Default::default(),
     };
     let mine = shard.part(&p.points)?;
@@ -639,14 +639,17 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 bail!("measure layer needs --reference: an encoder trained like the model but without the scored points");
             };
             let g = p.reference.take().expect("prepare loads the reference");
-            memprune::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
+            memprune::checkpoint::train_meta::check_reference(
+                &p.encoder.checkpoint,
+                &g.checkpoint,
+            )?;
             let control = if c.no_control { Control::None } else { control };
             // The control points: unseen test points, or g's own points.
             let ctrl: Option<(ImageSet, Vec<usize>)> = match control {
                 Control::None => None,
                 Control::Unseen => unseen_for(&c, &p)?,
                 Control::Independent => {
-                    let ind = memprune::train_meta::independent_points(&g.checkpoint)?
+                    let ind = memprune::checkpoint::train_meta::independent_points(&g.checkpoint)?
                         .with_context(|| format!("{}: --control independent needs a reference trained by memprune on shared+independent (it records its independent points)", ref_path.display()))?;
                     let data_path = c.data.clone().unwrap_or_else(defaults::data);
                     let set = data::open::open_with(
@@ -701,7 +704,10 @@ fn measure_run(m: Measure, quiet: bool) -> Result<()> {
                 control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
                 control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
                 per_point,
-                planted: memprune::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
+                planted: memprune::checkpoint::train_meta::planted_on(
+                    &p.encoder.checkpoint,
+                    &p.set,
+                )?,
                 digests: Default::default(),
             };
             let pb = measure::progress_bar(p.points.len(), !quiet, "LayerMem");

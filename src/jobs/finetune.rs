@@ -76,7 +76,7 @@ impl FinetuneRequest {
             points: self.points,
             views: self.views,
             seed: self.seed,
-            heads: self.load.heads,
+            load: self.load.clone(),
             augment: GivenAugment::from_flag(self.augment.as_deref())?,
         })
     }

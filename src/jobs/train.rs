@@ -111,7 +111,7 @@ impl TrainRequest {
     pub fn new(framework: Framework, out: PathBuf) -> TrainRequest {
         TrainRequest {
             framework,
-            arch: TrainArch::Resnet9,
+            arch: TrainArch::default(),
             widths: None,
             vit: VitSizes::default(),
             data: None,

@@ -65,7 +65,7 @@ impl FreshArch for ResNet9Arch {
     }
 
     fn about(&self) -> &'static str {
-        "The paper's ResNet9; --widths gives its 8 block widths"
+        "The paper's ResNet9; `--widths` gives its 8 block widths"
     }
 
     fn default_widths(&self) -> Vec<usize> {

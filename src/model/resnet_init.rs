@@ -77,7 +77,7 @@ pub struct TorchvisionResNet {
 
 pub static RESNET18: TorchvisionResNet = TorchvisionResNet {
     name: "resnet18",
-    about: "torchvision resnet18 (BasicBlock [2, 2, 2, 2]); --widths gives the 4 stage widths",
+    about: "torchvision resnet18 (BasicBlock [2, 2, 2, 2]); `--widths` gives the 4 stage widths",
     blocks: [2, 2, 2, 2],
     bottleneck: false,
 };

@@ -20,9 +20,6 @@ pub mod model;
 pub mod optim;
 pub mod split;
 
-// The binary's path until it moves to `model::vit_init`.
-pub use crate::model::vit_init;
-
 use crate::checkpoint::keys;
 use crate::checkpoint::{write_safetensors_atomic, Checkpoint};
 use crate::data::augment::{clean_batch, views_batch, AugmentConfig};
@@ -44,7 +41,7 @@ const VIEW_TAG: u64 = 0x5452_4149_4E56_4945; // "TRAINVIE"
 const SHUFFLE_TAG: u64 = 0x5348_5546_464C_4521; // "SHUFFLE!"
 
 /// The training objective.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Framework {
     /// SimCLR: NT-Xent over two views, projection head `projector.{0,1,3}`.

@@ -8,18 +8,15 @@ use serde::{Deserialize, Serialize};
 const SPLIT_TAG: u64 = 0x5350_4C49_5446_4721; // "SPLITFG!"
 
 /// Which part of the split a model trains on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SplitKind {
     /// Every training point.
-    #[value(name = "all")]
     #[serde(rename = "all")]
     All,
     /// Shared + candidates: LayerMem's model f.
-    #[value(name = "shared+candidates")]
     #[serde(rename = "shared+candidates")]
     SharedCandidates,
     /// Shared + independent: LayerMem's reference g.
-    #[value(name = "shared+independent")]
     #[serde(rename = "shared+independent")]
     SharedIndependent,
 }
