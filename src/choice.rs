@@ -31,10 +31,22 @@ pub fn parse<T: Choice>(s: &str) -> Result<T, String> {
         })
 }
 
-/// `FromStr` and `Display` by [`Choice::name`].
+/// [`Choice`] for an enum with inherent `name` and `about` methods, from what is picked
+/// and every value in help's order, with `FromStr` and `Display` by name.
 #[macro_export]
 macro_rules! named_choice {
-    ($t:ty) => {
+    ($t:ty, $what:literal, [$($v:expr),+ $(,)?]) => {
+        impl $crate::choice::Choice for $t {
+            const WHAT: &'static str = $what;
+            const ALL: &'static [Self] = &[$($v),+];
+            fn name(self) -> &'static str {
+                <$t>::name(self)
+            }
+            fn about(self) -> &'static str {
+                <$t>::about(self)
+            }
+        }
+
         impl std::str::FromStr for $t {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
@@ -44,7 +56,7 @@ macro_rules! named_choice {
 
         impl std::fmt::Display for $t {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str($crate::choice::Choice::name(*self))
+                f.write_str(<$t>::name(*self))
             }
         }
     };

@@ -155,22 +155,16 @@ impl Framework {
     }
 }
 
-impl crate::choice::Choice for Framework {
-    const WHAT: &'static str = "framework";
-    const ALL: &'static [Self] = &[
+crate::named_choice!(
+    Framework,
+    "framework",
+    [
         Framework::Simclr,
         Framework::Simsiam,
         Framework::Supervised,
-        Framework::Mae,
-    ];
-    fn name(self) -> &'static str {
-        Framework::name(self)
-    }
-    fn about(self) -> &'static str {
-        Framework::about(self)
-    }
-}
-crate::named_choice!(Framework);
+        Framework::Mae
+    ]
+);
 
 /// Everything that decides a training run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

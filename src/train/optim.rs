@@ -31,19 +31,8 @@ impl OptimizerKind {
             OptimizerKind::Lars => "lars",
         }
     }
-}
 
-impl crate::choice::Choice for OptimizerKind {
-    const WHAT: &'static str = "optimizer";
-    const ALL: &'static [Self] = &[
-        OptimizerKind::Sgd,
-        OptimizerKind::Adamw,
-        OptimizerKind::Lars,
-    ];
-    fn name(self) -> &'static str {
-        OptimizerKind::name(self)
-    }
-    fn about(self) -> &'static str {
+    pub fn about(self) -> &'static str {
         match self {
             OptimizerKind::Sgd => "SGD with momentum (PyTorch's convention), optionally Nesterov",
             OptimizerKind::Adamw => "AdamW (decoupled weight decay), betas 0.9/0.999, eps 1e-8",
@@ -51,7 +40,16 @@ impl crate::choice::Choice for OptimizerKind {
         }
     }
 }
-crate::named_choice!(OptimizerKind);
+
+crate::named_choice!(
+    OptimizerKind,
+    "optimizer",
+    [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adamw,
+        OptimizerKind::Lars
+    ]
+);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OptimizerConfig {
