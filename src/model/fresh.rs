@@ -11,6 +11,11 @@ use candle_core::Tensor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Named tensors.
+pub type Tensors = BTreeMap<String, Tensor>;
+/// Checkpoint metadata.
+pub type Metadata = BTreeMap<String, String>;
+
 /// What a fresh network is built for.
 #[derive(Debug, Clone)]
 pub struct FreshSpec<'a> {
@@ -63,14 +68,10 @@ pub trait FreshArch: Sync {
     fn shape_record(&self, _vit: &VitShape) -> Option<(&'static str, String)> {
         None
     }
-    /// A fresh network of `net`'s architecture and sizes (tensors, load metadata), when
-    /// `net` is one this architecture builds; an error when it is but its sizes cannot be
-    /// made fresh (a pruned ViT).
-    fn like(
-        &self,
-        _net: &dyn Net,
-        _seed: u64,
-    ) -> Option<Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)>> {
+    /// A fresh network of `net`'s architecture and sizes, when `net` is one this
+    /// architecture builds; an error when it is but its sizes cannot be made fresh (a
+    /// pruned ViT).
+    fn like(&self, _net: &dyn Net, _seed: u64) -> Option<Result<Fresh>> {
         None
     }
 }
@@ -108,7 +109,7 @@ pub fn random_like(like: &Path, opts: &LoadOptions, seed: u64) -> Result<Encoder
     let fresh = crate::model::registry::FRESH
         .iter()
         .find_map(|a| a.like(enc.arch.as_ref(), seed));
-    let (tensors, meta) = match fresh {
+    let made = match fresh {
         Some(made) => made.map_err(|e| anyhow!("{}: {e}", like.display()))?,
         None => bail!(
             "{}: --random-like makes ResNet9s and ViTs; this is {}",
@@ -116,5 +117,8 @@ pub fn random_like(like: &Path, opts: &LoadOptions, seed: u64) -> Result<Encoder
             enc.describe()
         ),
     };
-    Encoder::from_checkpoint(Checkpoint::from_tensors(&name, tensors, meta), opts)
+    Encoder::from_checkpoint(
+        Checkpoint::from_tensors(&name, made.tensors, made.metadata),
+        opts,
+    )
 }

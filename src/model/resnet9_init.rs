@@ -90,16 +90,20 @@ impl FreshArch for ResNet9Arch {
         })
     }
 
-    fn like(
-        &self,
-        net: &dyn Net,
-        seed: u64,
-    ) -> Option<Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)>> {
+    fn like(&self, net: &dyn Net, seed: u64) -> Option<Result<Fresh>> {
         let r = net.as_any().downcast_ref::<ResNet9>()?;
         if !std::ptr::eq(r.layout, &MEMPRUNE) {
             return None;
         }
-        Some(resnet9(net.in_channels(), &net.widths(), seed).map(|t| (t, BTreeMap::new())))
+        let widths = net.widths();
+        Some(
+            resnet9(net.in_channels(), &widths, seed).map(|tensors| Fresh {
+                tensors,
+                metadata: BTreeMap::new(),
+                feature_dim: widths.last().copied().unwrap_or(0),
+                widths,
+            }),
+        )
     }
 }
 

@@ -9,7 +9,7 @@
 
 use crate::checkpoint::keys;
 use crate::model::family::Net;
-use crate::model::fresh::{Fresh, FreshArch, FreshSpec};
+use crate::model::fresh::{Fresh, FreshArch, FreshSpec, Metadata, Tensors};
 use crate::model::init_draws::{normals, rng_for};
 use crate::model::patch_encoder::PatchEncoder;
 use anyhow::{anyhow, bail, Result};
@@ -275,13 +275,13 @@ pub fn mae_decoder(
 }
 
 /// MAE's decoder for a loaded encoder `enc` (its width, patch and grid; the decoder's
-/// sizes from `shape`), with the load metadata it needs (its heads).
+/// sizes from `shape`), and the load metadata it needs (its heads).
 pub fn mae_decoder_for(
     enc: &dyn PatchEncoder,
     shape: &VitShape,
     channels: usize,
     seed: u64,
-) -> Result<(BTreeMap<String, Tensor>, (&'static str, String))> {
+) -> Result<(Tensors, Metadata)> {
     let shape = VitShape {
         width: enc.width(),
         patch: enc.patch(),
@@ -290,7 +290,11 @@ pub fn mae_decoder_for(
     let image = enc.grid() * enc.patch();
     Ok((
         mae_decoder(&shape, channels, image, seed)?,
-        (keys::DECODER_HEADS, shape.decoder_heads.to_string()),
+        [(
+            keys::DECODER_HEADS.to_string(),
+            shape.decoder_heads.to_string(),
+        )]
+        .into(),
     ))
 }
 
@@ -346,11 +350,7 @@ impl FreshArch for VitArch {
         Some((keys::VIT, serde_json::to_string(vit).unwrap_or_default()))
     }
 
-    fn like(
-        &self,
-        net: &dyn Net,
-        seed: u64,
-    ) -> Option<Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)>> {
+    fn like(&self, net: &dyn Net, seed: u64) -> Option<Result<Fresh>> {
         let vit = net.as_any().downcast_ref::<crate::model::vit::Vit>()?;
         Some((|| {
             let heads = vit.heads_per_block();
@@ -368,9 +368,12 @@ impl FreshArch for VitArch {
                 patch: vit.patch(),
                 ..Default::default()
             };
-            let t = encoder(&shape, net.in_channels(), vit.grid() * vit.patch(), seed)?;
-            let m = [(keys::HEADS.to_string(), heads[0].to_string())].into();
-            Ok((t, m))
+            Ok(Fresh {
+                tensors: encoder(&shape, net.in_channels(), vit.grid() * vit.patch(), seed)?,
+                metadata: [(keys::HEADS.to_string(), heads[0].to_string())].into(),
+                widths,
+                feature_dim: shape.width,
+            })
         })())
     }
 }

@@ -792,10 +792,10 @@ fn pretrained_model(
                 enc.describe()
             );
         };
-        let (decoder, (k, v)) =
+        let (decoder, decoder_meta) =
             crate::model::vit_init::mae_decoder_for(tokens, &cfg.vit, set.channels, cfg.seed)?;
         t.extend(decoder);
-        meta.insert(k.to_string(), v);
+        meta.extend(decoder_meta);
     }
     TrainModel::from_tensors(cfg.framework, &on_device(&t, &cfg.device)?, p, &meta)
 }
