@@ -8,7 +8,7 @@
 
 pub mod block_cache;
 pub mod checkpoint;
-pub mod container;
+pub mod choice;
 pub mod data;
 pub mod defaults;
 pub mod eval;
@@ -22,9 +22,7 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
-pub mod pth;
 pub mod report;
 pub mod rewrite;
 pub mod shard;
 pub mod train;
-pub mod train_meta;

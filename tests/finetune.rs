@@ -203,7 +203,7 @@ fn fine_tuning_changes_the_chosen_layer_only() {
     let s = FinetuneSettings::default();
     let cfg = TrainConfig {
         framework: Framework::Supervised,
-        arch: memprune::train::init::TrainArch::Resnet9,
+        arch: memprune::train::init::TrainArch::named("resnet9").unwrap(),
         widths: Vec::new(),
         epochs: 1,
         batch: 32,

@@ -36,7 +36,7 @@ fn tiny_set() -> ImageSet {
 
 fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
     TrainConfig {
-        arch: memprune::train::init::TrainArch::Resnet9,
+        arch: memprune::train::init::TrainArch::named("resnet9").unwrap(),
         framework,
         widths: TINY.to_vec(),
         epochs: 2,

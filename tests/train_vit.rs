@@ -4,10 +4,10 @@
 
 use candle_core::Tensor;
 use memprune::data::{ImageSet, Normalization};
+use memprune::model::vit_init::VitShape;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::train::optim::{OptimizerConfig, OptimizerKind};
 use memprune::train::split::SplitKind;
-use memprune::train::vit_init::VitShape;
 use memprune::train::{Framework, TrainConfig, Trainer};
 use std::collections::BTreeMap;
 
@@ -52,7 +52,7 @@ fn cfg(framework: Framework, epochs: usize) -> TrainConfig {
     let mut optimizer = OptimizerConfig::new(OptimizerKind::Adamw, 0.05);
     optimizer.beta2 = 0.95;
     TrainConfig {
-        arch: memprune::train::init::TrainArch::Vit,
+        arch: memprune::train::init::TrainArch::named("vit").unwrap(),
         framework,
         widths: tiny_shape().widths(),
         epochs,
@@ -139,7 +139,7 @@ fn mae_runs_are_deterministic_resume_exactly_and_load_as_a_vit() {
         assert_eq!(values(&ta, k), values(&tc, k), "{k} differs after a resume");
     }
     // MAE keeps its sin-cos position embeddings fixed.
-    let fresh = memprune::train::vit_init::sincos_pos_embed(16, 4).unwrap();
+    let fresh = memprune::model::vit_init::sincos_pos_embed(16, 4).unwrap();
     let fresh = fresh.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(values(&ta, "pos_embed"), fresh);
     // The checkpoint is a timm-layout ViT: heads from memprune's metadata, the decoder unused.
@@ -207,7 +207,7 @@ fn vit_fine_tuning_trains_only_the_chosen_blocks() {
 fn mae_needs_a_vit() {
     let set = tiny_set();
     let mut c = cfg(Framework::Mae, 1);
-    c.arch = memprune::train::init::TrainArch::Resnet9;
+    c.arch = memprune::train::init::TrainArch::named("resnet9").unwrap();
     c.widths = vec![4, 8, 8, 8, 8, 16, 16, 16];
     let e = Trainer::new(c, &set, "tiny", None)
         .err()

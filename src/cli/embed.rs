@@ -2,11 +2,10 @@
 
 use super::args::LoadArgs;
 use super::set_threads;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use memprune::data::{self, Split};
-use memprune::defaults;
-use memprune::model::Encoder;
+use memprune::jobs::embed::EmbedRequest;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -33,7 +32,7 @@ pub struct EmbedArgs {
     #[arg(long, value_name = "NAME")]
     layer: Option<String>,
     /// Images per forward pass (memory only).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = EmbedRequest::DEFAULT_BATCH)]
     batch: usize,
     /// Per-channel normalisation mean, comma separated (default: the data set's usual one).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
@@ -45,72 +44,51 @@ pub struct EmbedArgs {
     threads: Option<usize>,
 }
 
+impl EmbedArgs {
+    fn request(self) -> EmbedRequest {
+        EmbedRequest {
+            checkpoint: self.checkpoint,
+            load: self.load.options(),
+            data: self.data,
+            split: self.split,
+            read: self.read,
+            out: self.out,
+            layer: self.layer,
+            batch: self.batch,
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+}
+
 pub fn run(a: EmbedArgs) -> Result<()> {
-    use memprune::eval::embed;
     set_threads(a.threads)?;
-    if a.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let path = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-    let data_path = a.data.clone().unwrap_or_else(defaults::data);
+    let request = a.request();
     let mut outputs = memprune::output::OutputSet::new();
-    outputs.input(&path, "the checkpoint");
-    outputs.input(&data_path, "the data");
-    let files = embed::output_files(&a.out)?;
-    for f in &files {
-        outputs.output(f, "--out")?;
+    request.register(&mut outputs)?;
+    let r = request.run()?;
+    if let Some(line) = &r.data_line {
+        println!("{line}");
     }
-    let enc = Encoder::load(&path, &a.load.options())?;
-    let set = data::open::open_with(&data_path, a.split, &a.read.for_encoder(&enc))?;
-    let normalization =
-        memprune::jobs::measure::normalization(&set, a.mean.as_deref(), a.std.as_deref())?;
-    let settings = memprune::eval::probe::ProbeSettings {
-        batch: a.batch,
-        normalization: Some(normalization),
-        ..Default::default()
-    };
-    let e = embed::embed(&enc, &set, a.layer.as_deref(), &settings)?;
-    let split = format!("{:?}", a.split).to_lowercase();
-    let custom = a.mean.is_some() || a.std.is_some();
-    if let Some(n) = &settings.normalization {
-        println!("{}", data::options::data_line(&set, &split, n, custom));
-    }
-    let meta = std::collections::BTreeMap::from([
-        (
-            "memprune.checkpoint".to_string(),
-            path.display().to_string(),
-        ),
-        ("memprune.data".to_string(), data_path.display().to_string()),
-        (
-            "memprune.data_options".to_string(),
-            a.read.to_json().to_string(),
-        ),
-        ("memprune.split".to_string(), split.clone()),
-        (
-            "memprune.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-    ]);
-    let encoded = embed::encode(&e, &a.out, &meta)?;
-    for (f, bytes) in &encoded {
+    for (f, bytes) in &r.files {
         outputs.stage(f, bytes)?;
     }
     outputs.commit()?;
-    let dims = e.features.dims();
     println!(
-        "{}: `{}` of {} {split} points of {} ({} values each){}",
-        path.display(),
-        e.layer,
-        dims[0],
-        data_path.display(),
-        dims[1..].iter().product::<usize>(),
-        if e.labels.is_none() {
-            ", no labels in the data"
-        } else {
+        "{}: `{}` of {} {} points of {} ({} values each){}",
+        r.checkpoint.display(),
+        r.layer,
+        r.points,
+        r.split,
+        r.data.display(),
+        r.values,
+        if r.labelled {
             ""
+        } else {
+            ", no labels in the data"
         }
     );
-    for (f, _) in &encoded {
+    for (f, _) in &r.files {
         println!("wrote {}", f.display());
     }
     Ok(())

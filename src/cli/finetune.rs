@@ -1,9 +1,11 @@
 //! `memprune experiment finetune`: the paper's Table 5.
 
+use super::args::LoadArgs;
 use super::set_threads;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use memprune::data::augment_choice::GivenAugment;
+use memprune::eval::finetune::FinetuneSettings;
+use memprune::jobs::finetune::FinetuneRequest;
 use memprune::{defaults, report};
 use std::path::PathBuf;
 
@@ -31,17 +33,19 @@ pub struct FinetuneExperimentArgs {
     /// Seed of LayerMem's views and intervals.
     #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
-    /// ViT: attention heads per block of f and g (as `inspect --heads`).
-    #[arg(long)]
-    heads: Option<usize>,
+    /// How f and g load.
+    #[command(flatten)]
+    load: LoadArgs,
     /// LayerMem's augmentation as YAML (as `measure --augment`). Default: the one f and g
     /// record.
     #[arg(long)]
     augment: Option<PathBuf>,
     #[command(flatten)]
     finetune: FinetuneArgs,
+    /// CPU threads (default: all).
     #[arg(long)]
     threads: Option<usize>,
+    /// Write Table 5 as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -50,65 +54,77 @@ pub struct FinetuneExperimentArgs {
 #[derive(Args)]
 struct FinetuneArgs {
     /// Fine-tuning epochs on the downstream training split.
-    #[arg(long)]
-    epochs: Option<usize>,
+    #[arg(long, default_value_t = FinetuneSettings::default().epochs)]
+    epochs: usize,
     /// Peak learning rate (AdamW).
-    #[arg(long)]
-    lr: Option<f64>,
-    #[arg(long)]
-    batch: Option<usize>,
-    /// One fine-tuning per seed (mean ± std over them).
-    #[arg(long, value_delimiter = ',')]
-    seeds: Option<Vec<u64>>,
+    #[arg(long, default_value_t = FinetuneSettings::default().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = FinetuneSettings::default().batch)]
+    batch: usize,
+    /// One fine-tuning per seed (mean ± std over them), comma separated.
+    #[arg(long, default_value_t = Seeds(FinetuneSettings::default().seeds))]
+    seeds: Seeds,
 }
 
-impl FinetuneArgs {
-    fn settings(&self) -> memprune::eval::finetune::FinetuneSettings {
-        memprune::eval::finetune::settings_from(&memprune::plan::policy::FinetuneEval {
-            epochs: self.epochs,
-            lr: self.lr,
-            batch: self.batch,
-            seeds: self.seeds.clone(),
-            ..Default::default()
-        })
+/// A comma-separated list of seeds, shown as it is typed.
+#[derive(Clone)]
+struct Seeds(Vec<u64>);
+
+impl std::fmt::Display for Seeds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s: Vec<String> = self.0.iter().map(|s| s.to_string()).collect();
+        f.write_str(&s.join(","))
+    }
+}
+
+impl std::str::FromStr for Seeds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<u64>()
+                    .map_err(|e| format!("`{x}` is not a seed: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Seeds)
+    }
+}
+
+impl FinetuneExperimentArgs {
+    fn request(&self) -> FinetuneRequest {
+        let f = &self.finetune;
+        FinetuneRequest {
+            checkpoint: self.checkpoint.clone(),
+            reference: self.reference.clone(),
+            data: self.data.clone(),
+            downstream: self.downstream.clone(),
+            points: self.points,
+            views: self.views,
+            seed: self.seed,
+            load: self.load.options(),
+            augment: self.augment.clone(),
+            settings: FinetuneSettings {
+                epochs: f.epochs,
+                lr: f.lr,
+                batch: f.batch,
+                seeds: f.seeds.0.clone(),
+                ..FinetuneSettings::default()
+            },
+        }
     }
 }
 
 pub fn run(a: FinetuneExperimentArgs, quiet: bool) -> Result<()> {
-    use memprune::eval::finetune_experiment::{run, Table5Inputs};
     set_threads(a.threads)?;
-    let checkpoint = a.checkpoint.clone().unwrap_or_else(defaults::model_f);
-    let reference = match (&a.reference, &a.checkpoint) {
-        (Some(r), _) => r.clone(),
-        (None, None) => defaults::model_g(),
-        (None, Some(_)) => bail!(
-            "--reference: LayerMem needs the reference encoder g, trained without f's candidates"
-        ),
-    };
-    let inputs = Table5Inputs {
-        checkpoint,
-        reference,
-        data: a.data.clone().unwrap_or_else(defaults::data),
-        downstream: a.downstream.clone().unwrap_or_else(defaults::downstream),
-        points: a.points,
-        views: a.views,
-        seed: a.seed,
-        heads: a.heads,
-        augment: GivenAugment::from_flag(a.augment.as_deref())?,
-    };
+    let request = a.request();
+    let inputs = request.inputs()?;
     let mut outputs = memprune::output::OutputSet::new();
-    outputs.input(&inputs.checkpoint, "the checkpoint");
-    outputs.input(&inputs.reference, "--reference");
-    outputs.input(&inputs.data, "the data");
-    outputs.input(&inputs.downstream, "--downstream");
-    if let Some(p) = &a.augment {
-        outputs.input(p, "the augment file");
-    }
+    request.register(&inputs, &mut outputs);
     if let Some(j) = &a.json {
         outputs.output(j, "--json")?;
     }
-    let settings = a.finetune.settings();
-    let (t, _) = run(&inputs, &settings, !quiet, |line| {
+    let (t, _) = request.run(&inputs, !quiet, |line| {
         if !quiet {
             eprintln!("{line}");
         }
@@ -116,13 +132,14 @@ pub fn run(a: FinetuneExperimentArgs, quiet: bool) -> Result<()> {
     if let Some(aug) = &t.augment {
         println!("{}", aug.line());
     }
+    let settings = &request.settings;
     println!(
-        "Table 5 on {}: fine-tuned on {} ({} training, {} test images), {} epochs, AdamW lr {}, batch {}, seeds {:?}; LayerMem against {}\n",
+        "Table 5 on {}: fine-tuned on {} ({} training, {} test images), {}, AdamW lr {}, batch {}, seeds {:?}; LayerMem against {}\n",
         inputs.checkpoint.display(),
         inputs.downstream.display(),
         t.train_points,
         t.test_points,
-        settings.epochs,
+        report::finetune::epochs(settings.epochs),
         settings.lr,
         settings.batch,
         settings.seeds,

@@ -1,10 +1,9 @@
 //! `memprune inspect`: the detected architecture, its layers and units, parameters and MACs.
 
 use super::args::LoadArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
-use memprune::model::Encoder;
-use memprune::{defaults, report};
+use memprune::jobs::inspect::InspectRequest;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -20,20 +19,12 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let InspectArgs {
-        checkpoint,
-        size,
-        load,
-    } = a;
-    if size == Some(0) {
-        bail!("--size 0: images need a side of at least 1 pixel");
+    let r = InspectRequest {
+        checkpoint: a.checkpoint,
+        size: a.size,
+        load: a.load.options(),
     }
-    let path = checkpoint.unwrap_or_else(defaults::model_f);
-    let enc = Encoder::load(&path, &load.options())?;
-    if let Some(size) = size {
-        enc.check_input_size(size)
-            .with_context(|| format!("--size {size}"))?;
-    }
-    print!("{}", report::inspect(&enc, size));
+    .run()?;
+    print!("{}", r.table());
     Ok(())
 }

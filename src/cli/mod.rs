@@ -2,6 +2,7 @@
 //! (`args`), and one file per command with its arguments and its body (parse, call, print).
 
 pub mod args;
+pub mod choice;
 pub mod embed;
 pub mod experiment;
 pub mod finetune;
@@ -46,7 +47,8 @@ pub enum Command {
     Experiment(experiment::Experiment),
     /// Print what a policy would do (units pruned per layer, layers trained), writing nothing.
     Plan(plan::PlanArgs),
-    /// Train a ResNet9 encoder (SimCLR, SimSiam or supervised), e.g. LayerMem's f and g.
+    /// Train an encoder (ResNet9, resnet18/34/50 or a ViT; SimCLR, SimSiam, supervised or MAE),
+    /// from scratch or from a checkpoint, e.g. LayerMem's f and g.
     Train(Box<train::TrainArgs>),
     /// Linear-probe top-1 accuracy of a frozen encoder (or of raw pixels with --raw).
     Probe(probe::ProbeArgs),

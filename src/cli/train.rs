@@ -1,23 +1,23 @@
 //! `memprune train`: train an encoder.
 
-use super::set_threads;
-use anyhow::{bail, Result};
+use super::{choice, set_threads};
+use anyhow::Result;
 use clap::Args;
-use memprune::data::augment::AugmentConfig;
-use memprune::data::normalize::Normalization;
-use memprune::data::{self, Split};
-use memprune::defaults;
-use memprune::model::{Encoder, LoadOptions};
+use memprune::jobs::train::{TrainRequest, TrainStart, VitSizes, DEFAULTS};
+use memprune::train::init::TrainArch;
+use memprune::train::optim::OptimizerKind;
+use memprune::train::split::SplitKind;
+use memprune::train::Framework;
 use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct TrainArgs {
-    #[arg(long, value_enum)]
-    framework: memprune::train::Framework,
-    /// Architecture: the paper's ResNet9, or torchvision's resnet18/34/50 (CIFAR stem for
-    /// images of 64 pixels or less, else the ImageNet stem).
-    #[arg(long, value_enum, default_value_t = memprune::train::init::TrainArch::Resnet9)]
-    arch: memprune::train::init::TrainArch,
+    #[arg(long, value_parser = choice::of::<Framework>())]
+    framework: Framework,
+    /// Architecture: the paper's ResNet9, torchvision's resnet18/34/50 (CIFAR stem for
+    /// images of 64 pixels or less, else the ImageNet stem), or a ViT.
+    #[arg(long, value_parser = choice::arch(), default_value_t = TrainArch::default())]
+    arch: TrainArch,
     /// ResNet9: the 8 block widths (blocks 2 and 4, 6 and 8 must match; default the paper's
     /// 32,64,64,64,128,256,256,256). ResNets: the 4 stage widths (default 64,128,256,512).
     #[arg(long, value_delimiter = ',')]
@@ -47,10 +47,10 @@ pub struct TrainArgs {
     /// Training data (the train split is read). Default: the embedded Fashion-MNIST subset.
     #[arg(long)]
     data: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULTS.epochs)]
     epochs: usize,
     /// Images per step (SSL: 2 views each).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = DEFAULTS.batch)]
     batch: usize,
     /// Peak learning rate. Default: simclr 0.3 (LARS) or 0.5 (sgd) or 1e-3 (adamw);
     /// simsiam 0.05; supervised 0.1 (sgd) or 1e-3 (adamw); each times batch/256 except adamw;
@@ -62,27 +62,27 @@ pub struct TrainArgs {
     #[arg(long)]
     wd: Option<f64>,
     /// Default: adamw for ViTs (betas 0.9/0.95 for MAE), lars for simclr, sgd otherwise.
-    #[arg(long, value_enum)]
-    optimizer: Option<memprune::train::optim::OptimizerKind>,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, value_parser = choice::of::<OptimizerKind>())]
+    optimizer: Option<OptimizerKind>,
+    #[arg(long, default_value_t = DEFAULTS.momentum)]
     momentum: f64,
     #[arg(long)]
     nesterov: bool,
     /// LARS trust coefficient.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = DEFAULTS.lars_eta)]
     lars_eta: f64,
     /// Linear warm-up (epochs, may be fractional), then cosine decay to 0.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DEFAULTS.warmup_epochs)]
     warmup_epochs: f64,
     /// NT-Xent temperature (SimCLR).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DEFAULTS.temperature)]
     temperature: f64,
     /// Seed of the initialisation, views and data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// all, shared+candidates (LayerMem's f) or shared+independent (LayerMem's g).
-    #[arg(long, value_enum, default_value_t = memprune::train::split::SplitKind::All)]
-    split: memprune::train::split::SplitKind,
+    #[arg(long, value_parser = choice::of::<SplitKind>(), default_value_t = SplitKind::All)]
+    split: SplitKind,
     /// Seed of the 80/10/10 split (f and g must share it).
     #[arg(long, default_value_t = 0)]
     split_seed: u64,
@@ -122,131 +122,57 @@ pub struct TrainArgs {
     threads: Option<usize>,
 }
 
-pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
-    use memprune::train::{Framework, TrainConfig, Trainer};
-    set_threads(a.threads)?;
-    let device = memprune::model::device::parse(&a.device)?;
-    {
-        // Before any work: --out and its resume state are neither the data, --init nor
-        // --augment (--resume continues in place, so --out may be the resumed checkpoint).
-        let mut set = memprune::output::OutputSet::new();
-        set.input(&a.data.clone().unwrap_or_else(defaults::data), "the data");
-        if let Some(init) = &a.init {
-            set.input(init, "--init");
-        }
-        if let Some(p) = &a.augment {
-            set.input(p, "the augment file");
-        }
-        set.output(&a.out, "--out")?;
-        memprune::output::parent_exists(&a.out, "--out")?;
-        set.output(&memprune::train::state_path(&a.out), "--out's resume state")?;
-    }
-    let data_path = a.data.clone().unwrap_or_else(defaults::data);
-    let set = data::open(&data_path, Split::Train)?;
-    let init_is_vit = match &a.init {
-        Some(p) => Encoder::load(p, &LoadOptions::default())?.arch.arch_id() == "vit",
-        None => false,
-    };
-    let vit = a.arch == memprune::train::init::TrainArch::Vit
-        || a.framework == Framework::Mae
-        || init_is_vit;
-    let kind = a
-        .optimizer
-        .unwrap_or_else(|| a.framework.default_optimizer(vit));
-    let lr =
-        a.lr.unwrap_or_else(|| a.framework.default_lr(kind, a.batch));
-    let wd =
-        a.wd.unwrap_or_else(|| a.framework.default_weight_decay(vit));
-    let mut optimizer = a.framework.optimizer_config(kind, wd);
-    let d = memprune::train::vit_init::VitShape::default();
-    let width = a.width.unwrap_or(d.width);
-    let vit_shape = memprune::train::vit_init::VitShape {
-        depth: a.depth.unwrap_or(d.depth),
-        width,
-        heads: a.heads.unwrap_or(d.heads),
-        mlp: a.mlp.unwrap_or(4 * width),
-        patch: a.patch.unwrap_or(d.patch),
-        decoder_depth: a.decoder_depth.unwrap_or(d.decoder_depth),
-        decoder_width: a.decoder_width.unwrap_or(d.decoder_width),
-        decoder_heads: a.decoder_heads.unwrap_or(d.decoder_heads),
-    };
-    optimizer.momentum = a.momentum;
-    optimizer.nesterov = a.nesterov;
-    optimizer.eta = a.lars_eta;
-    let augment = match &a.augment {
-        Some(p) => AugmentConfig::load(p)?,
-        None => a.framework.default_augment(),
-    };
-    let widths = if a.arch == memprune::train::init::TrainArch::Vit {
-        if a.widths.is_some() {
-            bail!("--widths sizes ResNets; a ViT takes --depth, --width, --heads, --mlp, --patch");
-        }
-        vit_shape.check_sizes()?;
-        vit_shape.widths()
-    } else {
-        a.widths.clone().unwrap_or_else(|| a.arch.default_widths())
-    };
-    if a.init.is_none() {
-        a.arch.check_widths(&widths)?;
-    }
-    let cfg = TrainConfig {
-        framework: a.framework,
-        arch: a.arch,
-        widths: widths.clone(),
-        epochs: a.epochs,
-        batch: a.batch,
-        lr,
-        optimizer,
-        warmup_epochs: a.warmup_epochs,
-        seed: a.seed,
-        split: a.split,
-        split_seed: a.split_seed,
-        temperature: a.temperature,
-        augment,
-        normalization: Normalization::default_for(set.kind, set.channels),
-        save_dtype: if a.f16 {
-            candle_core::DType::F16
-        } else {
-            candle_core::DType::F32
-        },
-        init_from: a.init.clone(),
-        trainable: a.trainable.clone(),
-        planted: match &a.planted {
-            Some(p) => Some(memprune::data::subset::Subset::from_file(p, set.len())?.indices),
-            None => None,
-        },
-        vit: vit_shape,
-        device,
-    };
-    let label = data_path.display().to_string();
-    let mut trainer = Trainer::new(cfg, &set, &label, a.resume.as_deref())?;
-    if !quiet {
-        eprintln!(
-            "training {} {} {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
-            a.framework.name(),
-            match &trainer.cfg.init_from {
-                Some(p) => format!("from {}", p.display()),
-                None => a.arch.name().to_string(),
+impl TrainArgs {
+    fn request(self) -> TrainRequest {
+        TrainRequest {
+            framework: self.framework,
+            arch: self.arch,
+            widths: self.widths,
+            vit: VitSizes {
+                depth: self.depth,
+                width: self.width,
+                heads: self.heads,
+                mlp: self.mlp,
+                patch: self.patch,
+                decoder_depth: self.decoder_depth,
+                decoder_width: self.decoder_width,
+                decoder_heads: self.decoder_heads,
             },
-            trainer.cfg.widths,
-            trainer.points.len(),
-            set.len(),
-            label,
-            a.split.name(),
-            a.epochs,
-            trainer.steps_per_epoch(),
-            trainer.batch_size(),
-            kind.name(),
-            lr,
-            wd,
-            if trainer.epochs_done > 0 { format!(", resuming after epoch {}", trainer.epochs_done) } else { String::new() }
-        );
+            data: self.data,
+            epochs: self.epochs,
+            batch: self.batch,
+            lr: self.lr,
+            wd: self.wd,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            lars_eta: self.lars_eta,
+            warmup_epochs: self.warmup_epochs,
+            temperature: self.temperature,
+            seed: self.seed,
+            split: self.split,
+            split_seed: self.split_seed,
+            augment: self.augment,
+            out: self.out,
+            resume: self.resume,
+            init: self.init,
+            trainable: self.trainable,
+            planted: self.planted,
+            f16: self.f16,
+            device: self.device,
+        }
     }
-    if let (false, Some(t)) = (quiet, &trainer.cfg.trainable) {
-        eprintln!("training {}; every other layer frozen", t.join(", "));
-    }
+}
+
+pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
     use std::io::IsTerminal;
-    let s = trainer.run(&a.out, std::io::stderr().is_terminal(), quiet)?;
+    set_threads(a.threads)?;
+    let request = a.request();
+    let s = request.run(std::io::stderr().is_terminal(), quiet, |start| {
+        if !quiet {
+            print_start(start);
+        }
+    })?;
     println!(
         "trained {} epochs in {:.1} s ({:.1} s/epoch), final loss {:.4}: {}",
         s.epochs,
@@ -257,7 +183,35 @@ pub fn run(a: TrainArgs, quiet: bool) -> Result<()> {
             s.epoch_seconds.iter().sum::<f64>() / s.epoch_seconds.len() as f64
         },
         s.final_loss,
-        a.out.display()
+        request.out.display()
     );
     Ok(())
+}
+
+/// What the run starts from, on stderr.
+fn print_start(s: &TrainStart) {
+    eprintln!(
+        "training {} {} {:?} on {} of {} points of {} ({}), {} epochs x {} steps of {}, {} lr {} wd {}{}",
+        s.framework.name(),
+        s.from,
+        s.widths,
+        s.train_points,
+        s.data_points,
+        s.data,
+        s.split.name(),
+        s.epochs,
+        s.steps_per_epoch,
+        s.batch,
+        s.optimizer.name(),
+        s.lr,
+        s.wd,
+        if s.epochs_done > 0 {
+            format!(", resuming after epoch {}", s.epochs_done)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(t) = &s.trainable {
+        eprintln!("training {}; every other layer frozen", t.join(", "));
+    }
 }

@@ -159,7 +159,7 @@ pub fn std(v: &[f64]) -> f64 {
 fn train_config(s: &FinetuneSettings, layers: &[String], seed: u64, set: &ImageSet) -> TrainConfig {
     TrainConfig {
         framework: Framework::Supervised,
-        arch: crate::train::init::TrainArch::Resnet9,
+        arch: crate::train::init::TrainArch::default(),
         widths: Vec::new(),
         epochs: s.epochs,
         batch: s.batch,

@@ -309,8 +309,8 @@ pub struct Table5Inputs {
     pub views: usize,
     /// Seed of LayerMem's views and intervals.
     pub seed: u64,
-    /// ViT: attention heads per block (`--heads`).
-    pub heads: Option<usize>,
+    /// How f and g load (prefix, key, stem, a ViT's heads, tokens and pool).
+    pub load: crate::model::LoadOptions,
     /// The augmentation given (`--augment`); `None`: the one f and g record.
     pub augment: Option<crate::data::augment_choice::GivenAugment>,
 }
@@ -325,22 +325,18 @@ pub fn run(
 ) -> Result<(Table5, Vec<LayerMemLayer>)> {
     use crate::data::{self, Split};
     use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
-    use crate::model::LoadOptions;
     settings.validate()?;
     if inputs.points == 0 || inputs.views == 0 {
         bail!("--points and --views must be at least 1");
     }
-    let opts = LoadOptions {
-        heads: inputs.heads,
-        ..Default::default()
-    };
+    let opts = inputs.load.clone();
     let f = Encoder::load(&inputs.checkpoint, &opts)?;
     // LayerMem compares f and g as `measure layer` does (a ViT's sub-layers); f itself is
     // fine-tuned.
     let f_layers = crate::jobs::layer_mem::load(&inputs.checkpoint, &opts)?;
     let g = crate::jobs::layer_mem::load(&inputs.reference, &opts)?;
     measure::check_pair(&f_layers, &g)?;
-    crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
+    crate::checkpoint::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let pre = data::open(&inputs.data, Split::Train)?;
     let pre_test = data::open(&inputs.data, Split::Test)?;
     let train = data::open(&inputs.downstream, Split::Train)?;

@@ -1,4 +1,4 @@
-//! The job layer: for each measuring command one request (its defaults and its checks, in
+//! The job layer: for each command one request (its defaults and its checks, in
 //! one place, no command-line parsing) and one result (what the table, the JSON and the
 //! CSV print). The command line, policies, the report, both experiments and `merge` all go
 //! through these, so one measurement has one implementation.
@@ -14,11 +14,19 @@
 //!   policies, the report and Table 5 use ([`layer_mem::with_control`]).
 //! - [`merge`]: the partial results of a run's shards -> the result one run would give.
 //!
+//! - [`train`], [`probe`], [`embed`], [`inspect`], [`finetune`]: the other commands' requests
+//!   and results.
+//!
 //! The policy job is [`crate::pipeline`]; Table 6 is [`crate::eval::experiment`].
 
+pub mod embed;
+pub mod finetune;
+pub mod inspect;
 pub mod layer_mem;
 pub mod measure;
 pub mod merge;
+pub mod probe;
+pub mod train;
 pub mod unit_mem;
 
 /// What a result prints and writes: the text for the terminal, the CSV and the JSON.

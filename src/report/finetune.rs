@@ -8,6 +8,15 @@ fn pct(mean: f64, std: f64) -> String {
     format!("{:.2} ± {:.2}", 100.0 * mean, 100.0 * std)
 }
 
+/// `1 epoch`, `10 epochs`.
+pub fn epochs(n: usize) -> String {
+    if n == 1 {
+        "1 epoch".to_string()
+    } else {
+        format!("{n} epochs")
+    }
+}
+
 /// The candidate layers with their dLayerMem, then one row per criterion: the layers it
 /// chose (each seed's draw for the random row), downstream accuracy, the paper's.
 pub fn table5(t: &Table5) -> String {

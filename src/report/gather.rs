@@ -238,7 +238,7 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
         augment,
         model: Digested::of(&s.model)?,
         arch: f.describe(),
-        planted: crate::train_meta::planted_on(&f.checkpoint, &train)?,
+        planted: crate::checkpoint::train_meta::planted_on(&f.checkpoint, &train)?,
         train,
         unit_points,
         unit_unseen_points,
@@ -264,7 +264,7 @@ fn layer_part(
     progress: bool,
 ) -> Result<LayerPart> {
     let f = layer_mem_job::load(&s.model, &s.load)?;
-    crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
+    crate::checkpoint::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let candidates = measure::choose_points(
         &s.candidates,
         train,

@@ -11,7 +11,7 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD with momentum (PyTorch's convention), optionally Nesterov.
@@ -31,7 +31,25 @@ impl OptimizerKind {
             OptimizerKind::Lars => "lars",
         }
     }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "SGD with momentum (PyTorch's convention), optionally Nesterov",
+            OptimizerKind::Adamw => "AdamW (decoupled weight decay), betas 0.9/0.999, eps 1e-8",
+            OptimizerKind::Lars => "LARS (You et al. 2017) as in SimCLR: SGD momentum with a per-tensor trust ratio `eta * |w| / |g + wd w|` on weights; biases and BatchNorm use plain SGD momentum",
+        }
+    }
 }
+
+crate::named_choice!(
+    OptimizerKind,
+    "optimizer",
+    [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adamw,
+        OptimizerKind::Lars
+    ]
+);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OptimizerConfig {

@@ -8,18 +8,15 @@ use serde::{Deserialize, Serialize};
 const SPLIT_TAG: u64 = 0x5350_4C49_5446_4721; // "SPLITFG!"
 
 /// Which part of the split a model trains on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SplitKind {
     /// Every training point.
-    #[value(name = "all")]
     #[serde(rename = "all")]
     All,
     /// Shared + candidates: LayerMem's model f.
-    #[value(name = "shared+candidates")]
     #[serde(rename = "shared+candidates")]
     SharedCandidates,
     /// Shared + independent: LayerMem's reference g.
-    #[value(name = "shared+independent")]
     #[serde(rename = "shared+independent")]
     SharedIndependent,
 }
@@ -34,16 +31,28 @@ impl SplitKind {
         }
     }
 
+    pub fn about(self) -> &'static str {
+        match self {
+            SplitKind::All => "Every training point",
+            SplitKind::SharedCandidates => "Shared + candidates: LayerMem's model f",
+            SplitKind::SharedIndependent => "Shared + independent: LayerMem's reference g",
+        }
+    }
+
     pub fn from_name(s: &str) -> Option<SplitKind> {
-        [
-            SplitKind::All,
-            SplitKind::SharedCandidates,
-            SplitKind::SharedIndependent,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+        crate::choice::parse(s).ok()
     }
 }
+
+crate::named_choice!(
+    SplitKind,
+    "split",
+    [
+        SplitKind::All,
+        SplitKind::SharedCandidates,
+        SplitKind::SharedIndependent
+    ]
+);
 
 /// Disjoint index sets covering `0..n`, each sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]
