@@ -262,3 +262,22 @@ fn unknown_criteria_and_losses_and_bn_scale_on_a_vit_are_refused_with_one_line()
         &["policy.yaml", "bn-scale", "no BatchNorm"],
     );
 }
+
+#[test]
+fn a_taylor_plan_is_the_same_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::parity(FIXTURE);
+    let mut plans = Vec::new();
+    for threads in ["1", "2"] {
+        let json = dir.path().join(format!("r{threads}.json"));
+        let body = "model: MODEL\ndata: {points: 24}\nactions:\n  - prune: {criterion: taylor, loss: simclr, fraction: 0.3, scope: global}\nevaluation: {speed: false, probe: false}\noutput: {checkpoint: OUT, json: JSON}\n"
+            .replace("JSON", &json.display().to_string());
+        let (pol, _) = write_policy(dir.path(), &body, &model);
+        ok(&common::memprune_threads(
+            &["--policy", common::s(&pol), "-q"],
+            threads,
+        ));
+        plans.push(common::json(&json)["plan"].clone());
+    }
+    assert_eq!(plans[0], plans[1]);
+}
