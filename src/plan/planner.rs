@@ -10,8 +10,11 @@
 //! group (Torch-Pruning's default group normaliser, `normalizer='mean'`): raw L1 sums grow
 //! with a layer's fan-in, so a global ranking of raw sums would take the layers with the
 //! smallest fan-in down to `min_keep`. UnitMem and ClassMem lie in [0, 1] on every layer
-//! and are ranked as they are. A fraction that rounds to 0 units in a layer is said in the
-//! plan's notes.
+//! and are ranked as they are; the checkpoint criteria (bn-scale, taylor, fpgm, lamp) are
+//! in [`crate::plan::criteria`], each with the normalisation of its paper
+//! ([`criteria::global_normaliser`]). A fraction that rounds to 0 units in a layer is said in
+//! the plan's notes; `round_to` then rounds every pruned group's kept count down to a
+//! multiple ([`rounded_keep`]).
 
 use crate::data::rng::Rng;
 use crate::metrics::layer_mem::LayerMemLayer;
