@@ -24,5 +24,6 @@ pub mod pth;
 pub mod report;
 pub mod rewrite;
 pub mod shard;
+pub mod steps;
 pub mod train;
 pub mod train_meta;

@@ -3,6 +3,7 @@
 
 pub mod planner;
 pub mod policy;
+pub mod schedule;
 
 pub use planner::{make_plan, Plan, Scores};
 pub use policy::PolicyFile;
