@@ -3,12 +3,13 @@
 x {one step, 3 steps} at 30 % and 50 % of the units, on the embedded ResNet9 and MAE ViT,
 beside the unpruned model and Torch-Pruning's default (examples/compare_torch_pruning.py).
 
-    python3 examples/compression_table.py run resnet9 l1-norm,unitmem   # appends to out/table/results.jsonl
+    python3 examples/compression_table.py run resnet9 l1-norm,unitmem [1rec,3norec,3rec]
+    # appends to out/table/results.jsonl
     python3 examples/compression_table.py table                         # the markdown table
 
 Each run is one policy (written to out/table/NAME.yaml): `prune` of `fraction` of every
 layer's units (per layer, `mode: remove`), optionally `schedule: {steps: 3}` and a
-`recover` with the default settings (between steps too, with 3 steps). A one-step run with
+`recover` with the default settings (with 3 steps, also a 5-epoch recovery between steps). A one-step run with
 recovery also gives the no-recovery row: the report's probe "after pruning, before
 recovery" is the one-step pruned model. Runs already in results.jsonl are skipped.
 Plain Python (no PyTorch): it runs the memprune binary (target/release/memprune).
@@ -37,7 +38,8 @@ def policy(model, fraction, criterion, steps, recover, name):
     if recover:
         lines.append("  - recover: {}")
     if steps > 1:
-        lines.append(f"schedule: {{steps: {steps}{', recover: {}' if recover else ''}}}")
+        # Between steps a shorter recovery (5 epochs), then the policy's `recover`.
+        lines.append(f"schedule: {{steps: {steps}{', recover: {epochs: 5}' if recover else ''}}}")
     lines += [
         "evaluation: {probe: true, knn: true, speed: true}",
         f"output: {{checkpoint: {OUT}/{name}.safetensors, json: {OUT}/{name}.json}}",
@@ -52,25 +54,34 @@ def done():
         return {json.loads(l)["name"] for l in f if l.strip()}
 
 
-def run(model, criteria):
+def run(model, criteria, configs):
+    """Cheap configurations first: every row of one configuration before the next."""
     os.makedirs(OUT, exist_ok=True)
     have = done()
-    for fraction in (0.3, 0.5):
-        for criterion in criteria:
-            for steps, recover in ((1, True), (3, False), (3, True)):
+    skip = set(os.environ.get("SKIP", "").split(","))
+    for steps, recover in configs:
+        for fraction in (0.3, 0.5):
+            for criterion in criteria:
                 name = f"{model}-{criterion}-{int(fraction * 100)}-{steps}step-{'rec' if recover else 'norec'}"
-                if name in have:
+                if name in have or name in skip:
                     continue
                 path = os.path.join(OUT, name + ".yaml")
-                with open(path, "w") as f:
-                    f.write(policy(model, fraction, criterion, steps, recover, name))
-                r = subprocess.run([BIN, "--policy", path, "-q"], capture_output=True, text=True)
-                if r.returncode != 0:
-                    print(name, "failed:", r.stderr.strip(), file=sys.stderr)
-                    continue
-                j = json.load(open(os.path.join(OUT, name + ".json")))
+                js = os.path.join(OUT, name + ".json")
+                stdout = ""
+                # A report already written for this policy (by an earlier, interrupted
+                # driver) is taken as it is.
+                if not (os.path.exists(js) and os.path.exists(path)
+                        and os.path.getmtime(js) > os.path.getmtime(path)):
+                    with open(path, "w") as f:
+                        f.write(policy(model, fraction, criterion, steps, recover, name))
+                    r = subprocess.run([BIN, "--policy", path, "-q"], capture_output=True, text=True)
+                    if r.returncode != 0:
+                        print(name, "failed:", r.stderr.strip(), file=sys.stderr)
+                        continue
+                    stdout = r.stdout
+                j = json.load(open(js))
                 row = {"name": name, "model": model, "fraction": fraction, "criterion": criterion,
-                       "steps": steps, "recover": recover, "report": j, "stdout": r.stdout}
+                       "steps": steps, "recover": recover, "report": j, "stdout": stdout}
                 with open(RESULTS, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(name, "done", flush=True)
@@ -121,6 +132,9 @@ def table():
 
 if __name__ == "__main__":
     if sys.argv[1] == "run":
-        run(sys.argv[2], sys.argv[3].split(","))
+        configs = [(1, True), (3, False), (3, True)]
+        if len(sys.argv) > 4:  # e.g. 1rec,3norec
+            configs = [(int(c[0]), c[1:] == "rec") for c in sys.argv[4].split(",")]
+        run(sys.argv[2], sys.argv[3].split(","), configs)
     else:
         table()

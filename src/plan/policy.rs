@@ -11,6 +11,8 @@
 //!   - prune: {criterion: unitmem, end: low, fraction: 0.1, scope: per-layer, mode: remove}
 //!   - freeze: {layers: ["*"]}
 //!   - train: {by: dlayermem, top: 2}
+//!   - recover: {loss: cosine, epochs: 20, lr: 0.001}  # after the pruning (docs/COMPRESSION.md)
+//! schedule: {steps: 3, recover: {epochs: 5}}          # prune in 3 re-measured steps
 //! evaluation: {probe: true, speed: true, knn: false,
 //!              finetune: {data: assets/mnist, epochs: 10, lr: 0.001, seeds: [0, 1, 2]}}
 //! output: {checkpoint: out/pruned.safetensors, json: out/report.json, chart: out/report.svg, report: out/report.html}

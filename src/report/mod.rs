@@ -648,16 +648,16 @@ pub fn recovery_lines(
     let mut out = String::new();
     let distilled = |d: &crate::train::distill::DistillReport| {
         format!(
-            "distilled toward the unpruned encoder ({:?} on {}, {} epochs, {} steps, {} images): loss {:.4} -> {:.4}",
-            d.loss,
+            "distilled toward the unpruned encoder ({} on {}, {} epochs, {} steps, {} images, views with {}): loss {:.4} -> {:.4}",
+            format!("{:?}", d.loss).to_lowercase(),
             d.taps.join(", "),
             d.epochs,
             d.steps,
             d.images,
+            d.augment,
             d.loss_before,
             d.loss_after
         )
-        .to_lowercase()
     };
     if rec.steps.len() > 1 {
         let _ = writeln!(out);

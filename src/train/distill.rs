@@ -147,6 +147,9 @@ pub struct DistillReport {
     pub epochs: usize,
     pub steps: u64,
     pub images: usize,
+    /// Where the views' augmentation came from: `augment` of these settings, or the
+    /// policy's (the first line of its output).
+    pub augment: String,
     /// The distillation loss on clean images of the data (up to 256, the student in eval
     /// mode), before and after training.
     pub loss_before: f64,
@@ -423,6 +426,11 @@ pub fn distill(
             epochs: settings.epochs,
             steps: trainer.optimizer.steps,
             images: trainer.points.len(),
+            augment: if settings.augment.is_some() {
+                "its own `augment`".into()
+            } else {
+                "the policy's augmentation (first line)".into()
+            },
             loss_before,
             loss_after,
             epoch_losses,
