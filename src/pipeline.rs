@@ -2,7 +2,7 @@
 
 use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
 use crate::data::{self, ImageSet, Split};
-use crate::eval::cost::{cost, Cost};
+use crate::eval::cost::{compare_speed, cost, Cost, SpeedComparison};
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use crate::model::coupling::{coupling_groups, CouplingGroup};
 use crate::model::{Encoder, LoadOptions};
@@ -192,6 +192,15 @@ pub fn plan_step(
             progress,
         )?);
     }
+    taylor_gradients(
+        &pf,
+        &encoder,
+        &groups,
+        &data,
+        &points,
+        &settings,
+        &mut scores,
+    )?;
     let mut plan = make_plan_step(&pf, &encoder, &groups, &scores, step)?;
     if step.of > 1 && step.index == 1 {
         plan.notes.push(format!(
@@ -209,6 +218,46 @@ pub fn plan_step(
         points,
         augment,
     })
+}
+
+/// The gradients of every loss the policy's `taylor` actions rank by (on the policy's points,
+/// views from its augmentation and seed).
+fn taylor_gradients(
+    pf: &PolicyFile,
+    encoder: &Encoder,
+    groups: &[CouplingGroup],
+    data: &ImageSet,
+    points: &[usize],
+    settings: &ViewSettings,
+    scores: &mut Scores,
+) -> Result<()> {
+    use crate::plan::criteria::taylor;
+    for (i, a) in pf.policy.actions.iter().enumerate() {
+        let crate::plan::policy::Action::Prune(a) = a else {
+            continue;
+        };
+        if a.criterion != crate::plan::policy::Criterion::Taylor {
+            continue;
+        }
+        let loss = crate::plan::planner::taylor_loss(pf, i, a, encoder)?;
+        if scores.gradients.contains_key(&loss) {
+            continue;
+        }
+        let d = taylor::LossData {
+            set: data,
+            points,
+            augment: &settings.augment,
+            normalization: &settings.normalization,
+            seed: settings.seed,
+        };
+        let grads =
+            taylor::loss_gradients(encoder, loss, &d, &taylor::producer_tensors(groups.iter()))
+                .map_err(|e| {
+                    pf.error_at(Some(i), "criterion", &format!("actions[{i}].prune: {e}"))
+                })?;
+        scores.gradients.insert(loss, grads);
+    }
+    Ok(())
 }
 
 /// The model before or after, as evaluated.
@@ -246,6 +295,9 @@ pub struct PolicyReport {
     /// The model after the pruning and before its final recovery (for its probe).
     #[serde(skip)]
     pub pruned: Option<Encoder>,
+    /// The forward speed of before and after, timed alternately (when `evaluation.speed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<SpeedComparison>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -369,6 +421,11 @@ pub fn rewrite_metadata_of(planned: &Planned, plan: &Plan) -> Result<BTreeMap<St
     Ok(m)
 }
 
+/// The forward-speed row: batches of this many images, before and after timed alternately
+/// this many rounds (the ratio's median and range are printed).
+pub const SPEED_BATCH: usize = 256;
+pub const SPEED_ROUNDS: usize = 7;
+
 /// Writes the rewritten checkpoint and evaluates the model before and after.
 /// The checkpoint is staged in `outputs` (moved into place by its commit, at the end).
 pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyReport> {
@@ -400,25 +457,38 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
     let size = planned.augment.config.output_size(&planned.data);
     let speed = pf.policy.evaluation.speed;
     // A schedule's or a recovery's model is not the plan's masked model plus a removal.
-    let inexact_change = match executed {
+    let inexact_change = match &executed {
         Some(_) => None,
         None => inexact_change(planned, &after)?,
     };
+    let (mut cost_before, mut cost_after) = (
+        cost(enc, size, false, 0, 0)?,
+        cost(&after, size, false, 0, 0)?,
+    );
+    let speed = if speed {
+        let s = compare_speed(enc, &after, size, SPEED_BATCH, SPEED_ROUNDS)?;
+        cost_before.images_per_s = Some(s.before_images_per_s);
+        cost_after.images_per_s = Some(s.after_images_per_s);
+        Some(s)
+    } else {
+        None
+    };
     Ok(PolicyReport {
         inexact_change,
+        speed,
         policy: pf.path.clone(),
         augment: planned.augment.clone(),
         plan: plan.clone(),
         before: Evaluated {
             checkpoint: enc.checkpoint.path.clone(),
-            cost: cost(enc, size, speed, 256, 5)?,
+            cost: cost_before,
             probe_accuracy: None,
             knn: None,
             finetune: None,
         },
         after: Evaluated {
             checkpoint: out.clone(),
-            cost: cost(&after, size, speed, 256, 5)?,
+            cost: cost_after,
             probe_accuracy: None,
             knn: None,
             finetune: None,

@@ -108,6 +108,8 @@ fn one_action(
         seed,
         units,
         allow_inexact: false,
+        round_to: None,
+        loss: None,
     };
     let policy = Policy {
         model: None,

@@ -19,8 +19,10 @@ use crate::metrics::unit_mem::UnitMemLayer;
 use crate::model::coupling::CouplingGroup;
 use crate::model::family::LayerKind;
 use crate::model::Encoder;
+use crate::plan::criteria;
 use crate::plan::policy::{
-    glob_match, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank, Scope, UnitKind,
+    glob_match, round_to_value, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank,
+    Scope, TaylorLoss, UnitKind,
 };
 use crate::plan::schedule::Step;
 use crate::rewrite::{GroupCut, PruneMode};
@@ -34,6 +36,31 @@ pub struct Scores {
     pub unit_mem: Option<Vec<UnitMemLayer>>,
     pub class_mem: Option<Vec<UnitMemLayer>>,
     pub layer_mem: Option<Vec<LayerMemLayer>>,
+    /// dL/dw of each label-free loss a `taylor` action ranks by, per producing tensor.
+    pub gradients: BTreeMap<TaylorLoss, BTreeMap<String, candle_core::Tensor>>,
+}
+
+/// The loss a `taylor` action differentiates: its `loss`, else the framework the checkpoint
+/// records; refused when neither says (a guess would change the ranking).
+pub fn taylor_loss(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    enc: &Encoder,
+) -> Result<TaylorLoss> {
+    if let Some(l) = a.loss {
+        return Ok(l);
+    }
+    criteria::taylor::recorded_loss(&enc.checkpoint).ok_or_else(|| {
+        pf.error_at(
+            Some(i),
+            "criterion",
+            &format!(
+                "actions[{i}].prune: criterion taylor needs `loss` (simclr, simsiam or mae: the label-free loss {} was trained with); it records none",
+                enc.checkpoint.path.display()
+            ),
+        )
+    })
 }
 
 /// What a policy does to one coupling group.
@@ -123,13 +150,54 @@ pub fn make_plan_step(
                     )?,
                     Scope::Global => {
                         same_floor(pf, i, a, groups, &selected, scores)?;
-                        let normalised = if a.criterion == Criterion::L1Norm {
-                            channel_scores.iter().map(|s| mean_normalised(s)).collect()
-                        } else {
-                            channel_scores
+                        let normalised = match criteria::global_normaliser(a.criterion) {
+                            criteria::Normaliser::Mean => channel_scores
+                                .iter()
+                                .map(|s| criteria::mean_normalised(s))
+                                .collect(),
+                            criteria::Normaliser::None => channel_scores.clone(),
                         };
                         global(pf, i, a, groups, &selected, &normalised, &mut notes, step)?
                     }
+                };
+                if a.criterion == Criterion::Taylor {
+                    let loss = taylor_loss(pf, i, a, enc)?;
+                    let from = if a.loss.is_some() {
+                        "the policy's `loss`".to_string()
+                    } else {
+                        format!(
+                            "recorded in {} (memprune.framework)",
+                            enc.checkpoint.path.display()
+                        )
+                    };
+                    notes.push(format!(
+                        "actions[{i}]: taylor on the {} loss ({from})",
+                        serde_json::to_value(loss)?.as_str().unwrap_or_default()
+                    ));
+                }
+                let picks = match &a.round_to {
+                    Some(v) => {
+                        let n = round_to_value(v).map_err(|e| {
+                            pf.error_at(
+                                Some(i),
+                                "round_to",
+                                &format!("actions[{i}].prune.round_to: {e}"),
+                            )
+                        })?;
+                        round_widths(
+                            pf,
+                            i,
+                            a,
+                            n,
+                            groups,
+                            &selected,
+                            &channel_scores,
+                            &pruned,
+                            picks,
+                            &mut notes,
+                        )?
+                    }
+                    None => picks,
                 };
                 let again = picks.iter().filter(|(g, c)| pruned[*g].contains(c)).count();
                 if again > 0 {
@@ -359,17 +427,112 @@ fn channel_scores(
             }
             Ok(s)
         }
+        Criterion::BnScale => criteria::bn_scale::scores(g, &enc.checkpoint)
+            .map_err(|e| pf.error_at(Some(i), "criterion", &format!("actions[{i}].prune: {e}"))),
+        Criterion::Fpgm => criteria::fpgm::scores(g, &enc.checkpoint),
+        Criterion::Lamp => criteria::lamp::scores(g, &enc.checkpoint),
+        Criterion::Taylor => {
+            let loss = taylor_loss(pf, i, a, enc)?;
+            let grads = scores
+                .gradients
+                .get(&loss)
+                .ok_or_else(|| anyhow!("the gradients of the taylor loss were not measured"))?;
+            criteria::taylor::scores(g, &enc.checkpoint, grads)
+        }
     }
 }
 
-/// `s` divided by its mean (unchanged when the mean is 0): a group's scores on a scale
-/// comparable across groups.
-fn mean_normalised(s: &[f64]) -> Vec<f64> {
-    let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
-    if mean == 0.0 || !mean.is_finite() {
-        return s.to_vec();
+/// The width one unit of `g` takes in its tensors (a head's `head_dim` rows, else 1).
+fn unit_width(g: &CouplingGroup) -> usize {
+    g.producers.first().map(|p| p.unit_len.max(1)).unwrap_or(1)
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
-    s.iter().map(|v| v / mean).collect()
+}
+
+/// The units a group may keep under `round_to: n`: a multiple of `n / gcd(n, unit width)`
+/// (so that the kept tensor width, units x unit width, is a multiple of n).
+pub fn unit_multiple(n: usize, unit_width: usize) -> usize {
+    n / gcd(n, unit_width.max(1))
+}
+
+/// Torch-Pruning's rounding (`BasePruner._round_to`): the kept count rounded down to a
+/// multiple of `m`, so that at least as many units go as asked; never below `min_keep`
+/// (then the smallest multiple of `m` not below it); a group the action prunes nothing
+/// of is left as it is; a group whose rounded count would keep it whole is not pruned.
+pub fn rounded_keep(channels: usize, kept: usize, m: usize, min_keep: usize) -> usize {
+    let down = kept - kept % m;
+    if down >= min_keep.max(1) {
+        down
+    } else {
+        let up = min_keep.max(1).div_ceil(m) * m;
+        up.min(channels)
+    }
+}
+
+/// Applies `round_to: n` to the picks of action `i`: in every selected group it prunes,
+/// the lowest-ranked units (by the action's own order) up to the rounded count.
+#[allow(clippy::too_many_arguments)]
+fn round_widths(
+    pf: &PolicyFile,
+    i: usize,
+    a: &PruneAction,
+    n: usize,
+    groups: &[CouplingGroup],
+    sel: &[usize],
+    scores: &[Vec<f64>],
+    already: &[BTreeSet<usize>],
+    picks: Vec<(usize, usize)>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    for (&g, s) in sel.iter().zip(scores) {
+        let width = groups[g].channels * unit_width(&groups[g]);
+        if n > width {
+            return Err(pf.error_at(
+                Some(i),
+                "round_to",
+                &format!(
+                    "actions[{i}].prune.round_to: {n} is larger than `{}` ({width} wide)",
+                    groups[g].name
+                ),
+            ));
+        }
+        let asked: BTreeSet<usize> = picks
+            .iter()
+            .filter(|(pg, _)| *pg == g)
+            .map(|&(_, c)| c)
+            .collect();
+        if asked.is_empty() {
+            continue;
+        }
+        let m = unit_multiple(n, unit_width(&groups[g]));
+        let channels = groups[g].channels;
+        // Units earlier actions removed stay removed; the rounding counts what remains.
+        let gone = &already[g];
+        let kept = channels - gone.len() - asked.iter().filter(|c| !gone.contains(c)).count();
+        let keep = rounded_keep(channels - gone.len(), kept, m, a.min_keep);
+        let prune = channels - gone.len() - keep;
+        if keep != kept {
+            notes.push(format!(
+                "{}: round_to = {n} keeps {keep} of {channels} units ({kept} before rounding)",
+                groups[g].name
+            ));
+        }
+        out.extend(
+            order(s, a.end)
+                .into_iter()
+                .filter(|c| !gone.contains(c))
+                .take(prune)
+                .map(|c| (g, c)),
+        );
+    }
+    Ok(out)
 }
 
 /// The note for a fraction that rounds to no unit of `what` (`n` units).
@@ -396,7 +559,7 @@ fn same_floor(
     let layers = match a.criterion {
         Criterion::Unitmem | Criterion::UnitmemExcess => &scores.unit_mem,
         Criterion::Classmem => &scores.class_mem,
-        Criterion::Random | Criterion::L1Norm => return Ok(()),
+        _ => return Ok(()),
     };
     let Some(layers) = layers else {
         return Ok(());

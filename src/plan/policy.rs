@@ -195,6 +195,28 @@ pub enum Criterion {
     Random,
     /// L1 norm of the producing filters (Li et al. 2017), the classic baseline.
     L1Norm,
+    /// |gamma| of the BatchNorm after each channel (network slimming, Liu et al. 2017).
+    BnScale,
+    /// First-order Taylor, |sum over the unit's parameters of w dL/dw| on a label-free loss
+    /// (`loss`; Molchanov et al. 2019).
+    Taylor,
+    /// Distance sum to the layer's other filters (geometric median, He et al. 2019).
+    Fpgm,
+    /// Squared magnitude over the sum of the squared magnitudes not smaller (LAMP, Lee et
+    /// al. 2021).
+    Lamp,
+}
+
+/// The label-free loss a `taylor` criterion differentiates (docs/COMPRESSION.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaylorLoss {
+    /// SimCLR's NT-Xent on two views per point, through the checkpoint's projection head.
+    Simclr,
+    /// SimSiam's symmetric negative cosine, through its projector and predictor.
+    Simsiam,
+    /// MAE's masked-patch reconstruction, through its decoder.
+    Mae,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,6 +273,29 @@ pub struct PruneAction {
     /// stream, under LayerNorm); the report then says by how much.
     #[serde(default)]
     pub allow_inexact: bool,
+    /// Every pruned group keeps a width that is a multiple of N (Torch-Pruning's rule: the
+    /// kept count rounded down, never below `min_keep`; docs/COMPRESSION.md). A positive
+    /// integer, checked by [`round_to_value`].
+    #[serde(default)]
+    pub round_to: Option<serde_yaml::Value>,
+    /// `taylor` only: the label-free loss it differentiates. Default: the framework the
+    /// checkpoint records (`memprune.framework`), said in the plan.
+    #[serde(default)]
+    pub loss: Option<TaylorLoss>,
+}
+
+/// `round_to` as a positive integer, or the reason it is not one.
+pub fn round_to_value(v: &serde_yaml::Value) -> std::result::Result<usize, String> {
+    match v.as_u64() {
+        Some(0) => Err("0 is not a width multiple: give a positive integer".into()),
+        Some(n) => Ok(n as usize),
+        None => {
+            let shown = serde_yaml::to_string(v)
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default();
+            Err(format!("`{shown}` is not a positive integer"))
+        }
+    }
 }
 
 /// The kinds of unit a prune action may select.
@@ -572,6 +617,18 @@ impl PolicyFile {
                         return Err(self.error_at(Some(i), "mode", &format!("actions[{i}].prune.mode: all prune actions of a policy must use the same mode")));
                     }
                     mode = Some(pr.mode);
+                    if let Some(v) = &pr.round_to {
+                        round_to_value(v).map_err(|e| {
+                            self.error_at(
+                                Some(i),
+                                "round_to",
+                                &format!("actions[{i}].prune.round_to: {e}"),
+                            )
+                        })?;
+                    }
+                    if pr.loss.is_some() && pr.criterion != Criterion::Taylor {
+                        return Err(self.error_at(Some(i), "loss", &format!("actions[{i}].prune.loss: only the `taylor` criterion differentiates a loss")));
+                    }
                 }
                 Action::Recover(_) => {}
                 Action::Freeze(s) | Action::Train(s) => {

@@ -602,7 +602,17 @@ pub fn before_after_rows(
         format!("{:.2} MB", a.file_bytes as f64 / 1e6),
         ratio(b.file_bytes as f64, a.file_bytes as f64),
     ]);
-    if let (Some(x), Some(y)) = (b.images_per_s, a.images_per_s) {
+    if let Some(s) = &r.speed {
+        rows.push(vec![
+            "forward images/s".into(),
+            format!("{:.0}", s.before_images_per_s),
+            format!("{:.0}", s.after_images_per_s),
+            format!(
+                "{:.2}x [{:.2}, {:.2}]",
+                s.ratio_median, s.ratio_min, s.ratio_max
+            ),
+        ]);
+    } else if let (Some(x), Some(y)) = (b.images_per_s, a.images_per_s) {
         rows.push(vec![
             "forward images/s".into(),
             format!("{x:.0}"),
@@ -619,6 +629,13 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
         &["", "before", "after", "after/before"],
         &before_after_rows(r, probe),
     );
+    if let Some(s) = &r.speed {
+        let _ = writeln!(
+            out,
+            "\nforward images/s: medians of {} rounds of {} images at {}x{}, before and after timed alternately; after/before: the median of the rounds' ratios [least, greatest]",
+            s.rounds, s.batch, s.image_size, s.image_size
+        );
+    }
     if let Some(c) = &r.inexact_change {
         let _ = writeln!(
             out,

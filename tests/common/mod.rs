@@ -144,3 +144,15 @@ pub fn edited(
     memprune::checkpoint::write_safetensors_atomic(&p, &t, &m, &[]).unwrap();
     p
 }
+
+/// Writes `body` as `dir/policy.yaml`, `MODEL` replaced by `model` and `OUT` by
+/// `dir/out.safetensors`; returns the policy and the output paths.
+pub fn write_policy(dir: &Path, body: &str, model: &Path) -> (PathBuf, PathBuf) {
+    let out = dir.join("out.safetensors");
+    let text = body
+        .replace("MODEL", &model.display().to_string())
+        .replace("OUT", &out.display().to_string());
+    let p = dir.join("policy.yaml");
+    std::fs::write(&p, text).unwrap();
+    (p, out)
+}
