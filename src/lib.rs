@@ -25,4 +25,5 @@ pub mod progress;
 pub mod report;
 pub mod rewrite;
 pub mod shard;
+pub mod steps;
 pub mod train;

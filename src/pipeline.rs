@@ -8,8 +8,9 @@ use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use crate::model::coupling::{coupling_groups, CouplingGroup};
 use crate::model::{Encoder, LoadOptions};
 use crate::output::OutputSet;
+use crate::plan::planner::make_plan_step;
 use crate::plan::policy::check_exists;
-use crate::plan::{make_plan, Plan, PolicyFile, Scores};
+use crate::plan::{Plan, PolicyFile, Scores};
 use crate::rewrite::{prune_tensors, write_rewritten};
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -39,8 +40,25 @@ fn load_options(p: &crate::plan::policy::Policy) -> LoadOptions {
     }
 }
 
-/// Measures what the policy ranks by and makes the plan. Writes nothing.
+/// Measures what the policy ranks by and makes the plan (of its first step, with a
+/// schedule). Writes nothing.
 pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
+    let step = crate::plan::schedule::Step {
+        index: 1,
+        of: pf.steps(),
+        original: Vec::new(),
+    };
+    plan_step(pf, None, &step, progress)
+}
+
+/// [`plan_policy`] for step `step` of the policy's schedule, on `current` (the model the
+/// earlier steps left) instead of the policy's model when given.
+pub fn plan_step(
+    pf: PolicyFile,
+    current: Option<Encoder>,
+    step: &crate::plan::schedule::Step,
+    progress: bool,
+) -> Result<Planned> {
     let p = &pf.policy;
     if let Some(ft) = &p.evaluation.finetune {
         crate::eval::finetune::settings_from(ft)
@@ -49,7 +67,10 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     }
     let model_path = p.model.clone().unwrap_or_else(crate::defaults::model_f);
     check_exists(&pf, "model", &model_path)?;
-    let encoder = Encoder::load(&model_path, &load_options(p))?;
+    let encoder = match current {
+        Some(e) => e,
+        None => Encoder::load(&model_path, &load_options(p))?,
+    };
     let groups = coupling_groups(&encoder);
     let data_path = p.data.path.clone().unwrap_or_else(crate::defaults::data);
     check_exists(&pf, "path", &data_path)?;
@@ -183,7 +204,13 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
         &settings,
         &mut scores,
     )?;
-    let plan = make_plan(&pf, &encoder, &groups, &scores)?;
+    let mut plan = make_plan_step(&pf, &encoder, &groups, &scores, step)?;
+    if step.of > 1 && step.index == 1 {
+        plan.notes.push(format!(
+            "schedule: this is step 1 of {}; the policy run plans each later step on the model the earlier ones left",
+            step.of
+        ));
+    }
     Ok(Planned {
         policy: pf,
         encoder,
@@ -264,6 +291,13 @@ pub struct PolicyReport {
     /// representation is from the masked one's (relative L2 over images of the data).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inexact_change: Option<InexactChange>,
+    /// The steps of a schedule and the recovery (feature distillation), when the policy
+    /// has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<crate::steps::Recovery>,
+    /// The model after the pruning and before its final recovery (for its probe).
+    #[serde(skip)]
+    pub pruned: Option<Encoder>,
     /// The forward speed of before and after, timed alternately (when `evaluation.speed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub speed: Option<SpeedComparison>,
@@ -344,6 +378,11 @@ fn inexact_change(planned: &Planned, removed: &Encoder) -> Result<Option<Inexact
 
 /// The metadata memprune adds to a rewritten checkpoint.
 pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
+    rewrite_metadata_of(planned, &planned.plan)
+}
+
+/// [`rewrite_metadata`] for `plan`, the units a schedule removed over all its steps.
+pub fn rewrite_metadata_of(planned: &Planned, plan: &Plan) -> Result<BTreeMap<String, String>> {
     let pf = &planned.policy;
     let mut m = BTreeMap::new();
     m.insert(keys::POLICY.into(), pf.text.clone());
@@ -355,14 +394,13 @@ pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
         keys::SOURCE.into(),
         planned.encoder.checkpoint.path.display().to_string(),
     );
-    let removed: BTreeMap<&str, &Vec<usize>> = planned
-        .plan
+    let removed: BTreeMap<&str, &Vec<usize>> = plan
         .groups
         .iter()
         .filter(|g| !g.pruned.is_empty())
         .map(|g| (g.group.as_str(), &g.pruned))
         .collect();
-    if let Some(mode) = planned.plan.mode {
+    if let Some(mode) = plan.mode {
         m.insert(
             keys::PRUNE_MODE.into(),
             serde_json::to_value(mode)?
@@ -372,10 +410,10 @@ pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
         );
         m.insert(keys::PRUNED.into(), serde_json::to_string(&removed)?);
     }
-    if let Some(t) = &planned.plan.trainable {
+    if let Some(t) = &plan.trainable {
         m.insert(keys::TRAINABLE.into(), serde_json::to_string(t)?);
     }
-    let gone: Vec<(String, usize)> = match planned.plan.mode {
+    let gone: Vec<(String, usize)> = match plan.mode {
         Some(crate::rewrite::prune::PruneMode::Remove) => removed
             .iter()
             .map(|(g, units)| (g.to_string(), units.len()))
@@ -398,27 +436,34 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
     let out = pf.output_checkpoint();
     let staged = outputs.reserve(&out)?;
     let enc = &planned.encoder;
-    let tensors = match planned.plan.mode {
-        Some(mode) => prune_tensors(
+    let executed = crate::steps::execute(planned, false)?;
+    let tensors = match (&executed, planned.plan.mode) {
+        (Some(e), _) => e.tensors.clone(),
+        (None, Some(mode)) => prune_tensors(
             &enc.checkpoint.stored,
             &planned.groups,
             &planned.plan.cuts(),
             mode,
         )?,
-        None => enc.checkpoint.stored.clone(),
+        (None, None) => enc.checkpoint.stored.clone(),
     };
+    let plan = executed.as_ref().map(|e| &e.plan).unwrap_or(&planned.plan);
     write_rewritten(
         &staged,
         &enc.checkpoint,
         &tensors,
-        &rewrite_metadata(planned)?,
+        &rewrite_metadata_of(planned, plan)?,
     )?;
     // The rewritten file goes back through detection like any other checkpoint.
     let after = Encoder::load(&staged, &LoadOptions::default())
         .with_context(|| format!("{}: the rewritten checkpoint does not load", out.display()))?;
     let size = planned.augment.config.output_size(&planned.data);
     let speed = pf.policy.evaluation.speed;
-    let inexact_change = inexact_change(planned, &after)?;
+    // A schedule's or a recovery's model is not the plan's masked model plus a removal.
+    let inexact_change = match &executed {
+        Some(_) => None,
+        None => inexact_change(planned, &after)?,
+    };
     let (mut cost_before, mut cost_after) = (
         cost(enc, size, false, 0, 0)?,
         cost(&after, size, false, 0, 0)?,
@@ -436,7 +481,7 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
         speed,
         policy: pf.path.clone(),
         augment: planned.augment.clone(),
-        plan: planned.plan.clone(),
+        plan: plan.clone(),
         before: Evaluated {
             checkpoint: enc.checkpoint.path.clone(),
             cost: cost_before,
@@ -451,6 +496,8 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
             knn: None,
             finetune: None,
         },
+        recovery: executed.as_ref().map(|e| e.recovery.clone()),
+        pruned: executed.and_then(|e| e.pruned),
     })
 }
 
@@ -550,6 +597,9 @@ pub fn probe_before_after(
         Ok((probe, knn))
     };
     let ((b, kb), (a, ka)) = (acc(before, true)?, acc(&after, false)?);
+    if let (Some(p), Some(rec)) = (&report.pruned, report.recovery.as_mut()) {
+        (rec.pruned_probe_accuracy, rec.pruned_knn) = acc(p, false)?;
+    }
     report.before.probe_accuracy = b;
     report.after.probe_accuracy = a;
     report.before.knn = kb;

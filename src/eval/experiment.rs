@@ -118,6 +118,7 @@ fn one_action(
         data: Default::default(),
         metrics: Default::default(),
         actions: vec![Action::Prune(action)],
+        schedule: None,
         evaluation: Default::default(),
         output: Default::default(),
     };

@@ -4,6 +4,7 @@
 pub mod criteria;
 pub mod planner;
 pub mod policy;
+pub mod schedule;
 
 pub use planner::{make_plan, Plan, Scores};
 pub use policy::PolicyFile;

@@ -27,6 +27,7 @@ use crate::plan::policy::{
     glob_match, round_to_value, Action, Criterion, End, LayerSelect, PolicyFile, PruneAction, Rank,
     Scope, TaylorLoss, UnitKind,
 };
+use crate::plan::schedule::Step;
 use crate::rewrite::{GroupCut, PruneMode};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -113,6 +114,18 @@ pub fn make_plan(
     groups: &[CouplingGroup],
     scores: &Scores,
 ) -> Result<Plan> {
+    make_plan_step(pf, enc, groups, scores, &Step::one())
+}
+
+/// The plan of step `step` of the policy's schedule (each prune action removes its share of
+/// the step, [`Step::share`]), on the model that the earlier steps left.
+pub fn make_plan_step(
+    pf: &PolicyFile,
+    enc: &Encoder,
+    groups: &[CouplingGroup],
+    scores: &Scores,
+    step: &Step,
+) -> Result<Plan> {
     let mut pruned: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); groups.len()];
     let mut notes = Vec::new();
     let mut mode = None;
@@ -128,9 +141,16 @@ pub fn make_plan(
                     .map(|&g| channel_scores(pf, i, a, enc, &groups[g], g, scores))
                     .collect::<Result<_>>()?;
                 let picks = match a.scope {
-                    Scope::PerLayer => {
-                        per_layer(pf, i, a, groups, &selected, &channel_scores, &mut notes)?
-                    }
+                    Scope::PerLayer => per_layer(
+                        pf,
+                        i,
+                        a,
+                        groups,
+                        &selected,
+                        &channel_scores,
+                        &mut notes,
+                        step,
+                    )?,
                     Scope::Global => {
                         same_floor(pf, i, a, groups, &selected, scores)?;
                         let normalised = match criteria::global_normaliser(a.criterion) {
@@ -140,7 +160,7 @@ pub fn make_plan(
                                 .collect(),
                             criteria::Normaliser::None => channel_scores.clone(),
                         };
-                        global(pf, i, a, groups, &selected, &normalised, &mut notes)?
+                        global(pf, i, a, groups, &selected, &normalised, &mut notes, step)?
                     }
                 };
                 if a.criterion == Criterion::Taylor {
@@ -182,6 +202,10 @@ pub fn make_plan(
                     }
                     None => picks,
                 };
+                let again = picks.iter().filter(|(g, c)| pruned[*g].contains(c)).count();
+                if again > 0 {
+                    notes.push(format!("actions[{i}] chose {again} units that an earlier prune action already prunes: prune actions combine as a union (each amount is of the whole layer), so those units are removed once"));
+                }
                 for (g, c) in picks {
                     pruned[g].insert(c);
                 }
@@ -193,6 +217,8 @@ pub fn make_plan(
                     }
                 }
             }
+            // Runs after the pruning (src/pipeline.rs); it plans nothing.
+            Action::Recover(_) => {}
             Action::Freeze(s) | Action::Train(s) => {
                 let on = matches!(action, Action::Train(_));
                 let chosen = select_layers(pf, i, s, &params, scores)?;
@@ -598,6 +624,7 @@ fn amount_key(a: &PruneAction) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn per_layer(
     pf: &PolicyFile,
     i: usize,
@@ -606,12 +633,13 @@ fn per_layer(
     sel: &[usize],
     scores: &[Vec<f64>],
     notes: &mut Vec<String>,
+    step: &Step,
 ) -> Result<Vec<(usize, usize)>> {
     let mut out = Vec::new();
     let mut floored = false;
     for (&g, s) in sel.iter().zip(scores) {
         let n = groups[g].channels;
-        let mut k = amount(a, n);
+        let mut k = step.share(amount(a, step.original_width(g, n)));
         notes.extend(rounds_to_zero(a, &groups[g].name, n));
         if k >= n {
             let key = amount_key(a);
@@ -652,6 +680,7 @@ fn min_keep_prunes_nothing(pf: &PolicyFile, i: usize, a: &PruneAction) -> anyhow
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn global(
     pf: &PolicyFile,
     i: usize,
@@ -660,13 +689,18 @@ fn global(
     sel: &[usize],
     scores: &[Vec<f64>],
     notes: &mut Vec<String>,
+    step: &Step,
 ) -> Result<Vec<(usize, usize)>> {
     let mut all: Vec<(usize, usize, f64)> = Vec::new();
     for (&g, s) in sel.iter().zip(scores) {
         all.extend(s.iter().enumerate().map(|(c, &v)| (g, c, v)));
     }
     let total = all.len();
-    let k = amount(a, total);
+    let original: usize = sel
+        .iter()
+        .map(|&g| step.original_width(g, groups[g].channels))
+        .sum();
+    let k = step.share(amount(a, original));
     notes.extend(rounds_to_zero(a, "the selected layers together", total));
     if k >= total {
         let key = amount_key(a);

@@ -11,6 +11,8 @@
 //!   - prune: {criterion: unitmem, end: low, fraction: 0.1, scope: per-layer, mode: remove}
 //!   - freeze: {layers: ["*"]}
 //!   - train: {by: dlayermem, top: 2}
+//!   - recover: {loss: cosine, epochs: 20, lr: 0.001}  # after the pruning (docs/COMPRESSION.md)
+//! schedule: {steps: 3, recover: {epochs: 5}}          # prune in 3 re-measured steps
 //! evaluation: {probe: true, speed: true, knn: false,
 //!              finetune: {data: assets/mnist, epochs: 10, lr: 0.001, seeds: [0, 1, 2]}}
 //! output: {checkpoint: out/pruned.safetensors, json: out/report.json, chart: out/report.svg, report: out/report.html}
@@ -47,6 +49,9 @@ pub struct Policy {
     pub metrics: MetricSettings,
     #[serde(deserialize_with = "actions_from_maps")]
     pub actions: Vec<Action>,
+    /// Prune in `steps` steps, re-measuring between them (docs/COMPRESSION.md).
+    #[serde(default)]
+    pub schedule: Option<crate::plan::schedule::Schedule>,
     #[serde(default)]
     pub evaluation: Evaluation,
     #[serde(default)]
@@ -134,13 +139,16 @@ impl Default for MetricSettings {
     }
 }
 
-/// One step of a policy, written as a one-key map: `- prune: {...}`, `- freeze: {...}` or
-/// `- train: {...}`.
+/// One step of a policy, written as a one-key map: `- prune: {...}`, `- freeze: {...}`,
+/// `- train: {...}` or `- recover: {...}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Action {
     Prune(PruneAction),
     Freeze(LayerSelect),
     Train(LayerSelect),
+    /// Feature distillation of the pruned encoder toward the unpruned one, after the
+    /// pruning ([`crate::train::distill`]).
+    Recover(crate::train::distill::DistillSettings),
 }
 
 /// The YAML shape of an [`Action`] (serde_yaml reads enums as `!tags`; users write maps).
@@ -153,18 +161,21 @@ struct ActionMap {
     freeze: Option<LayerSelect>,
     #[serde(default)]
     train: Option<LayerSelect>,
+    #[serde(default)]
+    recover: Option<crate::train::distill::DistillSettings>,
 }
 
 fn actions_from_maps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Action>, D::Error> {
     let maps: Vec<ActionMap> = Deserialize::deserialize(d)?;
     maps.into_iter()
         .enumerate()
-        .map(|(i, m)| match (m.prune, m.freeze, m.train) {
-            (Some(p), None, None) => Ok(Action::Prune(p)),
-            (None, Some(f), None) => Ok(Action::Freeze(f)),
-            (None, None, Some(t)) => Ok(Action::Train(t)),
+        .map(|(i, m)| match (m.prune, m.freeze, m.train, m.recover) {
+            (Some(p), None, None, None) => Ok(Action::Prune(p)),
+            (None, Some(f), None, None) => Ok(Action::Freeze(f)),
+            (None, None, Some(t), None) => Ok(Action::Train(t)),
+            (None, None, None, Some(r)) => Ok(Action::Recover(r)),
             _ => Err(serde::de::Error::custom(format!(
-                "actions[{i}]: each action is exactly one of `prune`, `freeze`, `train`"
+                "actions[{i}]: each action is exactly one of `prune`, `freeze`, `train`, `recover`"
             ))),
         })
         .collect()
@@ -565,6 +576,7 @@ impl PolicyFile {
         {
             return Err(self.error_at(None, "finetune", "evaluation.finetune fine-tunes the layers the policy's `train` actions choose; this policy has no `freeze` or `train` action"));
         }
+        self.validate_recovery()?;
         let mut mode = None;
         for (i, a) in p.actions.iter().enumerate() {
             match a {
@@ -618,6 +630,7 @@ impl PolicyFile {
                         return Err(self.error_at(Some(i), "loss", &format!("actions[{i}].prune.loss: only the `taylor` criterion differentiates a loss")));
                     }
                 }
+                Action::Recover(_) => {}
                 Action::Freeze(s) | Action::Train(s) => {
                     let verb = if matches!(a, Action::Freeze(_)) {
                         "freeze"
@@ -661,6 +674,89 @@ impl PolicyFile {
         Ok(())
     }
 
+    /// `recover` and `schedule`: settings in range, a recovery after the pruning it
+    /// recovers from, units removed (masked units would come back to life in training).
+    fn validate_recovery(&self) -> Result<()> {
+        let p = &self.policy;
+        let prunes: Vec<usize> = (0..p.actions.len())
+            .filter(|&i| matches!(p.actions[i], Action::Prune(_)))
+            .collect();
+        let masks = p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Prune(pr) if pr.mode == PruneMode::Mask));
+        let mut seen = None;
+        for (i, a) in p.actions.iter().enumerate() {
+            let Action::Recover(r) = a else { continue };
+            let at = |key: &str, msg: String| self.error_at(Some(i), key, &msg);
+            if let Some(first) = seen {
+                return Err(at("recover", format!("actions[{i}].recover: a policy recovers once, after its pruning (actions[{first}] already does)")));
+            }
+            seen = Some(i);
+            if let Err(e) = r.validate() {
+                let key = first_word(&e.to_string());
+                return Err(at(&key, format!("actions[{i}].recover.{e:#}")));
+            }
+            match prunes.last() {
+                None => return Err(at("recover", format!("actions[{i}].recover distils a pruned encoder toward the unpruned one; this policy prunes nothing"))),
+                Some(&last) if last > i => return Err(at("recover", format!("actions[{i}].recover comes before actions[{last}].prune: a recovery follows the pruning it recovers from"))),
+                _ => {}
+            }
+            if masks {
+                return Err(at("recover", format!("actions[{i}].recover needs `mode: remove`: training would bring masked units back to life")));
+            }
+        }
+        if let Some(s) = &p.schedule {
+            let at = |key: &str, msg: String| self.error_at(None, key, &msg);
+            if s.steps == 0 {
+                return Err(at(
+                    "steps",
+                    "schedule.steps must be at least 1, got 0".into(),
+                ));
+            }
+            if let Some(r) = &s.recover {
+                if let Err(e) = r.validate() {
+                    let key = first_word(&e.to_string());
+                    return Err(at(&key, format!("schedule.recover.{e:#}")));
+                }
+            }
+            if prunes.is_empty() {
+                return Err(at(
+                    "schedule",
+                    "schedule: prunes in steps, but this policy has no prune action".into(),
+                ));
+            }
+            if masks && s.steps > 1 {
+                return Err(at("schedule", "schedule needs `mode: remove`: a step re-measures the model the previous step left, and masked units would be measured again".into()));
+            }
+            if s.steps > 1
+                && p.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Freeze(l) | Action::Train(l) if l.by.is_some()))
+            {
+                return Err(at("schedule", "schedule: layers chosen `by` LayerMem rank are measured against the reference on the unpruned model only; name them with `layers` or `last`".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy's `recover` action, with its index.
+    pub fn recover_action(&self) -> Option<(usize, &crate::train::distill::DistillSettings)> {
+        self.policy
+            .actions
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| match a {
+                Action::Recover(r) => Some((i, r)),
+                _ => None,
+            })
+    }
+
+    /// Steps of the schedule (1 without one).
+    pub fn steps(&self) -> usize {
+        self.policy.schedule.as_ref().map(|s| s.steps).unwrap_or(1)
+    }
+
     /// The checkpoint to write: `output.checkpoint`, or `out/<policy stem>.safetensors`.
     pub fn output_checkpoint(&self) -> PathBuf {
         self.policy.output.checkpoint.clone().unwrap_or_else(|| {
@@ -698,6 +794,14 @@ impl PolicyFile {
         }
         n
     }
+}
+
+/// The key an error line starts with (`epochs must be ...` -> `epochs`).
+fn first_word(s: &str) -> String {
+    s.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// serde_yaml errors may span lines; users get one.

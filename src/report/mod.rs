@@ -645,6 +645,81 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
             c.images
         );
     }
+    if let Some(rec) = &r.recovery {
+        out.push_str(&recovery_lines(
+            rec,
+            probe.map(|p| p.0),
+            r.before.knn.as_ref(),
+        ));
+    }
+    out
+}
+
+/// The steps of a schedule and the recovery: units per step, each distillation's loss, the
+/// probe before pruning, after pruning and after recovery.
+pub fn recovery_lines(
+    rec: &crate::steps::Recovery,
+    before: Option<f64>,
+    before_knn: Option<&crate::eval::knn::KnnResult>,
+) -> String {
+    let mut out = String::new();
+    let distilled = |d: &crate::train::distill::DistillReport| {
+        format!(
+            "distilled toward the unpruned encoder ({} on {}, {} epochs, {} steps, {} images, views with {}): loss {:.4} -> {:.4}",
+            format!("{:?}", d.loss).to_lowercase(),
+            d.taps.join(", "),
+            d.epochs,
+            d.steps,
+            d.images,
+            d.augment,
+            d.loss_before,
+            d.loss_after
+        )
+    };
+    if rec.steps.len() > 1 {
+        let _ = writeln!(out);
+        for st in &rec.steps {
+            let _ = writeln!(
+                out,
+                "step {}: {} units pruned, {} left{}",
+                st.step,
+                st.units_pruned,
+                st.units_left,
+                st.recover
+                    .as_ref()
+                    .map(|d| format!("; {}", distilled(d)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(d) = &rec.recover {
+        let _ = writeln!(
+            out,
+            "
+recover: {}",
+            distilled(d)
+        );
+        let pct = |x: Option<f64>| {
+            x.map(|v| format!("{:.2}%", 100.0 * v))
+                .unwrap_or_else(|| "-".into())
+        };
+        if let Some(p) = rec.pruned_probe_accuracy {
+            let _ = writeln!(
+                out,
+                "linear-probe top-1: {} before pruning, {} after pruning (before recovery)",
+                pct(before),
+                pct(Some(p))
+            );
+        }
+        if let (Some(b), Some(k)) = (before_knn, &rec.pruned_knn) {
+            let _ = writeln!(
+                out,
+                "kNN top-1: {} before pruning, {} after pruning (before recovery)",
+                pct(Some(b.top1)),
+                pct(Some(k.top1))
+            );
+        }
+    }
     out
 }
 

@@ -13,6 +13,7 @@
 //!   atomically, so an interrupted run continues with `--resume <out>`.
 
 pub mod checks;
+pub mod distill;
 pub mod init;
 pub mod loss;
 pub mod mae;
