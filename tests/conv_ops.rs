@@ -7,30 +7,10 @@ use memprune::model::batch_norm::{
 use memprune::model::conv::{channel_means, conv2d, conv2d_bias_act, conv2d_stock, ConvParams};
 use memprune::model::pool::{conv2d_bias_act_max_pool2, max_pool2d};
 
-const TOL: f64 = 1e-4;
+mod common;
+use common::tensors::rel_err;
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    let d = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    let m = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .max(1e-12);
-    d / m
-}
+const TOL: f64 = 1e-4;
 
 fn check(what: &str, a: &Tensor, b: &Tensor) {
     let e = rel_err(a, b);

@@ -4,17 +4,13 @@
 
 use candle_core::{Device, Tensor};
 use memprune::model::{Encoder, LoadOptions};
-use std::path::{Path, PathBuf};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(name)
-}
+mod common;
+use common::parity;
 
 fn check(name: &str, expect_arch: &str) {
     let enc = Encoder::load(
-        &fixture(&format!("{name}.safetensors")),
+        &parity(&format!("{name}.safetensors")),
         &LoadOptions::default(),
     )
     .unwrap();
@@ -24,7 +20,7 @@ fn check(name: &str, expect_arch: &str) {
         enc.describe()
     );
     let io =
-        candle_core::safetensors::load(fixture(&format!("{name}_io.safetensors")), &Device::Cpu)
+        candle_core::safetensors::load(parity(&format!("{name}_io.safetensors")), &Device::Cpu)
             .unwrap();
     let x = io["input"].to_dtype(candle_core::DType::F32).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
@@ -117,7 +113,7 @@ fn bottleneck_resnet_with_downsample_matches_pytorch() {
 
 /// The real torchvision layouts (names and shapes, zero weights) are detected as such.
 fn zeros_from_keys(file: &str) -> memprune::checkpoint::Checkpoint {
-    let text = std::fs::read_to_string(fixture(file)).unwrap();
+    let text = std::fs::read_to_string(parity(file)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut tensors = std::collections::BTreeMap::new();
     let entries: Vec<(String, Vec<usize>)> = v["tensors"]
@@ -144,7 +140,7 @@ fn zeros_from_keys(file: &str) -> memprune::checkpoint::Checkpoint {
         };
         tensors.insert(k, t.unwrap());
     }
-    memprune::checkpoint::Checkpoint::from_tensors(&fixture(file), tensors, Default::default())
+    memprune::checkpoint::Checkpoint::from_tensors(&parity(file), tensors, Default::default())
 }
 
 #[test]

@@ -18,19 +18,11 @@ const SCHEDULER_VARS: [&str; 7] = [
     "MEMPRUNE_SHARD_COUNT",
 ];
 
-/// memprune with only the scheduler variables in `env` set.
+/// memprune on one thread with only the scheduler variables in `env` set.
 fn memprune_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_memprune"));
-    c.args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .current_dir(root());
-    for v in SCHEDULER_VARS {
-        c.env_remove(v);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    let mut set = vec![("RAYON_NUM_THREADS", "1")];
+    set.extend_from_slice(env);
+    common::memprune_env(args, &set, &SCHEDULER_VARS)
 }
 
 /// The measure arguments of each metric: small, with the control, on the embedded f (and g).

@@ -327,3 +327,38 @@ fn train_device_option() {
         assert!(!c.exists(), "--device {spec} wrote {}", c.display());
     }
 }
+
+#[test]
+fn the_imagenet_stem_trains() {
+    // Images over 64 pixels get the ImageNet stem (7x7 stride 2, 3x3 stride-2 max-pool),
+    // whose pool's backward candle refuses (kernel != stride).
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::idx_folder(dir.path(), "big", 8, 72, 72);
+    let out = dir.path().join("r18.safetensors");
+    let text = common::ok(&common::memprune(&[
+        "train",
+        "--framework",
+        "simclr",
+        "--arch",
+        "resnet18",
+        "--widths",
+        "2,2,2,2",
+        "--data",
+        common::s(&data),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "-q",
+        "--out",
+        common::s(&out),
+    ]));
+    assert!(text.contains("trained 1 epochs"), "{text}");
+    let inspect = common::ok(&common::memprune(&[
+        "inspect",
+        common::s(&out),
+        "--size",
+        "72",
+    ]));
+    assert!(inspect.contains("imagenet stem"), "{inspect}");
+}

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{json, ok, refused, root, s};
+use common::{json, memprune, ok, refused, root, s};
 use memprune::data::open::open_with;
 use memprune::data::{DataOptions, Split};
 
@@ -33,10 +33,6 @@ fn folder(dir: &Path, classes: &[(&str, usize)], side: Option<u32>, key: u64) {
 
 fn model(name: &str) -> PathBuf {
     common::parity(name)
-}
-
-fn memprune(args: &[&str]) -> std::process::Output {
-    common::memprune(args)
 }
 
 #[test]

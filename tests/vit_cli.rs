@@ -7,12 +7,7 @@ mod common;
 use common::{json, ok, root};
 
 fn fx(name: &str) -> String {
-    root()
-        .join("tests/fixtures/vit")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_string()
+    common::vit_fx(name).to_str().unwrap().to_string()
 }
 
 /// (checkpoint, extra load flags, data folder): 3-channel layouts on the tiny CIFAR-10

@@ -1,18 +1,16 @@
-//! The `memprune` binary end to end on the embedded Fashion-MNIST subset: reproducibility
+//! `memprune measure` end to end on the embedded Fashion-MNIST subset: reproducibility
 //! across thread counts and batch sizes, LayerMem of an encoder against itself, view dumps,
-//! and clear errors that write nothing.
+//! clear errors that write nothing, and `--score range` (the authors' LayerMem
+//! normalisation: each point's SSL_g - SSL_f over (max - min) of that difference over the
+//! scored points, per layer; said on the first line and recorded in --json).
 
 use std::path::PathBuf;
 
 mod common;
-use common::{json, ok, root};
+use common::{json, memprune_threads as memprune, ok, root};
 
 fn model() -> PathBuf {
     common::parity("resnet9_c1.safetensors")
-}
-
-fn memprune(args: &[&str], threads: &str) -> std::process::Output {
-    common::memprune_threads(args, threads)
 }
 
 #[test]
@@ -242,27 +240,69 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     }
 }
 
-/// Outputs get the mode a directly written file would: 0666 less the umask (they used to
-/// be 0600 whatever the umask, tempfile's default for the staged file).
-#[cfg(unix)]
 #[test]
-fn outputs_follow_the_umask() {
-    use std::os::unix::fs::PermissionsExt;
+fn range_score_is_the_difference_over_its_range() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("unit.json");
-    for (umask, mode) in [("022", 0o644), ("027", 0o640)] {
-        let _ = std::fs::remove_file(&out);
-        let st = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_memprune"))
-            .args(["measure", "unit", "--points", "10", "--views", "2", "-q"])
-            .args(["--no-control", "--json", out.to_str().unwrap()])
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .unwrap();
-        ok(&st);
-        let got = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
-        assert_eq!(got, mode, "umask {umask}: mode {got:o}");
+    let j = dir.path().join("l.json");
+    let o = common::memprune_threads(
+        &[
+            "measure",
+            "layer",
+            "--points",
+            "6",
+            "--views",
+            "2",
+            "--score",
+            "range",
+            "--per-point",
+            "--json",
+            j.to_str().unwrap(),
+        ],
+        "2",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.lines().any(|l| l.contains("range normalisation")),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
+    assert_eq!(v["extra"]["score"], "range");
+    let pts = v["per_point"].as_array().unwrap();
+    let f = |p: &serde_json::Value, k: &str, l: usize| p[k][l].as_f64().unwrap();
+    let nl = pts[0]["sslmem"].as_array().unwrap().len();
+    for l in 0..nl {
+        let d: Vec<f64> = pts
+            .iter()
+            .map(|p| f(p, "ssl_g", l) - f(p, "ssl_f", l))
+            .collect();
+        let r =
+            d.iter().cloned().fold(f64::MIN, f64::max) - d.iter().cloned().fold(f64::MAX, f64::min);
+        let mut mean = 0.0;
+        for (p, di) in pts.iter().zip(&d) {
+            assert!((f(p, "sslmem", l) - di / r).abs() < 1e-9, "layer {l}");
+            mean += di / r / pts.len() as f64;
+        }
+        let lm = v["layers"][l]["layer_mem"].as_f64().unwrap();
+        assert!((lm - mean).abs() < 1e-9, "layer {l}: {lm} vs {mean}");
+    }
+}
+
+/// `measure unit|class|layer --help` lists the choices of docs/METRICS.md, their one source.
+#[test]
+fn help_lists_the_choices_written_in_docs_metrics() {
+    let doc = std::fs::read_to_string(root().join("docs/METRICS.md")).unwrap();
+    let list = doc
+        .split("<!-- help:choices -->\n```text\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap()
+        .trim_end();
+    assert!(list.contains("Choices where the paper is silent") && list.lines().count() > 20);
+    for metric in ["unit", "class", "layer"] {
+        let help = ok(&memprune(&["measure", metric, "--help"], "1"));
+        assert!(help.contains(list), "measure {metric} --help:\n{help}");
     }
 }
