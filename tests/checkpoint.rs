@@ -34,20 +34,11 @@ fn reference_taps(name: &str) -> Vec<Tensor> {
     enc.forward_taps(&io["input"]).unwrap()
 }
 
-fn max_diff(a: &[Tensor], b: &[Tensor]) -> f32 {
+fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
     a.iter()
         .zip(b)
-        .map(|(x, y)| {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        })
-        .fold(0.0, f32::max)
+        .map(|(x, y)| common::tensors::max_abs(&(x - y).unwrap()))
+        .fold(0.0, f64::max)
 }
 
 #[test]

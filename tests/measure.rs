@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 mod common;
-use common::{json, memprune_threads as memprune, ok, root};
+use common::{json, measure_json, memprune_threads as memprune, ok, root, s};
 
 fn model() -> PathBuf {
     common::parity("resnet9_c1.safetensors")
@@ -17,26 +17,9 @@ fn model() -> PathBuf {
 fn unit_mem_is_identical_across_threads_and_batch_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let m = model();
+    let args = ["unit", s(&m), "--points", "24", "--views", "3"];
     let run = |threads: &str, batch: &str, name: &str| {
-        let out = dir.path().join(name);
-        ok(&memprune(
-            &[
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--points",
-                "24",
-                "--views",
-                "3",
-                "--batch",
-                batch,
-                "--json",
-                out.to_str().unwrap(),
-                "-q",
-            ],
-            threads,
-        ));
-        json(&out)["layers"].clone()
+        measure_json(dir.path(), &args, threads, batch, name)["layers"].clone()
     };
     let a = run("1", "256", "a.json");
     let b = run("2", "7", "b.json");
@@ -89,28 +72,18 @@ fn layer_mem_intervals_and_control_are_identical_across_threads_and_batch_sizes(
         model(),
         root().join("tests/fixtures/parity/resnet9_c1_bf16.safetensors"),
     );
+    let args = [
+        "layer",
+        s(&f),
+        "--reference",
+        s(&g),
+        "--points",
+        "12",
+        "--views",
+        "4",
+    ];
     let run = |threads: &str, batch: &str, name: &str| {
-        let out = dir.path().join(name);
-        ok(&memprune(
-            &[
-                "measure",
-                "layer",
-                f.to_str().unwrap(),
-                "--reference",
-                g.to_str().unwrap(),
-                "--points",
-                "12",
-                "--views",
-                "4",
-                "--batch",
-                batch,
-                "--json",
-                out.to_str().unwrap(),
-                "-q",
-            ],
-            threads,
-        ));
-        let j = json(&out);
+        let j = measure_json(dir.path(), &args, threads, batch, name);
         (j["layers"].clone(), j["control"].clone())
     };
     let a = run("1", "256", "a.json");
@@ -158,79 +131,20 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     let bytes = std::fs::read(&m).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let rgb = root().join("tests/fixtures/parity/resnet9_narrow.safetensors");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let (m, rgb, cut) = (s(&m), s(&rgb), s(&cut));
+    let cases: [(&[&str], &str); 6] = [
+        (&["unit", cut], "truncated"),
+        (&["unit", rgb, "--points", "4"], "channel"),
+        (&["unit", m, "--range", "9990..10001"], "10001"),
+        (&["unit", m, "--points", "4", "--views", "0"], "--views"),
+        (&["unit", m, "--points", "4", "--std", "0"], "std"),
         (
-            vec!["measure", "unit", cut.to_str().unwrap(), "--json", o],
-            "truncated",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                rgb.to_str().unwrap(),
-                "--points",
-                "4",
-                "--json",
-                o,
-            ],
-            "channel",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--range",
-                "9990..10001",
-                "--json",
-                o,
-            ],
-            "10001",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--points",
-                "4",
-                "--views",
-                "0",
-                "--json",
-                o,
-            ],
-            "--views",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--points",
-                "4",
-                "--std",
-                "0",
-                "--json",
-                o,
-            ],
-            "std",
-        ),
-        (
-            vec![
-                "measure",
-                "layer",
-                m.to_str().unwrap(),
-                "--reference",
-                rgb.to_str().unwrap(),
-                "--points",
-                "4",
-                "--json",
-                o,
-            ],
+            &["layer", m, "--reference", rgb, "--points", "4"],
             "reference",
         ),
     ];
     for (args, needle) in cases {
+        let args = [&["measure"][..], args, &["--json", o]].concat();
         let r = memprune(&args, "2");
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(!r.status.success(), "{args:?} succeeded");

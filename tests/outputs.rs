@@ -4,16 +4,22 @@
 
 mod common;
 
+use common::fashion_unit;
+
 use common::policy_case::{case, write_policy};
 
 use common::{memprune as run, parity as fx, refused, root, s};
 use std::path::{Path, PathBuf};
 
-/// The data every CLI case here measures on (relative to the repository root).
-const FASHION: [&str; 2] = ["--data", "assets/fashion-mnist"];
-
 fn snapshot(paths: &[&Path]) -> Vec<Vec<u8>> {
     paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// The arguments of one SimCLR epoch on `data`, writing `out`, quiet.
+fn one_epoch<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    let mut v = vec!["train", "--framework", "simclr", "--data", data];
+    v.extend(["--out", out, "--epochs", "1", "-q"]);
+    v
 }
 
 #[test]
@@ -102,18 +108,7 @@ fn measure_and_train_outputs_never_overwrite_an_input() {
     );
     refused(&with(&["--dump-views", s(&data)]), &["the data"]);
     let train = |out: &Path, extra: &[&str]| {
-        let mut v = vec![
-            "train",
-            "--framework",
-            "simclr",
-            "--data",
-            s(&data),
-            "--out",
-            s(out),
-            "--epochs",
-            "1",
-            "-q",
-        ];
+        let mut v = one_epoch(s(&data), s(out));
         v.extend_from_slice(extra);
         run(&v)
     };
@@ -133,23 +128,18 @@ fn a_failed_run_leaves_no_partial_output() {
     let dump = dir.path().join("views");
     // The JSON cannot be written (its folder would be inside a file): the CSV and the dumped
     // views, written before it, must not remain, nor the folders made for them.
-    let r = run(&[
-        "measure",
-        "unit",
-        FASHION[0],
-        FASHION[1],
-        "--points",
+    let r = run(&fashion_unit(
         "4",
-        "--views",
         "2",
-        "-q",
-        "--csv",
-        s(&a),
-        "--dump-views",
-        s(&dump),
-        "--json",
-        s(&blocker.join("b.json")),
-    ]);
+        &[
+            "--csv",
+            s(&a),
+            "--dump-views",
+            s(&dump),
+            "--json",
+            s(&blocker.join("b.json")),
+        ],
+    ));
     refused(&r, &["a-file"]);
     assert!(!a.exists() && !a.parent().unwrap().exists());
     assert!(!dump.exists());
@@ -167,21 +157,11 @@ fn a_failed_run_leaves_no_partial_output() {
     assert_eq!(r.status.code(), Some(1));
     assert!(!ckpt.exists() && !ckpt.parent().unwrap().exists());
     // A good run leaves exactly its outputs, and no temporary files.
-    let r = run(&[
-        "measure",
-        "unit",
-        FASHION[0],
-        FASHION[1],
-        "--points",
+    let r = run(&fashion_unit(
         "4",
-        "--views",
         "2",
-        "-q",
-        "--csv",
-        s(&a),
-        "--dump-views",
-        s(&dump),
-    ]);
+        &["--csv", s(&a), "--dump-views", s(&dump)],
+    ));
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let names = |d: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d)
@@ -204,22 +184,7 @@ fn experiment_and_probe_outputs_never_overwrite_an_input_and_appear_only_on_succ
     let labels = data.join("train-labels-idx1-ubyte");
     let (j, c) = (dir.path().join("t6.json"), dir.path().join("t6.svg"));
     let experiment = |extra: &[&str]| {
-        let mut v = vec![
-            "experiment",
-            "prune",
-            s(&model),
-            "--data",
-            s(&data),
-            "--points",
-            "20",
-            "--views",
-            "2",
-            "--draws",
-            "1",
-            "--modes",
-            "mask",
-            "-q",
-        ];
+        let mut v = common::small_prune(s(&model), s(&data), "mask");
         v.extend_from_slice(extra);
         run(&v)
     };
@@ -406,18 +371,7 @@ fn train_out_into_a_missing_folder_fails_before_training() {
     let out = dir.path().join("missing/m.safetensors");
     let t = std::time::Instant::now();
     refused(
-        &run(&[
-            "train",
-            "--framework",
-            "simclr",
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--epochs",
-            "1",
-            "-q",
-        ]),
+        &run(&one_epoch(s(&data), s(&out))),
         &["--out", "does not exist"],
     );
     assert!(t.elapsed().as_secs() < 5);

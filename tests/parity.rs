@@ -7,6 +7,7 @@ use memprune::model::{Encoder, LoadOptions};
 
 mod common;
 use common::parity;
+use common::tensors::max_abs;
 
 fn check(name: &str, expect_arch: &str) {
     let enc = Encoder::load(
@@ -37,22 +38,8 @@ fn check(name: &str, expect_arch: &str) {
             .get(&format!("tap.{}", layer.name))
             .unwrap_or_else(|| panic!("{name}: no tap {}", layer.name));
         assert_eq!(tap.dims(), want.dims(), "{name}/{}", layer.name);
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
-        let err = (tap - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(want).max(1.0);
+        let err = max_abs(&(tap - want).unwrap());
         assert!(
             err <= 1e-4 * scale,
             "{name}/{}: max error {err} (scale {scale})",

@@ -4,48 +4,27 @@
 
 mod common;
 
+use common::fashion_unit;
+
 use common::policy_case::{case, write_policy};
 
 use common::{memprune, memprune as run, parity, parity as fx, refused, root, s, tiny_idx};
-
-/// The data the CLI cases here measure on (relative to the repository root).
-const FASHION: [&str; 2] = ["--data", "assets/fashion-mnist"];
 
 #[test]
 fn sizes_from_user_numbers_are_checked_before_allocating() {
     // --dump-views holds every view at once: 10^8 of them are refused before any work.
     let dir = tempfile::tempdir().unwrap();
-    let r = run(&[
-        "measure",
-        "unit",
-        FASHION[0],
-        FASHION[1],
-        "--points",
+    let r = run(&fashion_unit(
         "2",
-        "--views",
         "100000000",
-        "-q",
-        "--dump-views",
-        s(&dir.path().join("views")),
-    ]);
+        &["--dump-views", s(&dir.path().join("views"))],
+    ));
     refused(&r, &["--views", "GB"]);
     assert!(!dir.path().join("views").exists());
     let dir = tempfile::tempdir().unwrap();
     let aug = dir.path().join("aug.yaml");
     std::fs::write(&aug, "size: 100000\n").unwrap();
-    let r = run(&[
-        "measure",
-        "unit",
-        FASHION[0],
-        FASHION[1],
-        "--points",
-        "2",
-        "--views",
-        "2",
-        "-q",
-        "--augment",
-        s(&aug),
-    ]);
+    let r = run(&fashion_unit("2", "2", &["--augment", s(&aug)]));
     refused(&r, &["augment size"]);
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 
 mod common;
 use common::parity;
+use common::tensors::max_abs;
 
 /// About a third of every group's channels, spread out, never all.
 fn cuts(groups: &[CouplingGroup]) -> Vec<GroupCut> {
@@ -71,14 +72,7 @@ fn removed_equals_masked(name: &str, input: &str) {
             .index_select(&Tensor::new(keep.as_slice(), &Device::Cpu).unwrap(), 1)
             .unwrap();
         assert_eq!(kept.dims(), b.dims(), "{name}/{}", layer.name);
-        let err = (kept - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs(&(kept - b).unwrap());
         assert!(
             err <= 1e-5,
             "{name}/{}: removed differs from masked by {err}",
@@ -250,24 +244,10 @@ fn experiment_prune_runs_on_half_precision_checkpoints() {
     let data = common::tiny_idx(dir.path(), 40);
     let json = dir.path().join("t6.json");
     for ckpt in ["resnet9_c1_bf16.safetensors", "resnet9_c1.safetensors"] {
-        common::ok(&common::memprune(&[
-            "experiment",
-            "prune",
-            common::s(&common::parity(ckpt)),
-            "--data",
-            common::s(&data),
-            "--points",
-            "20",
-            "--views",
-            "2",
-            "--draws",
-            "1",
-            "--modes",
-            "mask,remove",
-            "-q",
-            "--json",
-            common::s(&json),
-        ]));
+        let model = common::parity(ckpt);
+        let mut args = common::small_prune(common::s(&model), common::s(&data), "mask,remove");
+        args.extend(["--json", common::s(&json)]);
+        common::ok(&common::memprune(&args));
         let j = common::json(&json);
         assert!(j["rows"].as_array().unwrap().len() >= 6, "{ckpt}: {j}");
         std::fs::remove_file(&json).unwrap();

@@ -248,21 +248,12 @@ fn shard_auto_reads_slurm_and_kubernetes_variables() {
     // Nothing set, or a Job without a count: one clear line.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.partial");
-    let run = |env: &[(&str, &str)]| {
-        memprune_env(
-            &[
-                "measure",
-                "unit",
-                "--points",
-                "8",
-                "--shard",
-                "auto",
-                "--partial",
-                s(&out),
-            ],
-            env,
-        )
+    // `measure unit` of 8 points, shard `shard` (with `extra`), under the variables `env`.
+    let unit = |shard: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let args = ["measure", "unit", "--points", "8", "--shard", shard];
+        memprune_env(&[&args[..], extra, &["--partial", s(&out)]].concat(), env)
     };
+    let run = |env: &[(&str, &str)]| unit("auto", &[], env);
     refused(&run(&[]), &["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]);
     refused(
         &run(&[("JOB_COMPLETION_INDEX", "0")]),
@@ -273,38 +264,13 @@ fn shard_auto_reads_slurm_and_kubernetes_variables() {
         &run(&[("JOB_COMPLETION_INDEX", "0"), ("MEMPRUNE_SHARD_COUNT", "9")]),
         &["--shard 0/9", "at most 8"],
     );
+    let huge = ["--shard-count", "18446744073709551615"];
     refused(
-        &memprune_env(
-            &[
-                "measure",
-                "unit",
-                "--points",
-                "8",
-                "--shard",
-                "auto",
-                "--shard-count",
-                "18446744073709551615",
-                "--partial",
-                s(&out),
-            ],
-            &[("JOB_COMPLETION_INDEX", "0")],
-        ),
+        &unit("auto", &huge, &[("JOB_COMPLETION_INDEX", "0")]),
         &["at most"],
     );
     refused(
-        &memprune_env(
-            &[
-                "measure",
-                "unit",
-                "--points",
-                "8",
-                "--shard",
-                "0/1000000000",
-                "--partial",
-                s(&out),
-            ],
-            &[],
-        ),
+        &unit("0/1000000000", &[], &[]),
         &["--shard 0/1000000000", "at most"],
     );
     assert!(!out.exists());

@@ -14,31 +14,11 @@ use std::collections::BTreeMap;
 const TINY: [usize; 8] = [4, 8, 8, 8, 8, 16, 16, 16];
 
 fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
-    TrainConfig {
-        arch: memprune::train::init::TrainArch::Resnet9,
-        framework,
-        widths: TINY.to_vec(),
-        epochs: 2,
-        batch: 16,
-        lr,
-        optimizer: OptimizerConfig::new(kind, 1e-4),
-        warmup_epochs: 0.0,
-        seed: 3,
-        split: SplitKind::All,
-        split_seed: 0,
-        temperature: 0.5,
-        augment: framework.default_augment(),
-        normalization: Normalization {
-            mean: vec![0.5],
-            std: vec![0.25],
-        },
-        save_dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
-        init_from: None,
-        trainable: None,
-        planted: None,
-        vit: Default::default(),
-    }
+    let arch = memprune::train::init::TrainArch::Resnet9;
+    let optimizer = OptimizerConfig::new(kind, 1e-4);
+    let mut c = common::tiny_train_config(arch, framework, optimizer, (2, lr, 3));
+    c.widths = TINY.to_vec();
+    c
 }
 
 /// A fresh SimCLR + LARS trainer on `set` (the tiny configuration).
@@ -181,11 +161,7 @@ fn simclr_steps_decrease_the_loss() {
     )
     .unwrap();
     let pts: Vec<usize> = (0..16).collect();
-    let first = t.step(&pts, 0).unwrap();
-    let mut last = first;
-    for _ in 0..14 {
-        last = t.step(&pts, 0).unwrap();
-    }
+    let (first, last) = common::first_and_last_loss(&mut t, &pts, 15);
     assert!(last < first - 0.1, "loss {first} -> {last}");
 }
 
@@ -221,11 +197,7 @@ fn simsiam_and_supervised_steps_run_and_decrease() {
     let pts: Vec<usize> = (0..16).collect();
     for (fw, lr) in [(Framework::Supervised, 0.05), (Framework::Simsiam, 0.05)] {
         let mut t = Trainer::new(tiny_cfg(fw, OptimizerKind::Sgd, lr), &set, "tiny", None).unwrap();
-        let first = t.step(&pts, 0).unwrap();
-        let mut last = first;
-        for _ in 0..10 {
-            last = t.step(&pts, 0).unwrap();
-        }
+        let (first, last) = common::first_and_last_loss(&mut t, &pts, 11);
         assert!(last < first, "{fw:?}: loss {first} -> {last}");
     }
 }
@@ -297,11 +269,7 @@ fn fine_tuning_trains_only_the_chosen_layers() {
         "widths come from the checkpoint"
     );
     let pts: Vec<usize> = (0..16).collect();
-    let first = ft.step(&pts, 0).unwrap();
-    let mut last = first;
-    for _ in 0..10 {
-        last = ft.step(&pts, 0).unwrap();
-    }
+    let (first, last) = common::first_and_last_loss(&mut ft, &pts, 11);
     assert!(last < first, "fine-tuning loss {first} -> {last}");
     let after = ft.model.tensors().unwrap();
     assert!(after.contains_key("fc.weight") && !after.contains_key("projector.0.weight"));

@@ -3,10 +3,8 @@
 //! chosen blocks, and the checkpoint as a loadable timm-layout ViT.
 
 use candle_core::Tensor;
-use memprune::data::Normalization;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::train::optim::{OptimizerConfig, OptimizerKind};
-use memprune::train::split::SplitKind;
 use memprune::train::vit_init::VitShape;
 use memprune::train::{Framework, TrainConfig, Trainer};
 use std::collections::BTreeMap;
@@ -30,31 +28,11 @@ fn tiny_shape() -> VitShape {
 fn cfg(framework: Framework, epochs: usize) -> TrainConfig {
     let mut optimizer = OptimizerConfig::new(OptimizerKind::Adamw, 0.05);
     optimizer.beta2 = 0.95;
-    TrainConfig {
-        arch: memprune::train::init::TrainArch::Vit,
-        framework,
-        widths: tiny_shape().widths(),
-        epochs,
-        batch: 16,
-        lr: 3e-3,
-        optimizer,
-        warmup_epochs: 0.0,
-        seed: 5,
-        split: SplitKind::All,
-        split_seed: 0,
-        temperature: 0.5,
-        augment: framework.default_augment(),
-        normalization: Normalization {
-            mean: vec![0.5],
-            std: vec![0.25],
-        },
-        save_dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
-        init_from: None,
-        trainable: None,
-        planted: None,
-        vit: tiny_shape(),
-    }
+    let arch = memprune::train::init::TrainArch::Vit;
+    let mut c = common::tiny_train_config(arch, framework, optimizer, (epochs, 3e-3, 5));
+    c.widths = tiny_shape().widths();
+    c.vit = tiny_shape();
+    c
 }
 
 fn values(m: &BTreeMap<String, Tensor>, k: &str) -> Vec<f32> {
@@ -67,11 +45,7 @@ fn mae_and_simclr_steps_decrease_the_loss() {
     let pts: Vec<usize> = (0..16).collect();
     for fw in [Framework::Mae, Framework::Simclr] {
         let mut t = Trainer::new(cfg(fw, 2), &set, "tiny", None).unwrap();
-        let first = t.step(&pts, 0).unwrap();
-        let mut last = first;
-        for _ in 0..15 {
-            last = t.step(&pts, 0).unwrap();
-        }
+        let (first, last) = common::first_and_last_loss(&mut t, &pts, 16);
         assert!(last < first - 0.05, "{fw:?}: loss {first} -> {last}");
     }
 }
@@ -162,11 +136,7 @@ fn vit_fine_tuning_trains_only_the_chosen_blocks() {
     c.lr = 0.1;
     let mut ft = Trainer::new(c, &set, "tiny", None).unwrap();
     let pts: Vec<usize> = (0..16).collect();
-    let first = ft.step(&pts, 0).unwrap();
-    let mut last = first;
-    for _ in 0..10 {
-        last = ft.step(&pts, 0).unwrap();
-    }
+    let (first, last) = common::first_and_last_loss(&mut ft, &pts, 11);
     assert!(last < first, "fine-tuning loss {first} -> {last}");
     let after = ft.model.tensors().unwrap();
     for k in before

@@ -10,14 +10,7 @@ use std::path::PathBuf;
 
 mod common;
 use common::tensors::rel_err_1;
-use common::vit_fx;
-
-fn heads(h: usize) -> LoadOptions {
-    LoadOptions {
-        heads: Some(h),
-        ..Default::default()
-    }
-}
+use common::{vit_fx, vit_options};
 
 /// Every tap of `enc` on the fixture's input matches timm's to 1e-4 of its scale; returns
 /// the largest relative error.
@@ -74,7 +67,7 @@ fn pos_embed_is_interpolated_for_other_image_sizes_as_timm() {
 
 #[test]
 fn dino_checkpoint_gives_the_teacher_by_default_and_the_student_by_key() {
-    let enc = Encoder::load(&vit_fx("dino_teacher.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("dino_teacher.pth"), &vit_options(4, None)).unwrap();
     assert!(
         enc.describe().contains("4 heads from --heads"),
         "{}",
@@ -90,11 +83,7 @@ fn dino_checkpoint_gives_the_teacher_by_default_and_the_student_by_key() {
     check(&enc, "dino_teacher_io.safetensors");
     let student = Encoder::load(
         &vit_fx("dino_teacher.pth"),
-        &LoadOptions {
-            key: Some("student".into()),
-            heads: Some(4),
-            ..Default::default()
-        },
+        &vit_options(4, Some("student")),
     )
     .unwrap();
     check(&student, "dino_student_io.safetensors");
@@ -114,24 +103,16 @@ fn dino_container_in_safetensors_gives_the_teacher() {
     let p = dir.path().join("dino.safetensors");
     write_safetensors_atomic(&p, &t, &BTreeMap::new(), &[]).unwrap();
     check(
-        &Encoder::load(&p, &heads(4)).unwrap(),
+        &Encoder::load(&p, &vit_options(4, None)).unwrap(),
         "dino_teacher_io.safetensors",
     );
-    let s = Encoder::load(
-        &p,
-        &LoadOptions {
-            key: Some("student".into()),
-            heads: Some(4),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s = Encoder::load(&p, &vit_options(4, Some("student"))).unwrap();
     check(&s, "dino_student_io.safetensors");
 }
 
 #[test]
 fn dinov2_layerscale_registers_without_qkv_bias_match_timm() {
-    let enc = Encoder::load(&vit_fx("dinov2_reg.safetensors"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("dinov2_reg.safetensors"), &vit_options(4, None)).unwrap();
     assert_eq!(
         enc.describe(),
         "vit (depth 2, width 64, mlp 256, 4 heads from --heads, patch 14, grid 2x2, LayerScale, 4 registers, qkv without bias, fc_norm (mean of patch tokens))"
@@ -147,13 +128,13 @@ fn meta_register_tokens_name_loads_like_timm_reg_token() {
     let r = t.remove("reg_token").unwrap();
     t.insert("register_tokens".into(), r);
     let ck = Checkpoint::from_tensors(&ck.path, t, BTreeMap::new());
-    let enc = Encoder::from_checkpoint(ck, &heads(4)).unwrap();
+    let enc = Encoder::from_checkpoint(ck, &vit_options(4, None)).unwrap();
     check(&enc, "dinov2_reg_io.safetensors");
 }
 
 #[test]
 fn mae_checkpoint_reports_the_decoder_as_unused() {
-    let enc = Encoder::load(&vit_fx("mae.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     assert!(enc.unused.contains(&"decoder_pred.weight".to_string()));
     assert!(enc.unused.contains(&"mask_token".to_string()));
     assert!(enc
@@ -165,7 +146,7 @@ fn mae_checkpoint_reports_the_decoder_as_unused() {
 
 #[test]
 fn tokens_cls_gives_the_class_token_of_each_sub_layer() {
-    let all = Encoder::load(&vit_fx("mae.pth"), &heads(4)).unwrap();
+    let all = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     let cls = Encoder::load(
         &vit_fx("mae.pth"),
         &LoadOptions {
@@ -189,7 +170,7 @@ fn tokens_cls_gives_the_class_token_of_each_sub_layer() {
 
 #[test]
 fn unit_acts_are_head_norms_and_token_means() {
-    let enc = Encoder::load(&vit_fx("mae.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
     let acts = enc.forward_unit_acts(&x).unwrap();
@@ -218,7 +199,7 @@ fn unit_acts_are_head_norms_and_token_means() {
 
 #[test]
 fn coupling_groups_slice_heads_from_each_qkv_third() {
-    let enc = Encoder::load(&vit_fx("mae.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     let groups = memprune::model::coupling::coupling_groups(&enc);
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(
@@ -390,14 +371,14 @@ fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
         "blocks.1.norm1.weight",
         "pos_embed",
     ] {
-        let e = load(&nan(name), heads(4));
+        let e = load(&nan(name), vit_options(4, None));
         assert!(e.contains(name) && e.contains("NaN"), "{name}: {e}");
     }
     let e = load(
         &|t| {
             t.remove("fc_norm.weight");
         },
-        heads(4),
+        vit_options(4, None),
     );
     assert!(e.contains("`fc_norm.bias` without `fc_norm.weight`"), "{e}");
     // vit_tiny has a final norm (no fc_norm).
@@ -405,7 +386,7 @@ fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
     let mut t = tiny.stored.clone();
     t.remove("norm.weight");
     let c = Checkpoint::from_tensors(&tiny.path, t, BTreeMap::new());
-    let e = Encoder::from_checkpoint(c, &heads(3))
+    let e = Encoder::from_checkpoint(c, &vit_options(3, None))
         .map(|_| String::from("loaded"))
         .unwrap_or_else(|e| e.to_string());
     assert!(e.contains("`norm.bias` without `norm.weight`"), "{e}");
@@ -414,7 +395,7 @@ fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
             let c = t["cls_token"].clone();
             t.insert("cls_token".into(), Tensor::cat(&[&c, &c], 1).unwrap());
         },
-        heads(4),
+        vit_options(4, None),
     );
     assert!(e.contains("`cls_token` has shape [1, 2, 64]"), "{e}");
     let e = load(

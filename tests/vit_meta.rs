@@ -13,14 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::tensors::rel_err_1;
-use common::vit_fx;
-
-fn heads4() -> LoadOptions {
-    LoadOptions {
-        heads: Some(4),
-        ..Default::default()
-    }
-}
+use common::{vit_fx, vit_options};
 
 /// Every tap against timm's float64 reference of the DINOv2-style fixture, to 1e-4.
 fn check_dinov2_taps(enc: &Encoder) {
@@ -87,7 +80,7 @@ fn meta_chunked_dinov2_teacher_matches_timm_like_the_flat_original() {
         ("one_chunk.safetensors", |_| 0),
     ] {
         let p = write(dir.path(), name, &meta_layout(chunk_of));
-        let enc = Encoder::load(&p, &heads4()).unwrap();
+        let enc = Encoder::load(&p, &vit_options(4, None)).unwrap();
         assert_eq!(
             enc.describe(),
             "vit (depth 2, width 64, mlp 256, 4 heads from --heads, patch 14, grid 2x2, LayerScale, 4 registers, qkv without bias, fc_norm (mean of patch tokens))"
@@ -104,15 +97,7 @@ fn meta_chunked_dinov2_teacher_matches_timm_like_the_flat_original() {
             .contains(&"blocks.1.ls2.gamma".to_string()));
         check_dinov2_taps(&enc);
         // The student (all tensors halved) is another network: the key is honoured.
-        let s = Encoder::load(
-            &p,
-            &LoadOptions {
-                key: Some("student".into()),
-                heads: Some(4),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let s = Encoder::load(&p, &vit_options(4, Some("student"))).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
         assert!(rel_err_1(&s.features(&x).unwrap(), &enc.features(&x).unwrap()) > 1e-2);
     }
@@ -122,8 +107,8 @@ fn meta_chunked_dinov2_teacher_matches_timm_like_the_flat_original() {
 fn pruning_a_chunked_checkpoint_keeps_meta_names_and_equals_pruning_the_flat_one() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "meta.safetensors", &meta_layout(|i| i));
-    let meta = Encoder::load(&p, &heads4()).unwrap();
-    let flat = Encoder::load(&vit_fx("dinov2_reg.safetensors"), &heads4()).unwrap();
+    let meta = Encoder::load(&p, &vit_options(4, None)).unwrap();
+    let flat = Encoder::load(&vit_fx("dinov2_reg.safetensors"), &vit_options(4, None)).unwrap();
     let cut = [
         GroupCut {
             group: "block2.heads".into(),

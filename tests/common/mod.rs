@@ -89,6 +89,62 @@ pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Load options with `h` heads per block, and with `key` the state dict under that key.
+pub fn vit_options(h: usize, key: Option<&str>) -> memprune::model::LoadOptions {
+    memprune::model::LoadOptions {
+        heads: Some(h),
+        key: key.map(String::from),
+        ..Default::default()
+    }
+}
+
+/// A tiny training configuration for [`two_class_set`]'s images (mean 0.5, std 0.25): batch
+/// 16, no warm-up, every point trained on, temperature 0.5, the framework's augmentation,
+/// f32 on the CPU; the widths (and a ViT's shape) are the caller's to set.
+pub fn tiny_train_config(
+    arch: memprune::train::init::TrainArch,
+    framework: memprune::train::Framework,
+    optimizer: memprune::train::optim::OptimizerConfig,
+    (epochs, lr, seed): (usize, f64, u64),
+) -> memprune::train::TrainConfig {
+    memprune::train::TrainConfig {
+        arch,
+        framework,
+        widths: Vec::new(),
+        epochs,
+        batch: 16,
+        lr,
+        optimizer,
+        warmup_epochs: 0.0,
+        seed,
+        split: memprune::train::split::SplitKind::All,
+        split_seed: 0,
+        temperature: 0.5,
+        augment: framework.default_augment(),
+        normalization: memprune::data::Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        },
+        save_dtype: candle_core::DType::F32,
+        device: candle_core::Device::Cpu,
+        init_from: None,
+        trainable: None,
+        planted: None,
+        vit: Default::default(),
+    }
+}
+
+/// The training loss of the first of `steps` steps on `points` (epoch 0), and of the last.
+pub fn first_and_last_loss(
+    t: &mut memprune::train::Trainer,
+    points: &[usize],
+    steps: usize,
+) -> (f64, f64) {
+    let first = t.step(points, 0).unwrap();
+    let last = (1..steps).fold(first, |_, _| t.step(points, 0).unwrap());
+    (first, last)
+}
+
 /// A file of `assets/` (the embedded default's models and data).
 pub fn asset(rel: &str) -> PathBuf {
     root().join("assets").join(rel)
@@ -197,6 +253,41 @@ pub fn refused(out: &std::process::Output, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "`{n}` not in: {err}");
     }
+}
+
+/// `memprune measure ARGS --batch BATCH --json DIR/NAME -q` on `threads` threads (`args`
+/// start with the metric): the JSON it wrote.
+pub fn measure_json(
+    dir: &Path,
+    args: &[&str],
+    threads: &str,
+    batch: &str,
+    name: &str,
+) -> serde_json::Value {
+    let out = dir.join(name);
+    let mut all = vec!["measure"];
+    all.extend_from_slice(args);
+    all.extend(["--batch", batch, "--json", s(&out), "-q"]);
+    ok(&memprune_threads(&all, threads));
+    json(&out)
+}
+
+/// The arguments of `memprune measure unit` on the embedded 10,000-image Fashion-MNIST
+/// folder, `points` points x `views` views, quiet, then `extra`.
+pub fn fashion_unit<'a>(points: &'a str, views: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["measure", "unit", "--data", "assets/fashion-mnist"];
+    v.extend(["--points", points, "--views", views, "-q"]);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The arguments of a small `memprune experiment prune` of `model` on `data`: 20 points x
+/// 2 views, one draw, the modes `modes`, quiet.
+pub fn small_prune<'a>(model: &'a str, data: &'a str, modes: &'a str) -> Vec<&'a str> {
+    let mut v = vec!["experiment", "prune", model, "--data", data];
+    v.extend(["--points", "20", "--views", "2", "--draws", "1"]);
+    v.extend(["--modes", modes, "-q"]);
+    v
 }
 
 /// Its stdout, after checking it succeeded.

@@ -2,18 +2,21 @@
 
 use candle_core::{DType, Tensor};
 
-/// The largest |t|, computed in f64.
+/// The largest |t|, computed in f64; NaN if any value is NaN (so that a comparison with a
+/// tolerance fails).
 pub fn max_abs(t: &Tensor) -> f64 {
-    t.to_dtype(DType::F64)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
+    let values: Vec<f64> = t
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .unwrap();
+    values.iter().fold(0.0, |m, x| {
+        if m.is_nan() || x.is_nan() {
+            f64::NAN
+        } else {
+            m.max(x.abs())
+        }
+    })
 }
 
 /// The largest |a - b| over the largest |b|, the scale taken as at least `floor` (in f64;
