@@ -1,4 +1,6 @@
-//! Reading checkpoints: formats, prefixes, and one clear error for each kind of bad file.
+//! Reading checkpoints: formats, prefixes, and one clear error for each kind of bad file; the
+//! PyTorch `.pth` reader on torch zips of any stem, malicious or cut-short pickles (errors,
+//! never a panic or an abort) and errors that name the file and the real cause.
 
 use candle_core::Tensor;
 use memprune::checkpoint::{write_safetensors_atomic, Checkpoint};
@@ -6,11 +8,10 @@ use memprune::model::{Encoder, LoadOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(name)
-}
+mod common;
+use common::parity;
+use common::pth::{st, state_pickle, torch_zip};
+use common::{memprune, memprune as run, refused, s};
 
 fn load_err(path: &Path) -> String {
     format!(
@@ -20,31 +21,24 @@ fn load_err(path: &Path) -> String {
 }
 
 fn tensors(name: &str) -> BTreeMap<String, Tensor> {
-    Checkpoint::load(&fx(name), None).unwrap().tensors
+    Checkpoint::load(&parity(name), None).unwrap().tensors
 }
 
 fn reference_taps(name: &str) -> Vec<Tensor> {
-    let enc = Encoder::load(&fx(name), &LoadOptions::default()).unwrap();
-    let io =
-        candle_core::safetensors::load(fx("resnet9_c1_io.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
+    let enc = Encoder::load(&parity(name), &LoadOptions::default()).unwrap();
+    let io = candle_core::safetensors::load(
+        parity("resnet9_c1_io.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     enc.forward_taps(&io["input"]).unwrap()
 }
 
-fn max_diff(a: &[Tensor], b: &[Tensor]) -> f32 {
+fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
     a.iter()
         .zip(b)
-        .map(|(x, y)| {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        })
-        .fold(0.0, f32::max)
+        .map(|(x, y)| common::tensors::max_abs(&(x - y).unwrap()))
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -85,7 +79,7 @@ fn wrapper_prefixes_are_stripped_and_prefix_overrides() {
 #[test]
 fn truncated_safetensors_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(fx("resnet9_c1.safetensors")).unwrap();
+    let bytes = std::fs::read(parity("resnet9_c1.safetensors")).unwrap();
     let p = dir.path().join("cut.safetensors");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&p);
@@ -194,7 +188,7 @@ fn unknown_layout_says_what_was_found_and_expected() {
 
 #[test]
 fn heads_are_reported_unused() {
-    let enc = Encoder::load(&fx("resnet9_c1.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&parity("resnet9_c1.safetensors"), &LoadOptions::default()).unwrap();
     assert!(
         !enc.unused.is_empty() && enc.unused.iter().all(|k| k.starts_with("projector.")),
         "{:?}",
@@ -248,4 +242,162 @@ fn the_same_tensors_and_metadata_give_the_same_bytes() {
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     let back = Checkpoint::load(&a, Some("")).unwrap();
     assert_eq!(back.metadata.get("memprune.key7").unwrap(), "[7, \"v\"]");
+}
+
+fn pth_err(bytes: &[u8]) -> String {
+    format!("{:#}", memprune::checkpoint::pth::read_state_dict(bytes).unwrap_err())
+}
+
+#[test]
+fn pth_reader_reads_torch_zips_of_any_stem_and_the_real_fixture() {
+    for stem in [
+        "a",
+        "abcdefghijklmnopqrstu",
+        "abcdefghijklmnopqrstuv",
+        &"s".repeat(61),
+    ] {
+        let t = memprune::checkpoint::pth::read_state_dict(&torch_zip(stem, state_pickle("w", &[2, 2], 5, 5)))
+            .unwrap();
+        assert_eq!(t.len(), 1, "{stem}");
+        assert_eq!(
+            t[0].1.to_vec2::<f32>().unwrap(),
+            [[1.0, 2.0], [3.0, 4.0]],
+            "{stem}"
+        );
+    }
+    // The real torch.save file (ZIP64 records, Lightning nesting) reads as before.
+    let bytes = std::fs::read(parity("resnet9_c1_lightning.pth")).unwrap();
+    let t = memprune::checkpoint::pth::read_state_dict(&bytes).unwrap();
+    assert!(t.len() > 20 && t.iter().any(|(k, _)| k.starts_with("module.")));
+}
+
+#[test]
+fn malicious_pickles_are_errors_not_panics() {
+    let e = pth_err(&torch_zip("x", state_pickle("w", &[2, 2], 2, 5)));
+    assert!(e.contains("_rebuild_tensor_v2 with 2 arguments"), "{e}");
+    let e = pth_err(&torch_zip("x", state_pickle("w", &[2, 2], 5, 1)));
+    assert!(e.contains("storage reference with 1 fields"), "{e}");
+    let e = pth_err(&torch_zip(
+        "x",
+        state_pickle("w", &[1 << 30, 1 << 30], 5, 5),
+    ));
+    assert!(e.contains("storage holds 4 elements"), "{e}");
+    let e = pth_err(&torch_zip(
+        "x",
+        state_pickle("w", &[1 << 30, 1 << 30, 1 << 30, 1 << 30], 5, 5),
+    ));
+    assert!(e.contains("overflow"), "{e}");
+    let e = pth_err(&torch_zip("x", state_pickle("w", &[3, 2], 5, 5)));
+    assert!(e.contains("storage holds 4 elements"), "{e}");
+    // Deep nesting: a million MARKs; a million nested lists.
+    let mut p = vec![0x80, 2];
+    p.extend(vec![b'('; 1 << 20]);
+    assert!(pth_err(&torch_zip("x", p)).contains("deeper than"));
+    let mut p = vec![0x80, 2];
+    p.extend(vec![b']'; 1 << 20]);
+    p.extend(vec![b'a'; (1 << 20) - 1]);
+    p.push(b'.');
+    assert!(pth_err(&torch_zip("x", p)).contains("deeper than"));
+    // Billion laughs: 30 levels of ten references each; shared, never copied.
+    let mut p = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..30 {
+        p.push(b'(');
+        p.extend([b'h', 0].repeat(10));
+        p.extend([b'l', b'q', 0]);
+    }
+    p.push(b'.');
+    let t = std::time::Instant::now();
+    assert!(pth_err(&torch_zip("x", p)).contains("no dict of tensors"));
+    assert!(t.elapsed().as_secs_f64() < 1.0);
+    // Truncated, unknown opcodes, stray stops: errors.
+    for p in [
+        vec![0x80],
+        vec![0x80, 2, b'X', 0xff, 0xff, 0xff, 0xff],
+        vec![b'.'],
+        vec![b'i'],
+    ] {
+        pth_err(&torch_zip("x", p));
+    }
+    // Every prefix of a good file is an error, never a panic.
+    let good = torch_zip("x", state_pickle("w", &[2, 2], 5, 5));
+    for n in 0..good.len() {
+        let _ = memprune::checkpoint::pth::read_state_dict(&good[..n]);
+    }
+}
+
+#[test]
+fn pth_errors_are_one_line_name_the_file_and_the_real_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tensors nowhere the reader looks: the keys it found are named.
+    let mut p = vec![0x80, 2, b'}', b'('];
+    p.extend(st("epoch"));
+    p.extend([b'K', 3]);
+    p.extend(st("weights"));
+    p.extend([b'}', b'u', b'.']);
+    let f = dir.path().join("nested.pth");
+    std::fs::write(&f, torch_zip("nested", p)).unwrap();
+    let r = run(&["inspect", s(&f)]);
+    refused(&r, &["nested.pth", "top-level keys: epoch, weights"]);
+    // A legacy (non-zip) torch.save file is called that, with the way out.
+    let f = dir.path().join("legacy.pth");
+    std::fs::write(
+        &f,
+        [
+            0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, b'.',
+        ],
+    )
+    .unwrap();
+    let r = run(&["inspect", s(&f)]);
+    refused(&r, &["legacy.pth", "legacy", "re-save"]);
+    // A malformed tensor: one line, the file and the tensor named, nothing else printed.
+    let f = dir.path().join("short.pth");
+    std::fs::write(&f, torch_zip("short", state_pickle("w", &[2, 2], 3, 5))).unwrap();
+    let r = run(&["inspect", s(&f)]);
+    refused(&r, &["short.pth", "tensor `w`"]);
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("skipping"));
+}
+
+#[test]
+fn pth_errors_give_the_real_cause_and_any_stem_reads() {
+    use memprune::checkpoint::Checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    // Nested under `state_dict` with a broken tensor: the broken tensor is the error, not
+    // "key model_state_dict not found" from the last key tried.
+    let broken = common::pth::torch_zip(
+        "abcdefghijklmnopqrstu",
+        common::pth::nested("state_dict", common::pth::state_pickle("w", &[2, 2], 2, 5)),
+    );
+    let p = dir.path().join("abcdefghijklmnopqrstu.pth");
+    std::fs::write(&p, broken).unwrap();
+    let r = memprune(&["inspect", s(&p)]);
+    refused(
+        &r,
+        &["abcdefghijklmnopqrstu.pth", "tensor `w`", "2 arguments"],
+    );
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("model_state_dict"));
+    // And a good one with that 21-character stem reads.
+    let good = common::pth::torch_zip(
+        "abcdefghijklmnopqrstu",
+        common::pth::state_pickle("w", &[2, 2], 5, 5),
+    );
+    std::fs::write(&p, good).unwrap();
+    let t = Checkpoint::load(&p, None).unwrap();
+    assert_eq!(
+        t.tensors["w"].to_vec2::<f32>().unwrap(),
+        [[1.0, 2.0], [3.0, 4.0]]
+    );
+    // A good .pth reads silently (candle's reader printed `skipping: ...` lines).
+    let r = memprune(&["inspect", s(&parity("resnet9_c1_lightning.pth"))]);
+    assert!(r.status.success());
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "");
+    // A legacy (non-zip) torch.save file is named as such, not as a bad safetensors file.
+    let p = dir.path().join("old.pt");
+    std::fs::write(
+        &p,
+        [0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, b'.'],
+    )
+    .unwrap();
+    let r = memprune(&["inspect", s(&p)]);
+    refused(&r, &["old.pt", "legacy"]);
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("safetensors file"));
 }

@@ -7,34 +7,31 @@ use memprune::model::batch_norm::{
 use memprune::model::conv::{channel_means, conv2d, conv2d_bias_act, conv2d_stock, ConvParams};
 use memprune::model::pool::{conv2d_bias_act_max_pool2, max_pool2d};
 
-const TOL: f64 = 1e-4;
+mod common;
+use common::tensors::rel_err;
 
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    let d = (&a - &b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
-    let m = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-        .max(1e-12);
-    d / m
-}
+const TOL: f64 = 1e-4;
 
 fn check(what: &str, a: &Tensor, b: &Tensor) {
     let e = rel_err(a, b);
     assert!(e < TOL, "{what}: max relative error {e:e}");
+}
+
+/// memprune's conv against candle's stock conv, to [`TOL`].
+fn against_stock(what: &str, x: &Tensor, w: &Tensor, p: ConvParams) -> Result<()> {
+    check(what, &conv2d(x, w, None, p)?, &conv2d_stock(x, w, None, p)?);
+    Ok(())
+}
+
+/// `a` and `b`, two computations of one function of `x`, have the same gradient with
+/// respect to `x` against one random cotangent, to [`TOL`].
+fn same_gradient(what: &str, x: &Var, a: &Tensor, b: &Tensor) -> Result<()> {
+    let c = Tensor::randn(0f32, 1., a.shape(), a.device())?;
+    let ga = (a * &c)?.sum_all()?.backward()?;
+    let gb = (b * &c)?.sum_all()?.backward()?;
+    let x = x.as_tensor();
+    check(what, ga.get(x).unwrap(), gb.get(x).unwrap());
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -193,30 +190,21 @@ fn conv_cases_cover_every_algorithm() -> Result<()> {
         padding: 1,
         ..Default::default()
     };
-    assert_eq!(
-        forward_algorithm(&[8, 512, 1, 1], &[512, 512, 3, 3], p1)?,
-        A::SmallMap
-    );
-    assert_eq!(
-        forward_algorithm(&[8, 256, 2, 2], &[512, 256, 3, 3], p2)?,
-        A::SmallMap
-    );
-    assert_eq!(
-        forward_algorithm(&[8, 256, 2, 2], &[256, 256, 3, 3], p1)?,
-        A::SmallMap
-    );
-    assert_eq!(
-        forward_algorithm(&[8, 64, 8, 8], &[64, 64, 3, 3], p1)?,
-        A::Winograd
-    );
-    assert_eq!(
-        forward_algorithm(&[8, 128, 4, 4], &[256, 128, 3, 3], p2)?,
-        A::Im2col
-    );
-    assert_eq!(
-        forward_algorithm(&[8, 1, 28, 28], &[32, 1, 3, 3], p1)?,
-        A::Im2col
-    );
+    let chosen: [([usize; 4], [usize; 4], ConvParams, A); 6] = [
+        ([8, 512, 1, 1], [512, 512, 3, 3], p1, A::SmallMap),
+        ([8, 256, 2, 2], [512, 256, 3, 3], p2, A::SmallMap),
+        ([8, 256, 2, 2], [256, 256, 3, 3], p1, A::SmallMap),
+        ([8, 64, 8, 8], [64, 64, 3, 3], p1, A::Winograd),
+        ([8, 128, 4, 4], [256, 128, 3, 3], p2, A::Im2col),
+        ([8, 1, 28, 28], [32, 1, 3, 3], p1, A::Im2col),
+    ];
+    for (x, w, p, want) in chosen {
+        assert_eq!(
+            forward_algorithm(&x, &w, p)?,
+            want,
+            "input {x:?}, weight {w:?}"
+        );
+    }
     Ok(())
 }
 
@@ -292,17 +280,9 @@ fn conv_non_contiguous_input() -> Result<()> {
         padding: 1,
         ..Default::default()
     };
-    check(
-        "narrowed",
-        &conv2d(&x, &w, None, p)?,
-        &conv2d_stock(&x, &w, None, p)?,
-    );
+    against_stock("narrowed", &x, &w, p)?;
     let xt = big.transpose(2, 3)?; // (2, 4, 12, 9), non-contiguous
-    check(
-        "transposed",
-        &conv2d(&xt, &w, None, p)?,
-        &conv2d_stock(&xt, &w, None, p)?,
-    );
+    against_stock("transposed", &xt, &w, p)?;
     Ok(())
 }
 
@@ -315,11 +295,7 @@ fn conv_other_dtype_falls_back() -> Result<()> {
         padding: 1,
         ..Default::default()
     };
-    check(
-        "f64",
-        &conv2d(&x, &w, None, p)?,
-        &conv2d_stock(&x, &w, None, p)?,
-    );
+    against_stock("f64", &x, &w, p)?;
     Ok(())
 }
 
@@ -339,14 +315,7 @@ fn conv_channel_means() -> Result<()> {
         let m = channel_means(xv.as_tensor())?;
         let r = xv.as_tensor().mean((2, 3))?;
         check("channel_means", &m, &r);
-        let c = Tensor::randn(0f32, 1., m.shape(), &dev)?;
-        let g1 = (&m * &c)?.sum_all()?.backward()?;
-        let g2 = (&r * &c)?.sum_all()?.backward()?;
-        check(
-            "channel_means grad",
-            g1.get(xv.as_tensor()).unwrap(),
-            g2.get(xv.as_tensor()).unwrap(),
-        );
+        same_gradient("channel_means grad", &xv, &m, &r)?;
     }
     // non-contiguous input
     let x = Tensor::randn(0f32, 1., (3, 5, 4, 6), &dev)?.transpose(2, 3)?;
@@ -426,14 +395,7 @@ fn conv_max_pool() -> Result<()> {
     // Reference with a plain max reduction (candle's max_pool2d backward scales by 1/4).
     let r = xv.as_tensor().reshape((3, 4, 4, 2, 5, 2))?.max(5)?.max(3)?;
     check("pool2 vs max", &y, &r);
-    let c = Tensor::randn(0f32, 1., y.shape(), &dev)?;
-    let g1 = (&y * &c)?.sum_all()?.backward()?;
-    let g2 = (&r * &c)?.sum_all()?.backward()?;
-    check(
-        "pool2 grad",
-        g1.get(xv.as_tensor()).unwrap(),
-        g2.get(xv.as_tensor()).unwrap(),
-    );
+    same_gradient("pool2 grad", &xv, &y, &r)?;
     // 3x3 stride 2 padding 1 (resnet stem): positive inputs so zero padding is -inf padding.
     let xv = Var::from_tensor(&(Tensor::rand(0f32, 1., (2, 3, 11, 12), &dev)? + 1.0)?)?;
     let y = max_pool2d(xv.as_tensor(), 3, 2, 1)?;

@@ -1,39 +1,30 @@
 //! The SSL augmentation: reproducibility, torchvision semantics on hand-checked cases,
 //! and config validation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use memprune::data::augment::{
     clean, clean_batch, sample_crop, sample_params, view, views_batch, AugmentConfig, CropBox,
 };
 use memprune::data::rng::Rng;
-use memprune::data::{open, DatasetKind, ImageSet, Normalization, Split};
+use memprune::data::{open, ImageSet, Normalization, Split};
+
+mod common;
 
 fn cifar() -> ImageSet {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/cifar10");
+    let root = common::data_fx().join("cifar10");
     open(&root, Split::Train).unwrap()
 }
 
 fn fashion_small() -> ImageSet {
-    let root: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion-mnist");
+    let root: PathBuf = common::asset("fashion-mnist");
     let mut set = open(&root, Split::Test).unwrap();
     set.pixels.truncate(8 * 28 * 28);
     set
 }
 
 fn tiny(channels: usize, h: usize, w: usize, pixels: Vec<u8>) -> ImageSet {
-    ImageSet {
-        source: "tiny".into(),
-        pixels,
-        labels: None,
-        class_names: None,
-        channels,
-        height: h,
-        width: w,
-        kind: DatasetKind::Unknown,
-        names: Default::default(),
-        notes: Vec::new(),
-    }
+    common::image_set(channels, h, w, pixels, None)
 }
 
 fn pools() -> (rayon::ThreadPool, rayon::ThreadPool) {
@@ -393,10 +384,8 @@ fn config_defaults_serde_and_validation() {
 fn matches_torchvision_on_fixed_parameters() {
     use memprune::data::augment::{render, Jitter, ViewParams};
     use memprune::data::npy::read_npy_f32;
-    let (shape, reference) = read_npy_f32(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data/torchvision_views.npy"),
-    )
-    .unwrap();
+    let (shape, reference) =
+        read_npy_f32(&common::data_fx().join("torchvision_views.npy")).unwrap();
     assert_eq!(shape, vec![5, 3, 20, 20]);
     let j = |order: [u8; 4], b, c, s, h| {
         Some(Jitter {
@@ -460,4 +449,57 @@ fn matches_torchvision_on_fixed_parameters() {
             "case {k}: max |memprune - torchvision| = {worst}"
         );
     }
+}
+
+#[test]
+fn images_taller_than_wide_are_measured_on_square_views_of_the_shorter_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::idx_folder(dir.path(), "tall", 12, 20, 16);
+    let set = memprune::data::open(&data, memprune::data::Split::Train).unwrap();
+    let settings = memprune::measure::ViewSettings {
+        augment: Default::default(),
+        normalization: memprune::data::Normalization::default_for(set.kind, 1),
+        seed: 0,
+        batch: 8,
+    };
+    let x = settings.views(&set, &[(0, 0), (3, 1)]).unwrap();
+    assert_eq!(x.dims(), [2, 1, 16, 16]);
+    let json = dir.path().join("u.json");
+    common::ok(&common::memprune(&[
+        "measure",
+        "unit",
+        common::s(&common::parity("resnet9_c1.safetensors")),
+        "--data",
+        common::s(&data),
+        "--points",
+        "4",
+        "--views",
+        "2",
+        "-q",
+        "--json",
+        common::s(&json),
+    ]));
+    assert!(common::json(&json)["layers"].as_array().unwrap().len() > 5);
+}
+
+/// f and g recorded with different augmentations: refused with the flag to set, unless
+/// `--augment` chooses.
+#[test]
+fn a_pair_with_different_recorded_augmentations_is_refused_unless_given() {
+    let f = "assets/models/resnet9-simclr-f.safetensors";
+    let g = "assets/models/resnet9-supervised.safetensors";
+    let args = ["measure", "layer", f, "--reference", g, "--points", "2"];
+    common::refused(
+        &common::memprune(&args),
+        &[g, "another augmentation", "--augment"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let aug = dir.path().join("aug.yaml");
+    std::fs::write(&aug, "crop_scale: [0.2, 1.0]\njitter_p: 0.0\n").unwrap();
+    let mut with = args.to_vec();
+    with.extend(["--augment", aug.to_str().unwrap()]);
+    let r = common::memprune(&with);
+    let err = String::from_utf8_lossy(&r.stderr);
+    // Past the augmentation (this pair is then refused for its splits).
+    assert!(!err.contains("augmentation"), "{err}");
 }

@@ -1,24 +1,16 @@
 //! CIFAR-10/100 binary batches on the tiny committed fixtures.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{data_fx, fixture_pixel};
 
 use memprune::data::cifar::{read_cifar10, read_cifar100, Cifar100Label};
 use memprune::data::{open, DatasetKind, Split};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
-}
-
-/// Same formula as the generator in data_fixtures.rs.
-fn pix(label: usize, k: usize, c: usize, y: usize, x: usize) -> u8 {
-    ((label * 31 + k * 17 + c * 50 + y * 8 + x) % 256) as u8
-}
-
 #[test]
 fn cifar10_dir_and_subfolder() {
     for root in [
-        fixtures().join("cifar10"),
-        fixtures().join("cifar10/cifar-10-batches-bin"),
+        data_fx().join("cifar10"),
+        data_fx().join("cifar10/cifar-10-batches-bin"),
     ] {
         let train = open(&root, Split::Train).unwrap();
         assert_eq!(train.kind, DatasetKind::Cifar10);
@@ -30,8 +22,8 @@ fn cifar10_dir_and_subfolder() {
         assert_eq!(train.class_names.as_ref().unwrap()[3], "cat");
         // Planar CHW, straight from the record.
         let img = train.image(1);
-        assert_eq!(img[(2 * 32 + 5) * 32 + 9], pix(7, 1, 2, 5, 9));
-        assert_eq!(img[0], pix(7, 1, 0, 0, 0));
+        assert_eq!(img[(2 * 32 + 5) * 32 + 9], fixture_pixel(7, 1, 2, 5, 9));
+        assert_eq!(img[0], fixture_pixel(7, 1, 0, 0, 0));
         let test = open(&root, Split::Test).unwrap();
         assert_eq!(test.labels.as_deref(), Some(&[0][..]));
     }
@@ -39,19 +31,19 @@ fn cifar10_dir_and_subfolder() {
 
 #[test]
 fn cifar10_several_batches_concatenate() {
-    let d = fixtures().join("cifar10/cifar-10-batches-bin");
+    let d = data_fx().join("cifar10/cifar-10-batches-bin");
     let set = read_cifar10(&[d.join("data_batch_1.bin"), d.join("test_batch.bin")]).unwrap();
     assert_eq!(set.labels.as_deref(), Some(&[3, 7, 0][..]));
-    assert_eq!(set.image(2)[100], pix(0, 0, 0, 3, 4));
+    assert_eq!(set.image(2)[100], fixture_pixel(0, 0, 0, 3, 4));
 }
 
 #[test]
 fn cifar100_fine_and_coarse() {
-    let root = fixtures().join("cifar100");
+    let root = data_fx().join("cifar100");
     let train = open(&root, Split::Train).unwrap();
     assert_eq!(train.kind, DatasetKind::Cifar100);
     assert_eq!(train.labels.as_deref(), Some(&[42, 99][..]));
-    assert_eq!(train.image(0)[3 * 32 + 1], pix(42, 0, 0, 3, 1));
+    assert_eq!(train.image(0)[3 * 32 + 1], fixture_pixel(42, 0, 0, 3, 1));
     let coarse = read_cifar100(&[root.join("train.bin")], Cifar100Label::Coarse).unwrap();
     assert_eq!(coarse.labels.as_deref(), Some(&[4, 19][..]));
     assert_eq!(coarse.pixels, train.pixels);
@@ -87,7 +79,7 @@ fn cifar100_binary_subfolder_is_found() {
     let tmp = tempfile::tempdir().unwrap();
     let sub = tmp.path().join("cifar-100-binary");
     std::fs::create_dir_all(&sub).unwrap();
-    std::fs::copy(fixtures().join("cifar100/train.bin"), sub.join("train.bin")).unwrap();
+    std::fs::copy(data_fx().join("cifar100/train.bin"), sub.join("train.bin")).unwrap();
     let set = open(tmp.path(), Split::Train).unwrap();
     assert_eq!(set.labels.as_deref(), Some(&[42, 99][..]));
     let e = format!("{:#}", open(tmp.path(), Split::Test).unwrap_err());

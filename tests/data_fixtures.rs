@@ -1,17 +1,12 @@
-//! Generator and shared helpers for the tiny committed fixtures in tests/fixtures/data/.
+//! The generator of the tiny committed fixtures in tests/fixtures/data/ (their pixel formula:
+//! `common::fixture_pixel`).
 //!
 //! Regenerate with `cargo test --test data_fixtures -- --ignored make_fixtures`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
-}
-
-/// The pixel formula shared with data_cifar.rs / data_folder.rs.
-fn pix(label: usize, k: usize, c: usize, y: usize, x: usize) -> u8 {
-    ((label * 31 + k * 17 + c * 50 + y * 8 + x) % 256) as u8
-}
+mod common;
+use common::{data_fx, fixture_pixel};
 
 fn cifar_records(label_bytes: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -21,7 +16,7 @@ fn cifar_records(label_bytes: &[&[u8]]) -> Vec<u8> {
         for c in 0..3 {
             for y in 0..32 {
                 for x in 0..32 {
-                    out.push(pix(label, k, c, y, x));
+                    out.push(fixture_pixel(label, k, c, y, x));
                 }
             }
         }
@@ -31,7 +26,7 @@ fn cifar_records(label_bytes: &[&[u8]]) -> Vec<u8> {
 
 fn png_rgb(path: &Path, label: usize, k: usize, w: u32, h: u32) {
     let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([0, 1, 2].map(|c| pix(label, k, c, y as usize, x as usize)))
+        image::Rgb([0, 1, 2].map(|c| fixture_pixel(label, k, c, y as usize, x as usize)))
     });
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     img.save(path).unwrap();
@@ -39,7 +34,7 @@ fn png_rgb(path: &Path, label: usize, k: usize, w: u32, h: u32) {
 
 fn png_gray(path: &Path, label: usize, k: usize, w: u32, h: u32) {
     let img = image::GrayImage::from_fn(w, h, |x, y| {
-        image::Luma([pix(label, k, 0, y as usize, x as usize)])
+        image::Luma([fixture_pixel(label, k, 0, y as usize, x as usize)])
     });
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     img.save(path).unwrap();
@@ -48,7 +43,7 @@ fn png_gray(path: &Path, label: usize, k: usize, w: u32, h: u32) {
 #[test]
 #[ignore]
 fn make_fixtures() {
-    let root = fixtures();
+    let root = data_fx();
     let c10 = root.join("cifar10/cifar-10-batches-bin");
     std::fs::create_dir_all(&c10).unwrap();
     std::fs::write(c10.join("data_batch_1.bin"), cifar_records(&[&[3], &[7]])).unwrap();
@@ -80,12 +75,12 @@ fn make_fixtures() {
 /// The committed CIFAR fixtures are what the generator writes.
 #[test]
 fn cifar_fixtures_match_generator() {
-    let c10 = fixtures().join("cifar10/cifar-10-batches-bin");
+    let c10 = data_fx().join("cifar10/cifar-10-batches-bin");
     assert_eq!(
         std::fs::read(c10.join("data_batch_1.bin")).unwrap(),
         cifar_records(&[&[3], &[7]])
     );
-    let c100 = fixtures().join("cifar100");
+    let c100 = data_fx().join("cifar100");
     assert_eq!(
         std::fs::read(c100.join("test.bin")).unwrap(),
         cifar_records(&[&[0, 5]])

@@ -1,21 +1,14 @@
 //! Image folders on the committed PNG/JPEG fixtures, and size-mismatch errors.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{data_fx, fixture_pixel};
 
 use memprune::data::folder::read_image_folder;
 use memprune::data::{open, DatasetKind, Split};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
-}
-
-fn pix(label: usize, k: usize, c: usize, y: usize, x: usize) -> u8 {
-    ((label * 31 + k * 17 + c * 50 + y * 8 + x) % 256) as u8
-}
-
 #[test]
 fn rgb_folder_with_splits() {
-    let root = fixtures().join("folder");
+    let root = data_fx().join("folder");
     let train = open(&root, Split::Train).unwrap();
     assert_eq!(train.kind, DatasetKind::Folder);
     // cat/a.png, cat/b.png, dog/a.png, dog/c.jpg (notes.txt skipped)
@@ -33,19 +26,19 @@ fn rgb_folder_with_splits() {
         for c in 0..3 {
             for y in 0..3 {
                 for x in 0..4 {
-                    assert_eq!(img[(c * 3 + y) * 4 + x], pix(label, k, c, y, x));
+                    assert_eq!(img[(c * 3 + y) * 4 + x], fixture_pixel(label, k, c, y, x));
                 }
             }
         }
     }
     let test = open(&root, Split::Test).unwrap();
     assert_eq!(test.len(), 2);
-    assert_eq!(test.image(1)[5], pix(1, 5, 0, 1, 1));
+    assert_eq!(test.image(1)[5], fixture_pixel(1, 5, 0, 1, 1));
 }
 
 #[test]
 fn grayscale_folder_without_splits() {
-    let root = fixtures().join("gray");
+    let root = data_fx().join("gray");
     // No test split: the training images are not unseen points.
     let e = open(&root, Split::Test).unwrap_err().to_string();
     assert!(
@@ -58,7 +51,7 @@ fn grayscale_folder_without_splits() {
         (2, 1, 5, 5)
     );
     assert_eq!(set.labels.as_deref(), Some(&[0, 1][..]));
-    assert_eq!(set.image(1)[2 * 5 + 3], pix(1, 0, 0, 2, 3));
+    assert_eq!(set.image(1)[2 * 5 + 3], fixture_pixel(1, 0, 0, 2, 3));
 }
 
 #[test]

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use memprune::data::idx::{read_idx_images, read_idx_labels, read_idx_pair};
 use memprune::data::{open, DatasetKind, Split};
 
+mod common;
+
 fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/fashion-mnist")
+    common::asset("fashion-mnist")
 }
 
 fn gunzip(path: &Path) -> Vec<u8> {

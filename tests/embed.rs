@@ -7,6 +7,7 @@ use memprune::data::{self, Split};
 use memprune::eval::probe::{encoder_features, encoder_unit_acts, ProbeSettings};
 use memprune::model::options::VitPool;
 use memprune::model::{Encoder, LoadOptions};
+use std::path::Path;
 
 mod common;
 use common::{memprune, memprune_threads, ok, parity, refused, s, tiny_idx};
@@ -26,17 +27,12 @@ fn embed_writes_the_probe_features_with_indices_and_labels() {
         let want = encoder_features(&enc, &set, &ProbeSettings::default()).unwrap();
         let name = format!("{split:?}").to_lowercase();
         // .npy: FILE, FILE-stem.indices.npy, FILE-stem.labels.npy.
+        let embed = |out: &Path| {
+            let args = ["embed", s(&model), "--data", s(&data), "--split", &name];
+            ok(&memprune(&[&args[..], &["--out", s(out)]].concat()));
+        };
         let out = dir.path().join(format!("{name}.npy"));
-        ok(&memprune(&[
-            "embed",
-            s(&model),
-            "--data",
-            s(&data),
-            "--split",
-            &name,
-            "--out",
-            s(&out),
-        ]));
+        embed(&out);
         let (shape, f) = memprune::data::npy::read_npy_f32(&out).unwrap();
         assert_eq!(shape, want.dims());
         assert_eq!(f, values(&want), "the probe's features, bit for bit");
@@ -55,16 +51,7 @@ fn embed_writes_the_probe_features_with_indices_and_labels() {
         assert_eq!(l, labels);
         // safetensors: `features`, `indices`, `labels`.
         let st = dir.path().join(format!("{name}.safetensors"));
-        ok(&memprune(&[
-            "embed",
-            s(&model),
-            "--data",
-            s(&data),
-            "--split",
-            &name,
-            "--out",
-            s(&st),
-        ]));
+        embed(&st);
         let t = candle_core::safetensors::load(&st, &Device::Cpu).unwrap();
         assert_eq!(values(&t["features"]), values(&want));
         assert_eq!(t["indices"].to_vec1::<i64>().unwrap(), i);

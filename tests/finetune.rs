@@ -14,6 +14,12 @@ use memprune::plan::planner::{parameter_layers, rank_layers};
 use memprune::plan::policy::Rank;
 use std::path::Path;
 
+/// memprune on 2 threads, its temporary files in `dir`.
+fn memprune(dir: &Path, args: &[&str]) -> std::process::Output {
+    let tmp = dir.to_str().unwrap();
+    common::memprune_env(args, &[("RAYON_NUM_THREADS", "2"), ("TMPDIR", tmp)], &[])
+}
+
 fn t(rows: &[[f32; 2]]) -> Tensor {
     let v: Vec<f32> = rows.iter().flatten().copied().collect();
     Tensor::from_vec(v, (rows.len(), 2), &Device::Cpu).unwrap()
@@ -298,16 +304,6 @@ fn fine_tuning_settings_refuse_nonsense() {
     ] {
         assert!(bad.validate().is_err(), "{bad:?} accepted");
     }
-}
-
-fn memprune(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_memprune"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "2")
-        .env("TMPDIR", dir)
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -10,18 +10,10 @@ use memprune::model::coupling::coupling_groups;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::rewrite::{prune_tensors, write_rewritten, GroupCut, PruneMode};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
-use common::{memprune, ok, parity, refused, s};
-
-fn fx(name: &str) -> PathBuf {
-    common::root().join("tests/fixtures/layouts").join(name)
-}
-
-fn vit(name: &str) -> PathBuf {
-    common::root().join("tests/fixtures/vit").join(name)
-}
+use common::{layouts_fx, memprune, ok, parity, refused, s, vit_fx};
 
 /// Every tap of `enc` on the input of the reference file `io` matches its `tap.*` to 1e-4 of
 /// the tap's scale.
@@ -46,7 +38,7 @@ fn matches_taps(enc: &Encoder, io: &Path) {
 
 #[test]
 fn lightly_sequential_backbone_reads_as_the_torchvision_resnet_it_is() {
-    let enc = Encoder::load(&fx("lightly_simclr.pth"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&layouts_fx("lightly_simclr.pth"), &LoadOptions::default()).unwrap();
     assert_eq!(
         enc.describe(),
         "resnet18 (basic blocks [2, 2, 2, 2], cifar stem)"
@@ -60,14 +52,17 @@ fn lightly_sequential_backbone_reads_as_the_torchvision_resnet_it_is() {
         "{notes}"
     );
     assert!(enc.unused.iter().all(|n| n.starts_with("projection_head.")));
-    let out = ok(&memprune(&["inspect", s(&fx("lightly_simclr.pth"))]));
+    let out = ok(&memprune(&[
+        "inspect",
+        s(&layouts_fx("lightly_simclr.pth")),
+    ]));
     assert!(out.contains("read as     an nn.Sequential of a torchvision ResNet's children"));
     assert!(out.contains("prefix `backbone.` stripped"));
 }
 
 #[test]
 fn lightly_backbone_of_the_full_resnet18_is_detected() {
-    let text = std::fs::read_to_string(fx("lightly_resnet18_keys.json")).unwrap();
+    let text = std::fs::read_to_string(layouts_fx("lightly_resnet18_keys.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut tensors = BTreeMap::new();
     for t in v["tensors"].as_array().unwrap() {
@@ -94,7 +89,7 @@ fn lightly_backbone_of_the_full_resnet18_is_detected() {
 #[test]
 fn a_pruned_lightly_backbone_keeps_its_names_and_loads_again() {
     let dir = tempfile::tempdir().unwrap();
-    let enc = Encoder::load(&fx("lightly_simclr.pth"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&layouts_fx("lightly_simclr.pth"), &LoadOptions::default()).unwrap();
     let groups = coupling_groups(&enc);
     // The projection head reads the representation: it is sliced with the last group.
     let last = groups
@@ -139,18 +134,18 @@ fn a_dinov2_training_checkpoint_gives_its_teacher_and_its_student_by_key() {
         key: key.map(String::from),
         ..Default::default()
     };
-    let teacher = Encoder::load(&fx("dinov2_train.pth"), &opts(None)).unwrap();
-    matches_taps(&teacher, &vit("dino_teacher_io.safetensors"));
+    let teacher = Encoder::load(&layouts_fx("dinov2_train.pth"), &opts(None)).unwrap();
+    matches_taps(&teacher, &vit_fx("dino_teacher_io.safetensors"));
     assert!(teacher.unused.iter().all(|n| n.starts_with("dino_head.")));
     let notes = teacher.checkpoint.notes.join("\n");
     assert!(notes.contains("top-level key `model`"), "{notes}");
     assert!(notes.contains("named `teacher.*`"), "{notes}");
-    let student = Encoder::load(&fx("dinov2_train.pth"), &opts(Some("student"))).unwrap();
-    matches_taps(&student, &vit("dino_student_io.safetensors"));
+    let student = Encoder::load(&layouts_fx("dinov2_train.pth"), &opts(Some("student"))).unwrap();
+    matches_taps(&student, &vit_fx("dino_student_io.safetensors"));
     // A key that is neither a dict nor a name prefix: the names are listed.
     let r = memprune(&[
         "inspect",
-        s(&fx("dinov2_train.pth")),
+        s(&layouts_fx("dinov2_train.pth")),
         "--key",
         "ema",
         "--heads",
@@ -161,7 +156,7 @@ fn a_dinov2_training_checkpoint_gives_its_teacher_and_its_student_by_key() {
 
 #[test]
 fn several_candidate_state_dicts_are_listed_and_one_is_chosen_by_key() {
-    let f = fx("two_models.pth");
+    let f = layouts_fx("two_models.pth");
     let r = memprune(&["inspect", s(&f)]);
     refused(
         &r,
@@ -181,7 +176,7 @@ fn several_candidate_state_dicts_are_listed_and_one_is_chosen_by_key() {
 fn a_plain_model_state_dict_with_its_metadata_reads() {
     // torch.save(model.state_dict()) is an OrderedDict with a `_metadata` attribute, set
     // after its items (it used to replace them: "top-level keys: _metadata").
-    let raw = std::fs::read(fx("lightly_simclr.pth")).unwrap();
+    let raw = std::fs::read(layouts_fx("lightly_simclr.pth")).unwrap();
     let t = memprune::checkpoint::pth::read_state_dict(&raw).unwrap();
     // The backbone's 120 tensors and the projection head's 12.
     assert_eq!(t.len(), 132);
@@ -212,7 +207,7 @@ fn legacy_files_and_whole_modules_are_named_with_the_way_to_convert_them() {
         ),
     ];
     for (file, needles) in cases {
-        let r = memprune(&["inspect", s(&fx(file))]);
+        let r = memprune(&["inspect", s(&layouts_fx(file))]);
         let mut all: Vec<&str> = needles.to_vec();
         all.push(file);
         all.extend(convert);
@@ -226,21 +221,21 @@ fn no_pickled_code_runs() {
     // torch.load(weights_only=False) would run in its working folder.
     let dir = tempfile::tempdir().unwrap();
     for file in ["evil.pth", "evil_legacy.pth", "evil_root.pth"] {
-        let bytes = std::fs::read(fx(file)).unwrap();
+        let bytes = std::fs::read(layouts_fx(file)).unwrap();
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
         assert!(has(b"system") && has(b"touch memprune_pwned"), "{file}");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_memprune"))
-            .args(["inspect", s(&fx(file))])
+            .args(["inspect", s(&layouts_fx(file))])
             .current_dir(dir.path())
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{file}");
         assert!(!dir.path().join("memprune_pwned").exists(), "{file}");
-        let _ = Checkpoint::load(&fx(file), None);
+        let _ = Checkpoint::load(&layouts_fx(file), None);
         assert!(!common::root().join("memprune_pwned").exists(), "{file}");
     }
     // The one whose whole value is the call says what it is.
-    let r = memprune(&["inspect", s(&fx("evil_root.pth"))]);
+    let r = memprune(&["inspect", s(&layouts_fx("evil_root.pth"))]);
     refused(
         &r,
         &[
@@ -250,6 +245,6 @@ fn no_pickled_code_runs() {
         ],
     );
     // The zip one's tensors read; the call beside them is never made.
-    let ck = Checkpoint::load(&fx("evil.pth"), None).unwrap();
+    let ck = Checkpoint::load(&layouts_fx("evil.pth"), None).unwrap();
     assert_eq!(ck.tensors.len(), 2);
 }

@@ -7,7 +7,7 @@
 use memprune::metrics::class_mem::ClassMemAccumulator;
 use memprune::metrics::layer_mem::{ssl_mem, Control, Pairing};
 use memprune::metrics::unit_mem::{Reduce, UnitMemAccumulator};
-use memprune::shard::partial::{self, Metric, Partial, PointBits, Run, State};
+use memprune::shard::partial::{Metric, Partial, PointBits, Run, State};
 use memprune::shard::Shard;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ fn read_and_merge(files: &[PathBuf]) -> Result<(), String> {
             .iter()
             .map(|f| Ok((f.clone(), Partial::read(f)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        partial::merge(parts).map(|_| ())
+        memprune::shard::merge(parts).map(|_| ())
     })
     .map_err(|_| "PANIC".to_string())?
     .map_err(|e| e.to_string())

@@ -4,17 +4,14 @@
 
 use candle_core::{Device, Tensor};
 use memprune::model::{Encoder, LoadOptions};
-use std::path::{Path, PathBuf};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(name)
-}
+mod common;
+use common::parity;
+use common::tensors::max_abs;
 
 fn check(name: &str, expect_arch: &str) {
     let enc = Encoder::load(
-        &fixture(&format!("{name}.safetensors")),
+        &parity(&format!("{name}.safetensors")),
         &LoadOptions::default(),
     )
     .unwrap();
@@ -24,7 +21,7 @@ fn check(name: &str, expect_arch: &str) {
         enc.describe()
     );
     let io =
-        candle_core::safetensors::load(fixture(&format!("{name}_io.safetensors")), &Device::Cpu)
+        candle_core::safetensors::load(parity(&format!("{name}_io.safetensors")), &Device::Cpu)
             .unwrap();
     let x = io["input"].to_dtype(candle_core::DType::F32).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
@@ -41,22 +38,8 @@ fn check(name: &str, expect_arch: &str) {
             .get(&format!("tap.{}", layer.name))
             .unwrap_or_else(|| panic!("{name}: no tap {}", layer.name));
         assert_eq!(tap.dims(), want.dims(), "{name}/{}", layer.name);
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1.0);
-        let err = (tap - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(want).max(1.0);
+        let err = max_abs(&(tap - want).unwrap());
         assert!(
             err <= 1e-4 * scale,
             "{name}/{}: max error {err} (scale {scale})",
@@ -117,7 +100,7 @@ fn bottleneck_resnet_with_downsample_matches_pytorch() {
 
 /// The real torchvision layouts (names and shapes, zero weights) are detected as such.
 fn zeros_from_keys(file: &str) -> memprune::checkpoint::Checkpoint {
-    let text = std::fs::read_to_string(fixture(file)).unwrap();
+    let text = std::fs::read_to_string(parity(file)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut tensors = std::collections::BTreeMap::new();
     let entries: Vec<(String, Vec<usize>)> = v["tensors"]
@@ -144,7 +127,7 @@ fn zeros_from_keys(file: &str) -> memprune::checkpoint::Checkpoint {
         };
         tensors.insert(k, t.unwrap());
     }
-    memprune::checkpoint::Checkpoint::from_tensors(&fixture(file), tensors, Default::default())
+    memprune::checkpoint::Checkpoint::from_tensors(&parity(file), tensors, Default::default())
 }
 
 #[test]

@@ -5,10 +5,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::root;
 
 fn write_policy(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -135,4 +132,42 @@ fn macs_are_given_with_their_image_size() {
         let line = out.lines().find(|l| l.starts_with("MACs")).unwrap();
         assert!(line.contains(want), "{m}: {line}");
     }
+}
+
+fn plan_policy(min_keep: usize) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("policy.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "model: {}\ndata: {{points: 8}}\nmetrics: {{views: 2}}\nactions:\n  - prune: {{criterion: l1-norm, fraction: 0.25, min_keep: {min_keep}}}\nevaluation: {{speed: false, probe: false}}\n",
+            common::s(&common::parity("resnet9_c1.safetensors"))
+        ),
+    )
+    .unwrap();
+    common::memprune(&["plan", "--policy", common::s(&p)])
+}
+
+#[test]
+fn min_keep_larger_than_a_layer_leaves_that_layer_whole() {
+    // resnet9_c1's groups: block1 8, res2 16, block3 12, block5 24, res6 32, block7 24 units.
+    let text = common::ok(&plan_policy(20));
+    let row = |name: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}: {text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    // (units, removed, kept): below the floor nothing goes; above it, down to the floor.
+    assert_eq!(row("block1")[1..4], ["8", "0", "8"], "{text}");
+    assert_eq!(row("block3")[1..4], ["12", "0", "12"], "{text}");
+    assert_eq!(row("block5")[1..4], ["24", "4", "20"], "{text}");
+    assert_eq!(row("res6")[1..4], ["32", "8", "24"], "{text}");
+    // A floor above every layer prunes nothing: refused, at its line.
+    common::refused(
+        &plan_policy(100),
+        &["policy.yaml", "line 5", "min_keep = 100"],
+    );
 }

@@ -6,22 +6,18 @@ use memprune::data::npy;
 use memprune::metrics::layer_mem::{layer_mem, Pairing};
 use memprune::metrics::unit_mem::{Reduce, UnitMemAccumulator};
 use memprune::model::{Encoder, LoadOptions};
-use std::path::{Path, PathBuf};
 
-fn fx(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(rel)
-}
+mod common;
+use common::parity;
 
 fn load(name: &str) -> Encoder {
-    Encoder::load(&fx(name), &LoadOptions::default()).unwrap()
+    Encoder::load(&parity(name), &LoadOptions::default()).unwrap()
 }
 
 /// (points, views as a (P*V, C, S, S) tensor, V)
 fn views(dir: &str) -> (Vec<usize>, Tensor, usize) {
-    let (pshape, points) = npy::read_npy_i64(&fx(&format!("{dir}/points.npy"))).unwrap();
-    let (shape, data) = npy::read_npy_f32(&fx(&format!("{dir}/views.npy"))).unwrap();
+    let (pshape, points) = npy::read_npy_i64(&parity(&format!("{dir}/points.npy"))).unwrap();
+    let (shape, data) = npy::read_npy_f32(&parity(&format!("{dir}/views.npy"))).unwrap();
     assert_eq!(pshape[0], shape[0]);
     let x = Tensor::from_vec(
         data,
@@ -37,7 +33,7 @@ fn views(dir: &str) -> (Vec<usize>, Tensor, usize) {
 }
 
 fn expected(rel: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fx(rel)).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(parity(rel)).unwrap()).unwrap()
 }
 
 fn close(a: f64, b: f64, what: &str) {
@@ -89,7 +85,7 @@ fn layer_mem_matches(dir: &str, pairing: Pairing) {
     let (points, mut x, v) = views(dir);
     let k = if pairing == Pairing::Views { v / 2 } else { v };
     if pairing == Pairing::Clean {
-        let (shape, data) = npy::read_npy_f32(&fx(&format!("{dir}/clean.npy"))).unwrap();
+        let (shape, data) = npy::read_npy_f32(&parity(&format!("{dir}/clean.npy"))).unwrap();
         let clean = Tensor::from_vec(data, shape, &Device::Cpu).unwrap();
         x = Tensor::cat(&[&x, &clean], 0).unwrap();
     }

@@ -8,13 +8,9 @@ use memprune::checkpoint::Checkpoint;
 use memprune::model::coupling::coupling_groups;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::rewrite::{prune_tensors, GroupCut, PruneMode};
-use std::path::{Path, PathBuf};
 
-fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(name)
-}
+mod common;
+use common::parity;
 
 fn rewritten(enc: &Encoder, cuts: &[GroupCut], mode: PruneMode) -> Encoder {
     let t = prune_tensors(&enc.checkpoint.stored, &coupling_groups(enc), cuts, mode).unwrap();
@@ -29,7 +25,11 @@ fn rewritten(enc: &Encoder, cuts: &[GroupCut], mode: PruneMode) -> Encoder {
 
 #[test]
 fn the_authors_layout_loads_as_itself_and_prunes_exactly() {
-    let enc = Encoder::load(&fx("resnet9_authors.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(
+        &parity("resnet9_authors.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(enc.arch_id(), "resnet9-authors");
     let names: Vec<&str> = enc.layers.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(
@@ -106,8 +106,8 @@ fn the_authors_layout_loads_as_itself_and_prunes_exactly() {
             .dims(),
         &[10, 62]
     );
-    let io =
-        candle_core::safetensors::load(fx("resnet9_authors_io.safetensors"), &Device::Cpu).unwrap();
+    let io = candle_core::safetensors::load(parity("resnet9_authors_io.safetensors"), &Device::Cpu)
+        .unwrap();
     let x: &Tensor = &io["input"];
     let (tr, tm) = (
         removed.forward_taps(x).unwrap(),
@@ -138,7 +138,11 @@ fn the_authors_layout_loads_as_itself_and_prunes_exactly() {
 
 #[test]
 fn images_the_final_pool_cannot_take_are_one_clear_line() {
-    let enc = Encoder::load(&fx("resnet9_authors.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(
+        &parity("resnet9_authors.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let x = Tensor::zeros((1, 3, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap();
     let e = enc.forward_taps(&x).unwrap_err().to_string();
     assert!(e.contains("32x32"), "{e}");

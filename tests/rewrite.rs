@@ -8,13 +8,11 @@ use memprune::model::coupling::{coupling_groups, CouplingGroup};
 use memprune::model::{Encoder, LoadOptions};
 use memprune::rewrite::{prune_tensors, write_rewritten, GroupCut, PruneMode};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/parity")
-        .join(name)
-}
+mod common;
+use common::parity;
+use common::tensors::max_abs;
 
 /// About a third of every group's channels, spread out, never all.
 fn cuts(groups: &[CouplingGroup]) -> Vec<GroupCut> {
@@ -35,7 +33,7 @@ fn rewrite(
     mode: PruneMode,
     dir: &Path,
 ) -> (Encoder, Encoder, Vec<CouplingGroup>, Vec<GroupCut>) {
-    let enc = Encoder::load(&fx(name), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&parity(name), &LoadOptions::default()).unwrap();
     let groups = coupling_groups(&enc);
     let cuts = cuts(&groups);
     let t = prune_tensors(&enc.checkpoint.stored, &groups, &cuts, mode).unwrap();
@@ -49,7 +47,7 @@ fn removed_equals_masked(name: &str, input: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (orig, masked, groups, cuts) = rewrite(name, PruneMode::Mask, dir.path());
     let (_, removed, _, _) = rewrite(name, PruneMode::Remove, dir.path());
-    let io = candle_core::safetensors::load(fx(input), &Device::Cpu).unwrap();
+    let io = candle_core::safetensors::load(parity(input), &Device::Cpu).unwrap();
     let x = &io["input"];
     let (tm, tr) = (
         masked.forward_taps(x).unwrap(),
@@ -74,14 +72,7 @@ fn removed_equals_masked(name: &str, input: &str) {
             .index_select(&Tensor::new(keep.as_slice(), &Device::Cpu).unwrap(), 1)
             .unwrap();
         assert_eq!(kept.dims(), b.dims(), "{name}/{}", layer.name);
-        let err = (kept - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs(&(kept - b).unwrap());
         assert!(
             err <= 1e-5,
             "{name}/{}: removed differs from masked by {err}",
@@ -198,7 +189,11 @@ fn untouched_tensors_keep_their_bits_and_dtype() {
 
 #[test]
 fn emptying_a_group_is_refused() {
-    let enc = Encoder::load(&fx("resnet9_narrow.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(
+        &parity("resnet9_narrow.safetensors"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let groups = coupling_groups(&enc);
     let all = vec![GroupCut {
         group: "block3".into(),
@@ -213,7 +208,7 @@ fn emptying_a_group_is_refused() {
 #[test]
 fn resnet_groups_follow_the_residual_streams() {
     let enc = Encoder::load(
-        &fx("resnet18_imagenet.safetensors"),
+        &parity("resnet18_imagenet.safetensors"),
         &LoadOptions::default(),
     )
     .unwrap();
@@ -241,4 +236,94 @@ fn resnet_groups_follow_the_residual_streams() {
     let stage4 = groups.iter().find(|g| g.name == "stage4").unwrap();
     assert!(stage4.taps.contains(&"pool".to_string()));
     assert!(stage4.consumers.iter().any(|c| c.tensor == "fc.weight"));
+}
+
+#[test]
+fn experiment_prune_runs_on_half_precision_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::tiny_idx(dir.path(), 40);
+    let json = dir.path().join("t6.json");
+    for ckpt in ["resnet9_c1_bf16.safetensors", "resnet9_c1.safetensors"] {
+        let model = common::parity(ckpt);
+        let mut args = common::small_prune(common::s(&model), common::s(&data), "mask,remove");
+        args.extend(["--json", common::s(&json)]);
+        common::ok(&common::memprune(&args));
+        let j = common::json(&json);
+        assert!(j["rows"].as_array().unwrap().len() >= 6, "{ckpt}: {j}");
+        std::fs::remove_file(&json).unwrap();
+    }
+    // The f16 encoder pruned in memory computes as the one loaded from its file.
+    let c = memprune::checkpoint::Checkpoint::load(
+        &common::parity("resnet9_narrow_f16.safetensors"),
+        None,
+    )
+    .unwrap();
+    let mem = memprune::checkpoint::Checkpoint::from_tensors(
+        Path::new("in-memory"),
+        c.stored.clone(),
+        Default::default(),
+    );
+    for (k, t) in &c.tensors {
+        assert_eq!(mem.tensors[k].dtype(), t.dtype(), "{k}");
+    }
+    assert_eq!(
+        mem.stored["block1.conv.weight"].dtype(),
+        candle_core::DType::F16
+    );
+}
+
+#[test]
+fn masking_an_f64_checkpoint_keeps_the_other_rows_bit_for_bit() {
+    use memprune::model::coupling::coupling_groups;
+    use memprune::model::{Encoder, LoadOptions};
+    use memprune::rewrite::{prune_tensors, GroupCut, PruneMode};
+    let dir = tempfile::tempdir().unwrap();
+    // f64 weights with bits below f32's precision, so an f32 round trip would change them.
+    let p = common::edited(
+        "resnet9_c1.safetensors",
+        dir.path(),
+        "f64.safetensors",
+        |t, _| {
+            for v in t.values_mut() {
+                if v.dtype() == candle_core::DType::F32 {
+                    let x = v.to_dtype(candle_core::DType::F64).unwrap();
+                    *v = (&x + (&x * 1e-12).unwrap()).unwrap();
+                }
+            }
+        },
+    );
+    let enc = Encoder::load(&p, &LoadOptions::default()).unwrap();
+    let groups = coupling_groups(&enc);
+    let g = groups.iter().find(|g| g.name == "block3").unwrap();
+    let cut = [GroupCut {
+        group: g.name.clone(),
+        channels: vec![0, 5],
+    }];
+    let out = prune_tensors(&enc.checkpoint.stored, &groups, &cut, PruneMode::Mask).unwrap();
+    let bits = |t: &Tensor| -> Vec<u64> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    // Every producer of block3 (conv rows, BatchNorm entries): masked rows are 0, the
+    // others keep their bits.
+    for name in ["block3.conv.weight", "block3.bn.weight", "block3.bn.bias"] {
+        let (w0, w1) = (&enc.checkpoint.stored[name], &out[name]);
+        assert_eq!(w1.dtype(), candle_core::DType::F64, "{name}");
+        for row in 0..w0.dim(0).unwrap() {
+            let (a, b) = (w0.get(row).unwrap(), w1.get(row).unwrap());
+            if row == 0 || row == 5 {
+                assert!(bits(&b).iter().all(|&x| x == 0), "{name} row {row}");
+            } else {
+                assert_eq!(bits(&a), bits(&b), "{name} row {row} changed");
+            }
+        }
+    }
+    // An untouched tensor is the very same.
+    let t: &Tensor = &out["block1.conv.weight"];
+    assert_eq!(bits(t), bits(&enc.checkpoint.stored["block1.conv.weight"]));
 }

@@ -18,19 +18,11 @@ const SCHEDULER_VARS: [&str; 7] = [
     "MEMPRUNE_SHARD_COUNT",
 ];
 
-/// memprune with only the scheduler variables in `env` set.
+/// memprune on one thread with only the scheduler variables in `env` set.
 fn memprune_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_memprune"));
-    c.args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .current_dir(root());
-    for v in SCHEDULER_VARS {
-        c.env_remove(v);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
+    let mut set = vec![("RAYON_NUM_THREADS", "1")];
+    set.extend_from_slice(env);
+    common::memprune_env(args, &set, &SCHEDULER_VARS)
 }
 
 /// The measure arguments of each metric: small, with the control, on the embedded f (and g).
@@ -256,21 +248,12 @@ fn shard_auto_reads_slurm_and_kubernetes_variables() {
     // Nothing set, or a Job without a count: one clear line.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.partial");
-    let run = |env: &[(&str, &str)]| {
-        memprune_env(
-            &[
-                "measure",
-                "unit",
-                "--points",
-                "8",
-                "--shard",
-                "auto",
-                "--partial",
-                s(&out),
-            ],
-            env,
-        )
+    // `measure unit` of 8 points, shard `shard` (with `extra`), under the variables `env`.
+    let unit = |shard: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let args = ["measure", "unit", "--points", "8", "--shard", shard];
+        memprune_env(&[&args[..], extra, &["--partial", s(&out)]].concat(), env)
     };
+    let run = |env: &[(&str, &str)]| unit("auto", &[], env);
     refused(&run(&[]), &["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]);
     refused(
         &run(&[("JOB_COMPLETION_INDEX", "0")]),
@@ -281,38 +264,13 @@ fn shard_auto_reads_slurm_and_kubernetes_variables() {
         &run(&[("JOB_COMPLETION_INDEX", "0"), ("MEMPRUNE_SHARD_COUNT", "9")]),
         &["--shard 0/9", "at most 8"],
     );
+    let huge = ["--shard-count", "18446744073709551615"];
     refused(
-        &memprune_env(
-            &[
-                "measure",
-                "unit",
-                "--points",
-                "8",
-                "--shard",
-                "auto",
-                "--shard-count",
-                "18446744073709551615",
-                "--partial",
-                s(&out),
-            ],
-            &[("JOB_COMPLETION_INDEX", "0")],
-        ),
+        &unit("auto", &huge, &[("JOB_COMPLETION_INDEX", "0")]),
         &["at most"],
     );
     refused(
-        &memprune_env(
-            &[
-                "measure",
-                "unit",
-                "--points",
-                "8",
-                "--shard",
-                "0/1000000000",
-                "--partial",
-                s(&out),
-            ],
-            &[],
-        ),
+        &unit("0/1000000000", &[], &[]),
         &["--shard 0/1000000000", "at most"],
     );
     assert!(!out.exists());

@@ -2,29 +2,18 @@
 //! candle's stock conv (`MEMPRUNE_CONV=stock`).
 
 use std::path::Path;
-use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{json, ok, root};
 
+/// memprune's stdout, with candle's stock conv when `stock`.
 fn run(args: &[&str], stock: bool) -> String {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_memprune"));
-    c.args(args).current_dir(root());
-    if stock {
-        c.env("MEMPRUNE_CONV", "stock");
-    }
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    let set: &[(&str, &str)] = if stock {
+        &[("MEMPRUNE_CONV", "stock")]
+    } else {
+        &[]
+    };
+    ok(&common::memprune_env(args, set, &[]))
 }
 
 /// All numbers of two JSON values agree to `tol` (relative to max(1, |b|)).
@@ -99,8 +88,6 @@ fn measure_unit_and_layer_are_unchanged_against_the_stock_conv() {
         close(&a["layers"], &b["layers"], 1e-4, m);
     }
 }
-
-mod common;
 
 fn final_loss(stdout: &str) -> f64 {
     let s = stdout.split("final loss ").nth(1).unwrap();

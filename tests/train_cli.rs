@@ -1,7 +1,7 @@
 //! `memprune train` and `memprune probe` end to end on a tiny IDX data set: exact resume,
 //! determinism, the split metadata that `measure layer` checks, and the probe's output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod common;
 use common::{ok, tiny_idx};
@@ -32,6 +32,14 @@ fn train(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["--framework", "simclr", "--widths", W];
     args.extend(extra);
     train_with(data, out, &args)
+}
+
+/// Tiny IDX data in `dir` and one SimCLR epoch on it, written to `dir/name`.
+fn one_epoch_on_tiny_data(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let data = tiny_idx(dir, 40);
+    let ckpt = dir.join(name);
+    ok(&train(&data, &ckpt, &["--epochs", "1"]));
+    (data, ckpt)
 }
 
 fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
@@ -170,9 +178,7 @@ fn measure_layer_refuses_mismatched_f_g_pairs() {
 #[test]
 fn probe_cli_reports_accuracy_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let data = tiny_idx(dir.path(), 40);
-    let m = dir.path().join("m.st");
-    ok(&train(&data, &m, &["--epochs", "1"]));
+    let (data, m) = one_epoch_on_tiny_data(dir.path(), "m.st");
     let j = dir.path().join("p.json");
     let text = ok(&memprune(&[
         "probe",
@@ -185,7 +191,7 @@ fn probe_cli_reports_accuracy_as_json() {
         j.to_str().unwrap(),
     ]));
     assert!(text.contains("top-1"), "{text}");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    let v = common::json(&j);
     let acc = v["result"]["test_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(v["result"]["test_points"], 20);
@@ -256,9 +262,7 @@ fn torchvision_resnets_train_and_load_back_as_themselves() {
 #[test]
 fn fine_tuning_reads_the_trainable_layers_and_keeps_its_input() {
     let dir = tempfile::tempdir().unwrap();
-    let data = tiny_idx(dir.path(), 40);
-    let pre = dir.path().join("pre.safetensors");
-    ok(&train(&data, &pre, &["--epochs", "1"]));
+    let (data, pre) = one_epoch_on_tiny_data(dir.path(), "pre.safetensors");
     // Mark block8 trainable, as a policy's freeze/train actions do.
     let ck = memprune::checkpoint::Checkpoint::load(&pre, None).unwrap();
     let mut meta = ck.metadata.clone();
@@ -326,4 +330,39 @@ fn train_device_option() {
         assert!(err.contains("--device"), "{err}");
         assert!(!c.exists(), "--device {spec} wrote {}", c.display());
     }
+}
+
+#[test]
+fn the_imagenet_stem_trains() {
+    // Images over 64 pixels get the ImageNet stem (7x7 stride 2, 3x3 stride-2 max-pool),
+    // whose pool's backward candle refuses (kernel != stride).
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::idx_folder(dir.path(), "big", 8, 72, 72);
+    let out = dir.path().join("r18.safetensors");
+    let text = common::ok(&common::memprune(&[
+        "train",
+        "--framework",
+        "simclr",
+        "--arch",
+        "resnet18",
+        "--widths",
+        "2,2,2,2",
+        "--data",
+        common::s(&data),
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "-q",
+        "--out",
+        common::s(&out),
+    ]));
+    assert!(text.contains("trained 1 epochs"), "{text}");
+    let inspect = common::ok(&common::memprune(&[
+        "inspect",
+        common::s(&out),
+        "--size",
+        "72",
+    ]));
+    assert!(inspect.contains("imagenet stem"), "{inspect}");
 }

@@ -13,53 +13,12 @@ use std::collections::BTreeMap;
 
 const TINY: [usize; 8] = [4, 8, 8, 8, 8, 16, 16, 16];
 
-/// 40 images 1x8x8: class k has a bright square at a class-dependent place, plus noise.
-fn tiny_set() -> ImageSet {
-    let (n, s) = (40, 8);
-    let mut pixels = vec![0u8; n * s * s];
-    let mut labels = Vec::new();
-    let mut r = memprune::data::rng::Rng::from_key(&[7]);
-    for i in 0..n {
-        let k = i % 2;
-        labels.push(k as u32);
-        for y in 0..s {
-            for x in 0..s {
-                let on = if k == 0 { y < 4 } else { x < 4 };
-                let base = if on { 200 } else { 30 };
-                pixels[i * s * s + y * s + x] =
-                    (base + r.below(40) as i32 - 20).clamp(0, 255) as u8;
-            }
-        }
-    }
-    common::gray_set(pixels, labels, s)
-}
-
 fn tiny_cfg(framework: Framework, kind: OptimizerKind, lr: f64) -> TrainConfig {
-    TrainConfig {
-        arch: memprune::train::init::TrainArch::named("resnet9").unwrap(),
-        framework,
-        widths: TINY.to_vec(),
-        epochs: 2,
-        batch: 16,
-        lr,
-        optimizer: OptimizerConfig::new(kind, 1e-4),
-        warmup_epochs: 0.0,
-        seed: 3,
-        split: SplitKind::All,
-        split_seed: 0,
-        temperature: 0.5,
-        augment: framework.default_augment(),
-        normalization: Normalization {
-            mean: vec![0.5],
-            std: vec![0.25],
-        },
-        save_dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
-        init_from: None,
-        trainable: None,
-        planted: None,
-        vit: Default::default(),
-    }
+    let arch = memprune::train::init::TrainArch::named("resnet9").unwrap();
+    let optimizer = OptimizerConfig::new(kind, 1e-4);
+    let mut c = common::tiny_train_config(arch, framework, optimizer, (2, lr, 3));
+    c.widths = TINY.to_vec();
+    c
 }
 
 /// A fresh SimCLR + LARS trainer on `set` (the tiny configuration).
@@ -193,7 +152,7 @@ fn split_is_disjoint_covering_and_reproducible() {
 
 #[test]
 fn simclr_steps_decrease_the_loss() {
-    let set = tiny_set();
+    let set = common::two_class_set(7);
     let mut t = Trainer::new(
         tiny_cfg(Framework::Simclr, OptimizerKind::Adamw, 3e-3),
         &set,
@@ -202,11 +161,7 @@ fn simclr_steps_decrease_the_loss() {
     )
     .unwrap();
     let pts: Vec<usize> = (0..16).collect();
-    let first = t.step(&pts, 0).unwrap();
-    let mut last = first;
-    for _ in 0..14 {
-        last = t.step(&pts, 0).unwrap();
-    }
+    let (first, last) = common::first_and_last_loss(&mut t, &pts, 15);
     assert!(last < first - 0.1, "loss {first} -> {last}");
 }
 
@@ -215,7 +170,7 @@ fn simclr_steps_decrease_the_loss() {
 /// step, 16 GB over a 10-epoch run before this was fixed).
 #[test]
 fn optimizer_state_and_running_stats_are_detached() {
-    let set = tiny_set();
+    let set = common::two_class_set(7);
     let pts: Vec<usize> = (0..16).collect();
     for kind in [
         OptimizerKind::Sgd,
@@ -238,22 +193,18 @@ fn optimizer_state_and_running_stats_are_detached() {
 
 #[test]
 fn simsiam_and_supervised_steps_run_and_decrease() {
-    let set = tiny_set();
+    let set = common::two_class_set(7);
     let pts: Vec<usize> = (0..16).collect();
     for (fw, lr) in [(Framework::Supervised, 0.05), (Framework::Simsiam, 0.05)] {
         let mut t = Trainer::new(tiny_cfg(fw, OptimizerKind::Sgd, lr), &set, "tiny", None).unwrap();
-        let first = t.step(&pts, 0).unwrap();
-        let mut last = first;
-        for _ in 0..10 {
-            last = t.step(&pts, 0).unwrap();
-        }
+        let (first, last) = common::first_and_last_loss(&mut t, &pts, 11);
         assert!(last < first, "{fw:?}: loss {first} -> {last}");
     }
 }
 
 #[test]
 fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
-    let set = tiny_set();
+    let set = common::two_class_set(7);
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
         let mut t = simclr_lars(&set);
@@ -300,7 +251,7 @@ fn training_is_deterministic_and_checkpoints_reload_to_identical_outputs() {
 /// (weights, BatchNorm affine and running statistics) is bit-identical, the loss decreases.
 #[test]
 fn fine_tuning_trains_only_the_chosen_layers() {
-    let set = tiny_set();
+    let set = common::two_class_set(7);
     let dir = tempfile::tempdir().unwrap();
     let pre = dir.path().join("pre.safetensors");
     let mut t = simclr_lars(&set);
@@ -318,11 +269,7 @@ fn fine_tuning_trains_only_the_chosen_layers() {
         "widths come from the checkpoint"
     );
     let pts: Vec<usize> = (0..16).collect();
-    let first = ft.step(&pts, 0).unwrap();
-    let mut last = first;
-    for _ in 0..10 {
-        last = ft.step(&pts, 0).unwrap();
-    }
+    let (first, last) = common::first_and_last_loss(&mut ft, &pts, 11);
     assert!(last < first, "fine-tuning loss {first} -> {last}");
     let after = ft.model.tensors().unwrap();
     assert!(after.contains_key("fc.weight") && !after.contains_key("projector.0.weight"));
@@ -361,4 +308,36 @@ fn fine_tuning_trains_only_the_chosen_layers() {
         .unwrap()
         .to_string();
     assert!(err.contains("block9") && err.contains("block8"), "{err}");
+}
+
+#[test]
+fn the_stem_pool_gradient_goes_to_each_window_maximum() {
+    use memprune::model::pool::max_pool2d;
+    // A 1x1x5x5 input with distinct values: every output's gradient goes to the argmax of
+    // its 3x3 window (stride 2, padding 1), summed where windows overlap.
+    let v: Vec<f32> = (0..25).map(|i| ((i * 7) % 25) as f32).collect();
+    let x = candle_core::Var::from_vec(v.clone(), (1, 1, 5, 5), &candle_core::Device::Cpu).unwrap();
+    let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
+    assert_eq!(y.dims(), [1, 1, 3, 3]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let dx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap();
+    let mut want = vec![0f32; 25];
+    for oy in 0..3 {
+        for ox in 0..3 {
+            let mut best = (f32::NEG_INFINITY, 0);
+            for i in 0..3 {
+                for j in 0..3 {
+                    let (iy, ix) = ((oy * 2 + i) as isize - 1, (ox * 2 + j) as isize - 1);
+                    if (0..5).contains(&iy) && (0..5).contains(&ix) {
+                        let k = (iy * 5 + ix) as usize;
+                        if v[k] > best.0 {
+                            best = (v[k], k);
+                        }
+                    }
+                }
+            }
+            want[best.1] += 1.0;
+        }
+    }
+    assert_eq!(dx.to_vec1::<f32>().unwrap(), want);
 }

@@ -3,36 +3,13 @@
 //! chosen blocks, and the checkpoint as a loadable timm-layout ViT.
 
 use candle_core::Tensor;
-use memprune::data::{ImageSet, Normalization};
-use memprune::model::vit_init::VitShape;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::train::optim::{OptimizerConfig, OptimizerKind};
-use memprune::train::split::SplitKind;
+use memprune::model::vit_init::VitShape;
 use memprune::train::{Framework, TrainConfig, Trainer};
 use std::collections::BTreeMap;
 
 mod common;
-
-/// 40 images 1x8x8 in two classes (a bright top half or left half), plus noise.
-fn tiny_set() -> ImageSet {
-    let (n, s) = (40, 8);
-    let mut pixels = vec![0u8; n * s * s];
-    let mut labels = Vec::new();
-    let mut r = memprune::data::rng::Rng::from_key(&[11]);
-    for i in 0..n {
-        let k = i % 2;
-        labels.push(k as u32);
-        for y in 0..s {
-            for x in 0..s {
-                let on = if k == 0 { y < 4 } else { x < 4 };
-                let base = if on { 200 } else { 30 };
-                pixels[i * s * s + y * s + x] =
-                    (base + r.below(40) as i32 - 20).clamp(0, 255) as u8;
-            }
-        }
-    }
-    common::gray_set(pixels, labels, s)
-}
 
 /// 2 blocks of width 16, 2 heads, patch 2 (a 4x4 grid); decoder 1 block of width 8.
 fn tiny_shape() -> VitShape {
@@ -51,31 +28,11 @@ fn tiny_shape() -> VitShape {
 fn cfg(framework: Framework, epochs: usize) -> TrainConfig {
     let mut optimizer = OptimizerConfig::new(OptimizerKind::Adamw, 0.05);
     optimizer.beta2 = 0.95;
-    TrainConfig {
-        arch: memprune::train::init::TrainArch::named("vit").unwrap(),
-        framework,
-        widths: tiny_shape().widths(),
-        epochs,
-        batch: 16,
-        lr: 3e-3,
-        optimizer,
-        warmup_epochs: 0.0,
-        seed: 5,
-        split: SplitKind::All,
-        split_seed: 0,
-        temperature: 0.5,
-        augment: framework.default_augment(),
-        normalization: Normalization {
-            mean: vec![0.5],
-            std: vec![0.25],
-        },
-        save_dtype: candle_core::DType::F32,
-        device: candle_core::Device::Cpu,
-        init_from: None,
-        trainable: None,
-        planted: None,
-        vit: tiny_shape(),
-    }
+    let arch = memprune::train::init::TrainArch::named("vit").unwrap();
+    let mut c = common::tiny_train_config(arch, framework, optimizer, (epochs, 3e-3, 5));
+    c.widths = tiny_shape().widths();
+    c.vit = tiny_shape();
+    c
 }
 
 fn values(m: &BTreeMap<String, Tensor>, k: &str) -> Vec<f32> {
@@ -84,15 +41,11 @@ fn values(m: &BTreeMap<String, Tensor>, k: &str) -> Vec<f32> {
 
 #[test]
 fn mae_and_simclr_steps_decrease_the_loss() {
-    let set = tiny_set();
+    let set = common::two_class_set(11);
     let pts: Vec<usize> = (0..16).collect();
     for fw in [Framework::Mae, Framework::Simclr] {
         let mut t = Trainer::new(cfg(fw, 2), &set, "tiny", None).unwrap();
-        let first = t.step(&pts, 0).unwrap();
-        let mut last = first;
-        for _ in 0..15 {
-            last = t.step(&pts, 0).unwrap();
-        }
+        let (first, last) = common::first_and_last_loss(&mut t, &pts, 16);
         assert!(last < first - 0.05, "{fw:?}: loss {first} -> {last}");
     }
 }
@@ -102,7 +55,7 @@ fn mae_and_simclr_steps_decrease_the_loss() {
 /// patch (unbiased variance): 3/4 here (2x2 patches) up to the 1e-6.
 #[test]
 fn mae_loss_with_a_zero_decoder_is_the_normalised_target_energy() {
-    let set = tiny_set();
+    let set = common::two_class_set(11);
     let mut t = Trainer::new(cfg(Framework::Mae, 1), &set, "tiny", None).unwrap();
     for k in ["decoder_pred.weight", "decoder_pred.bias"] {
         let v = &t.model.vars[k];
@@ -115,7 +68,7 @@ fn mae_loss_with_a_zero_decoder_is_the_normalised_target_energy() {
 
 #[test]
 fn mae_runs_are_deterministic_resume_exactly_and_load_as_a_vit() {
-    let set = tiny_set();
+    let set = common::two_class_set(11);
     let dir = tempfile::tempdir().unwrap();
     let full = dir.path().join("full.safetensors");
     // A one-epoch warm-up: its learning rates do not depend on the planned epochs, so a run
@@ -170,7 +123,7 @@ fn mae_runs_are_deterministic_resume_exactly_and_load_as_a_vit() {
 /// Fine-tuning a ViT: only the chosen sub-layer's tensors change.
 #[test]
 fn vit_fine_tuning_trains_only_the_chosen_blocks() {
-    let set = tiny_set();
+    let set = common::two_class_set(11);
     let dir = tempfile::tempdir().unwrap();
     let pre = dir.path().join("pre.safetensors");
     let mut t = Trainer::new(cfg(Framework::Mae, 1), &set, "tiny", None).unwrap();
@@ -183,11 +136,7 @@ fn vit_fine_tuning_trains_only_the_chosen_blocks() {
     c.lr = 0.1;
     let mut ft = Trainer::new(c, &set, "tiny", None).unwrap();
     let pts: Vec<usize> = (0..16).collect();
-    let first = ft.step(&pts, 0).unwrap();
-    let mut last = first;
-    for _ in 0..10 {
-        last = ft.step(&pts, 0).unwrap();
-    }
+    let (first, last) = common::first_and_last_loss(&mut ft, &pts, 11);
     assert!(last < first, "fine-tuning loss {first} -> {last}");
     let after = ft.model.tensors().unwrap();
     for k in before
@@ -205,7 +154,7 @@ fn vit_fine_tuning_trains_only_the_chosen_blocks() {
 
 #[test]
 fn mae_needs_a_vit() {
-    let set = tiny_set();
+    let set = common::two_class_set(11);
     let mut c = cfg(Framework::Mae, 1);
     c.arch = memprune::train::init::TrainArch::named("resnet9").unwrap();
     c.widths = vec![4, 8, 8, 8, 8, 16, 16, 16];

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{json, ok, refused, root, s};
+use common::{json, memprune, ok, refused, root, s};
 use memprune::data::open::open_with;
 use memprune::data::{DataOptions, Split};
 
@@ -35,8 +35,11 @@ fn model(name: &str) -> PathBuf {
     common::parity(name)
 }
 
-fn memprune(args: &[&str]) -> std::process::Output {
-    common::memprune(args)
+/// The arguments of `measure unit` of `model` on `data`: `points` points, one view each.
+fn unit_one_view<'a>(model: &'a str, data: &'a str, points: &'a str) -> Vec<&'a str> {
+    vec![
+        "measure", "unit", model, "--data", data, "--points", points, "--views", "1",
+    ]
 }
 
 #[test]
@@ -46,44 +49,28 @@ fn a_folder_without_test_split_is_refused_as_its_own_control_and_probe_test() {
     folder(&flat, &[("cat", 5), ("dog", 5)], Some(32), 1);
     let m = model("resnet18_cifar.safetensors");
     let needles = ["flat", "--test-data DIR", "test/", "--holdout F"];
-    refused(
-        &memprune(&[
-            "measure",
-            "unit",
-            s(&m),
-            "--data",
-            s(&flat),
-            "--points",
-            "4",
-            "--views",
-            "1",
-        ]),
-        &needles,
-    );
+    refused(&memprune(&unit_one_view(s(&m), s(&flat), "4")), &needles);
     refused(
         &memprune(&["probe", s(&m), "--data", s(&flat), "--steps", "5"]),
         &needles,
     );
     // --holdout: seeded, disjoint, recorded in the JSON and printed.
     let j = dir.path().join("u.json");
-    let out = ok(&memprune(&[
-        "measure",
-        "unit",
-        s(&m),
-        "--data",
-        s(&flat),
-        "--points",
-        "3",
-        "--views",
-        "1",
-        "--holdout",
-        "0.3",
-        "--holdout-seed",
-        "5",
-        "--json",
-        s(&j),
-        "-q",
-    ]));
+    let out = ok(&memprune(
+        &[
+            &unit_one_view(s(&m), s(&flat), "3")[..],
+            &[
+                "--holdout",
+                "0.3",
+                "--holdout-seed",
+                "5",
+                "--json",
+                s(&j),
+                "-q",
+            ],
+        ]
+        .concat(),
+    ));
     assert!(
         out.contains("--holdout 0.3 (seed 5): 7 of 10 images kept"),
         "{out}"
@@ -180,34 +167,19 @@ fn mixed_sizes_resize_crop_and_the_checkpoints_default() {
     assert!(e.contains("--resize N and --crop N"), "{e}");
     // An ImageNet-stem ResNet: 224 by default, and the line says so.
     let m = model("resnet18_imagenet.safetensors");
-    let out = ok(&memprune(&[
-        "measure",
-        "unit",
-        s(&m),
-        "--data",
-        s(&d),
-        "--points",
-        "2",
-        "--views",
-        "1",
-        "-q",
-    ]));
+    let out = ok(&memprune(
+        &[&unit_one_view(s(&m), s(&d), "2")[..], &["-q"]].concat(),
+    ));
     let first = out.lines().find(|l| l.starts_with("data:")).unwrap_or(""); // the augmentation line comes first
     assert!(first.contains("3x224x224"), "{first}");
     assert!(first.contains("ImageNet-stem ResNet"), "{first}");
     // A CIFAR-stem one has no input size: refused with the flags.
     refused(
-        &memprune(&[
-            "measure",
-            "unit",
+        &memprune(&unit_one_view(
             s(&model("resnet18_cifar.safetensors")),
-            "--data",
             s(&d),
-            "--points",
             "2",
-            "--views",
-            "1",
-        ]),
+        )),
         &["--resize N and --crop N"],
     );
 }
@@ -220,22 +192,13 @@ fn outputs_name_each_point_by_its_file() {
     folder(&d.join("test"), &[("cat", 2), ("dog", 2)], Some(16), 7);
     let m = model("resnet18_cifar.safetensors");
     let (csv, j) = (dir.path().join("u.csv"), dir.path().join("u.json"));
-    ok(&memprune(&[
-        "measure",
-        "unit",
-        s(&m),
-        "--data",
-        s(&d),
-        "--points",
-        "4",
-        "--views",
-        "1",
-        "--csv",
-        s(&csv),
-        "--json",
-        s(&j),
-        "-q",
-    ]));
+    ok(&memprune(
+        &[
+            &unit_one_view(s(&m), s(&d), "4")[..],
+            &["--csv", s(&csv), "--json", s(&j), "-q"],
+        ]
+        .concat(),
+    ));
     let text = std::fs::read_to_string(&csv).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
     let at = header

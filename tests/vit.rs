@@ -6,69 +6,37 @@ use candle_core::{DType, Device, Tensor};
 use memprune::checkpoint::{write_safetensors_atomic, Checkpoint};
 use memprune::model::{Encoder, LoadOptions};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
-
-fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vit")
-        .join(name)
-}
-
-fn heads(h: usize) -> LoadOptions {
-    LoadOptions {
-        heads: Some(h),
-        ..Default::default()
-    }
-}
-
-/// Largest |a - b| over the largest |b| (at least 1).
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1.0);
-    let err = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    err / scale
-}
+use common::tensors::rel_err_1;
+use common::{vit_fx, vit_options};
 
 /// Every tap of `enc` on the fixture's input matches timm's to 1e-4 of its scale; returns
 /// the largest relative error.
-fn check(enc: &Encoder, io: &str) -> f32 {
-    let io = candle_core::safetensors::load(fx(io), &Device::Cpu).unwrap();
+fn check(enc: &Encoder, io: &str) -> f64 {
+    let io = candle_core::safetensors::load(vit_fx(io), &Device::Cpu).unwrap();
     let x = io["input"].to_dtype(DType::F32).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
     let n_ref = io.keys().filter(|k| k.starts_with("tap.")).count();
     assert_eq!(n_ref, enc.layers.len(), "taps in the fixture vs memprune");
-    let mut worst = 0f32;
+    let mut worst = 0f64;
     for (layer, tap) in enc.layers.iter().zip(&taps) {
         let want = &io[&format!("tap.{}", layer.name)];
         assert_eq!(tap.dims(), want.dims(), "{}", layer.name);
-        let e = rel_err(tap, want);
+        let e = rel_err_1(tap, want);
         assert!(e <= 1e-4, "{}: error {e} of the scale", layer.name);
         worst = worst.max(e);
     }
     let f = enc.features(&x).unwrap();
-    assert!(rel_err(&f, &io["features"]) <= 1e-4);
+    assert!(rel_err_1(&f, &io["features"]) <= 1e-4);
     eprintln!("worst relative error {worst:e}");
     worst
 }
 
 #[test]
 fn vit_tiny_layout_matches_timm() {
-    let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&vit_fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
     assert_eq!(
         enc.describe(),
         "vit (depth 2, width 192, mlp 768, 3 heads from the table of published ViTs (ViT-Ti: timm vit_tiny, DeiT-Ti), patch 16, grid 2x2)"
@@ -92,14 +60,14 @@ fn vit_tiny_layout_matches_timm() {
 
 #[test]
 fn pos_embed_is_interpolated_for_other_image_sizes_as_timm() {
-    let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&vit_fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
     // 48x48 images give a 3x3 grid; the checkpoint's is 2x2.
     check(&enc, "vit_tiny_io48.safetensors");
 }
 
 #[test]
 fn dino_checkpoint_gives_the_teacher_by_default_and_the_student_by_key() {
-    let enc = Encoder::load(&fx("dino_teacher.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("dino_teacher.pth"), &vit_options(4, None)).unwrap();
     assert!(
         enc.describe().contains("4 heads from --heads"),
         "{}",
@@ -114,12 +82,8 @@ fn dino_checkpoint_gives_the_teacher_by_default_and_the_student_by_key() {
     assert_eq!(enc.unused.len(), 4);
     check(&enc, "dino_teacher_io.safetensors");
     let student = Encoder::load(
-        &fx("dino_teacher.pth"),
-        &LoadOptions {
-            key: Some("student".into()),
-            heads: Some(4),
-            ..Default::default()
-        },
+        &vit_fx("dino_teacher.pth"),
+        &vit_options(4, Some("student")),
     )
     .unwrap();
     check(&student, "dino_student_io.safetensors");
@@ -130,8 +94,8 @@ fn dino_container_in_safetensors_gives_the_teacher() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = BTreeMap::new();
     for (who, seed_file) in [("teacher", None), ("student", Some("student"))] {
-        let ck =
-            Checkpoint::load_keyed(&fx("dino_teacher.pth"), Some("__none__"), seed_file).unwrap();
+        let ck = Checkpoint::load_keyed(&vit_fx("dino_teacher.pth"), Some("__none__"), seed_file)
+            .unwrap();
         for (k, v) in ck.stored {
             t.insert(format!("{who}.{k}"), v);
         }
@@ -139,24 +103,16 @@ fn dino_container_in_safetensors_gives_the_teacher() {
     let p = dir.path().join("dino.safetensors");
     write_safetensors_atomic(&p, &t, &BTreeMap::new(), &[]).unwrap();
     check(
-        &Encoder::load(&p, &heads(4)).unwrap(),
+        &Encoder::load(&p, &vit_options(4, None)).unwrap(),
         "dino_teacher_io.safetensors",
     );
-    let s = Encoder::load(
-        &p,
-        &LoadOptions {
-            key: Some("student".into()),
-            heads: Some(4),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s = Encoder::load(&p, &vit_options(4, Some("student"))).unwrap();
     check(&s, "dino_student_io.safetensors");
 }
 
 #[test]
 fn dinov2_layerscale_registers_without_qkv_bias_match_timm() {
-    let enc = Encoder::load(&fx("dinov2_reg.safetensors"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("dinov2_reg.safetensors"), &vit_options(4, None)).unwrap();
     assert_eq!(
         enc.describe(),
         "vit (depth 2, width 64, mlp 256, 4 heads from --heads, patch 14, grid 2x2, LayerScale, 4 registers, qkv without bias, fc_norm (mean of patch tokens))"
@@ -167,18 +123,18 @@ fn dinov2_layerscale_registers_without_qkv_bias_match_timm() {
 
 #[test]
 fn meta_register_tokens_name_loads_like_timm_reg_token() {
-    let ck = Checkpoint::load(&fx("dinov2_reg.safetensors"), None).unwrap();
+    let ck = Checkpoint::load(&vit_fx("dinov2_reg.safetensors"), None).unwrap();
     let mut t = ck.stored.clone();
     let r = t.remove("reg_token").unwrap();
     t.insert("register_tokens".into(), r);
     let ck = Checkpoint::from_tensors(&ck.path, t, BTreeMap::new());
-    let enc = Encoder::from_checkpoint(ck, &heads(4)).unwrap();
+    let enc = Encoder::from_checkpoint(ck, &vit_options(4, None)).unwrap();
     check(&enc, "dinov2_reg_io.safetensors");
 }
 
 #[test]
 fn mae_checkpoint_reports_the_decoder_as_unused() {
-    let enc = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     assert!(enc.unused.contains(&"decoder_pred.weight".to_string()));
     assert!(enc.unused.contains(&"mask_token".to_string()));
     assert!(enc
@@ -190,9 +146,9 @@ fn mae_checkpoint_reports_the_decoder_as_unused() {
 
 #[test]
 fn tokens_cls_gives_the_class_token_of_each_sub_layer() {
-    let all = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let all = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     let cls = Encoder::load(
-        &fx("mae.pth"),
+        &vit_fx("mae.pth"),
         &LoadOptions {
             heads: Some(4),
             tokens: memprune::model::options::Tokens::Cls,
@@ -208,13 +164,13 @@ fn tokens_cls_gives_the_class_token_of_each_sub_layer() {
             continue;
         }
         let first = ta.get_on_dim(1, 0).unwrap();
-        assert_eq!(rel_err(tc, &first), 0.0, "{}", l.name);
+        assert_eq!(rel_err_1(tc, &first), 0.0, "{}", l.name);
     }
 }
 
 #[test]
 fn unit_acts_are_head_norms_and_token_means() {
-    let enc = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
     let acts = enc.forward_unit_acts(&x).unwrap();
@@ -237,13 +193,13 @@ fn unit_acts_are_head_norms_and_token_means() {
         } else {
             t.mean(1).unwrap()
         };
-        assert!(rel_err(a, &want) < 1e-6, "{}", l.name);
+        assert!(rel_err_1(a, &want) < 1e-6, "{}", l.name);
     }
 }
 
 #[test]
 fn coupling_groups_slice_heads_from_each_qkv_third() {
-    let enc = Encoder::load(&fx("mae.pth"), &heads(4)).unwrap();
+    let enc = Encoder::load(&vit_fx("mae.pth"), &vit_options(4, None)).unwrap();
     let groups = memprune::model::coupling::coupling_groups(&enc);
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(
@@ -291,12 +247,12 @@ fn coupling_groups_slice_heads_from_each_qkv_third() {
         let e = Encoder::from_checkpoint(ck, &LoadOptions::default()).unwrap();
         outs.push(e.features(&x).unwrap());
     }
-    assert!(rel_err(&outs[0], &outs[1]) < 1e-5);
+    assert!(rel_err_1(&outs[0], &outs[1]) < 1e-5);
 }
 
 #[test]
 fn params_and_macs_of_vit_tiny() {
-    let enc = Encoder::load(&fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
+    let enc = Encoder::load(&vit_fx("vit_tiny.safetensors"), &LoadOptions::default()).unwrap();
     // timm's count without the head: patch 192*768+192, cls 192, pos 5*192, per block
     // 4*192 + 192*576+576 + 192*192+192 + 192*768+768 + 768*192+192, final norm 2*192.
     let block = 4 * 192 + 192 * 576 + 576 + 192 * 192 + 192 + 192 * 768 + 768 + 768 * 192 + 192;
@@ -312,7 +268,7 @@ fn params_and_macs_of_vit_tiny() {
 /// Writes the MAE fixture's encoder with `edit` applied, and returns memprune's error.
 fn bad(edit: impl Fn(&mut BTreeMap<String, Tensor>)) -> (PathBuf, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let ck = Checkpoint::load(&fx("mae.pth"), None).unwrap();
+    let ck = Checkpoint::load(&vit_fx("mae.pth"), None).unwrap();
     let mut t: BTreeMap<String, Tensor> = ck
         .stored
         .into_iter()
@@ -370,7 +326,12 @@ fn bad_vit_input_is_one_clear_line() {
     // Heads that do not divide the width.
     let dir = tempfile::tempdir().unwrap();
     let o = common::memprune_threads(
-        &["inspect", fx("mae.pth").to_str().unwrap(), "--heads", "5"],
+        &[
+            "inspect",
+            vit_fx("mae.pth").to_str().unwrap(),
+            "--heads",
+            "5",
+        ],
         "1",
     );
     assert_eq!(o.status.code(), Some(1));
@@ -388,7 +349,7 @@ fn bad_vit_input_is_one_clear_line() {
 /// one token, and `--tokens cls` needs a class token.
 #[test]
 fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
-    let ck = Checkpoint::load(&fx("dinov2_reg.safetensors"), None).unwrap();
+    let ck = Checkpoint::load(&vit_fx("dinov2_reg.safetensors"), None).unwrap();
     let load = |edit: &dyn Fn(&mut BTreeMap<String, Tensor>), opts: LoadOptions| {
         let mut t = ck.stored.clone();
         edit(&mut t);
@@ -410,22 +371,22 @@ fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
         "blocks.1.norm1.weight",
         "pos_embed",
     ] {
-        let e = load(&nan(name), heads(4));
+        let e = load(&nan(name), vit_options(4, None));
         assert!(e.contains(name) && e.contains("NaN"), "{name}: {e}");
     }
     let e = load(
         &|t| {
             t.remove("fc_norm.weight");
         },
-        heads(4),
+        vit_options(4, None),
     );
     assert!(e.contains("`fc_norm.bias` without `fc_norm.weight`"), "{e}");
     // vit_tiny has a final norm (no fc_norm).
-    let tiny = Checkpoint::load(&fx("vit_tiny.safetensors"), None).unwrap();
+    let tiny = Checkpoint::load(&vit_fx("vit_tiny.safetensors"), None).unwrap();
     let mut t = tiny.stored.clone();
     t.remove("norm.weight");
     let c = Checkpoint::from_tensors(&tiny.path, t, BTreeMap::new());
-    let e = Encoder::from_checkpoint(c, &heads(3))
+    let e = Encoder::from_checkpoint(c, &vit_options(3, None))
         .map(|_| String::from("loaded"))
         .unwrap_or_else(|e| e.to_string());
     assert!(e.contains("`norm.bias` without `norm.weight`"), "{e}");
@@ -434,7 +395,7 @@ fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
             let c = t["cls_token"].clone();
             t.insert("cls_token".into(), Tensor::cat(&[&c, &c], 1).unwrap());
         },
-        heads(4),
+        vit_options(4, None),
     );
     assert!(e.contains("`cls_token` has shape [1, 2, 64]"), "{e}");
     let e = load(
@@ -451,4 +412,36 @@ fn vit_checkpoints_that_are_not_what_they_claim_are_refused() {
         e.contains("--tokens cls") && e.contains("no `cls_token`"),
         "{e}"
     );
+}
+
+#[test]
+fn a_vit_batch_of_one_image_gives_the_numbers_of_a_larger_batch() {
+    // gemm's small-matrix kernel rounds differently: a ViT's lone image (the last of 5
+    // points in batches of 2, or K = 1 at --batch 1) used to measure other numbers.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = common::root().join("tests/fixtures/vit/dinov2_reg.safetensors");
+    let run = |batch: &str| {
+        let out = dir.path().join(format!("b{batch}.json"));
+        common::ok(&common::memprune(&[
+            "measure",
+            "unit",
+            common::s(&ck),
+            "--heads",
+            "4",
+            "--points",
+            "5",
+            "--views",
+            "1",
+            "--batch",
+            batch,
+            "--no-control",
+            "-q",
+            "--json",
+            common::s(&out),
+        ]));
+        common::json(&out)["layers"].clone()
+    };
+    let all = run("256");
+    assert_eq!(all, run("2"));
+    assert_eq!(all, run("1"));
 }

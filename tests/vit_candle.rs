@@ -27,6 +27,9 @@ use memprune::model::options::VitPool;
 use memprune::model::{Encoder, LoadOptions};
 use std::collections::HashMap;
 
+mod common;
+use common::tensors::rel_err_1;
+
 /// Deterministic numbers (splitmix64), uniform in [lo, hi).
 struct Rng(u64);
 
@@ -118,19 +121,6 @@ fn weights() -> HashMap<String, Tensor> {
         Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap(),
     );
     t
-}
-
-/// Largest |a - b| over the largest |b| (at least 1).
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let s = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    s(&(a - b).unwrap()) / s(b).max(1.0)
 }
 
 /// The network written out with plain candle tensor ops (conv2d patch embedding, LayerNorm
@@ -234,23 +224,23 @@ fn final_features_match_candle_transformers_dinov2() {
     // 1. The hand-written network with candle-transformers' GELU (tanh) and eps (1e-5) is
     //    candle-transformers' network: it validates the hand-written one.
     let (_, cls_t, avg_t) = by_hand(&w, &x, false, 1e-5).unwrap();
-    let e1 = rel_err(&cls_t, &cls_theirs).max(rel_err(&avg_t, &avg_theirs));
+    let e1 = rel_err_1(&cls_t, &cls_theirs).max(rel_err_1(&avg_t, &avg_theirs));
     // 2. With Meta's GELU (erf) and eps (1e-6), it is memprune's, every block and both
     //    final features to 1e-4 of the scale.
     let (blocks, cls_e, avg_e) = by_hand(&w, &x, true, 1e-6).unwrap();
-    let mut e2 = rel_err(&cls_ours, &cls_e).max(rel_err(&avg_ours, &avg_e));
+    let mut e2 = rel_err_1(&cls_ours, &cls_e).max(rel_err_1(&avg_ours, &avg_e));
     for (i, want) in blocks.iter().enumerate() {
         let k = enc
             .layers
             .iter()
             .position(|l| l.name == format!("block{}.mlp", i + 1))
             .unwrap();
-        e2 = e2.max(rel_err(&taps[k], want));
+        e2 = e2.max(rel_err_1(&taps[k], want));
     }
     // 3. memprune against candle-transformers directly: apart by those two choices only.
-    let e3 = rel_err(&cls_ours, &cls_theirs).max(rel_err(&avg_ours, &avg_theirs));
+    let e3 = rel_err_1(&cls_ours, &cls_theirs).max(rel_err_1(&avg_ours, &avg_theirs));
     // What the two choices alone move: the hand-written network both ways.
-    let e_choices = rel_err(&cls_e, &cls_t).max(rel_err(&avg_e, &avg_t));
+    let e_choices = rel_err_1(&cls_e, &cls_t).max(rel_err_1(&avg_e, &avg_t));
     eprintln!(
         "final features, error of the scale: candle-transformers vs by hand (tanh GELU, eps 1e-5) {e1:e}; \
          memprune vs by hand (erf GELU, eps 1e-6; blocks too) {e2:e}; \

@@ -7,12 +7,7 @@ mod common;
 use common::{json, ok, root};
 
 fn fx(name: &str) -> String {
-    root()
-        .join("tests/fixtures/vit")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_string()
+    common::vit_fx(name).to_str().unwrap().to_string()
 }
 
 /// (checkpoint, extra load flags, data folder): 3-channel layouts on the tiny CIFAR-10
@@ -113,28 +108,18 @@ fn inspect_and_measure_run_on_every_layout() {
 fn vit_unit_mem_is_identical_across_threads_and_batch_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let ck = fx("dinov2_reg.safetensors");
+    let args = [
+        "unit",
+        ck.as_str(),
+        "--heads",
+        "4",
+        "--points",
+        "6",
+        "--views",
+        "3",
+    ];
     let run = |threads: &str, batch: &str, name: &str| {
-        let out = dir.path().join(name);
-        ok(&common::memprune_threads(
-            &[
-                "measure",
-                "unit",
-                ck.as_str(),
-                "--heads",
-                "4",
-                "--points",
-                "6",
-                "--views",
-                "3",
-                "--batch",
-                batch,
-                "--json",
-                out.to_str().unwrap(),
-                "-q",
-            ],
-            threads,
-        ));
-        json(&out)["layers"].clone()
+        common::measure_json(dir.path(), &args, threads, batch, name)["layers"].clone()
     };
     let a = run("1", "256", "a.json");
     assert_eq!(a, run("2", "5", "b.json"));

@@ -10,24 +10,13 @@ use memprune::model::{Encoder, LoadOptions};
 use std::path::{Path, PathBuf};
 
 mod common;
-
-fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vit")
-        .join(name)
-}
+use common::tensors::rel_err;
+use common::vit_fx;
 
 fn io(name: &str) -> Tensor {
-    let t =
-        candle_core::safetensors::load(fx("timm_w128_h4_io.safetensors"), &Device::Cpu).unwrap();
+    let t = candle_core::safetensors::load(vit_fx("timm_w128_h4_io.safetensors"), &Device::Cpu)
+        .unwrap();
     t[name].clone()
-}
-
-fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
-    let s = b.abs().unwrap().flatten_all().unwrap();
-    d.max(0).unwrap().to_scalar::<f32>().unwrap()
-        / s.max(0).unwrap().to_scalar::<f32>().unwrap().max(1e-12)
 }
 
 fn policy(dir: &Path, name: &str, heads: &str) -> (PathBuf, PathBuf) {
@@ -37,7 +26,7 @@ fn policy(dir: &Path, name: &str, heads: &str) -> (PathBuf, PathBuf) {
         &p,
         format!(
             "model: {}\n{heads}data: {{points: 8}}\nactions:\n  - prune: {{criterion: l1-norm, count: 1, units: heads}}\nevaluation: {{probe: false, speed: false}}\noutput: {{checkpoint: {}}}\n",
-            fx("timm_w128_h4.safetensors").display(),
+            vit_fx("timm_w128_h4.safetensors").display(),
             out.display()
         ),
     )
@@ -62,7 +51,7 @@ fn pruning_heads_is_refused_on_a_guess_and_exact_with_heads_4() {
     let (p, out) = policy(dir.path(), "given", "heads: 4\n");
     let r = common::memprune_threads(&["--policy", p.to_str().unwrap()], "2");
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let before = Checkpoint::load(&fx("timm_w128_h4.safetensors"), None).unwrap();
+    let before = Checkpoint::load(&vit_fx("timm_w128_h4.safetensors"), None).unwrap();
     let after = Checkpoint::load(&out, None).unwrap();
     assert_eq!(after.metadata["memprune.heads"], "3,3");
     // Which head went: the one whose 32 columns of `proj` are no longer there.
@@ -98,27 +87,27 @@ fn pruning_heads_is_refused_on_a_guess_and_exact_with_heads_4() {
     assert!(enc.describe().contains("3 heads from memprune's metadata"));
     let x = io("input");
     let want = io(&format!("masked.{a}.{b}"));
-    let e = max_rel(&enc.features(&x).unwrap(), &want);
+    let e = rel_err(&enc.features(&x).unwrap(), &want);
     assert!(
         e < 1e-5,
         "removed heads {a}, {b}: differs from timm masked by {e}"
     );
     // And the unpruned model with --heads 4 is timm's.
     let full = Encoder::load(
-        &fx("timm_w128_h4.safetensors"),
+        &vit_fx("timm_w128_h4.safetensors"),
         &LoadOptions {
             heads: Some(4),
             ..Default::default()
         },
     )
     .unwrap();
-    let e = max_rel(&full.features(&x).unwrap(), &io("features"));
+    let e = rel_err(&full.features(&x).unwrap(), &io("features"));
     assert!(e < 1e-5, "{e}");
 }
 
 #[test]
 fn measuring_heads_on_a_guess_is_refused_and_the_source_is_said() {
-    let m = fx("timm_w128_h4.safetensors");
+    let m = vit_fx("timm_w128_h4.safetensors");
     let o = common::memprune_threads(&["inspect", m.to_str().unwrap()], "1");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
@@ -145,7 +134,7 @@ fn measuring_heads_on_a_guess_is_refused_and_the_source_is_said() {
 
 #[test]
 fn bad_heads_metadata_is_one_clear_line() {
-    let ck = Checkpoint::load(&fx("timm_w128_h4.safetensors"), None).unwrap();
+    let ck = Checkpoint::load(&vit_fx("timm_w128_h4.safetensors"), None).unwrap();
     for bad in ["abc", "-1", "4.0", "4,4,abc", "[4,4]", "4,4,4"] {
         let meta = [("memprune.heads".to_string(), bad.to_string())].into();
         let c = Checkpoint::from_tensors(&ck.path, ck.stored.clone(), meta);

@@ -12,42 +12,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod common;
-
-fn fx(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/vit")
-        .join(name)
-}
-
-fn heads4() -> LoadOptions {
-    LoadOptions {
-        heads: Some(4),
-        ..Default::default()
-    }
-}
-
-/// Largest |a - b| over the largest |b| (at least 1).
-fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let s = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    s(&(a - b).unwrap()) / s(b).max(1.0)
-}
+use common::tensors::rel_err_1;
+use common::{vit_fx, vit_options};
 
 /// Every tap against timm's float64 reference of the DINOv2-style fixture, to 1e-4.
 fn check_dinov2_taps(enc: &Encoder) {
-    let io = candle_core::safetensors::load(fx("dinov2_reg_io.safetensors"), &Device::Cpu).unwrap();
+    let io =
+        candle_core::safetensors::load(vit_fx("dinov2_reg_io.safetensors"), &Device::Cpu).unwrap();
     let x = io["input"].to_dtype(DType::F32).unwrap();
     let taps = enc.forward_taps(&x).unwrap();
     assert_eq!(taps.len(), enc.layers.len());
     for (layer, tap) in enc.layers.iter().zip(&taps) {
         let want = io[&format!("tap.{}", layer.name)].clone();
-        let e = rel_err(tap, &want);
+        let e = rel_err_1(tap, &want);
         assert!(e <= 1e-4, "{}: error {e} of the scale", layer.name);
     }
 }
@@ -56,7 +33,7 @@ fn check_dinov2_taps(enc: &Encoder) {
 /// its chunk (`chunk_of(block)`), `register_tokens` for timm's `reg_token`, a `mask_token`,
 /// all under `backbone.` in the `teacher` dict beside a DINO head and the student.
 fn meta_layout(chunk_of: impl Fn(usize) -> usize) -> BTreeMap<String, Tensor> {
-    let ck = Checkpoint::load(&fx("dinov2_reg.safetensors"), None).unwrap();
+    let ck = Checkpoint::load(&vit_fx("dinov2_reg.safetensors"), None).unwrap();
     let mut t = BTreeMap::new();
     for (k, v) in ck.stored {
         let k = if k == "reg_token" {
@@ -103,7 +80,7 @@ fn meta_chunked_dinov2_teacher_matches_timm_like_the_flat_original() {
         ("one_chunk.safetensors", |_| 0),
     ] {
         let p = write(dir.path(), name, &meta_layout(chunk_of));
-        let enc = Encoder::load(&p, &heads4()).unwrap();
+        let enc = Encoder::load(&p, &vit_options(4, None)).unwrap();
         assert_eq!(
             enc.describe(),
             "vit (depth 2, width 64, mlp 256, 4 heads from --heads, patch 14, grid 2x2, LayerScale, 4 registers, qkv without bias, fc_norm (mean of patch tokens))"
@@ -120,17 +97,9 @@ fn meta_chunked_dinov2_teacher_matches_timm_like_the_flat_original() {
             .contains(&"blocks.1.ls2.gamma".to_string()));
         check_dinov2_taps(&enc);
         // The student (all tensors halved) is another network: the key is honoured.
-        let s = Encoder::load(
-            &p,
-            &LoadOptions {
-                key: Some("student".into()),
-                heads: Some(4),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let s = Encoder::load(&p, &vit_options(4, Some("student"))).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
-        assert!(rel_err(&s.features(&x).unwrap(), &enc.features(&x).unwrap()) > 1e-2);
+        assert!(rel_err_1(&s.features(&x).unwrap(), &enc.features(&x).unwrap()) > 1e-2);
     }
 }
 
@@ -138,8 +107,8 @@ fn meta_chunked_dinov2_teacher_matches_timm_like_the_flat_original() {
 fn pruning_a_chunked_checkpoint_keeps_meta_names_and_equals_pruning_the_flat_one() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "meta.safetensors", &meta_layout(|i| i));
-    let meta = Encoder::load(&p, &heads4()).unwrap();
-    let flat = Encoder::load(&fx("dinov2_reg.safetensors"), &heads4()).unwrap();
+    let meta = Encoder::load(&p, &vit_options(4, None)).unwrap();
+    let flat = Encoder::load(&vit_fx("dinov2_reg.safetensors"), &vit_options(4, None)).unwrap();
     let cut = [
         GroupCut {
             group: "block2.heads".into(),
@@ -191,9 +160,9 @@ fn pruning_a_chunked_checkpoint_keeps_meta_names_and_equals_pruning_the_flat_one
     assert!(a.describe().contains("[4, 3] heads"), "{}", a.describe());
     let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
     let (fa, fb) = (a.features(&x).unwrap(), b.features(&x).unwrap());
-    assert_eq!(rel_err(&fa, &fb), 0.0);
+    assert_eq!(rel_err_1(&fa, &fb), 0.0);
     // And not as the unpruned one.
-    assert!(rel_err(&fa, &meta.features(&x).unwrap()) > 1e-3);
+    assert!(rel_err_1(&fa, &meta.features(&x).unwrap()) > 1e-3);
 }
 
 /// `memprune inspect` on `t`: exit code 1, one line naming the file; the line.

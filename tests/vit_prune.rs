@@ -10,9 +10,10 @@ use memprune::rewrite::{prune_tensors, GroupCut, PruneMode};
 use std::path::{Path, PathBuf};
 
 mod common;
+use common::tensors::rel_err;
 
 fn vit_f() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/vit-mae-f.safetensors")
+    common::asset("models/vit-mae-f.safetensors")
 }
 
 fn rewritten(enc: &Encoder, cuts: &[GroupCut], mode: PruneMode, heads: Option<String>) -> Encoder {
@@ -38,19 +39,6 @@ fn input() -> Tensor {
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
     Tensor::from_vec(v, (4, 1, 28, 28), &Device::Cpu).unwrap()
-}
-
-fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap();
-    let s = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    d.to_scalar::<f32>().unwrap() / s.to_scalar::<f32>().unwrap().max(1e-12)
 }
 
 /// Every block loses 20 % of its MLP neurons and one head: the removed model's every
@@ -86,11 +74,11 @@ fn removed_equals_masked_for_mlp_neurons_and_heads() {
     for ((a, b), name) in tr.iter().zip(&tm).zip(&names) {
         // Taps whose units were removed have fewer columns; the others must agree.
         if a.dims() == b.dims() {
-            let e = max_rel(a, b);
+            let e = rel_err(a, b);
             assert!(e < 1e-5, "{name}: removed and masked differ by {e}");
         }
     }
-    let e = max_rel(
+    let e = rel_err(
         &removed.features(&x).unwrap(),
         &masked.features(&x).unwrap(),
     );
@@ -127,7 +115,7 @@ fn the_kept_heads_compute_what_they_did() {
         2,
     )
     .unwrap();
-    let e = max_rel(&after, &kept);
+    let e = rel_err(&after, &kept);
     assert!(e < 1e-6, "kept heads changed by {e}");
 }
 
@@ -149,8 +137,7 @@ fn policy(dir: &Path, name: &str, model: &Path, action: &str) -> (PathBuf, PathB
 #[test]
 fn bad_vit_policies_are_one_clear_line_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let resnet =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/resnet9-simclr-f.safetensors");
+    let resnet = common::asset("models/resnet9-simclr-f.safetensors");
     let cases: [(&str, &Path, &str, &str); 5] = [
         (
             "no-head-left",

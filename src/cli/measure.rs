@@ -17,53 +17,21 @@ use memprune::output::OutputSet;
 use memprune::shard::Shard;
 use std::path::PathBuf;
 
-/// Where docs/METRICS.md leaves a choice, memprune makes this one (also in the README).
-const CHOICES: &str =
-    "Definitions: docs/METRICS.md in memprune's repository. Choices where the paper is silent:
-  act_u       the spatial mean of a channel of the layer's output as the network passes it
-              on: after BatchNorm and ReLU, and after the max-pool of ResNet9 blocks 2, 5, 6
-  ViT units   `blockN.fc1`: an MLP hidden neuron (fc1 after GELU) averaged over all tokens,
-              the class token included; `blockN.heads`: a head, act_u = the mean over all
-              tokens of the L2 norm of the head's output before `proj`
-  ViT layers  LayerMem compares `blockN.attn` and `blockN.mlp`, the attention and MLP
-              sub-layer outputs after their residual adds, and `pool`; --tokens all
-              (default: every token flattened, the authors' LayerMem script) or cls
-  dead unit   mu_max <= 0: UnitMem 0, counted as dead
-  signed      act_u is measured from its activation's lower bound: UnitMem = (mu_max -
-              mu_-max) / ((mu_max - floor) + (mu_-max - floor)), in [0, 1]; floor 0 (ReLU,
-              norms: Eq. 8 exactly), GELU's minimum -0.169971 (`blockN.fc1`, shown `(from
-              -0.170)`); residual streams (`blockN.attn`/`.mlp`) and a ViT's `pool` have no
-              bound and are not scored (named below the table); a global policy does not
-              rank layers of different floors together
-  augment     --augment FILE, else the checkpoint's recorded `memprune.augment` (f and g
-              must agree), else the SimCLR default; the first output line says which
-  ties        the maximum goes to the smallest point index (shard merging stays exact)
-  median      numpy's (mean of the two middle values)
-  LayerMem    reps are layer outputs flattened and scaled to unit L2 norm (a zero output stays
-              zero); pair j = views 2j and 2j+1; SSL_f + SSL_g = 0 scores 0; the top/bottom
-              halves are ranked by SSLMem' of the last layer on the first K/2 view pairs and
-              reported on the other K/2 (no selection bias)
-  intervals   per layer, 95 %: LayerMem bootstrap over points with their own views (1,000
-              resamples seeded by --seed); planted difference and UnitMem-excess from
-              random relabellings of the points; UnitMem/ClassMem means over units (spread)
-  star (*)    family-wise: Holm at 5 % over the layers shown (docs/CALIBRATION.md)
-  control     LayerMem: the same on as many test-split points neither encoder saw;
-              corrected = LayerMem(candidates) - LayerMem(unseen) (--control independent:
-              (LayerMem(candidates) - LayerMem(g's independent points)) / 2, the symmetric
-              estimate). UnitMem/ClassMem: the same units on as many test-split points.
-              UnitMem-excess(u) = (mu_max,train - mu_max,unseen) / (mu_max,train +
-              mu_max,unseen): ~0 for a unit that is merely selective, -> 1 for a unit whose
-              peak response to a training point no unseen point reaches
-  points      unit/class: the encoder's own training points when its metadata records a
-              split of this data set (at most 1,000, random), else 1,000 random points
-  views       view v of point i is a pure function of (seed, i, v): RandomResizedCrop as
-              torchvision (bilinear, no antialias), flip, colour jitter in random order,
-              grayscale; results do not depend on --batch or the thread count";
+/// Where docs/METRICS.md leaves a choice, memprune makes this one: the list between the
+/// `help:choices` markers of docs/METRICS.md (its one source), for `measure ... --help`.
+fn choices() -> &'static str {
+    const DOC: &str = include_str!("../../docs/METRICS.md");
+    let list = DOC
+        .split("<!-- help:choices -->\n```text\n")
+        .nth(1)
+        .expect("docs/METRICS.md has the choices between its help:choices markers");
+    list.split("```").next().unwrap_or_default().trim_end()
+}
 
 #[derive(Subcommand)]
 pub enum Measure {
     /// UnitMem of every unit of every layer (docs/METRICS.md Eq. 5-8).
-    #[command(after_long_help = CHOICES)]
+    #[command(after_long_help = choices())]
     Unit {
         #[command(flatten)]
         common: MeasureArgs,
@@ -73,13 +41,13 @@ pub enum Measure {
         reduce: Reduce,
     },
     /// ClassMem, the supervised counterpart of UnitMem (needs labels).
-    #[command(after_long_help = CHOICES)]
+    #[command(after_long_help = choices())]
     Class {
         #[command(flatten)]
         common: MeasureArgs,
     },
     /// LayerMem and dLayerMem of every layer (Eq. 1-4), against a reference encoder.
-    #[command(after_long_help = CHOICES)]
+    #[command(after_long_help = choices())]
     Layer {
         #[command(flatten)]
         common: MeasureArgs,

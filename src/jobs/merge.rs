@@ -26,7 +26,7 @@ impl MergeRequest {
             .iter()
             .map(|p| Ok((p.clone(), Partial::read(p)?)))
             .collect::<Result<Vec<_>>>()?;
-        let (run, state) = partial::merge(parts)?;
+        let (run, state) = crate::shard::merge(parts)?;
         let augment = crate::data::augment_choice::ChosenAugment::of_settings(&run.settings);
         Ok(MergeResult {
             run,

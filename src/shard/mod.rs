@@ -9,8 +9,11 @@
 //! views depend on (seed, point, view) only, so a point gives the same numbers whichever
 //! shard measures it.
 
+mod merge;
 pub mod partial;
 pub mod validate;
+
+pub use merge::merge;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

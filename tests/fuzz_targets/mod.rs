@@ -116,7 +116,7 @@ pub fn run_target(target: &str, data: &[u8], scratch: &Path) -> String {
         "merge" => {
             // As read (digest checked), then resealed so that edits reach the content checks
             // and the merge itself, as an adversary who recomputes the digest would.
-            use memprune::shard::partial::{merge, Partial};
+            use memprune::shard::{merge, partial::Partial};
             let p = file("p.json");
             let a = signature(&Partial::read(&p), scratch);
             let b = match serde_json::from_slice::<Partial>(data) {

@@ -1,44 +1,25 @@
-//! The `memprune` binary end to end on the embedded Fashion-MNIST subset: reproducibility
+//! `memprune measure` end to end on the embedded Fashion-MNIST subset: reproducibility
 //! across thread counts and batch sizes, LayerMem of an encoder against itself, view dumps,
-//! and clear errors that write nothing.
+//! clear errors that write nothing, and `--score range` (the authors' LayerMem
+//! normalisation: each point's SSL_g - SSL_f over (max - min) of that difference over the
+//! scored points, per layer; said on the first line and recorded in --json).
 
 use std::path::PathBuf;
 
 mod common;
-use common::{json, ok, root};
+use common::{json, measure_json, memprune_threads as memprune, ok, root, s};
 
 fn model() -> PathBuf {
     common::parity("resnet9_c1.safetensors")
-}
-
-fn memprune(args: &[&str], threads: &str) -> std::process::Output {
-    common::memprune_threads(args, threads)
 }
 
 #[test]
 fn unit_mem_is_identical_across_threads_and_batch_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let m = model();
+    let args = ["unit", s(&m), "--points", "24", "--views", "3"];
     let run = |threads: &str, batch: &str, name: &str| {
-        let out = dir.path().join(name);
-        ok(&memprune(
-            &[
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--points",
-                "24",
-                "--views",
-                "3",
-                "--batch",
-                batch,
-                "--json",
-                out.to_str().unwrap(),
-                "-q",
-            ],
-            threads,
-        ));
-        json(&out)["layers"].clone()
+        measure_json(dir.path(), &args, threads, batch, name)["layers"].clone()
     };
     let a = run("1", "256", "a.json");
     let b = run("2", "7", "b.json");
@@ -91,28 +72,18 @@ fn layer_mem_intervals_and_control_are_identical_across_threads_and_batch_sizes(
         model(),
         root().join("tests/fixtures/parity/resnet9_c1_bf16.safetensors"),
     );
+    let args = [
+        "layer",
+        s(&f),
+        "--reference",
+        s(&g),
+        "--points",
+        "12",
+        "--views",
+        "4",
+    ];
     let run = |threads: &str, batch: &str, name: &str| {
-        let out = dir.path().join(name);
-        ok(&memprune(
-            &[
-                "measure",
-                "layer",
-                f.to_str().unwrap(),
-                "--reference",
-                g.to_str().unwrap(),
-                "--points",
-                "12",
-                "--views",
-                "4",
-                "--batch",
-                batch,
-                "--json",
-                out.to_str().unwrap(),
-                "-q",
-            ],
-            threads,
-        ));
-        let j = json(&out);
+        let j = measure_json(dir.path(), &args, threads, batch, name);
         (j["layers"].clone(), j["control"].clone())
     };
     let a = run("1", "256", "a.json");
@@ -160,79 +131,20 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     let bytes = std::fs::read(&m).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let rgb = root().join("tests/fixtures/parity/resnet9_narrow.safetensors");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let (m, rgb, cut) = (s(&m), s(&rgb), s(&cut));
+    let cases: [(&[&str], &str); 6] = [
+        (&["unit", cut], "truncated"),
+        (&["unit", rgb, "--points", "4"], "channel"),
+        (&["unit", m, "--range", "9990..10001"], "10001"),
+        (&["unit", m, "--points", "4", "--views", "0"], "--views"),
+        (&["unit", m, "--points", "4", "--std", "0"], "std"),
         (
-            vec!["measure", "unit", cut.to_str().unwrap(), "--json", o],
-            "truncated",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                rgb.to_str().unwrap(),
-                "--points",
-                "4",
-                "--json",
-                o,
-            ],
-            "channel",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--range",
-                "9990..10001",
-                "--json",
-                o,
-            ],
-            "10001",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--points",
-                "4",
-                "--views",
-                "0",
-                "--json",
-                o,
-            ],
-            "--views",
-        ),
-        (
-            vec![
-                "measure",
-                "unit",
-                m.to_str().unwrap(),
-                "--points",
-                "4",
-                "--std",
-                "0",
-                "--json",
-                o,
-            ],
-            "std",
-        ),
-        (
-            vec![
-                "measure",
-                "layer",
-                m.to_str().unwrap(),
-                "--reference",
-                rgb.to_str().unwrap(),
-                "--points",
-                "4",
-                "--json",
-                o,
-            ],
+            &["layer", m, "--reference", rgb, "--points", "4"],
             "reference",
         ),
     ];
     for (args, needle) in cases {
+        let args = [&["measure"][..], args, &["--json", o]].concat();
         let r = memprune(&args, "2");
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(!r.status.success(), "{args:?} succeeded");
@@ -242,27 +154,69 @@ fn bad_inputs_fail_with_one_line_and_write_nothing() {
     }
 }
 
-/// Outputs get the mode a directly written file would: 0666 less the umask (they used to
-/// be 0600 whatever the umask, tempfile's default for the staged file).
-#[cfg(unix)]
 #[test]
-fn outputs_follow_the_umask() {
-    use std::os::unix::fs::PermissionsExt;
+fn range_score_is_the_difference_over_its_range() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("unit.json");
-    for (umask, mode) in [("022", 0o644), ("027", 0o640)] {
-        let _ = std::fs::remove_file(&out);
-        let st = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_memprune"))
-            .args(["measure", "unit", "--points", "10", "--views", "2", "-q"])
-            .args(["--no-control", "--json", out.to_str().unwrap()])
-            .env("RAYON_NUM_THREADS", "1")
-            .output()
-            .unwrap();
-        ok(&st);
-        let got = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
-        assert_eq!(got, mode, "umask {umask}: mode {got:o}");
+    let j = dir.path().join("l.json");
+    let o = common::memprune_threads(
+        &[
+            "measure",
+            "layer",
+            "--points",
+            "6",
+            "--views",
+            "2",
+            "--score",
+            "range",
+            "--per-point",
+            "--json",
+            j.to_str().unwrap(),
+        ],
+        "2",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.lines().any(|l| l.contains("range normalisation")),
+        "{out}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
+    assert_eq!(v["extra"]["score"], "range");
+    let pts = v["per_point"].as_array().unwrap();
+    let f = |p: &serde_json::Value, k: &str, l: usize| p[k][l].as_f64().unwrap();
+    let nl = pts[0]["sslmem"].as_array().unwrap().len();
+    for l in 0..nl {
+        let d: Vec<f64> = pts
+            .iter()
+            .map(|p| f(p, "ssl_g", l) - f(p, "ssl_f", l))
+            .collect();
+        let r =
+            d.iter().cloned().fold(f64::MIN, f64::max) - d.iter().cloned().fold(f64::MAX, f64::min);
+        let mut mean = 0.0;
+        for (p, di) in pts.iter().zip(&d) {
+            assert!((f(p, "sslmem", l) - di / r).abs() < 1e-9, "layer {l}");
+            mean += di / r / pts.len() as f64;
+        }
+        let lm = v["layers"][l]["layer_mem"].as_f64().unwrap();
+        assert!((lm - mean).abs() < 1e-9, "layer {l}: {lm} vs {mean}");
+    }
+}
+
+/// `measure unit|class|layer --help` lists the choices of docs/METRICS.md, their one source.
+#[test]
+fn help_lists_the_choices_written_in_docs_metrics() {
+    let doc = std::fs::read_to_string(root().join("docs/METRICS.md")).unwrap();
+    let list = doc
+        .split("<!-- help:choices -->\n```text\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap()
+        .trim_end();
+    assert!(list.contains("Choices where the paper is silent") && list.lines().count() > 20);
+    for metric in ["unit", "class", "layer"] {
+        let help = ok(&memprune(&["measure", metric, "--help"], "1"));
+        assert!(help.contains(list), "measure {metric} --help:\n{help}");
     }
 }
