@@ -17,6 +17,7 @@ pub mod resnet;
 pub mod resnet9;
 pub mod resnet9_authors;
 pub mod vit;
+pub(crate) mod vit_fused;
 pub mod vit_heads;
 pub mod vit_ops;
 
