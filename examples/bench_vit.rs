@@ -15,8 +15,10 @@
 //! runs it at its defaults (batch 256, AdamW): MAE (75 % masked, decoder 2 blocks of width
 //! 64, norm-pix loss) and SimCLR (2 views, projector 128-512-BN-ReLU-128, NT-Xent 0.5);
 //! each step includes making its views and masks. The second argument runs one section only.
+//! `BENCH_DEVICE=cuda` (a build with `--features cuda`) runs the forwards on the GPU (the
+//! training steps stay on the CPU).
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use std::time::Instant;
 
 #[path = "common/random_models.rs"]
@@ -33,12 +35,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn time(runs: usize, images: usize, mut f: impl FnMut()) -> f64 {
+    let dev = random_models::device();
     f(); // warm-up
     median(
         (0..runs)
             .map(|_| {
                 let t = Instant::now();
                 f();
+                dev.synchronize().unwrap();
                 images as f64 / t.elapsed().as_secs_f64()
             })
             .collect(),
@@ -118,7 +122,7 @@ fn main() {
             continue;
         }
         let enc = vit(width, 4 * width, 12, heads, 16, 14, 3);
-        let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (batch, 3, 224, 224), &random_models::device()).unwrap();
         let fwd = time(runs, batch, || {
             enc.features(&x).unwrap();
         });
@@ -134,7 +138,7 @@ fn main() {
         // The default `memprune train --arch vit` encoder: Fashion-MNIST 1x28x28, patch 4
         // (grid 7x7, 50 tokens), width 128, depth 6, 4 heads, MLP 512.
         let enc = vit(128, 512, 6, 4, 4, 7, 1);
-        let x = Tensor::randn(0f32, 1.0, (256, 1, 28, 28), &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (256, 1, 28, 28), &random_models::device()).unwrap();
         let taps = time(runs, 256, || {
             let t = enc.forward_taps(&x).unwrap();
             assert_eq!(t.len(), 6 * 4 + 1);

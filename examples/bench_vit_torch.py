@@ -48,12 +48,23 @@ only = sys.argv[2] if len(sys.argv) > 2 else None
 versions = f"(torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads)"
 
 
+# DEVICE=cuda: the forwards on the GPU (examples/gpu_check.sh); the training steps stay on the CPU.
+device = torch.device(os.environ.get("DEVICE", "cpu"))
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bench(f, images):
     f()
+    sync()
     out = []
     for _ in range(runs):
         t = time.perf_counter()
         f()
+        sync()
         out.append(images / (time.perf_counter() - t))
     return statistics.median(out)
 
@@ -91,8 +102,8 @@ for name, model, heads, batch in [("tiny", "vit_tiny_patch16_224", 3, 64),
                                   ("base", "vit_base_patch16_224", 12, 16)]:
     if only not in (None, name):
         continue
-    m = timm.create_model(model, pretrained=False).eval()
-    x = torch.randn(batch, 3, 224, 224)
+    m = timm.create_model(model, pretrained=False).eval().to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
     with torch.inference_mode():
         fwd = bench(lambda: m.forward_head(m.forward_features(x), pre_logits=True), batch)
         _, act_u = hooked(m, heads)
@@ -107,8 +118,8 @@ def embedded_vit():
 
 
 if only in (None, "embedded"):
-    m = embedded_vit().eval()
-    x = torch.randn(256, 1, 28, 28)
+    m = embedded_vit().eval().to(device)
+    x = torch.randn(256, 1, 28, 28, device=device)
     every_tap, act_u = hooked(m, 4)
     with torch.inference_mode():
         fwd = bench(lambda: every_tap(x), 256)

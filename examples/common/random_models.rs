@@ -6,6 +6,30 @@ use memprune::checkpoint::Checkpoint;
 use memprune::model::{Encoder, LoadOptions};
 use std::collections::BTreeMap;
 
+/// The device the benchmarks run on: `BENCH_DEVICE=cuda` (or `cuda:N`, a build with
+/// `--features cuda`), else the CPU.
+pub fn device() -> Device {
+    match std::env::var("BENCH_DEVICE").as_deref() {
+        Ok(spec) if spec.starts_with("cuda") => {
+            let n = spec
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Device::new_cuda(n)
+                .expect("BENCH_DEVICE: no such CUDA device (built with --features cuda?)")
+        }
+        _ => Device::Cpu,
+    }
+}
+
+/// `t` with every tensor moved to [`device`].
+fn on_device(t: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
+    let dev = device();
+    t.into_iter()
+        .map(|(k, v)| (k, v.to_device(&dev).unwrap()))
+        .collect()
+}
+
 /// A timm-layout ViT with random weights: width `d`, MLP `h`, `depth` blocks, `heads`,
 /// patch `p`, grid `g` x `g`, `c` input channels, a class token.
 pub fn vit(
@@ -58,7 +82,11 @@ pub fn vit(
         };
         t.insert(name, v.unwrap());
     }
-    let ckpt = Checkpoint::from_tensors(std::path::Path::new("random"), t, Default::default());
+    let ckpt = Checkpoint::from_tensors(
+        std::path::Path::new("random"),
+        on_device(t),
+        Default::default(),
+    );
     let opts = LoadOptions {
         heads: Some(heads),
         ..Default::default()
@@ -116,7 +144,7 @@ pub fn resnet50() -> Encoder {
     }
     let ckpt = Checkpoint::from_tensors(
         std::path::Path::new("random-resnet50"),
-        t,
+        on_device(t),
         Default::default(),
     );
     Encoder::from_checkpoint(ckpt, &LoadOptions::default()).unwrap()

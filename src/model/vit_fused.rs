@@ -35,7 +35,9 @@ pub(crate) enum Epilogue<'a> {
     Residual(&'a [f32]),
 }
 
-/// A fresh vector of `n` floats that every kernel here writes in full before reading.
+/// A fresh vector of `n` floats that every kernel here writes in full before reading
+/// (zeroing first would be one more pass over every activation of the forward).
+#[allow(clippy::uninit_vec)]
 fn uninit(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: f32 has no invalid bit patterns and every caller writes all n values before
@@ -357,7 +359,7 @@ pub(crate) fn erf(x: f32) -> f32 {
     p = x2 * p + -2.101_024e-6;
     p = x2 * p + -5.692_506_4e-5;
     p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_599_8e-3;
+    p = x2 * p + -2.954_6e-3;
     p = x2 * p + -1.609_603_3e-2;
     p *= x;
     let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
@@ -381,7 +383,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = r * p + 8.333_452e-3;
     p = r * p + 4.166_579_6e-2;
     p = r * p + 1.666_666_5e-1;
-    p = r * p + 5.000_000_1e-1;
+    p = r * p + 0.5;
     let e = p * (r * r) + r + 1.0;
     e * f32::from_bits(((n + 127) as u32) << 23)
 }
