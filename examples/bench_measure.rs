@@ -6,11 +6,22 @@
 //!
 //!     BENCH_ONLY=r18@224 cargo run --release --example bench_measure  # one case (for perf)
 //!
-//! Cases: r9@32, r18@32, r18@224, unitmem, memory (BENCH_ONLY takes a comma list).
+//! Cases: r9@32, r18@32, r18@224, unitmem, memory, r50-unit, r50-layer, vits-unit,
+//! vits-layer (BENCH_ONLY takes a comma list; the last four only when named or with
+//! BENCH_ONLY=imagenet, as they take minutes).
 //! Prints: forward images/s for the paper's ResNet9 at 32x32 (batch 256), torchvision
 //! resnet18 at 32x32 (batch 256) and 224x224 (batch 32); UnitMem points/s at K = 10 on the
 //! embedded Fashion-MNIST; and the peak resident memory of UnitMem (mean) at N = 1,000 and
 //! N = 20,000 points (needs the full Fashion-MNIST of Debian's dataset-fashion-mnist).
+//!
+//! ImageNet-size cases (each run in a child process, `RUNS` rounds, default 3, medians):
+//! torchvision resnet50 and timm ViT-S/16, random weights, at 224x224 on random RGB images,
+//! at the default batch (`fit_batch` lowers it to the memory budget, as `measure` does):
+//! `*-unit` = UnitMem (mean) of 6 points x K = 10 views (`measure unit`), `*-layer` =
+//! SSLMem' of f and g (two random encoders) on 3 points x K = 10 view pairs (`measure
+//! layer`). Prints views/s (images through one encoder per second) and the child's peak
+//! resident memory. `examples/bench_measure_torch.py imagenet` does the same with forward
+//! hooks.
 
 use candle_core::{Device, Tensor};
 use memprune::checkpoint::Checkpoint;
@@ -20,6 +31,10 @@ use memprune::metrics::unit_mem::Reduce;
 use memprune::model::{Encoder, LoadOptions};
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+#[path = "common/random_models.rs"]
+#[allow(dead_code)]
+mod random_models;
 
 #[global_allocator]
 static ALLOC: memprune::block_cache::BlockCache = memprune::block_cache::BlockCache::new();
@@ -146,6 +161,10 @@ fn main() {
         memory_child(args[2].parse().unwrap());
         return;
     }
+    if args.len() == 3 && args[1] == "--case" {
+        imagenet_case(&args[2]);
+        return;
+    }
     // As the memprune binary does (MEMPRUNE_BLOCK_CACHE=0: the system allocator).
     memprune::block_cache::enable_from_env();
     let threads = candle_core::utils::get_num_threads();
@@ -155,6 +174,25 @@ fn main() {
         only.as_deref()
             .is_none_or(|o| o.split(',').any(|c| c == case))
     };
+    let imagenet = ["r50-unit", "r50-layer", "vits-unit", "vits-layer"];
+    let named: Vec<&str> = imagenet
+        .iter()
+        .copied()
+        .filter(|c| {
+            only.as_deref()
+                .is_some_and(|o| o.split(',').any(|x| x == *c || x == "imagenet"))
+        })
+        .collect();
+    if !named.is_empty() {
+        imagenet_rounds(&named);
+    }
+    if only.is_some()
+        && !["r9@32", "r18@32", "r18@224", "unitmem", "memory"]
+            .iter()
+            .any(|c| wanted(c))
+    {
+        return;
+    }
     let r9 = random_encoder(&resnet9_shapes(3));
     let r18 = random_encoder(&resnet18_shapes());
     if wanted("r9@32") {
@@ -237,5 +275,90 @@ fn memory_figures() {
         );
     } else {
         println!("(memory figures need /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist)");
+    }
+}
+
+/// Child mode: one ImageNet-size case; prints `views seconds peak_kib` and the batch line.
+fn imagenet_case(case: &str) {
+    use memprune::metrics::layer_mem::Pairing;
+    memprune::block_cache::enable_from_env();
+    let make = || match case {
+        "r50-unit" | "r50-layer" => random_models::resnet50(),
+        _ => random_models::vit(384, 1536, 12, 6, 16, 14, 3),
+    };
+    let f = make();
+    let set = random_models::random_images(8, 224, 1);
+    let settings = ViewSettings {
+        augment: Default::default(),
+        normalization: data::Normalization::default_for(set.kind, 3),
+        seed: 0,
+        batch: memprune::defaults::BATCH,
+    };
+    let pb = indicatif::ProgressBar::hidden();
+    let k = 10;
+    let t = Instant::now();
+    let views = if case.ends_with("-unit") {
+        let points: Vec<usize> = (0..6).collect();
+        measure::unit_mem(&f, &set, &points, k, Reduce::Mean, &settings, &pb).unwrap();
+        points.len() * k
+    } else {
+        let g = make();
+        let points: Vec<usize> = (0..3).collect();
+        measure::layer_mem_points(&f, &g, &set, &points, k, Pairing::Views, &settings, &pb)
+            .unwrap();
+        points.len() * 2 * k * 2
+    };
+    println!("{views} {} {}", t.elapsed().as_secs_f64(), peak_rss_kib());
+}
+
+/// `RUNS` rounds (default 3) of every case in `cases`, each in a child process; medians.
+fn imagenet_rounds(cases: &[&str]) {
+    let rounds: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let exe = std::env::current_exe().unwrap();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut batch_lines: Vec<String> = vec![String::new(); cases.len()];
+    for _ in 0..rounds {
+        for (i, case) in cases.iter().enumerate() {
+            let out = std::process::Command::new(&exe)
+                .args(["--case", case])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            assert_eq!(
+                v.len(),
+                3,
+                "{case}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            rates[i].push(v[0] / v[1]);
+            rss[i].push(v[2] / 1024.0);
+            batch_lines[i] = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .find(|l| l.starts_with("batch:"))
+                .unwrap_or("batch: 256 (the default, not lowered)")
+                .to_string();
+        }
+    }
+    for (i, case) in cases.iter().enumerate() {
+        let what = match *case {
+            "r50-unit" => "resnet50 UnitMem, 6 points x K = 10, 224x224",
+            "r50-layer" => "resnet50 LayerMem (f, g), 3 points x 10 pairs",
+            "vits-unit" => "ViT-S/16 UnitMem, 6 points x K = 10, 224x224",
+            _ => "ViT-S/16 LayerMem (f, g), 3 points x 10 pairs",
+        };
+        println!(
+            "{what:<48} {:>7.2} views/s  peak RSS {:>7.1} MiB  (median of {rounds}; {})",
+            median(rates[i].clone()),
+            median(rss[i].clone()),
+            batch_lines[i]
+        );
     }
 }

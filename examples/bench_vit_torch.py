@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """timm's side of examples/bench_vit.rs: the same networks, batches and threads.
 
-    TORCH_THREADS=2 python examples/bench_vit_torch.py [RUNS] [tiny|embedded|mae|simclr]
+    TORCH_THREADS=2 python examples/bench_vit_torch.py [RUNS] [tiny|base|embedded|mae|simclr]
 
 - tiny: ViT-Tiny/16 (vit_tiny_patch16_224) forward at 224x224, batch 64, the
-  representation (forward_head(pre_logits=True)).
+  representation (forward_head(pre_logits=True)); and every tap reduced to act_u by
+  forward hooks (as for the embedded ViT below).
+- base: the same for ViT-B/16 (vit_base_patch16_224, 12 heads), batch 16.
 - embedded: the default `memprune train --arch vit` encoder (VisionTransformer(img_size=28,
   patch_size=4, in_chans=1, embed_dim=128, depth=6, num_heads=4, mlp_ratio=4,
   num_classes=0)) forward at batch 256 returning the taps memprune computes, by forward
@@ -46,31 +48,30 @@ only = sys.argv[2] if len(sys.argv) > 2 else None
 versions = f"(torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads)"
 
 
+# DEVICE=cuda: the forwards on the GPU (examples/gpu_check.sh); the training steps stay on the CPU.
+device = torch.device(os.environ.get("DEVICE", "cpu"))
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bench(f, images):
     f()
+    sync()
     out = []
     for _ in range(runs):
         t = time.perf_counter()
         f()
+        sync()
         out.append(images / (time.perf_counter() - t))
     return statistics.median(out)
 
 
-if only in (None, "tiny"):
-    m = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
-    x = torch.randn(64, 3, 224, 224)
-    with torch.inference_mode():
-        fwd = bench(lambda: m.forward_head(m.forward_features(x), pre_logits=True), 64)
-    print(f"timm vit_tiny forward, 224x224, batch 64: {fwd:.1f} img/s {versions}")
-
-def embedded_vit():
-    return VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=6,
-                             num_heads=4, mlp_ratio=4, num_classes=0)
-
-
-if only in (None, "embedded"):
-    m = embedded_vit().eval()
-    x = torch.randn(256, 1, 28, 28)
+def hooked(m, heads):
+    """Forward hooks on `m` returning memprune's taps (every tap, all tokens) and every tap
+    reduced to act_u."""
     taps = []
     for blk in m.blocks:
         blk.norm2.register_forward_pre_hook(lambda mod, a: taps.append(a[0]))
@@ -78,25 +79,51 @@ if only in (None, "embedded"):
         blk.mlp.act.register_forward_hook(lambda mod, a, out: taps.append(out))
         blk.register_forward_hook(lambda mod, a, out: taps.append(out))
 
-    def every_tap():
+    def every_tap(x):
         taps.clear()
         rep = m.forward_head(m.forward_features(x), pre_logits=True)
-        assert len(taps) == 6 * 4
+        assert len(taps) == len(m.blocks) * 4
         return taps + [rep]
 
-    def act_u():
+    def act_u(x):
         out = []
-        for i, t in enumerate(every_tap()[:-1]):
+        for i, t in enumerate(every_tap(x)[:-1]):
             if i % 4 == 1:  # the heads: mean over tokens of each head's L2 norm
                 n, tok, d = t.shape
-                out.append(t.reshape(n, tok, 4, d // 4).norm(dim=-1).mean(1))
+                out.append(t.reshape(n, tok, heads, d // heads).norm(dim=-1).mean(1))
             else:
                 out.append(t.mean(1))
         return out
 
+    return every_tap, act_u
+
+
+for name, model, heads, batch in [("tiny", "vit_tiny_patch16_224", 3, 64),
+                                  ("base", "vit_base_patch16_224", 12, 16)]:
+    if only not in (None, name):
+        continue
+    m = timm.create_model(model, pretrained=False).eval().to(device)
+    x = torch.randn(batch, 3, 224, 224, device=device)
     with torch.inference_mode():
-        fwd = bench(every_tap, 256)
-        acts = bench(act_u, 256)
+        fwd = bench(lambda: m.forward_head(m.forward_features(x), pre_logits=True), batch)
+        _, act_u = hooked(m, heads)
+        acts = bench(lambda: act_u(x), batch)
+    print(f"timm {model} forward, 224x224, batch {batch}: {fwd:.1f} img/s {versions}")
+    print(f"timm {model} forward, every tap reduced to act_u (hooks), 224x224, batch {batch}: {acts:.1f} img/s")
+
+
+def embedded_vit():
+    return VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=6,
+                             num_heads=4, mlp_ratio=4, num_classes=0)
+
+
+if only in (None, "embedded"):
+    m = embedded_vit().eval().to(device)
+    x = torch.randn(256, 1, 28, 28, device=device)
+    every_tap, act_u = hooked(m, 4)
+    with torch.inference_mode():
+        fwd = bench(lambda: every_tap(x), 256)
+        acts = bench(lambda: act_u(x), 256)
     print(f"timm embedded vit forward, every tap (all tokens), 28x28, batch 256: {fwd:.1f} img/s {versions}")
     print(f"timm embedded vit forward, every tap reduced to act_u, 28x28, batch 256: {acts:.1f} img/s")
 

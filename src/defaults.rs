@@ -95,6 +95,18 @@ pub const SEED: u64 = 0;
 /// Views per forward pass (memory, not results).
 pub const BATCH: usize = 256;
 
+/// What a measuring batch's activations may take when `--batch` is left at [`BATCH`]: the
+/// batch is lowered until the largest layer's outputs, times [`BATCH_TAP_COPIES`], fit in
+/// this (or in half the memory available, if less), so that an ImageNet-size encoder at
+/// 224x224 stays within about 2 GB resident.
+pub const BATCH_MEMORY: u64 = 1 << 30;
+
+/// Copies of the largest layer's outputs that a measuring forward holds at once, bounded
+/// from above: a layer's input and output, the convolution's scratch (im2col or Winograd
+/// tiles), the tap as the metric reads it (flattened, copied to f32 rows) and the
+/// allocator's cached blocks of the last batch.
+pub const BATCH_TAP_COPIES: u64 = 8;
+
 /// UnitMem and ClassMem: at most this many of the encoder's own training points (else as
 /// many random points).
 pub const UNIT_POINTS: usize = 1000;

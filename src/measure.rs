@@ -190,6 +190,41 @@ fn check_input(encoder: &Encoder, set: &ImageSet, settings: &ViewSettings) -> Re
         .with_context(|| set.source.to_string())
 }
 
+/// `settings` with the batch that fits memory: `--batch` as given, or when it is left at
+/// the default ([`crate::defaults::BATCH`]) and this encoder's views would take more than
+/// [`crate::defaults::BATCH_MEMORY`] (or half the memory available), the largest batch that
+/// fits, said once on stderr. The batch does not change a number, only memory and speed.
+pub fn fit_batch(
+    encoder: &Encoder,
+    set: &ImageSet,
+    settings: &ViewSettings,
+) -> Result<ViewSettings> {
+    use crate::defaults::{BATCH, BATCH_MEMORY, BATCH_TAP_COPIES};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let mut out = settings.clone();
+    if settings.batch != BATCH {
+        return Ok(out);
+    }
+    let size = settings.size(set);
+    let per_view = encoder.largest_tap(size)? as u64 * 4 * BATCH_TAP_COPIES;
+    let available = crate::data::limits::mem_available().map(|a| a / 2);
+    let budget = available.map_or(BATCH_MEMORY, |a| a.min(BATCH_MEMORY));
+    let fits = (budget / per_view.max(1)).max(1) as usize;
+    if fits < BATCH {
+        out.batch = fits;
+        if !SAID.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "batch: {fits} views per forward pass (the default {BATCH} lowered to fit {:.2} GB: {:.1} MB per {size}x{size} view through this {}, its largest layer's outputs x {BATCH_TAP_COPIES}; --batch sets it; results do not depend on it)",
+                budget as f64 / 1e9,
+                per_view as f64 / 1e6,
+                encoder.arch_id()
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Calls `sink(point, mu)` for every point, in order, with `mu[l][u]` = the mean over `k`
 /// views of unit `u`'s activation at layer `l` (docs/METRICS.md Eq. 5).
 pub fn for_each_point_mean_acts(
@@ -203,6 +238,7 @@ pub fn for_each_point_mean_acts(
 ) -> Result<()> {
     check_input(encoder, set, settings)?;
     encoder.require_known_heads("scoring attention heads (the `blockN.heads` layers)", None)?;
+    let settings = &fit_batch(encoder, set, settings)?;
     if k == 0 {
         bail!("--views must be at least 1");
     }
@@ -411,6 +447,7 @@ pub fn layer_mem_points(
 ) -> Result<Vec<PointScores>> {
     check_input(f, set, settings)?;
     check_pair(f, g)?;
+    let settings = &fit_batch(f, set, settings)?;
     if k == 0 {
         bail!("--views must be at least 1");
     }
@@ -443,12 +480,38 @@ pub fn layer_mem_points(
     Ok(out)
 }
 
+/// Calls `f(layer, rows)` with each layer's output of `x` as soon as the forward pass has
+/// computed it, flattened per image (`rows` holds the images one after another, `dim` floats
+/// each): memory holds one layer's outputs at a time, not the network's.
+fn for_each_tap_rows(e: &Encoder, x: &Tensor, mut f: impl FnMut(usize, TapRows)) -> Result<()> {
+    e.forward_taps_each(&x.to_device(&e.device)?, &mut |l, t| {
+        let n = t.dim(0)?;
+        let data = t.flatten_all()?.to_vec1::<f32>()?;
+        let dim = data.len() / n.max(1);
+        f(l, TapRows { data, dim });
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// One layer's outputs, flattened per image.
+struct TapRows {
+    data: Vec<f32>,
+    dim: usize,
+}
+
+impl std::ops::Index<usize> for TapRows {
+    type Output = [f32];
+    fn index(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
 /// The layer outputs of `x`, flattened per image: `rows[layer][image]`.
-fn tap_rows(e: &Encoder, x: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
-    e.forward_taps(&x.to_device(&e.device)?)?
-        .iter()
-        .map(|t| Ok(t.flatten_from(1)?.to_vec2::<f32>()?))
-        .collect()
+fn tap_rows(e: &Encoder, x: &Tensor) -> Result<Vec<TapRows>> {
+    let mut out = Vec::new();
+    for_each_tap_rows(e, x, |_, r| out.push(r))?;
+    Ok(out)
 }
 
 /// Running sums of pair distances of one encoder at one layer: over all K pairs, and over
@@ -495,13 +558,13 @@ fn streamed_point_scores(
             .collect();
         let x = settings.views(set, &items)?;
         for (e, (enc, acc)) in [f, g].into_iter().zip(sums.iter_mut()).enumerate() {
-            let rows = tap_rows(enc, &x)?;
-            for (l, s) in acc.iter_mut().enumerate() {
+            for_each_tap_rows(enc, &x, |l, rows| {
+                let s = &mut acc[l];
                 for j in from..to {
                     let i = j - from;
                     let d = match &clean {
-                        Some(c) => normalized_distance(&c[e][l][0], &rows[l][i]),
-                        None => normalized_distance(&rows[l][2 * i], &rows[l][2 * i + 1]),
+                        Some(c) => normalized_distance(&c[e][l][0], &rows[i]),
+                        None => normalized_distance(&rows[2 * i], &rows[2 * i + 1]),
                     };
                     s.all += d;
                     if j < h {
@@ -510,7 +573,7 @@ fn streamed_point_scores(
                         s.second += d;
                     }
                 }
-            }
+            })?;
         }
     }
     let mean = |x: f64, n: usize| x / n.max(1) as f64;
@@ -571,21 +634,32 @@ pub fn point_scores_of_views(
 ) -> Result<Vec<PointScores>> {
     let v = layer_mem_views(pairing, k);
     let nl = f.layers.len();
-    let rows = |e: &Encoder| tap_rows(e, x);
-    let (rf, rg) = (rows(f)?, rows(g)?);
     let n_views = points.len() * v;
+    // Per layer, the distance of every pair (point `pi`, pair `j`) at `pi * k + j`, each
+    // layer's outputs reduced to these as soon as they are computed.
+    let distances = |e: &Encoder| -> Result<Vec<Vec<f64>>> {
+        let mut out = vec![Vec::new(); nl];
+        for_each_tap_rows(e, x, |l, r| {
+            out[l] = (0..points.len())
+                .flat_map(|pi| (0..k).map(move |j| (pi, j)))
+                .map(|(pi, j)| {
+                    let base = pi * v;
+                    match pairing {
+                        Pairing::Views => {
+                            normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1])
+                        }
+                        Pairing::Clean => normalized_distance(&r[n_views + pi], &r[base + j]),
+                    }
+                })
+                .collect();
+        })?;
+        Ok(out)
+    };
+    let (rf, rg) = (distances(f)?, distances(g)?);
     // Mean distance over the pairs `js` (all K, or one half of them).
-    let mean_d = |r: &Vec<Vec<f32>>, pi: usize, js: std::ops::Range<usize>| -> f64 {
-        let base = pi * v;
+    let mean_d = |d: &Vec<f64>, pi: usize, js: std::ops::Range<usize>| -> f64 {
         let n = js.len().max(1) as f64;
-        let total: f64 = match pairing {
-            Pairing::Views => js
-                .map(|j| normalized_distance(&r[base + 2 * j], &r[base + 2 * j + 1]))
-                .sum(),
-            Pairing::Clean => js
-                .map(|j| normalized_distance(&r[n_views + pi], &r[base + j]))
-                .sum(),
-        };
+        let total: f64 = js.map(|j| d[pi * k + j]).sum();
         total / n
     };
     let h = k / 2;

@@ -330,7 +330,7 @@ fn with_scratch<R>(la: usize, lb: usize, f: impl FnOnce(&mut [f32], &mut [f32]) 
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
@@ -365,7 +365,7 @@ fn parallelism(nt: usize) -> Parallelism {
 /// caches, so the same work), and those two shapes go through a row-major copy of `rhs`
 /// with at least two columns.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm(
+pub(crate) unsafe fn sgemm(
     m: usize,
     n: usize,
     k: usize,

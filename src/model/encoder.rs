@@ -151,6 +151,34 @@ impl Encoder {
         self.arch.forward_taps(x, mode)
     }
 
+    /// Inference forward handing tap `i` (as [`Encoder::forward_taps`] returns it) to
+    /// `each(i, tap)` as soon as it is computed: a caller that reduces each tap holds a few
+    /// layers' activations instead of the network's.
+    pub fn forward_taps_each(
+        &self,
+        x: &Tensor,
+        each: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        self.arch.forward_taps_each(x, &mut Mode::Eval, each)
+    }
+
+    /// Floats per image of the largest tap of a forward pass of images of side `size` (one
+    /// zero image through the network): what a batch's memory scales with when taps are
+    /// reduced as they are computed.
+    pub fn largest_tap(&self, size: usize) -> candle_core::Result<usize> {
+        let x = Tensor::zeros(
+            (1, self.in_channels(), size, size),
+            candle_core::DType::F32,
+            &self.device,
+        )?;
+        let mut largest = 0;
+        self.forward_taps_each(&x, &mut |_, t| {
+            largest = largest.max(t.elem_count());
+            Ok(())
+        })?;
+        Ok(largest)
+    }
+
     /// Fails, naming the checkpoint, when images of side `size` cannot pass through the
     /// network (too small for its pools and strides, or no patch for a ViT): one forward of a
     /// single zero image, so the error is one clear line before any work instead of an

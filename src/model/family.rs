@@ -94,18 +94,33 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     fn layers(&self) -> Vec<Layer>;
     /// One tensor per layer of [`Net::layers`]; the last is the representation (N, dim).
     fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>>;
-    /// act_u of every unit of every layer for every image: (N, units) per layer.
+    /// [`Net::forward_taps`] handing tap `i` to `each(i, tap)` as soon as it is computed, so
+    /// that a caller that reduces taps holds few at a time. The default computes them all
+    /// first (families whose taps are small).
+    fn forward_taps_each(
+        &self,
+        x: &Tensor,
+        mode: &mut Mode,
+        each: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        for (i, t) in self.forward_taps(x, mode)?.into_iter().enumerate() {
+            each(i, t)?;
+        }
+        Ok(())
+    }
+    /// act_u of every unit of every layer for every image: (N, units) per layer; each tap
+    /// reduced as it is computed.
     fn unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        self.forward_taps(x, &mut Mode::Eval)?
-            .into_iter()
-            .map(|t| {
-                if t.rank() == 4 {
-                    crate::model::conv::channel_means(&t)
-                } else {
-                    Ok(t)
-                }
-            })
-            .collect()
+        let mut v = Vec::new();
+        self.forward_taps_each(x, &mut Mode::Eval, &mut |_, t| {
+            v.push(if t.rank() == 4 {
+                crate::model::conv::channel_means(&t)?
+            } else {
+                t
+            });
+            Ok(())
+        })?;
+        Ok(v)
     }
     /// Every checkpoint tensor the network reads (the rest is reported as unused).
     fn used_tensors(&self) -> Vec<String>;

@@ -24,6 +24,7 @@ pub mod resnet9_authors;
 pub mod resnet9_init;
 pub mod resnet_init;
 pub mod vit;
+pub(crate) mod vit_fused;
 pub mod vit_heads;
 pub mod vit_init;
 pub mod vit_ops;

@@ -165,14 +165,34 @@ impl ResNet {
     /// Forward returning every tap, in [`ResNet::layers`] order.
     pub fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
         let mut taps = Vec::new();
+        self.forward_taps_each(x, mode, &mut |_, t| {
+            taps.push(t);
+            Ok(())
+        })?;
+        Ok(taps)
+    }
+
+    /// Forward handing every tap, in [`ResNet::layers`] order, to `each(index, tap)` as soon
+    /// as it is computed.
+    pub fn forward_taps_each(
+        &self,
+        x: &Tensor,
+        mode: &mut Mode,
+        each: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        let mut i = 0;
+        let mut tap = |t: &Tensor| -> candle_core::Result<()> {
+            i += 1;
+            each(i - 1, t.clone())
+        };
         let mut h = self.stem_forward(x, mode)?;
-        taps.push(h.clone());
+        tap(&h)?;
         for b in self.blocks() {
             let n = b.convs.len();
             let mut y = h.clone();
             for c in &b.convs[..n - 1] {
                 y = c.forward(&y, true, mode)?;
-                taps.push(y.clone());
+                tap(&y)?;
             }
             let y = b.convs[n - 1].forward(&y, false, mode)?;
             let skip = match &b.downsample {
@@ -180,10 +200,9 @@ impl ResNet {
                 None => h.clone(),
             };
             h = crate::model::residual::add_relu(&y, &skip)?;
-            taps.push(h.clone());
+            tap(&h)?;
         }
-        taps.push(h.mean((2, 3))?);
-        Ok(taps)
+        tap(&h.mean((2, 3))?)
     }
 }
 
@@ -479,6 +498,15 @@ impl Net for ResNet {
 
     fn forward_taps(&self, x: &Tensor, mode: &mut Mode) -> candle_core::Result<Vec<Tensor>> {
         ResNet::forward_taps(self, x, mode)
+    }
+
+    fn forward_taps_each(
+        &self,
+        x: &Tensor,
+        mode: &mut Mode,
+        each: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        ResNet::forward_taps_each(self, x, mode, each)
     }
 
     fn used_tensors(&self) -> Vec<String> {

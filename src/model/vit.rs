@@ -364,7 +364,8 @@ impl Vit {
 
     /// Patch tokens with their position embedding (N, G, D), the prefix tokens (class,
     /// registers) with theirs (P, D) if any, and the grid side.
-    fn embed(&self, x: &Tensor) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    /// `fused`: no gradient is needed ([`crate::model::vit_fused`]'s product with the bias).
+    fn embed(&self, x: &Tensor, fused: bool) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let (n, c, h, w) = x.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
@@ -389,10 +390,21 @@ impl Vit {
             .contiguous()?
             .reshape((n * gh * gw, c * p * p))?;
         let wmat = self.patch_w.reshape((self.width, c * p * p))?;
-        let mut t = matmul_rows(&patches, &wmat.t()?)?;
-        if let Some(b) = &self.patch_b {
-            t = t.broadcast_add(b)?;
-        }
+        let fast = if fused && fused_kernels() {
+            self.patch_embed_fused(&patches, &wmat)?
+        } else {
+            None
+        };
+        let t = match fast {
+            Some(t) => t,
+            None => {
+                let t = matmul_rows(&patches, &wmat.t()?)?;
+                match &self.patch_b {
+                    Some(b) => t.broadcast_add(b)?,
+                    None => t,
+                }
+            }
+        };
         let t = t.reshape((n, gh * gw, self.width))?;
         let pos = self.pos_for(gh)?;
         // Prefix tokens with a position embedding get theirs; the patches get the grid's.
@@ -428,6 +440,39 @@ impl Vit {
         Ok((t, Some(pre)))
     }
 
+    /// `patches (rows, C·p·p) · wmatᵀ + bias` by [`crate::model::vit_fused::linear`]; `None`
+    /// when a tensor is not f32 on the CPU.
+    fn patch_embed_fused(
+        &self,
+        patches: &Tensor,
+        wmat: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let wmat = wmat.contiguous()?;
+        let bias = match &self.patch_b {
+            Some(b) => match F32View::of(b) {
+                Some(v) => Some(v),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        let (Some(x), Some(w)) = (F32View::of(patches), F32View::of(&wmat)) else {
+            return Ok(None);
+        };
+        let k = patches.dim(1)?;
+        let y = crate::model::vit_fused::linear(
+            x.get(),
+            k,
+            w.get(),
+            bias.as_ref().map(|b| b.get()),
+            crate::model::vit_fused::Epilogue::None,
+        );
+        Ok(Some(Tensor::from_vec(
+            y,
+            (patches.dim(0)?, self.width),
+            patches.device(),
+        )?))
+    }
+
     /// The prefix tokens (P, D), the same for every image, in front of `t` (N, T, D).
     fn with_prefix(t: Tensor, prefix: Option<Tensor>) -> candle_core::Result<Tensor> {
         let Some(pre) = prefix else { return Ok(t) };
@@ -445,14 +490,29 @@ impl Vit {
         x: &Tensor,
         train: bool,
     ) -> candle_core::Result<(Vec<[Tensor; 4]>, Tensor)> {
-        let (t, prefix) = self.embed(x)?;
+        let mut taps = Vec::with_capacity(self.depth);
+        let rep = self.forward_blocks(x, train, |_, out| {
+            taps.push(out);
+            Ok(())
+        })?;
+        Ok((taps, rep))
+    }
+
+    /// [`Vit::forward_full`] handing each block's four taps to `each(block, taps)` as soon
+    /// as they are computed, so that a caller that reduces them holds one block's at a time.
+    fn forward_blocks(
+        &self,
+        x: &Tensor,
+        train: bool,
+        mut each: impl FnMut(&Block, [Tensor; 4]) -> candle_core::Result<()>,
+    ) -> candle_core::Result<Tensor> {
+        let (t, prefix) = self.embed(x, !train)?;
         let mut t = Self::with_prefix(t, prefix)?;
         let tokens = t.dim(1)?;
-        let mut taps = Vec::with_capacity(self.depth);
         for b in &self.blocks {
             let out = b.forward(&t, train)?;
             t = out[3].clone();
-            taps.push(out);
+            each(b, out)?;
         }
         let t = match &self.norm {
             Some(nm) => nm.forward(&t, train)?,
@@ -469,14 +529,14 @@ impl Vit {
             }
             crate::model::options::VitPool::Cls => t.get_on_dim(1, 0)?,
         };
-        Ok((taps, rep))
+        Ok(rep)
     }
 
     /// MAE's encoder pass: only the patches `keep` (N, K) u32, indices into the grid,
     /// each image its own) with the prefix tokens; returns every token after the final
     /// norm (N, P + K, D). Differentiable.
     pub fn encode_visible(&self, x: &Tensor, keep: &Tensor) -> candle_core::Result<Tensor> {
-        let (t, prefix) = self.embed(x)?;
+        let (t, prefix) = self.embed(x, false)?;
         let (n, g, d) = t.dims3()?;
         let k = keep.dim(1)?;
         let offsets = Tensor::arange(0u32, n as u32, keep.device())?
@@ -495,6 +555,28 @@ impl Vit {
             Some(nm) => nm.forward(&t, true),
             None => Ok(t),
         }
+    }
+
+    /// act_u of a block's four taps by [`crate::model::vit_fused`]'s reductions (one pass
+    /// each, parallel over images); `None` when a tap is not f32 on the CPU.
+    fn unit_acts_fused(b: &Block, taps: [&Tensor; 4]) -> candle_core::Result<Option<[Tensor; 4]>> {
+        use crate::model::vit_fused::{head_norm_mean, token_mean};
+        let (n, t, _) = taps[0].dims3()?;
+        let [Some(a), Some(h), Some(f), Some(m)] = taps.map(F32View::of) else {
+            return Ok(None);
+        };
+        let dev = taps[0].device();
+        let mean = |v: &F32View| -> candle_core::Result<Tensor> {
+            let r = token_mean(v.get(), n, t);
+            let d = r.len() / n.max(1);
+            Tensor::from_vec(r, (n, d), dev)
+        };
+        Ok(Some([
+            mean(&a)?,
+            Tensor::from_vec(head_norm_mean(h.get(), n, t, b.heads), (n, b.heads), dev)?,
+            mean(&f)?,
+            mean(&m)?,
+        ]))
     }
 
     /// Prefix tokens in front of the patches (class + registers).
@@ -647,6 +729,11 @@ impl Block {
     /// `proj`, fc1 after GELU, the block's output), every token. `train`: differentiable
     /// ops only (candle's fused softmax and LayerNorm have no backward).
     pub(crate) fn forward(&self, t: &Tensor, train: bool) -> candle_core::Result<[Tensor; 4]> {
+        if !train && fused_kernels() {
+            if let Some(out) = self.forward_fused(t)? {
+                return Ok(out);
+            }
+        }
         let (n, tokens, _) = t.dims3()?;
         let hd = self.inner / self.heads;
         let scale = 1.0 / (hd as f64).sqrt();
@@ -675,16 +762,153 @@ impl Block {
             a = a.broadcast_mul(g)?;
         }
         let t = (t + a)?;
-        let hid = self
-            .fc1
-            .forward(&self.norm2.forward(&t, train)?)?
-            .gelu_erf()?;
+        let hid = crate::model::vit_ops::gelu(&self.fc1.forward(&self.norm2.forward(&t, train)?)?)?;
         let mut m = self.fc2.forward(&hid)?;
         if let Some(g) = &self.ls2 {
             m = m.broadcast_mul(g)?;
         }
         let out = (&t + m)?;
         Ok([t, heads, hid, out])
+    }
+}
+
+impl Block {
+    /// [`Block::forward`] without a gradient, through [`crate::model::vit_fused`]'s kernels;
+    /// `None` when a tensor is not f32 on the CPU (the caller takes candle's ops).
+    fn forward_fused(&self, t: &Tensor) -> candle_core::Result<Option<[Tensor; 4]>> {
+        use crate::model::vit_fused::{self as fz, Epilogue};
+        let (n, tokens, d) = t.dims3()?;
+        let t = t.contiguous()?;
+        let bias = F32View::bias_of;
+        let (
+            Some(tv),
+            Some(n1w),
+            Some(n1b),
+            Some(qw),
+            Some(qb),
+            Some(pw),
+            Some(pb),
+            Some(n2w),
+            Some(n2b),
+            Some(f1w),
+            Some(f1b),
+            Some(f2w),
+            Some(f2b),
+        ) = (
+            F32View::of(&t),
+            F32View::of(&self.norm1.weight),
+            F32View::of(&self.norm1.bias),
+            F32View::of(&self.qkv.weight),
+            bias(&self.qkv),
+            F32View::of(&self.proj.weight),
+            bias(&self.proj),
+            F32View::of(&self.norm2.weight),
+            F32View::of(&self.norm2.bias),
+            F32View::of(&self.fc1.weight),
+            bias(&self.fc1),
+            F32View::of(&self.fc2.weight),
+            bias(&self.fc2),
+        )
+        else {
+            return Ok(None);
+        };
+        let ls = |g: &Option<Tensor>| -> candle_core::Result<Option<Vec<f32>>> {
+            g.as_ref()
+                .map(|g| g.flatten_all()?.to_vec1::<f32>())
+                .transpose()
+        };
+        let (ls1, ls2) = (ls(&self.ls1)?, ls(&self.ls2)?);
+        let b = F32View::opt;
+        // A residual sub-layer: `res + f(x)`, or `res + γ f(x)` with LayerScale.
+        let residual = |x: &[f32],
+                        k: usize,
+                        w: &F32View,
+                        bw: Option<&[f32]>,
+                        res: &[f32],
+                        g: &Option<Vec<f32>>| {
+            match g {
+                None => fz::linear(x, k, w.get(), bw, Epilogue::Residual(res)),
+                Some(g) => {
+                    let mut y = fz::linear(x, k, w.get(), bw, Epilogue::None);
+                    for (yr, rr) in y.chunks_mut(g.len()).zip(res.chunks(g.len())) {
+                        for ((o, &r), &gg) in yr.iter_mut().zip(rr).zip(g) {
+                            *o = r + gg * *o;
+                        }
+                    }
+                    y
+                }
+            }
+        };
+        let eps = LN_EPS as f32;
+        let y = fz::layer_norm(tv.get(), n1w.get(), n1b.get(), eps);
+        let qkv = fz::linear(&y, d, qw.get(), b(&qb), Epilogue::None);
+        drop(y);
+        let heads = fz::attention(&qkv, n, tokens, self.heads, self.inner);
+        drop(qkv);
+        let a = residual(&heads, self.inner, &pw, b(&pb), tv.get(), &ls1);
+        let y = fz::layer_norm(&a, n2w.get(), n2b.get(), eps);
+        let hid = fz::linear(&y, d, f1w.get(), b(&f1b), Epilogue::Gelu);
+        drop(y);
+        let hidden = self.fc1.weight.dim(0)?;
+        let out = residual(&hid, hidden, &f2w, b(&f2b), &a, &ls2);
+        let dev = t.device();
+        Ok(Some([
+            Tensor::from_vec(a, (n, tokens, d), dev)?,
+            Tensor::from_vec(heads, (n, tokens, self.inner), dev)?,
+            Tensor::from_vec(hid, (n, tokens, hidden), dev)?,
+            Tensor::from_vec(out, (n, tokens, d), dev)?,
+        ]))
+    }
+}
+
+/// Whether inference takes [`crate::model::vit_fused`]'s kernels: yes unless
+/// `MEMPRUNE_VIT=candle` (candle's ops throughout, to compare; the numbers agree to
+/// rounding, as tests check).
+fn fused_kernels() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| std::env::var("MEMPRUNE_VIT").map_or(true, |v| v != "candle"))
+}
+
+/// The values of a contiguous f32 CPU tensor, read-locked while held.
+struct F32View<'a> {
+    guard: candle_core::StorageRef<'a>,
+    start: usize,
+    len: usize,
+}
+
+impl<'a> F32View<'a> {
+    fn of(t: &'a Tensor) -> Option<F32View<'a>> {
+        let (guard, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        match &*guard {
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(_)) => Some(F32View {
+                guard,
+                start,
+                len: end - start,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A linear layer's bias: `Some(None)` without one, `None` when not f32 on the CPU.
+    fn bias_of(l: &'a Linear) -> Option<Option<F32View<'a>>> {
+        match &l.bias {
+            Some(b) => F32View::of(b).map(Some),
+            None => Some(None),
+        }
+    }
+
+    fn opt<'b>(v: &'b Option<F32View<'a>>) -> Option<&'b [f32]> {
+        v.as_ref().map(|v| v.get())
+    }
+
+    fn get(&self) -> &[f32] {
+        match &*self.guard {
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+                &v[self.start..self.start + self.len]
+            }
+            _ => unreachable!("checked in F32View::of"),
+        }
     }
 }
 
@@ -962,15 +1186,53 @@ impl Net for Vit {
         Ok(v)
     }
 
+    /// Each block's taps are reduced to act_u as soon as they are computed: memory holds one
+    /// block's activations, not the network's.
+    fn forward_taps_each(
+        &self,
+        x: &Tensor,
+        mode: &mut Mode,
+        each: &mut dyn FnMut(usize, Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        let train = matches!(mode, Mode::Train(_));
+        let mut i = 0;
+        let rep = self.forward_blocks(x, train, |_, [attn, heads, hid, mlp]| {
+            let taps = if self.sub_layers_only {
+                vec![attn, mlp]
+            } else {
+                vec![attn, heads, hid, mlp]
+            };
+            for t in taps {
+                each(i, select_tokens(&t, self.tokens)?)?;
+                i += 1;
+            }
+            Ok(())
+        })?;
+        each(i, rep)
+    }
+
     fn unit_acts(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let (blocks, rep) = self.forward_full(x, false)?;
-        let mut v = Vec::with_capacity(blocks.len() * 4 + 1);
-        for ([attn, heads, hid, mlp], b) in blocks.into_iter().zip(&self.blocks) {
+        let mut v = Vec::with_capacity(self.depth * 4 + 1);
+        let fused = fused_kernels();
+        let rep = self.forward_blocks(x, false, |b, [attn, heads, hid, mlp]| {
             let (n, t, _) = heads.dims3()?;
+            if fused {
+                if let Some(acts) = Self::unit_acts_fused(b, [&attn, &heads, &hid, &mlp])? {
+                    let keep: &[usize] = if self.sub_layers_only {
+                        &[0, 3]
+                    } else {
+                        &[0, 1, 2, 3]
+                    };
+                    for &i in keep {
+                        v.push(acts[i].clone());
+                    }
+                    return Ok(());
+                }
+            }
             v.push(attn.mean(1)?);
             if self.sub_layers_only {
                 v.push(mlp.mean(1)?);
-                continue;
+                return Ok(());
             }
             let norms = heads
                 .reshape((n, t, b.heads, b.inner / b.heads))?
@@ -981,7 +1243,8 @@ impl Net for Vit {
             v.push(norms);
             v.push(hid.mean(1)?);
             v.push(mlp.mean(1)?);
-        }
+            Ok(())
+        })?;
         v.push(rep);
         Ok(v)
     }
