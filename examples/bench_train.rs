@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let widths: Vec<usize> = match args.get(2) {
         Some(s) => s.split(',').map(|x| x.parse()).collect::<Result<_, _>>()?,
-        None => memprune::train::init::PAPER_WIDTHS.to_vec(),
+        None => memprune::model::resnet9_init::PAPER_WIDTHS.to_vec(),
     };
     let set = data::open(&memprune::defaults::data(), Split::Train)?;
     let batch = 256;

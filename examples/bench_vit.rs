@@ -106,7 +106,7 @@ fn train_rate(framework: memprune::train::Framework, steps: usize) -> f64 {
     memprune::block_cache::enable_from_env();
     let set = data::open(&memprune::defaults::data(), Split::Train).unwrap();
     let batch = 256;
-    let vit = memprune::train::vit_init::VitShape::default();
+    let vit = memprune::model::vit_init::VitShape::default();
     let mut optimizer = OptimizerConfig::new(OptimizerKind::Adamw, 0.05);
     if framework == Framework::Mae {
         optimizer.beta2 = 0.95;

@@ -15,7 +15,7 @@
   mean; for the heads the mean over tokens of each head's L2 norm).
 
 - mae, simclr: one training step of that encoder as `memprune train --arch vit` runs it
-  (src/train/mae.rs, src/train/vit_init.rs, src/train/model.rs), batch 256 images, AdamW
+  (src/train/mae.rs, src/model/vit_init.rs, src/train/model.rs), batch 256 images, AdamW
   lr 1e-3, weight decay 0.05 on tensors of rank >= 2 (memprune's rule). MAE as the MAE
   reference (models_mae.py): fixed sin-cos position embeddings (not trained), 75 % of the
   49 patches masked by a random shuffle per image (12 kept), decoder Linear(128, 64) +

@@ -145,8 +145,8 @@ fn main() -> anyhow::Result<()> {
         ];
         let mut layers = 0;
         for s in 0..seeds as u64 {
-            let f = memprune::train::init::random_like(&like, &layer_opts, 1000 + 2 * s)?;
-            let g = memprune::train::init::random_like(&like, &layer_opts, 1001 + 2 * s)?;
+            let f = memprune::model::fresh::random_like(&like, &layer_opts, 1000 + 2 * s)?;
+            let g = memprune::model::fresh::random_like(&like, &layer_opts, 1001 + 2 * s)?;
             let settings = ViewSettings {
                 augment: Default::default(),
                 normalization: data::Normalization::default_for(train.kind, train.channels),
@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
                     .collect::<Vec<_>>(),
             );
             t[4].add(&gd.iter().map(|g| g.star).collect::<Vec<_>>());
-            let fu = memprune::train::init::random_like(&like, &unit_opts, 1000 + 2 * s)?;
+            let fu = memprune::model::fresh::random_like(&like, &unit_opts, 1000 + 2 * s)?;
             let um = measure::unit_scores_with_control(
                 &fu,
                 &train,

@@ -8,21 +8,23 @@
 
 pub mod block_cache;
 pub mod checkpoint;
-pub mod container;
+pub mod choice;
 pub mod data;
 pub mod defaults;
 pub mod eval;
 pub mod input;
 pub mod interrupt;
+pub mod jobs;
 pub mod measure;
 pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
-pub mod pth;
 pub mod report;
 pub mod rewrite;
 pub mod shard;
 pub mod train;
-pub mod train_meta;
+
+// The binary's paths until it moves to `checkpoint::`.
+pub use checkpoint::train_meta;

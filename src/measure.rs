@@ -118,7 +118,9 @@ pub fn choose_points(
         return Ok(Subset::from_file(f, n)?.indices);
     }
     let candidates = match default {
-        DefaultPoints::Candidates(_) => crate::train_meta::candidates(&encoder.checkpoint)?,
+        DefaultPoints::Candidates(_) => {
+            crate::checkpoint::train_meta::candidates(&encoder.checkpoint)?
+        }
         DefaultPoints::Random(_) | DefaultPoints::Training(_) => None,
     };
     if let (Some(k), DefaultPoints::Training(_)) = (choice.points, default) {
@@ -132,7 +134,7 @@ pub fn choose_points(
             let asked = choice.points;
             let k = asked.unwrap_or(k);
             if let Some(mut v) = candidates {
-                crate::train_meta::check_recorded_points(
+                crate::checkpoint::train_meta::check_recorded_points(
                     &encoder.checkpoint,
                     set,
                     "candidate points",
@@ -739,7 +741,7 @@ pub fn default_unit_points(
     seed: u64,
 ) -> Result<Vec<usize>> {
     let own = if split == crate::data::Split::Train {
-        crate::train_meta::training_points(&encoder.checkpoint, set)?
+        crate::checkpoint::train_meta::training_points(&encoder.checkpoint, set)?
     } else {
         None
     };

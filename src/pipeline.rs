@@ -1,5 +1,6 @@
 //! memprune's main job: a policy file -> measure -> plan -> rewrite -> evaluate.
 
+use crate::checkpoint::keys;
 use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
 use crate::data::{self, ImageSet, Split};
 use crate::eval::cost::{cost, Cost};
@@ -157,7 +158,7 @@ pub fn plan_policy(pf: PolicyFile, progress: bool) -> Result<Planned> {
     if let Some(g) = &reference {
         measure::check_pair(&encoder, g)
             .map_err(|e| pf.error_at(None, "reference", &format!("reference: {e}")))?;
-        crate::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
+        crate::checkpoint::train_meta::check_reference(&encoder.checkpoint, &g.checkpoint)?;
         // Layers are ranked by the corrected LayerMem (candidates minus unseen points).
         let unseen = unseen_for(layer_points.len())?;
         scores.layer_mem = Some(measure::layer_mem_with_control(
@@ -291,13 +292,13 @@ fn inexact_change(planned: &Planned, removed: &Encoder) -> Result<Option<Inexact
 pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
     let pf = &planned.policy;
     let mut m = BTreeMap::new();
-    m.insert("memprune.policy".into(), pf.text.clone());
+    m.insert(keys::POLICY.into(), pf.text.clone());
     m.insert(
-        "memprune.policy_sha256".into(),
+        keys::POLICY_SHA256.into(),
         format!("{:x}", sha2::Sha256::digest(pf.text.as_bytes())),
     );
     m.insert(
-        "memprune.source".into(),
+        keys::SOURCE.into(),
         planned.encoder.checkpoint.path.display().to_string(),
     );
     let removed: BTreeMap<&str, &Vec<usize>> = planned
@@ -309,16 +310,16 @@ pub fn rewrite_metadata(planned: &Planned) -> Result<BTreeMap<String, String>> {
         .collect();
     if let Some(mode) = planned.plan.mode {
         m.insert(
-            "memprune.prune_mode".into(),
+            keys::PRUNE_MODE.into(),
             serde_json::to_value(mode)?
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
         );
-        m.insert("memprune.pruned".into(), serde_json::to_string(&removed)?);
+        m.insert(keys::PRUNED.into(), serde_json::to_string(&removed)?);
     }
     if let Some(t) = &planned.plan.trainable {
-        m.insert("memprune.trainable".into(), serde_json::to_string(t)?);
+        m.insert(keys::TRAINABLE.into(), serde_json::to_string(t)?);
     }
     let gone: Vec<(String, usize)> = match planned.plan.mode {
         Some(crate::rewrite::prune::PruneMode::Remove) => removed

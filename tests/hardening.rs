@@ -437,7 +437,10 @@ fn a_gzip_bomb_is_refused_after_its_header() {
 }
 
 fn pth_err(bytes: &[u8]) -> String {
-    format!("{:#}", memprune::pth::read_state_dict(bytes).unwrap_err())
+    format!(
+        "{:#}",
+        memprune::checkpoint::pth::read_state_dict(bytes).unwrap_err()
+    )
 }
 
 #[test]
@@ -448,8 +451,11 @@ fn pth_reader_reads_torch_zips_of_any_stem_and_the_real_fixture() {
         "abcdefghijklmnopqrstuv",
         &"s".repeat(61),
     ] {
-        let t = memprune::pth::read_state_dict(&torch_zip(stem, state_pickle("w", &[2, 2], 5, 5)))
-            .unwrap();
+        let t = memprune::checkpoint::pth::read_state_dict(&torch_zip(
+            stem,
+            state_pickle("w", &[2, 2], 5, 5),
+        ))
+        .unwrap();
         assert_eq!(t.len(), 1, "{stem}");
         assert_eq!(
             t[0].1.to_vec2::<f32>().unwrap(),
@@ -459,7 +465,7 @@ fn pth_reader_reads_torch_zips_of_any_stem_and_the_real_fixture() {
     }
     // The real torch.save file (ZIP64 records, Lightning nesting) reads as before.
     let bytes = std::fs::read(fx("resnet9_c1_lightning.pth")).unwrap();
-    let t = memprune::pth::read_state_dict(&bytes).unwrap();
+    let t = memprune::checkpoint::pth::read_state_dict(&bytes).unwrap();
     assert!(t.len() > 20 && t.iter().any(|(k, _)| k.starts_with("module.")));
 }
 
@@ -513,7 +519,7 @@ fn malicious_pickles_are_errors_not_panics() {
     // Every prefix of a good file is an error, never a panic.
     let good = torch_zip("x", state_pickle("w", &[2, 2], 5, 5));
     for n in 0..good.len() {
-        let _ = memprune::pth::read_state_dict(&good[..n]);
+        let _ = memprune::checkpoint::pth::read_state_dict(&good[..n]);
     }
 }
 

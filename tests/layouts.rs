@@ -182,7 +182,7 @@ fn a_plain_model_state_dict_with_its_metadata_reads() {
     // torch.save(model.state_dict()) is an OrderedDict with a `_metadata` attribute, set
     // after its items (it used to replace them: "top-level keys: _metadata").
     let raw = std::fs::read(fx("lightly_simclr.pth")).unwrap();
-    let t = memprune::pth::read_state_dict(&raw).unwrap();
+    let t = memprune::checkpoint::pth::read_state_dict(&raw).unwrap();
     // The backbone's 120 tensors and the projection head's 12.
     assert_eq!(t.len(), 132);
     assert!(t.iter().any(|(k, _)| k == "backbone.7.1.bn2.running_var"));

@@ -62,7 +62,7 @@ fn images(n: usize, key: u64) -> ImageSet {
 #[test]
 fn encoder_and_raw_pixel_probes_work_on_a_tiny_image_set() {
     let (train, test) = (images(60, 3), images(30, 4));
-    let t = memprune::train::init::resnet9(1, &[4, 8, 8, 8, 8, 16, 16, 16], 0).unwrap();
+    let t = memprune::model::resnet9_init::resnet9(1, &[4, 8, 8, 8, 8, 16, 16, 16], 0).unwrap();
     let enc = Encoder::from_checkpoint(
         Checkpoint::from_tensors(Path::new("<init>"), t, Default::default()),
         &LoadOptions::default(),

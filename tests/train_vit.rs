@@ -4,10 +4,10 @@
 
 use candle_core::Tensor;
 use memprune::data::{ImageSet, Normalization};
+use memprune::model::vit_init::VitShape;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::train::optim::{OptimizerConfig, OptimizerKind};
 use memprune::train::split::SplitKind;
-use memprune::train::vit_init::VitShape;
 use memprune::train::{Framework, TrainConfig, Trainer};
 use std::collections::BTreeMap;
 
@@ -139,7 +139,7 @@ fn mae_runs_are_deterministic_resume_exactly_and_load_as_a_vit() {
         assert_eq!(values(&ta, k), values(&tc, k), "{k} differs after a resume");
     }
     // MAE keeps its sin-cos position embeddings fixed.
-    let fresh = memprune::train::vit_init::sincos_pos_embed(16, 4).unwrap();
+    let fresh = memprune::model::vit_init::sincos_pos_embed(16, 4).unwrap();
     let fresh = fresh.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(values(&ta, "pos_embed"), fresh);
     // The checkpoint is a timm-layout ViT: heads from memprune's metadata, the decoder unused.

@@ -16,13 +16,14 @@
 //! [`ChosenAugment::source`] beside the configuration in its JSON settings.
 
 use super::augment::AugmentConfig;
+use crate::checkpoint::keys;
 use crate::checkpoint::Checkpoint;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::path::Path;
 
 /// The metadata key `memprune train` records the augmentation under.
-pub const KEY: &str = "memprune.augment";
+pub const KEY: &str = keys::AUGMENT;
 
 /// An augmentation the user gave, and where (e.g. `--augment aug.yaml`).
 #[derive(Debug, Clone)]

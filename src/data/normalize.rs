@@ -1,7 +1,7 @@
 //! Per-channel normalisation `(x - mean) / std` applied to every view, and the usual
 //! statistics of the known datasets (so runs match how the encoders were trained).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::DatasetKind;
@@ -15,6 +15,24 @@ pub struct Normalization {
 }
 
 impl Normalization {
+    /// These statistics with the user's `--mean` / `--std` put in their place, checked
+    /// against the data's `channels`.
+    pub fn overridden(
+        mut self,
+        mean: Option<&[f32]>,
+        std: Option<&[f32]>,
+        channels: usize,
+    ) -> Result<Normalization> {
+        if let Some(m) = mean {
+            self.mean = m.to_vec();
+        }
+        if let Some(s) = std {
+            self.std = s.to_vec();
+        }
+        self.validate(channels).context("--mean/--std")?;
+        Ok(self)
+    }
+
     /// The customary statistics of `kind`: MNIST 0.1307/0.3081, Fashion-MNIST
     /// 0.2860/0.3530, CIFAR-10 and CIFAR-100 their training-set statistics, anything else
     /// ImageNet's (0.485, 0.456, 0.406)/(0.229, 0.224, 0.225), or 0.5/0.5 when it has one

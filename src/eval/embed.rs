@@ -12,6 +12,7 @@
 //!   the indices and labels (`numpy.load` reads each; the labels file only when the data
 //!   has labels), and `STEM.names.txt` the points' names, one a line.
 
+use crate::checkpoint::keys;
 use crate::data::ImageSet;
 use crate::eval::probe::{self, ProbeSettings};
 use crate::model::Encoder;
@@ -121,8 +122,8 @@ pub fn encode(
             );
         }
         let mut meta = metadata.clone();
-        meta.insert("memprune.layer".into(), e.layer.clone());
-        meta.insert("memprune.names".into(), serde_json::to_string(&e.names)?);
+        meta.insert(keys::LAYER.into(), e.layer.clone());
+        meta.insert(keys::NAMES.into(), serde_json::to_string(&e.names)?);
         let bytes = crate::checkpoint::safetensors_bytes(&t, &meta)?;
         return Ok(vec![(files[0].clone(), bytes)]);
     }

@@ -337,7 +337,7 @@ pub fn run(
     let f = Encoder::load(&inputs.checkpoint, &opts)?;
     let g = Encoder::load(&inputs.reference, &opts)?;
     measure::check_pair(&f, &g)?;
-    crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
+    crate::checkpoint::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let pre = data::open(&inputs.data, Split::Train)?;
     let pre_test = data::open(&inputs.data, Split::Test)?;
     let train = data::open(&inputs.downstream, Split::Train)?;

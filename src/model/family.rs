@@ -4,8 +4,9 @@
 //! A family's own file owns everything about it: detection from names and shapes
 //! ([`Family::matches`]), loading ([`Family::load`]), and on the loaded network ([`Net`]) its
 //! layers and taps, parameter count and MACs, coupling groups (which slices of which tensors
-//! make one unit, strided sections included), and its trainable parameter groups. Measure,
-//! plan, rewrite and eval read these and never match on the architecture.
+//! make one unit, strided sections included), and its trainable parameter groups. Its
+//! `*_init` file builds it fresh for `memprune train` ([`crate::model::fresh`]). Measure,
+//! plan, rewrite, eval and train read these and never match on the architecture.
 
 use crate::checkpoint::Checkpoint;
 use crate::model::act_floor::ActFloor;
@@ -154,6 +155,10 @@ pub trait Net: std::fmt::Debug + Send + Sync {
     /// When the network's attention heads (its [`LayerKind::AttentionHeads`] units) rest on
     /// a guessed head count: the one line that refuses `what`, a head-level operation.
     fn heads_guessed(&self, _what: &str) -> Option<String> {
+        None
+    }
+    /// The network as patch tokens MAE can train (a ViT); None for conv nets.
+    fn patch_encoder(&self) -> Option<&dyn crate::model::patch_encoder::PatchEncoder> {
         None
     }
     fn clone_box(&self) -> Box<dyn Net>;

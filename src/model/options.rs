@@ -52,7 +52,7 @@ pub struct LoadOptions {
     /// The one prefix to strip from tensor names (default: the usual wrapper prefixes).
     pub prefix: Option<String>,
     /// The container key holding the state dict (`teacher`, `student`; see
-    /// [`crate::container`]). Default: the usual keys, the teacher of a DINO checkpoint.
+    /// [`crate::checkpoint::container`]). Default: the usual keys, the teacher of a DINO checkpoint.
     pub key: Option<String>,
     /// Override the ResNet stem detection.
     pub stem: Option<Stem>,

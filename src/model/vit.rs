@@ -38,6 +38,7 @@
 //! every layer; for `attn` and `mlp` that is the mean over tokens of each residual-stream
 //! dimension (signed).
 
+use crate::checkpoint::keys;
 use crate::checkpoint::Checkpoint;
 use crate::model::act_floor::ActFloor;
 use crate::model::conv_bn::Mode;
@@ -275,7 +276,7 @@ impl Vit {
             .unwrap_or(0);
         let (head_list, heads_from) = crate::model::vit_heads::resolve(
             &path,
-            ckpt.metadata.get("memprune.heads").map(|s| s.as_str()),
+            ckpt.metadata.get(keys::HEADS).map(|s| s.as_str()),
             opts.heads,
             width,
             mlp0,
@@ -1204,7 +1205,7 @@ impl Net for Vit {
                 (b.heads - gone).to_string()
             })
             .collect();
-        [("memprune.heads".to_string(), heads.join(","))].into()
+        [(keys::HEADS.to_string(), heads.join(","))].into()
     }
 
     fn native_size(&self) -> (usize, String) {
@@ -1221,6 +1222,10 @@ impl Net for Vit {
         (self.heads_from == HeadsFrom::Guess).then(|| {
             crate::model::vit_heads::guess_refusal(&self.path, self.width, self.heads, what)
         })
+    }
+
+    fn patch_encoder(&self) -> Option<&dyn crate::model::patch_encoder::PatchEncoder> {
+        Some(self)
     }
 
     fn clone_box(&self) -> Box<dyn Net> {

@@ -242,7 +242,7 @@ pub fn gather(s: &ReportSettings, progress: bool) -> Result<Gathered> {
         augment,
         model: Digested::of(&s.model)?,
         arch: f.describe(),
-        planted: crate::train_meta::planted_on(&f.checkpoint, &train)?,
+        planted: crate::checkpoint::train_meta::planted_on(&f.checkpoint, &train)?,
         train,
         unit_points,
         unit_unseen_points,
@@ -272,7 +272,7 @@ fn layer_part(
         ..s.load.clone()
     };
     let f = Encoder::load(&s.model, &opts)?;
-    crate::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
+    crate::checkpoint::train_meta::check_reference(&f.checkpoint, &g.checkpoint)?;
     let candidates = measure::choose_points(
         &s.candidates,
         train,
@@ -288,7 +288,8 @@ fn layer_part(
     let per_point = scores(train, &candidates, "LayerMem")?;
     let unseen_points = measure::unseen_points(test, candidates.len(), view.seed)?;
     let unseen = scores(test, &unseen_points, "LayerMem (unseen control)")?;
-    let independent_points = match crate::train_meta::independent_points(&g.checkpoint)? {
+    let independent_points = match crate::checkpoint::train_meta::independent_points(&g.checkpoint)?
+    {
         Some(ind) => {
             if let Some(bad) = ind.iter().find(|&&i| i >= train.len()) {
                 bail!(

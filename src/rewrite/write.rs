@@ -1,6 +1,7 @@
 //! Writing a rewritten checkpoint: stored names and dtypes, the input's metadata plus
 //! memprune's, atomically, never over an input.
 
+use crate::checkpoint::keys;
 use crate::checkpoint::{write_safetensors_atomic, Checkpoint};
 use anyhow::Result;
 use candle_core::Tensor;
@@ -30,6 +31,6 @@ pub fn write_rewritten(
         .collect();
     let mut meta = input.metadata.clone();
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    meta.insert("memprune.version".into(), env!("CARGO_PKG_VERSION").into());
+    meta.insert(keys::VERSION.into(), env!("CARGO_PKG_VERSION").into());
     write_safetensors_atomic(out, &named, &meta, &[input.path.as_path()])
 }

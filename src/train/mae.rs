@@ -8,7 +8,8 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::data::rng::{hash_key, Rng};
-use crate::model::vit::{load_block, load_linear, load_norm, Block, Linear, Norm, Vit};
+use crate::model::patch_encoder::PatchEncoder;
+use crate::model::vit::{load_block, load_linear, load_norm, Block, Linear, Norm};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, D};
 
@@ -182,7 +183,12 @@ impl Decoder {
 }
 
 /// The MAE loss of a batch `x` (N, C, H, W), normalised images.
-pub fn loss(enc: &Vit, dec: &Decoder, x: &Tensor, masks: &Masks) -> candle_core::Result<Tensor> {
+pub fn loss(
+    enc: &dyn PatchEncoder,
+    dec: &Decoder,
+    x: &Tensor,
+    masks: &Masks,
+) -> candle_core::Result<Tensor> {
     let latent = enc.encode_visible(x, &masks.keep)?;
     let pred = dec.forward(&latent, enc.prefix_tokens(), masks)?;
     let target = patchify(x, enc.patch())?;

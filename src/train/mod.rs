@@ -14,18 +14,21 @@
 
 pub mod checks;
 pub mod init;
-mod init_draws;
 pub mod loss;
 pub mod mae;
 pub mod model;
 pub mod optim;
 pub mod split;
-pub mod vit_init;
 
+// The binary's path until it moves to `model::vit_init`.
+pub use crate::model::vit_init;
+
+use crate::checkpoint::keys;
 use crate::checkpoint::{write_safetensors_atomic, Checkpoint};
 use crate::data::augment::{clean_batch, views_batch, AugmentConfig};
 use crate::data::rng::{hash_key, Rng};
 use crate::data::{ImageSet, Normalization};
+use crate::model::fresh::FreshSpec;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use model::TrainModel;
@@ -62,6 +65,19 @@ impl Framework {
             Framework::Simsiam => "simsiam",
             Framework::Supervised => "supervised",
             Framework::Mae => "mae",
+        }
+    }
+
+    pub fn about(self) -> &'static str {
+        match self {
+            Framework::Simclr => "SimCLR: NT-Xent over two views, projection head `projector.{0,1,3}`",
+            Framework::Simsiam => {
+                "SimSiam: projector + predictor, stop-gradient, symmetric negative cosine"
+            }
+            Framework::Supervised => {
+                "Cross-entropy with a linear classifier `fc` on the pooled features"
+            }
+            Framework::Mae => "MAE (ViTs only): 75 % of the patches masked, a light decoder predicts their normalised pixels",
         }
     }
 
@@ -142,6 +158,23 @@ impl Framework {
     }
 }
 
+impl crate::choice::Choice for Framework {
+    const WHAT: &'static str = "framework";
+    const ALL: &'static [Self] = &[
+        Framework::Simclr,
+        Framework::Simsiam,
+        Framework::Supervised,
+        Framework::Mae,
+    ];
+    fn name(self) -> &'static str {
+        Framework::name(self)
+    }
+    fn about(self) -> &'static str {
+        Framework::about(self)
+    }
+}
+crate::named_choice!(Framework);
+
 /// Everything that decides a training run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -180,25 +213,12 @@ pub struct TrainConfig {
     pub planted: Option<Vec<usize>>,
     /// ViT sizes (`arch: vit`).
     #[serde(default)]
-    pub vit: vit_init::VitShape,
+    pub vit: crate::model::vit_init::VitShape,
     /// Where the model trains (`--device`): the weights, optimiser state and every batch
     /// live there; the views are made on the CPU and copied over; checkpoints are written
     /// from a CPU copy. Not part of the run's identity (a resume may change it).
     #[serde(skip, default = "cpu_device")]
     pub device: Device,
-}
-
-/// The load metadata of a fresh ViT: its head counts (not readable from shapes).
-fn vit_meta(cfg: &TrainConfig) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    m.insert("memprune.heads".into(), cfg.vit.heads.to_string());
-    if cfg.framework == Framework::Mae {
-        m.insert(
-            "memprune.decoder_heads".into(),
-            cfg.vit.decoder_heads.to_string(),
-        );
-    }
-    m
 }
 
 fn f32_dtype() -> DType {
@@ -339,54 +359,31 @@ impl<'a> Trainer<'a> {
                 let enc = crate::model::Encoder::load(&p, &crate::model::LoadOptions::default())?;
                 (pretrained_model(&enc, &mut cfg, set, &p)?, 0)
             }
-            None if cfg.arch == init::TrainArch::Vit => {
-                let image = cfg.augment.output_size(set);
-                let mut t = vit_init::encoder(&cfg.vit, set.channels, image, cfg.seed)?;
-                if cfg.framework == Framework::Mae {
-                    t.extend(vit_init::mae_decoder(
-                        &cfg.vit,
-                        set.channels,
-                        image,
-                        cfg.seed,
-                    )?);
-                }
-                t.extend(model::init_heads(
-                    cfg.framework,
-                    cfg.vit.width,
-                    num_classes(set),
-                    cfg.seed,
-                )?);
-                cfg.widths = cfg.vit.widths();
-                (
-                    TrainModel::from_tensors(
-                        cfg.framework,
-                        &on_device(&t, &cfg.device)?,
-                        Path::new("<fresh>"),
-                        &vit_meta(&cfg),
-                    )?,
-                    0,
-                )
-            }
             None => {
-                if cfg.framework == Framework::Mae {
-                    bail!("--framework mae trains ViTs (--arch vit)");
-                }
-                // Images of 64 pixels or less get the CIFAR stem (solo-learn's choice).
-                let small = set.height.max(set.width) <= 64;
-                let mut t = cfg.arch.init(set.channels, &cfg.widths, small, cfg.seed)?;
-                let d = cfg.arch.feature_dim(&cfg.widths);
+                let fresh = cfg.arch.fresh().init(&FreshSpec {
+                    in_channels: set.channels,
+                    image: cfg.augment.output_size(set),
+                    // Images of 64 pixels or less get the CIFAR stem (solo-learn's choice).
+                    small_images: set.height.max(set.width) <= 64,
+                    widths: &cfg.widths,
+                    vit: &cfg.vit,
+                    decoder: cfg.framework == Framework::Mae,
+                    seed: cfg.seed,
+                })?;
+                let mut t = fresh.tensors;
                 t.extend(model::init_heads(
                     cfg.framework,
-                    d,
+                    fresh.feature_dim,
                     num_classes(set),
                     cfg.seed,
                 )?);
+                cfg.widths = fresh.widths;
                 (
                     TrainModel::from_tensors(
                         cfg.framework,
                         &on_device(&t, &cfg.device)?,
                         Path::new("<fresh>"),
-                        &BTreeMap::new(),
+                        &fresh.metadata,
                     )?,
                     0,
                 )
@@ -400,12 +397,12 @@ impl<'a> Trainer<'a> {
                 };
                 let m = &state.metadata;
                 let want = [
-                    ("memprune.framework", cfg.framework.name().to_string()),
-                    ("memprune.split", cfg.split.name().to_string()),
-                    ("memprune.split_seed", cfg.split_seed.to_string()),
-                    ("memprune.seed", cfg.seed.to_string()),
-                    ("memprune.data_hash", hash.clone()),
-                    ("memprune.optimizer", cfg.optimizer.kind.name().to_string()),
+                    (keys::FRAMEWORK, cfg.framework.name().to_string()),
+                    (keys::SPLIT, cfg.split.name().to_string()),
+                    (keys::SPLIT_SEED, cfg.split_seed.to_string()),
+                    (keys::SEED, cfg.seed.to_string()),
+                    (keys::DATA_HASH, hash.clone()),
+                    (keys::OPTIMIZER, cfg.optimizer.kind.name().to_string()),
                 ];
                 for (k, v) in want {
                     if m.get(k) != Some(&v) {
@@ -417,11 +414,11 @@ impl<'a> Trainer<'a> {
                     }
                 }
                 let done: usize = m
-                    .get("memprune.epochs")
+                    .get(keys::EPOCHS)
                     .and_then(|s| s.parse().ok())
                     .context("no `memprune.epochs` in the resume state")?;
                 let steps: u64 = m
-                    .get("memprune.optimizer_steps")
+                    .get(keys::OPTIMIZER_STEPS)
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
                 if !state.tensors.keys().any(|k| k.starts_with("optimizer.")) && done > 0 {
@@ -435,9 +432,7 @@ impl<'a> Trainer<'a> {
                 let meta: BTreeMap<String, String> = state
                     .metadata
                     .iter()
-                    .filter(|(k, _)| {
-                        k.as_str() == "memprune.heads" || k.as_str() == "memprune.decoder_heads"
-                    })
+                    .filter(|(k, _)| k.as_str() == keys::HEADS || k.as_str() == keys::DECODER_HEADS)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 (
@@ -558,14 +553,13 @@ impl<'a> Trainer<'a> {
         let (x, labels) = self.batch_input(points, epoch)?;
         let masks = match &self.model.decoder {
             Some(_) => {
-                let vit = self
+                let tokens = self
                     .model
                     .encoder
                     .arch
-                    .as_any()
-                    .downcast_ref::<crate::model::vit::Vit>()
+                    .patch_encoder()
                     .context("MAE trains ViTs")?;
-                let g = (x.dim(2)? / vit.patch()).pow(2);
+                let g = (x.dim(2)? / tokens.patch()).pow(2);
                 Some(
                     mae::masks(mae::mask_seed(self.cfg.seed), epoch, points, g)?
                         .to_device(&self.cfg.device)?,
@@ -602,72 +596,72 @@ impl<'a> Trainer<'a> {
         let c = &self.cfg;
         let mut m = BTreeMap::new();
         let mut put = |k: &str, v: String| {
-            m.insert(format!("memprune.{k}"), v);
+            m.insert(k.to_string(), v);
         };
-        put("arch", c.arch.name().into());
+        put(keys::ARCH, c.arch.name().into());
         put(
-            "widths",
+            keys::WIDTHS,
             serde_json::to_string(&c.widths).unwrap_or_default(),
         );
-        put("framework", c.framework.name().into());
-        put("data", self.data_label.clone());
-        put("data_hash", self.data_hash.clone());
-        put("data_points", self.set.len().to_string());
-        put("train_points", self.points.len().to_string());
-        put("split", c.split.name().into());
-        put("split_seed", c.split_seed.to_string());
-        put("seed", c.seed.to_string());
-        put("epochs", self.epochs_done.to_string());
-        put("epochs_planned", c.epochs.to_string());
-        put("batch", c.batch.to_string());
-        put("lr", c.lr.to_string());
-        put("optimizer", c.optimizer.kind.name().into());
+        put(keys::FRAMEWORK, c.framework.name().into());
+        put(keys::DATA, self.data_label.clone());
+        put(keys::DATA_HASH, self.data_hash.clone());
+        put(keys::DATA_POINTS, self.set.len().to_string());
+        put(keys::TRAIN_POINTS, self.points.len().to_string());
+        put(keys::SPLIT, c.split.name().into());
+        put(keys::SPLIT_SEED, c.split_seed.to_string());
+        put(keys::SEED, c.seed.to_string());
+        put(keys::EPOCHS, self.epochs_done.to_string());
+        put(keys::EPOCHS_PLANNED, c.epochs.to_string());
+        put(keys::BATCH, c.batch.to_string());
+        put(keys::LR, c.lr.to_string());
+        put(keys::OPTIMIZER, c.optimizer.kind.name().into());
         put(
-            "optimizer_config",
+            keys::OPTIMIZER_CONFIG,
             serde_json::to_string(&c.optimizer).unwrap_or_default(),
         );
-        put("optimizer_steps", self.optimizer.steps.to_string());
-        put("warmup_epochs", c.warmup_epochs.to_string());
-        put("temperature", c.temperature.to_string());
+        put(keys::OPTIMIZER_STEPS, self.optimizer.steps.to_string());
+        put(keys::WARMUP_EPOCHS, c.warmup_epochs.to_string());
+        put(keys::TEMPERATURE, c.temperature.to_string());
         put(
-            "augment",
+            keys::AUGMENT,
             serde_json::to_string(&c.augment).unwrap_or_default(),
         );
         put(
-            "normalization",
+            keys::NORMALIZATION,
             serde_json::to_string(&c.normalization).unwrap_or_default(),
         );
-        put("final_loss", format!("{final_loss}"));
+        put(keys::FINAL_LOSS, format!("{final_loss}"));
         if let Some(p) = &c.init_from {
-            put("init_from", p.display().to_string());
+            put(keys::INIT_FROM, p.display().to_string());
         }
         if let Some(t) = &c.trainable {
-            put("trainable", serde_json::to_string(t).unwrap_or_default());
+            put(
+                keys::TRAINABLE,
+                serde_json::to_string(t).unwrap_or_default(),
+            );
         }
-        put("version", env!("CARGO_PKG_VERSION").into());
+        put(keys::VERSION, env!("CARGO_PKG_VERSION").into());
         if let Some(cands) = &self.candidates {
             put(
-                "candidates",
+                keys::CANDIDATES,
                 serde_json::to_string(cands).unwrap_or_default(),
             );
         }
         if let Some(ind) = &self.independent {
             put(
-                "independent",
+                keys::INDEPENDENT,
                 serde_json::to_string(ind).unwrap_or_default(),
             );
         }
         if let Some(p) = &c.planted {
-            put("planted", serde_json::to_string(p).unwrap_or_default());
+            put(keys::PLANTED, serde_json::to_string(p).unwrap_or_default());
         }
         for (k, v) in &self.model.meta {
             m.insert(k.clone(), v.clone());
         }
-        if c.arch == init::TrainArch::Vit && c.init_from.is_none() {
-            m.insert(
-                "memprune.vit".into(),
-                serde_json::to_string(&c.vit).unwrap_or_default(),
-            );
+        if let (None, Some((k, v))) = (&c.init_from, c.arch.fresh().shape_record(&c.vit)) {
+            m.insert(k.into(), v);
         }
         m
     }
@@ -766,7 +760,7 @@ fn pretrained_model(
     p: &Path,
 ) -> Result<TrainModel> {
     if cfg.trainable.is_none() {
-        if let Some(t) = enc.checkpoint.metadata.get("memprune.trainable") {
+        if let Some(t) = enc.checkpoint.metadata.get(keys::TRAINABLE) {
             cfg.trainable = Some(
                 serde_json::from_str(t)
                     .with_context(|| format!("{}: bad `memprune.trainable`", p.display()))?,
@@ -788,46 +782,29 @@ fn pretrained_model(
         num_classes(set),
         cfg.seed,
     )?);
-    let mut meta = BTreeMap::new();
-    if let Some(vit) = enc.arch.as_any().downcast_ref::<crate::model::vit::Vit>() {
-        meta.insert(
-            "memprune.heads".to_string(),
-            enc.checkpoint
-                .metadata
-                .get("memprune.heads")
-                .cloned()
-                .unwrap_or_else(|| {
-                    vit.heads_per_block()
-                        .iter()
-                        .map(|h| h.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                }),
-        );
-        if cfg.framework == Framework::Mae {
-            let shape = vit_init::VitShape {
-                width: vit.width(),
-                patch: vit.patch(),
-                ..cfg.vit.clone()
-            };
-            let image = vit.grid() * vit.patch();
-            t.extend(vit_init::mae_decoder(
-                &shape,
-                set.channels,
-                image,
-                cfg.seed,
-            )?);
-            meta.insert(
-                "memprune.decoder_heads".to_string(),
-                cfg.vit.decoder_heads.to_string(),
+    // The load metadata the encoder needs (a ViT's heads): the checkpoint's where it has
+    // it, else what the loaded network says.
+    let mut meta: BTreeMap<String, String> = enc
+        .arch
+        .rewrite_metadata(&[])
+        .into_iter()
+        .map(|(k, v)| {
+            let v = enc.checkpoint.metadata.get(&k).cloned().unwrap_or(v);
+            (k, v)
+        })
+        .collect();
+    if cfg.framework == Framework::Mae {
+        let Some(tokens) = enc.arch.patch_encoder() else {
+            bail!(
+                "{}: --framework mae trains ViTs; this is {}",
+                p.display(),
+                enc.describe()
             );
-        }
-    } else if cfg.framework == Framework::Mae {
-        bail!(
-            "{}: --framework mae trains ViTs; this is {}",
-            p.display(),
-            enc.describe()
-        );
+        };
+        let (decoder, (k, v)) =
+            crate::model::vit_init::mae_decoder_for(tokens, &cfg.vit, set.channels, cfg.seed)?;
+        t.extend(decoder);
+        meta.insert(k.to_string(), v);
     }
     TrainModel::from_tensors(cfg.framework, &on_device(&t, &cfg.device)?, p, &meta)
 }

@@ -6,6 +6,7 @@
 //! reach the `Var`s. Its folded (eval) weights go stale during training; rebuild an encoder
 //! from [`TrainModel::tensors`] to evaluate.
 
+use crate::checkpoint::keys;
 use crate::checkpoint::Checkpoint;
 use crate::model::conv_bn::{BatchStats, Mode};
 use crate::model::{Encoder, LoadOptions};
@@ -38,7 +39,7 @@ pub fn init_heads(
     classes: usize,
     seed: u64,
 ) -> Result<BTreeMap<String, Tensor>> {
-    use crate::train::init::{batch_norm, linear};
+    use crate::model::init::{batch_norm, linear};
     let mut m = BTreeMap::new();
     match framework {
         Framework::Simclr => {
@@ -61,7 +62,7 @@ pub fn init_heads(
             }
             linear(&mut m, seed, "fc", d, classes, true)?;
         }
-        // MAE's decoder depends on the patch grid: `vit_init::mae_decoder` makes it.
+        // MAE's decoder depends on the patch grid: the ViT family's `vit_init` makes it.
         Framework::Mae => {}
     }
     Ok(m)
@@ -123,11 +124,7 @@ impl TrainModel {
         let encoder = Encoder::from_checkpoint(ckpt.clone(), &LoadOptions::default())
             .context("building the encoder to train")?;
         let decoder = if framework == Framework::Mae {
-            let Some(vit) = encoder
-                .arch
-                .as_any()
-                .downcast_ref::<crate::model::vit::Vit>()
-            else {
+            let Some(tokens) = encoder.arch.patch_encoder() else {
                 bail!(
                     "{}: --framework mae trains ViTs; this is {}",
                     path.display(),
@@ -135,10 +132,14 @@ impl TrainModel {
                 );
             };
             let heads = meta
-                .get("memprune.decoder_heads")
+                .get(keys::DECODER_HEADS)
                 .and_then(|h| h.parse().ok())
                 .context("no `memprune.decoder_heads` for MAE's decoder")?;
-            Some(crate::train::mae::Decoder::load(&ckpt, vit.width(), heads)?)
+            Some(crate::train::mae::Decoder::load(
+                &ckpt,
+                tokens.width(),
+                heads,
+            )?)
         } else {
             None
         };
@@ -238,15 +239,14 @@ impl TrainModel {
         temperature: f64,
     ) -> Result<(Tensor, Vec<BatchStats>)> {
         if self.framework == Framework::Mae {
-            let vit = self
+            let tokens = self
                 .encoder
                 .arch
-                .as_any()
-                .downcast_ref::<crate::model::vit::Vit>()
+                .patch_encoder()
                 .context("MAE trains ViTs")?;
             let dec = self.decoder.as_ref().context("MAE needs its decoder")?;
             let masks = masks.context("MAE needs masks")?;
-            return Ok((crate::train::mae::loss(vit, dec, x, masks)?, Vec::new()));
+            return Ok((crate::train::mae::loss(tokens, dec, x, masks)?, Vec::new()));
         }
         let mut mode = Mode::Train(Vec::new());
         let h = self

@@ -33,6 +33,26 @@ impl OptimizerKind {
     }
 }
 
+impl crate::choice::Choice for OptimizerKind {
+    const WHAT: &'static str = "optimizer";
+    const ALL: &'static [Self] = &[
+        OptimizerKind::Sgd,
+        OptimizerKind::Adamw,
+        OptimizerKind::Lars,
+    ];
+    fn name(self) -> &'static str {
+        OptimizerKind::name(self)
+    }
+    fn about(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "SGD with momentum (PyTorch's convention), optionally Nesterov",
+            OptimizerKind::Adamw => "AdamW (decoupled weight decay), betas 0.9/0.999, eps 1e-8",
+            OptimizerKind::Lars => "LARS (You et al. 2017) as in SimCLR: SGD momentum with a per-tensor trust ratio on weights",
+        }
+    }
+}
+crate::named_choice!(OptimizerKind);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OptimizerConfig {
     pub kind: OptimizerKind,

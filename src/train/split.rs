@@ -35,15 +35,29 @@ impl SplitKind {
     }
 
     pub fn from_name(s: &str) -> Option<SplitKind> {
-        [
-            SplitKind::All,
-            SplitKind::SharedCandidates,
-            SplitKind::SharedIndependent,
-        ]
-        .into_iter()
-        .find(|k| k.name() == s)
+        crate::choice::parse(s).ok()
     }
 }
+
+impl crate::choice::Choice for SplitKind {
+    const WHAT: &'static str = "split";
+    const ALL: &'static [Self] = &[
+        SplitKind::All,
+        SplitKind::SharedCandidates,
+        SplitKind::SharedIndependent,
+    ];
+    fn name(self) -> &'static str {
+        SplitKind::name(self)
+    }
+    fn about(self) -> &'static str {
+        match self {
+            SplitKind::All => "Every training point",
+            SplitKind::SharedCandidates => "Shared + candidates: LayerMem's model f",
+            SplitKind::SharedIndependent => "Shared + independent: LayerMem's reference g",
+        }
+    }
+}
+crate::named_choice!(SplitKind);
 
 /// Disjoint index sets covering `0..n`, each sorted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,7 +71,7 @@ pub fn run_target(target: &str, data: &[u8], scratch: &Path) -> String {
         p
     };
     match target {
-        "pth" => signature(&memprune::pth::read_state_dict(data), scratch),
+        "pth" => signature(&memprune::checkpoint::pth::read_state_dict(data), scratch),
         "safetensors" => signature(
             &memprune::checkpoint::Checkpoint::load(&file("f.safetensors"), None),
             scratch,

@@ -5,16 +5,17 @@
 //! `memprune.data_hash`, `memprune.data_points`, `memprune.candidates` (JSON list of the
 //! candidate indices, in f only).
 
+use crate::checkpoint::keys;
 use crate::checkpoint::Checkpoint;
 use anyhow::{bail, Result};
 
 /// The candidate indices stored in f's metadata (`memprune.candidates`), if any.
 /// For a g (shared + independent), its independent points: the points it saw and f did not.
 pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
-    let key = if ckpt.metadata.contains_key("memprune.candidates") {
-        "memprune.candidates"
+    let key = if ckpt.metadata.contains_key(keys::CANDIDATES) {
+        keys::CANDIDATES
     } else {
-        "memprune.independent"
+        keys::INDEPENDENT
     };
     point_list(ckpt, key)
 }
@@ -22,7 +23,7 @@ pub fn candidates(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
 /// g's independent points (the points it trained on and f did not) when g is a reference
 /// trained by memprune on shared + independent: the symmetric control of LayerMem.
 pub fn independent_points(g: &Checkpoint) -> Result<Option<Vec<usize>>> {
-    if g.metadata.get("memprune.split").map(String::as_str) != Some("shared+independent") {
+    if g.metadata.get(keys::SPLIT).map(String::as_str) != Some("shared+independent") {
         return Ok(None);
     }
     candidates(g)
@@ -53,7 +54,7 @@ fn point_list(ckpt: &Checkpoint, key: &str) -> Result<Option<Vec<usize>>> {
 /// record no split (trained elsewhere) are the user's responsibility and pass.
 pub fn check_reference(f: &Checkpoint, g: &Checkpoint) -> Result<()> {
     let get = |c: &Checkpoint, k: &str| c.metadata.get(k).cloned();
-    let (sf, sg) = (get(f, "memprune.split"), get(g, "memprune.split"));
+    let (sf, sg) = (get(f, keys::SPLIT), get(g, keys::SPLIT));
     if sf.is_none() || sg.is_none() {
         return Ok(());
     }
@@ -77,11 +78,7 @@ pub fn check_reference(f: &Checkpoint, g: &Checkpoint) -> Result<()> {
         };
         bail!("{gp}: trained on split `{}`, but LayerMem's reference for {fp} (`{}`) must be trained on {want}", pair.1, pair.0);
     }
-    for key in [
-        "memprune.split_seed",
-        "memprune.data_hash",
-        "memprune.data_points",
-    ] {
+    for key in [keys::SPLIT_SEED, keys::DATA_HASH, keys::DATA_POINTS] {
         if get(f, key) != get(g, key) {
             bail!("{gp}: `{key}` is {:?} but {fp} has {:?}: the two encoders come from different splits", get(g, key), get(f, key));
         }
@@ -97,9 +94,9 @@ pub fn training_points(
 ) -> Result<Option<Vec<usize>>> {
     let m = &ckpt.metadata;
     let (Some(split), Some(seed), Some(hash)) = (
-        m.get("memprune.split"),
-        m.get("memprune.split_seed"),
-        m.get("memprune.data_hash"),
+        m.get(keys::SPLIT),
+        m.get(keys::SPLIT_SEED),
+        m.get(keys::DATA_HASH),
     ) else {
         return Ok(None);
     };
@@ -125,13 +122,13 @@ pub fn training_points(
 
 /// The planted (known atypical) points recorded in `memprune.planted`, if any.
 pub fn planted(ckpt: &Checkpoint) -> Result<Option<Vec<usize>>> {
-    point_list(ckpt, "memprune.planted")
+    point_list(ckpt, keys::PLANTED)
 }
 
 /// Whether `set` is the data the checkpoint records training on (`memprune.data_hash`):
 /// `None` when it records no hash (trained elsewhere: the user's responsibility).
 pub fn trained_on(ckpt: &Checkpoint, set: &crate::data::ImageSet) -> Option<bool> {
-    let hash = ckpt.metadata.get("memprune.data_hash")?;
+    let hash = ckpt.metadata.get(keys::DATA_HASH)?;
     Some(*hash == crate::train::data_hash(set))
 }
 

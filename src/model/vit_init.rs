@@ -4,9 +4,15 @@
 //! uniform linear and patch-embedding weights, zero biases, LayerNorm 1/0, class and mask
 //! tokens N(0, 0.02²), and fixed 2-D sin-cos position embeddings (the class token's row 0).
 //! Every tensor draws from its own stream keyed by (seed, name).
+//!
+//! [`VIT`] is the ViT family's fresh architecture for `memprune train --arch vit`.
 
-use crate::train::init_draws::{normals, rng_for};
-use anyhow::{bail, Result};
+use crate::checkpoint::keys;
+use crate::model::family::Net;
+use crate::model::fresh::{Fresh, FreshArch, FreshSpec};
+use crate::model::init_draws::{normals, rng_for};
+use crate::model::patch_encoder::PatchEncoder;
+use anyhow::{anyhow, bail, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -266,6 +272,107 @@ pub fn mae_decoder(
     layer_norm(&mut m, "decoder_norm", dd)?;
     xavier(&mut m, seed, "decoder_pred", dd, channels * p * p)?;
     Ok(m)
+}
+
+/// MAE's decoder for a loaded encoder `enc` (its width, patch and grid; the decoder's
+/// sizes from `shape`), with the load metadata it needs (its heads).
+pub fn mae_decoder_for(
+    enc: &dyn PatchEncoder,
+    shape: &VitShape,
+    channels: usize,
+    seed: u64,
+) -> Result<(BTreeMap<String, Tensor>, (&'static str, String))> {
+    let shape = VitShape {
+        width: enc.width(),
+        patch: enc.patch(),
+        ..shape.clone()
+    };
+    let image = enc.grid() * enc.patch();
+    Ok((
+        mae_decoder(&shape, channels, image, seed)?,
+        (keys::DECODER_HEADS, shape.decoder_heads.to_string()),
+    ))
+}
+
+/// `memprune train --arch vit`: a ViT in timm's layout, sized by its [`VitShape`].
+pub struct VitArch;
+
+/// The ViT family's fresh architecture.
+pub static VIT: VitArch = VitArch;
+
+impl FreshArch for VitArch {
+    fn name(&self) -> &'static str {
+        "vit"
+    }
+
+    fn about(&self) -> &'static str {
+        "A ViT in timm's layout; sizes by --depth, --width, --heads, --mlp, --patch"
+    }
+
+    fn tokens(&self) -> bool {
+        true
+    }
+
+    fn default_widths(&self) -> Vec<usize> {
+        VitShape::default().widths()
+    }
+
+    /// A ViT's sizes come from its own flags ([`VitShape::check`]).
+    fn check_widths(&self, _widths: &[usize]) -> Result<()> {
+        Ok(())
+    }
+
+    fn init(&self, spec: &FreshSpec) -> Result<Fresh> {
+        let shape = spec.vit;
+        let mut tensors = encoder(shape, spec.in_channels, spec.image, spec.seed)?;
+        let mut metadata = BTreeMap::new();
+        metadata.insert(keys::HEADS.to_string(), shape.heads.to_string());
+        if spec.decoder {
+            tensors.extend(mae_decoder(shape, spec.in_channels, spec.image, spec.seed)?);
+            metadata.insert(
+                keys::DECODER_HEADS.to_string(),
+                shape.decoder_heads.to_string(),
+            );
+        }
+        Ok(Fresh {
+            tensors,
+            metadata,
+            widths: shape.widths(),
+            feature_dim: shape.width,
+        })
+    }
+
+    fn shape_record(&self, vit: &VitShape) -> Option<(&'static str, String)> {
+        Some((keys::VIT, serde_json::to_string(vit).unwrap_or_default()))
+    }
+
+    fn like(
+        &self,
+        net: &dyn Net,
+        seed: u64,
+    ) -> Option<Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)>> {
+        let vit = net.as_any().downcast_ref::<crate::model::vit::Vit>()?;
+        Some((|| {
+            let heads = vit.heads_per_block();
+            let widths = net.widths();
+            if heads.iter().any(|&h| h != heads[0]) || widths[1..].iter().any(|&w| w != widths[1]) {
+                return Err(anyhow!(
+                    "--random-like needs a ViT with equal blocks (this one is pruned)"
+                ));
+            }
+            let shape = VitShape {
+                depth: heads.len(),
+                width: vit.width(),
+                heads: heads[0],
+                mlp: widths[1],
+                patch: vit.patch(),
+                ..Default::default()
+            };
+            let t = encoder(&shape, net.in_channels(), vit.grid() * vit.patch(), seed)?;
+            let m = [(keys::HEADS.to_string(), heads[0].to_string())].into();
+            Ok((t, m))
+        })())
+    }
 }
 
 #[cfg(test)]

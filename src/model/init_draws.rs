@@ -1,4 +1,4 @@
-//! The seeded draws every initialiser uses (ResNets in `init`, ViTs in `vit_init`): one
+//! The seeded draws every initialiser uses (the families' `*_init` files, the training heads): one
 //! stream per (seed, tensor name), so adding a tensor never changes another's values.
 
 use crate::data::rng::{hash_key, Rng};

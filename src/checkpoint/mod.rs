@@ -1,9 +1,18 @@
 //! Checkpoints: read safetensors (memory-mapped) and PyTorch `.pth` state dicts, strip
 //! wrapper prefixes, and write new checkpoints atomically (temporary file + rename).
+//!
+//! [`pth`] reads PyTorch zip files, [`container`] finds the encoder's state dict inside a
+//! file, [`keys`] names every metadata key memprune writes, and [`train_meta`] reads what
+//! `memprune train` records.
 
-use crate::container::RawTensors;
+pub mod container;
+pub mod keys;
+pub mod pth;
+pub mod train_meta;
+
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use container::RawTensors;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -49,8 +58,7 @@ impl Checkpoint {
         let bytes_head = read_head(path).with_context(|| format!("{shown}: cannot read"))?;
         // Zip torch.save files, and legacy ones (named as such by the .pth reader).
         let mut notes = Vec::new();
-        let (raw, metadata) = if bytes_head.starts_with(b"PK") || crate::pth::is_legacy(&bytes_head)
-        {
+        let (raw, metadata) = if bytes_head.starts_with(b"PK") || pth::is_legacy(&bytes_head) {
             let dict = read_pth(path, key)?;
             // A key that named a top-level dict is used up; otherwise it is a name prefix
             // inside the dict chosen (a DINOv2 `model` dict of `teacher.*` names).
@@ -63,12 +71,12 @@ impl Checkpoint {
                 notes.push(format!("the state dict under the top-level key `{k}`"));
             }
             let n = dict.tensors.len();
-            let raw = crate::container::select_key(dict.tensors, rest, path)?;
+            let raw = container::select_key(dict.tensors, rest, path)?;
             (with_prefix_note(raw, n, rest, &mut notes), BTreeMap::new())
         } else {
             let (raw, meta) = read_safetensors(path)?;
             let n = raw.len();
-            let raw = crate::container::select_key(raw, key, path)?;
+            let raw = container::select_key(raw, key, path)?;
             (with_prefix_note(raw, n, key, &mut notes), meta)
         };
         if raw.is_empty() {
@@ -336,16 +344,16 @@ fn with_prefix_note(
     raw
 }
 
-fn read_pth(path: &Path, key: Option<&str>) -> Result<crate::pth::PthDict> {
-    // memprune's own bounded reader (crate::pth): candle's pickle reader panics, aborts and
+fn read_pth(path: &Path, key: Option<&str>) -> Result<pth::PthDict> {
+    // memprune's own bounded reader (crate::checkpoint::pth): candle's pickle reader panics, aborts and
     // prints on malicious files. Training scripts nest the weights in a dict of their
-    // checkpoint (crate::container::choose); `key` picks one.
+    // checkpoint (container::choose); `key` picks one.
     let shown = path.display();
     let file = std::fs::File::open(path).with_context(|| format!("{shown}: cannot open"))?;
     // SAFETY: read-only map of a file memprune does not write while reading it.
     let map =
         unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{shown}: cannot map"))?;
-    let mut v = crate::pth::read_state_dict_keyed(&map, key)
+    let mut v = pth::read_state_dict_keyed(&map, key)
         .map_err(|e| anyhow!("{shown}: not a readable PyTorch state dict: {e}"))?;
     if v.tensors.is_empty() {
         bail!("{shown}: the PyTorch file holds no tensors");

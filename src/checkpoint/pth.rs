@@ -7,7 +7,7 @@
 //! against the size of its own storage entry before anything is allocated. Every failure is
 //! an error naming the file; nothing is printed.
 
-use crate::container::RawTensors;
+use crate::checkpoint::container::RawTensors;
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -939,7 +939,7 @@ pub struct PthDict {
 }
 
 /// Reads the state dict of the torch.save zip in `bytes`, chosen as
-/// [`crate::container::choose`] says. Errors do not name the file (the caller does).
+/// [`crate::checkpoint::container::choose`] says. Errors do not name the file (the caller does).
 pub fn read_state_dict(bytes: &[u8]) -> Result<RawTensors> {
     Ok(read_state_dict_keyed(bytes, None)?.tensors)
 }
@@ -1002,7 +1002,7 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<PthDict>
     let mut dicts = Vec::new();
     let n_top = count_tensors(top)?;
     if n_top > 0 {
-        candidates.push(crate::container::Candidate {
+        candidates.push(crate::checkpoint::container::Candidate {
             key: None,
             tensors: n_top,
         });
@@ -1012,7 +1012,7 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<PthDict>
         if let (Obj::Str(name), Some(items)) = (k, dict_items(v)) {
             let n = count_tensors(items)?;
             if n > 0 {
-                candidates.push(crate::container::Candidate {
+                candidates.push(crate::checkpoint::container::Candidate {
                     key: Some(name.to_string()),
                     tensors: n,
                 });
@@ -1039,7 +1039,7 @@ pub fn read_state_dict_keyed(bytes: &[u8], key: Option<&str>) -> Result<PthDict>
     }
     let at = match keyed {
         Some(i) => i,
-        None => crate::container::choose(&candidates)?,
+        None => crate::checkpoint::container::choose(&candidates)?,
     };
     let chosen = dicts[at];
     let storages: HashMap<&str, &Entry> = entries
