@@ -168,3 +168,19 @@ def test_the_wheel_installs_the_command():
     bad = subprocess.run([exe, "measure", "unit", "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_a_running_measurement(tmp_path):
+    import signal
+    import threading
+    import time
+
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        # 450 points x 300 views: minutes, unless Ctrl-C stops it.
+        memprune.measure_unit(views=300, progress=False)
+    assert time.monotonic() - start < 60
+    # The next call runs normally: the stop does not stay asked for.
+    assert memprune.measure_unit(**SMALL).layers[0].name
