@@ -92,3 +92,27 @@ pub fn install() {
             .spawn(waiter);
     }
 }
+
+/// A stop asked for by a caller that cannot use signals (the Python module, on Ctrl-C in
+/// the interpreter): long loops call [`check`] and end with an error, and the job's staged
+/// outputs are removed as for SIGINT.
+static CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks the running job to stop at its next [`check`].
+pub fn cancel() {
+    CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Forgets a stop asked for earlier (before the next job starts).
+pub fn clear_cancel() {
+    CANCELLED.store(false, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// An error when a stop was asked for: the loops of long jobs call this once per batch.
+pub fn check() -> anyhow::Result<()> {
+    if CANCELLED.load(std::sync::atomic::Ordering::Relaxed) {
+        let removed = clean_up();
+        anyhow::bail!("interrupted; {removed} staged output(s) removed");
+    }
+    Ok(())
+}

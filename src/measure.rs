@@ -248,6 +248,7 @@ pub fn for_each_point_mean_acts(
         for &p in points {
             sink(p, streamed_mean_acts(encoder, set, p, k, settings)?)?;
             progress.inc(1);
+            crate::interrupt::check()?;
         }
         progress.finish_and_clear();
         return Ok(());
@@ -263,6 +264,7 @@ pub fn for_each_point_mean_acts(
             sink(p, mu)?;
         }
         progress.inc(chunk.len() as u64);
+        crate::interrupt::check()?;
     }
     progress.finish_and_clear();
     Ok(())
@@ -459,6 +461,7 @@ pub fn layer_mem_points(
         for &p in points {
             out.push(streamed_point_scores(f, g, set, p, k, pairing, settings)?);
             progress.inc(1);
+            crate::interrupt::check()?;
         }
         progress.finish_and_clear();
         return Ok(out);
@@ -475,6 +478,7 @@ pub fn layer_mem_points(
         }
         out.extend(point_scores_of_views(f, g, &x, chunk, k, pairing)?);
         progress.inc(chunk.len() as u64);
+        crate::interrupt::check()?;
     }
     progress.finish_and_clear();
     Ok(out)

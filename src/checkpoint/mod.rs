@@ -442,3 +442,49 @@ pub fn refuse_overwrite(path: &Path, inputs: &[&Path]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The candle dtype of a NumPy dtype name (`str(array.dtype)`), for checkpoints handed over
+/// in memory; `None` for dtypes a checkpoint of memprune's cannot hold.
+pub fn dtype_of_numpy(name: &str) -> Option<DType> {
+    Some(match name {
+        "float32" => DType::F32,
+        "float16" => DType::F16,
+        "float64" => DType::F64,
+        "bfloat16" => DType::BF16,
+        "uint8" => DType::U8,
+        "uint32" => DType::U32,
+        "int64" => DType::I64,
+        _ => return None,
+    })
+}
+
+/// Writes a checkpoint given as raw tensors (name, NumPy dtype name, shape, little-endian
+/// bytes) and metadata as safetensors at `path` (the Python module's in-memory checkpoints).
+pub fn raw_safetensors(
+    path: &Path,
+    tensors: &[(String, String, Vec<usize>, Vec<u8>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut map = BTreeMap::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let dt = dtype_of_numpy(dtype).ok_or_else(|| {
+            anyhow!("checkpoint tensor {name}: dtype {dtype} is not one of float32, float16, float64, bfloat16, uint8, uint32, int64")
+        })?;
+        let n: usize = shape.iter().product();
+        if n.checked_mul(dt.size_in_bytes()) != Some(bytes.len()) {
+            bail!(
+                "checkpoint tensor {name}: {} bytes for shape {shape:?} of {dtype}",
+                bytes.len()
+            );
+        }
+        let t = Tensor::from_raw_buffer(bytes, dt, shape, &Device::Cpu)
+            .map_err(|e| anyhow!("checkpoint tensor {name}: {e}"))?;
+        if map.insert(name.clone(), t).is_some() {
+            bail!("checkpoint tensor {name} is given twice");
+        }
+    }
+    if map.is_empty() {
+        bail!("the checkpoint holds no tensor");
+    }
+    write_safetensors_atomic(path, &map, metadata, &[])
+}

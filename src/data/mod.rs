@@ -13,6 +13,7 @@ pub mod limits;
 pub mod names;
 pub mod normalize;
 pub mod npy;
+pub mod npy_images;
 pub mod open;
 pub mod options;
 pub mod resize;

@@ -68,6 +68,11 @@ pub fn npy_bytes_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     )
 }
 
+/// The bytes of a uint8 `.npy` array of `shape` (product must equal `data.len()`).
+pub fn npy_bytes_u8(shape: &[usize], data: &[u8]) -> Result<Vec<u8>> {
+    npy_bytes("|u1", shape, data.len(), data.iter().map(|&v| [v]))
+}
+
 /// The bytes of an int64 `.npy` array of `shape` (product must equal `data.len()`).
 pub fn npy_bytes_i64(shape: &[usize], data: &[i64]) -> Result<Vec<u8>> {
     npy_bytes(
@@ -124,6 +129,16 @@ pub fn read_npy_i64(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
 /// Parses the header of a `.npy` file of dtype `descr` (`width` bytes per value) and returns
 /// the shape and the raw little-endian data.
 fn read_npy(path: &Path, descr: &str, width: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let (_, shape, data) = read_npy_of(path, &[(descr, width)])?;
+    Ok((shape, data))
+}
+
+/// A `.npy` file of one of the `accepted` dtypes (descr, bytes per value): the dtype found,
+/// the shape and the raw little-endian data.
+pub fn read_npy_of(
+    path: &Path,
+    accepted: &[(&str, usize)],
+) -> Result<(String, Vec<usize>, Vec<u8>)> {
     let p = path.display();
     let mut b = std::fs::read(path).map_err(|e| anyhow!("{p}: cannot read: {e}"))?;
     if b.len() < 10 || &b[..6] != MAGIC {
@@ -147,9 +162,15 @@ fn read_npy(path: &Path, descr: &str, width: usize) -> Result<(Vec<usize>, Vec<u
             .ok_or_else(|| anyhow!("{p}: header has no {key}"))?;
         Ok(dict[i + k.len()..].trim_start())
     };
-    if !field("descr")?.starts_with(&format!("'{descr}'")) {
-        bail!("{p}: dtype is not {descr}");
-    }
+    let descr_field = field("descr")?;
+    let Some(&(descr, width)) = accepted
+        .iter()
+        .find(|(d, _)| descr_field.starts_with(&format!("'{d}'")))
+    else {
+        let names: Vec<&str> = accepted.iter().map(|(d, _)| *d).collect();
+        let found = descr_field.split(',').next().unwrap_or("").trim();
+        bail!("{p}: dtype {found} is not {}", names.join(" or "));
+    };
     if !field("fortran_order")?.starts_with("False") {
         bail!("{p}: Fortran order is not supported");
     }
@@ -179,5 +200,5 @@ fn read_npy(path: &Path, descr: &str, width: usize) -> Result<(Vec<usize>, Vec<u
             b.len() - body
         );
     }
-    Ok((shape, b.split_off(body)))
+    Ok((descr.to_string(), shape, b.split_off(body)))
 }

@@ -31,6 +31,9 @@ pub enum Split {
 /// - a single IDX images file (plain or gzip); its labels are used when a file of the same
 ///   name with `labels-idx1` instead of `images-idx3` (with or without `.gz`) lies beside it.
 ///   The split is ignored.
+/// - a directory holding NumPy image arrays `train_images.npy` / `test_images.npy` (uint8,
+///   N x H x W or N x H x W x C) with optional `train_labels.npy` / `test_labels.npy`
+///   ([`super::npy_images`]).
 /// - a directory holding `train-images-idx3-ubyte[.gz]` + `train-labels-idx1-ubyte[.gz]`
 ///   (or `t10k-...` for the test split): MNIST, or Fashion-MNIST when the directory's name
 ///   or its parent's name contains "fashion" (case-insensitive; e.g. `fashion-mnist/` or
@@ -224,6 +227,9 @@ fn open_format(path: &Path, split: Split) -> Result<ImageSet> {
             bail!(line);
         }
         bail!("{}: no such file or directory", path.display());
+    }
+    if super::npy_images::is_npy_folder(path) {
+        return super::npy_images::open(path, split);
     }
     let prefix = match split {
         Split::Train => "train",

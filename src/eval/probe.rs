@@ -134,6 +134,7 @@ fn per_image(
     for chunk in all.chunks(settings.batch.max(1)) {
         let x = clean_images(set, &norm, chunk)?.to_device(&encoder.device)?;
         parts.push(f(&x)?.to_device(&Device::Cpu)?);
+        crate::interrupt::check()?;
     }
     Ok(Tensor::cat(&parts, 0)?)
 }

@@ -704,6 +704,7 @@ impl<'a> Trainer<'a> {
             let mut sum = 0.0;
             for k in 0..spe {
                 let l = self.step(&order[k * b..(k + 1) * b], epoch)?;
+                crate::interrupt::check()?;
                 sum += l;
                 if let Some(pb) = &pb {
                     let ips = ((k + 1) * b) as f64 / t0.elapsed().as_secs_f64();
