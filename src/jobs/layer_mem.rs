@@ -60,7 +60,7 @@ pub fn independent_points(
     train: &ImageSet,
     n: usize,
 ) -> Result<Option<Vec<usize>>> {
-    let Some(ind) = crate::train_meta::independent_points(&g.checkpoint)? else {
+    let Some(ind) = crate::checkpoint::train_meta::independent_points(&g.checkpoint)? else {
         return Ok(None);
     };
     if let Some(bad) = ind.iter().find(|&&i| i >= train.len()) {
@@ -250,7 +250,7 @@ impl LayerMemRequest {
     pub fn run(&self, mut p: Prepared, progress: bool) -> Result<Measured> {
         let r = &self.measure;
         let g = p.reference.take().expect("prepare loads the reference");
-        crate::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
+        crate::checkpoint::train_meta::check_reference(&p.encoder.checkpoint, &g.checkpoint)?;
         let control = self.control();
         let ctrl = self.control_points(&p, &g)?;
         let reference = self.reference.clone().unwrap_or_default();
@@ -271,7 +271,7 @@ impl LayerMemRequest {
             control_data: ctrl.as_ref().map(|(s, _)| s.source.clone()),
             control_points: ctrl.as_ref().map(|(_, v)| v.clone()),
             per_point: self.per_point,
-            planted: crate::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
+            planted: crate::checkpoint::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
             digests: Default::default(),
         };
         let shard = r.shard;

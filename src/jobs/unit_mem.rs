@@ -71,7 +71,7 @@ impl UnitMemRequest {
             control_data: unseen.as_ref().map(|(s, _)| s.source.clone()),
             control_points: unseen.as_ref().map(|(_, v)| v.clone()),
             per_point: false,
-            planted: crate::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
+            planted: crate::checkpoint::train_meta::planted_on(&p.encoder.checkpoint, &p.set)?,
             digests: Default::default(),
         };
         let shard = r.shard;
