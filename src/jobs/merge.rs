@@ -1,7 +1,7 @@
 //! The merge job (`memprune merge`): the partial results of one run's shards, checked and
 //! merged into the run and state one run over all points gives.
 
-use crate::shard::partial::{self, Partial, Run, State};
+use crate::shard::partial::{Partial, Run, State};
 use anyhow::Result;
 use std::path::PathBuf;
 

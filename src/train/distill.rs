@@ -337,7 +337,7 @@ pub fn distill(
         // SimCLR's two views per image and step; its projector is never in the loss, so
         // it never trains and is not written.
         framework: Framework::Simclr,
-        arch: crate::train::init::TrainArch::Resnet9,
+        arch: crate::train::init::TrainArch::named("resnet9")?,
         widths: Vec::new(),
         epochs: settings.epochs,
         batch: settings.batch,
