@@ -26,6 +26,9 @@ pub struct Cli {
     /// Run a policy: measure, plan, rewrite the checkpoint, evaluate before and after.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// With --policy: also write the run's JSON (what the policy's `output.json` holds) here.
+    #[arg(long, value_name = "FILE", requires = "policy")]
+    pub json: Option<PathBuf>,
     /// No progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -210,7 +213,7 @@ fn run(parsed: Cli) -> Result<()> {
     let quiet = parsed.quiet;
     let Some(command) = parsed.command else {
         return match parsed.policy {
-            Some(p) => self::policy::run(&p, quiet),
+            Some(p) => self::policy::run(&p, parsed.json.as_deref(), quiet),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;
