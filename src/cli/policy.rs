@@ -64,11 +64,12 @@ pub fn run(path: &Path, json: Option<&Path>, quiet: bool) -> Result<()> {
             .finetune
             .clone()
             .unwrap_or_default();
+        let settings = memprune::eval::finetune::settings_from(&ft);
         println!(
-            "\nfine-tuned on {} ({} epochs, seeds {:?}):\n",
+            "\nfine-tuned on {} ({}, seeds {:?}):\n",
             ft.data_path().display(),
-            memprune::eval::finetune::settings_from(&ft).epochs,
-            memprune::eval::finetune::settings_from(&ft).seeds
+            report::finetune::epochs(settings.epochs),
+            settings.seeds
         );
         print!("{}", report::finetune::before_after(b, a));
     }
