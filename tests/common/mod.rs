@@ -334,6 +334,8 @@ pub fn write_policy(dir: &Path, body: &str, model: &Path) -> (PathBuf, PathBuf) 
     let p = dir.join("policy.yaml");
     std::fs::write(&p, text).unwrap();
     (p, out)
+}
+
 /// An MNIST-layout folder of `n` (and `n / 2` test) images of `h` rows x `w` columns.
 pub fn idx_folder(dir: &Path, name: &str, n: usize, h: usize, w: usize) -> PathBuf {
     let d = dir.join(name);
