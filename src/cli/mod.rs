@@ -199,6 +199,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, Stop> {
 
 /// The whole command on `args` without printing an error or exiting: the library caller's
 /// way in (the Python module). An error (parse errors included) comes back as its one line.
+#[allow(dead_code)] // the Python module's way in (python/src/lib.rs), not the binary's
 pub fn run_args(args: Vec<std::ffi::OsString>) -> std::result::Result<(), String> {
     remember_args(&args);
     let cli = match parse(args) {
