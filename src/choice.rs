@@ -61,3 +61,24 @@ macro_rules! named_choice {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::train::split::SplitKind;
+    use crate::train::Framework;
+
+    #[test]
+    fn names_parse_back_and_an_unknown_one_lists_the_valid() {
+        for f in <Framework as super::Choice>::ALL {
+            assert_eq!(f.to_string().parse::<Framework>().unwrap(), *f);
+        }
+        assert_eq!(
+            "shared+independent".parse::<SplitKind>().unwrap(),
+            SplitKind::SharedIndependent
+        );
+        assert_eq!(
+            "byol".parse::<Framework>().unwrap_err(),
+            "unknown framework `byol`: expected one of simclr, simsiam, supervised, mae"
+        );
+    }
+}

@@ -8,7 +8,16 @@ Errors raise `memprune.Error` (a ValueError) with the command's one-line message
 """
 
 from ._memprune import Error, __version__
-from ._api import embed, measure_class, measure_layer, measure_unit, probe
+from ._api import (
+    embed,
+    inspect,
+    measure_class,
+    measure_layer,
+    measure_unit,
+    plan,
+    probe,
+    run_policy,
+)
 from ._results import Result
 
 __all__ = [
@@ -16,8 +25,11 @@ __all__ = [
     "Result",
     "__version__",
     "embed",
+    "inspect",
     "measure_class",
     "measure_layer",
     "measure_unit",
+    "plan",
     "probe",
+    "run_policy",
 ]

@@ -107,3 +107,15 @@ def embed(
     progress: bool = True,
     **options: Any,
 ) -> Result: ...
+def inspect(
+    checkpoint: Optional[Checkpoint] = None,
+    *,
+    metadata: Optional[Mapping[str, str]] = None,
+    size: Optional[int] = None,
+    heads: Optional[int] = None,
+    prefix: Optional[str] = None,
+    key: Optional[str] = None,
+    **options: Any,
+) -> Result: ...
+def plan(policy: PathLike, *, progress: bool = True, **options: Any) -> Result: ...
+def run_policy(policy: PathLike, *, progress: bool = True, **options: Any) -> Result: ...

@@ -221,3 +221,33 @@ def embed(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
                 "names": names.read_text().splitlines() if names.exists() else None,
             }
         )
+
+
+def inspect(checkpoint=None, *, metadata=None, **options) -> Result:
+    """The detected architecture, its layers and units, parameters and MACs (``memprune
+    inspect --json``)."""
+    with _Call() as call:
+        argv = ["inspect"]
+        ckpt = call.checkpoint(checkpoint, metadata)
+        if ckpt is not None:
+            argv.append(ckpt)
+        argv += _options(options) + ["--json", str(call.folder / "result.json")]
+        call.run(argv)
+        return call.json("result.json")
+
+
+def plan(policy: PathLike, **options) -> Result:
+    """What a policy would do, writing nothing (``memprune plan --policy FILE --json``)."""
+    with _Call() as call:
+        argv = ["plan", "--policy", os.fspath(policy)] + _options(options)
+        call.run(argv + ["--json", str(call.folder / "result.json")])
+        return call.json("result.json")
+
+
+def run_policy(policy: PathLike, **options) -> Result:
+    """Runs a policy: measure, plan, rewrite the checkpoint, evaluate before and after
+    (``memprune --policy FILE``); the policy's own outputs are written as it says."""
+    with _Call() as call:
+        argv = ["--policy", os.fspath(policy)] + _options(options)
+        call.run(argv + ["--json", str(call.folder / "result.json")])
+        return call.json("result.json")

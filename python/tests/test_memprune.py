@@ -184,3 +184,23 @@ def test_ctrl_c_stops_a_running_measurement(tmp_path):
     assert time.monotonic() - start < 60
     # The next call runs normally: the stop does not stay asked for.
     assert memprune.measure_unit(**SMALL).layers[0].name
+
+
+def test_inspect_plan_and_policy_are_the_cli_json(tmp_path):
+    r = memprune.inspect()
+    assert r.to_dict() == cli("inspect", tmp_path=tmp_path)
+    assert r.layers.units.dtype == np.int64 and r.parameters > 0
+    policy_text = (REPO / "policies" / "keep-high-mem.yaml").read_text()
+    # The same policy with its outputs in tmp_path and fewer points, so that it runs fast.
+    out = tmp_path / "out.safetensors"
+    text = policy_text.replace("out/keep-high-mem.safetensors", str(out))
+    for key in ("json", "chart", "report"):
+        text = "\n".join(l for l in text.splitlines() if not l.strip().startswith(f"{key}:"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    p = memprune.plan(policy, progress=False)
+    assert p.to_dict() == cli("plan", "--policy", str(policy), tmp_path=tmp_path)
+    assert p.units_pruned == sum(len(g["pruned"]) for g in p.to_dict()["plan"]["groups"])
+    run = memprune.run_policy(policy, progress=False)
+    assert Path(run.after.checkpoint).exists()
+    assert set(run.to_dict()) >= {"before", "after"}

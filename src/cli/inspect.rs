@@ -16,9 +16,21 @@ pub struct InspectArgs {
     pub size: Option<usize>,
     #[command(flatten)]
     pub load: LoadArgs,
+    /// Also write what the table says as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
+    let mut outputs = memprune::output::OutputSet::new();
+    if let Some(j) = &a.json {
+        let checkpoint = a
+            .checkpoint
+            .clone()
+            .unwrap_or_else(memprune::defaults::model_f);
+        outputs.input(&checkpoint, "the checkpoint");
+        outputs.output(j, "--json")?;
+    }
     let r = InspectRequest {
         checkpoint: a.checkpoint,
         size: a.size,
@@ -26,5 +38,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
     }
     .run()?;
     print!("{}", r.table());
-    Ok(())
+    if let Some(j) = &a.json {
+        outputs.stage(j, serde_json::to_string_pretty(&r.json())?.as_bytes())?;
+    }
+    outputs.commit().map(|_| ())
+}
 }

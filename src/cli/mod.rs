@@ -26,6 +26,9 @@ pub struct Cli {
     /// Run a policy: measure, plan, rewrite the checkpoint, evaluate before and after.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// With --policy: also write the run's JSON (what the policy's `output.json` holds) here.
+    #[arg(long, value_name = "FILE", requires = "policy")]
+    pub json: Option<PathBuf>,
     /// No progress bars.
     #[arg(long, short, global = true)]
     pub quiet: bool,
@@ -196,6 +199,7 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, Stop> {
 
 /// The whole command on `args` without printing an error or exiting: the library caller's
 /// way in (the Python module). An error (parse errors included) comes back as its one line.
+#[allow(dead_code)] // the Python module's way in (python/src/lib.rs), not the binary's
 pub fn run_args(args: Vec<std::ffi::OsString>) -> std::result::Result<(), String> {
     remember_args(&args);
     let cli = match parse(args) {
@@ -210,7 +214,7 @@ fn run(parsed: Cli) -> Result<()> {
     let quiet = parsed.quiet;
     let Some(command) = parsed.command else {
         return match parsed.policy {
-            Some(p) => self::policy::run(&p, quiet),
+            Some(p) => self::policy::run(&p, parsed.json.as_deref(), quiet),
             None => {
                 use clap::CommandFactory;
                 Cli::command().print_help()?;

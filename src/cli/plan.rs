@@ -12,11 +12,20 @@ pub struct PlanArgs {
     /// examples in the repository's policies/ folder).
     #[arg(long, value_name = "FILE")]
     pub policy: PathBuf,
+    /// Also write the plan as JSON: per coupling group the units it would prune, the layers
+    /// it would train, and the notes.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 pub fn run(a: PlanArgs, quiet: bool) -> Result<()> {
     let policy = a.policy;
-    let planned = pipeline::plan_policy(PolicyFile::load(&policy)?, !quiet)?;
+    let pf = PolicyFile::load(&policy)?;
+    let mut outputs = pf.inputs();
+    if let Some(j) = &a.json {
+        outputs.output(j, "--json")?;
+    }
+    let planned = pipeline::plan_policy(pf, !quiet)?;
     println!(
         "{}: plan for {} ({} units of {} pruned)\n",
         policy.display(),
@@ -29,5 +38,17 @@ pub fn run(a: PlanArgs, quiet: bool) -> Result<()> {
         "\nwould write {}",
         planned.policy.output_checkpoint().display()
     );
-    Ok(())
+    if let Some(j) = &a.json {
+        let v = serde_json::json!({
+            "policy": policy.display().to_string(),
+            "model": planned.encoder.checkpoint.path.display().to_string(),
+            "units_pruned": planned.plan.units_pruned(),
+            "units": planned.groups.iter().map(|g| g.channels).sum::<usize>(),
+            "plan": planned.plan,
+            "would_write": planned.policy.output_checkpoint().display().to_string(),
+            "memprune_version": env!("CARGO_PKG_VERSION"),
+        });
+        outputs.stage(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    outputs.commit().map(|_| ())
 }

@@ -6,10 +6,13 @@ use memprune::plan::PolicyFile;
 use memprune::{pipeline, report};
 use std::path::Path;
 
-pub fn run(path: &Path, quiet: bool) -> Result<()> {
+pub fn run(path: &Path, json: Option<&Path>, quiet: bool) -> Result<()> {
     let pf = PolicyFile::load(path)?;
     // Every output checked against every input and each other before any work.
     let mut outputs = pf.outputs()?;
+    if let Some(j) = json {
+        outputs.output(j, "--json")?;
+    }
     let report_settings = match &pf.policy.output.report {
         Some(_) => Some(memprune::report::gather::ReportSettings::of_policy(&pf)?),
         None => None,
@@ -32,8 +35,9 @@ pub fn run(path: &Path, quiet: bool) -> Result<()> {
         }
     })?;
     let out = &planned.policy.policy.output;
-    if let Some(j) = &out.json {
-        outputs.stage(j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    let text = serde_json::to_string_pretty(&r)?;
+    for j in out.json.as_deref().into_iter().chain(json) {
+        outputs.stage(j, text.as_bytes())?;
     }
     if let (Some(c), Some(u)) = (&out.chart, &planned.scores.unit_mem) {
         outputs.stage(c, report::unit_mem_chart(u)?.as_bytes())?;
@@ -60,11 +64,12 @@ pub fn run(path: &Path, quiet: bool) -> Result<()> {
             .finetune
             .clone()
             .unwrap_or_default();
+        let settings = memprune::eval::finetune::settings_from(&ft);
         println!(
-            "\nfine-tuned on {} ({} epochs, seeds {:?}):\n",
+            "\nfine-tuned on {} ({}, seeds {:?}):\n",
             ft.data_path().display(),
-            memprune::eval::finetune::settings_from(&ft).epochs,
-            memprune::eval::finetune::settings_from(&ft).seeds
+            report::finetune::epochs(settings.epochs),
+            settings.seeds
         );
         print!("{}", report::finetune::before_after(b, a));
     }

@@ -436,6 +436,25 @@ impl PolicyFile {
     /// evaluation data read; its checkpoint, JSON, chart and HTML report written.
     pub fn outputs(&self) -> Result<OutputSet> {
         let (pf, p) = (self, &self.policy);
+        let mut set = self.inputs();
+        set.output(&pf.output_checkpoint(), "output.checkpoint")
+            .map_err(|e| pf.error_at(None, "checkpoint", &e.to_string()))?;
+        for (path, key) in [
+            (&p.output.json, "json"),
+            (&p.output.chart, "chart"),
+            (&p.output.report, "report"),
+        ] {
+            if let Some(path) = path {
+                set.output(path, &format!("output.{key}"))
+                    .map_err(|e| pf.error_at(None, key, &e.to_string()))?;
+            }
+        }
+        Ok(set)
+    }
+
+    /// The files the policy reads, as the inputs of an output set (no output yet).
+    pub fn inputs(&self) -> OutputSet {
+        let (pf, p) = (self, &self.policy);
         let mut set = OutputSet::new();
         set.input(&pf.path, "the policy file");
         set.input(
@@ -463,19 +482,7 @@ impl PolicyFile {
         if let Some(ft) = &p.evaluation.finetune {
             set.input(&ft.data_path(), "the fine-tuning data");
         }
-        set.output(&pf.output_checkpoint(), "output.checkpoint")
-            .map_err(|e| pf.error_at(None, "checkpoint", &e.to_string()))?;
-        for (path, key) in [
-            (&p.output.json, "json"),
-            (&p.output.chart, "chart"),
-            (&p.output.report, "report"),
-        ] {
-            if let Some(path) = path {
-                set.output(path, &format!("output.{key}"))
-                    .map_err(|e| pf.error_at(None, key, &e.to_string()))?;
-            }
-        }
-        Ok(set)
+        set
     }
 
     /// Reads and checks a policy: YAML errors name the file, line and field.
