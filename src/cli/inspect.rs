@@ -43,4 +43,3 @@ pub fn run(a: InspectArgs) -> Result<()> {
     }
     outputs.commit().map(|_| ())
 }
-}
