@@ -245,7 +245,10 @@ fn the_same_tensors_and_metadata_give_the_same_bytes() {
 }
 
 fn pth_err(bytes: &[u8]) -> String {
-    format!("{:#}", memprune::checkpoint::pth::read_state_dict(bytes).unwrap_err())
+    format!(
+        "{:#}",
+        memprune::checkpoint::pth::read_state_dict(bytes).unwrap_err()
+    )
 }
 
 #[test]
@@ -256,8 +259,11 @@ fn pth_reader_reads_torch_zips_of_any_stem_and_the_real_fixture() {
         "abcdefghijklmnopqrstuv",
         &"s".repeat(61),
     ] {
-        let t = memprune::checkpoint::pth::read_state_dict(&torch_zip(stem, state_pickle("w", &[2, 2], 5, 5)))
-            .unwrap();
+        let t = memprune::checkpoint::pth::read_state_dict(&torch_zip(
+            stem,
+            state_pickle("w", &[2, 2], 5, 5),
+        ))
+        .unwrap();
         assert_eq!(t.len(), 1, "{stem}");
         assert_eq!(
             t[0].1.to_vec2::<f32>().unwrap(),

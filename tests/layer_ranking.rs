@@ -64,7 +64,7 @@ fn a_policy_ranks_a_vits_layers_as_measure_layer_shows_them() {
     )
     .unwrap();
     let pf = memprune::plan::PolicyFile::load(&policy).unwrap();
-    let planned = memprune::pipeline::plan_policy(pf, false).unwrap();
+    let planned = memprune::jobs::policy::plan_policy(pf, false).unwrap();
     let lm = planned.scores.layer_mem.as_ref().unwrap();
     // The same layers (no heads or fc1 taps between the sub-layers), the same scores.
     let names: Vec<&str> = lm.iter().map(|l| l.name.as_str()).collect();

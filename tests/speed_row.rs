@@ -14,7 +14,7 @@ fn the_speed_row_gives_the_median_ratio_of_alternated_rounds_with_its_range() {
     let (pol, _) = write_policy(dir.path(), &body, &common::parity("resnet9_c1.safetensors"));
     let text = ok(&common::memprune(&["--policy", common::s(&pol)]));
     let s = &common::json(&json)["speed"];
-    let rounds = memprune::pipeline::SPEED_ROUNDS;
+    let rounds = memprune::jobs::policy::SPEED_ROUNDS;
     assert_eq!(s["rounds"], rounds);
     let ratios: Vec<f64> = s["ratios"]
         .as_array()

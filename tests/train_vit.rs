@@ -3,9 +3,9 @@
 //! chosen blocks, and the checkpoint as a loadable timm-layout ViT.
 
 use candle_core::Tensor;
+use memprune::model::vit_init::VitShape;
 use memprune::model::{Encoder, LoadOptions};
 use memprune::train::optim::{OptimizerConfig, OptimizerKind};
-use memprune::model::vit_init::VitShape;
 use memprune::train::{Framework, TrainConfig, Trainer};
 use std::collections::BTreeMap;
 

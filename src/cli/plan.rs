@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 use clap::Args;
+use memprune::jobs::policy as policy_job;
 use memprune::plan::PolicyFile;
-use memprune::{pipeline, report};
+use memprune::report;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -25,7 +26,7 @@ pub fn run(a: PlanArgs, quiet: bool) -> Result<()> {
     if let Some(j) = &a.json {
         outputs.output(j, "--json")?;
     }
-    let planned = pipeline::plan_policy(pf, !quiet)?;
+    let planned = policy_job::plan_policy(pf, !quiet)?;
     println!(
         "{}: plan for {} ({} units of {} pruned)\n",
         policy.display(),

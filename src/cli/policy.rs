@@ -2,8 +2,9 @@
 
 use super::command_line;
 use anyhow::Result;
+use memprune::jobs::policy as policy_job;
 use memprune::plan::PolicyFile;
-use memprune::{pipeline, report};
+use memprune::report;
 use std::path::Path;
 
 pub fn run(path: &Path, json: Option<&Path>, quiet: bool) -> Result<()> {
@@ -17,7 +18,7 @@ pub fn run(path: &Path, json: Option<&Path>, quiet: bool) -> Result<()> {
         Some(_) => Some(memprune::report::gather::ReportSettings::of_policy(&pf)?),
         None => None,
     };
-    let planned = pipeline::plan_policy(pf, !quiet)?;
+    let planned = policy_job::plan_policy(pf, !quiet)?;
     println!("{}", planned.augment.line());
     println!(
         "{}: {} ({} units of {} pruned)\n",
@@ -27,9 +28,9 @@ pub fn run(path: &Path, json: Option<&Path>, quiet: bool) -> Result<()> {
         planned.groups.iter().map(|g| g.channels).sum::<usize>()
     );
     print!("{}", report::plan_table(&planned.plan));
-    let mut r = pipeline::run_policy(&planned, &mut outputs)?;
-    let probe = pipeline::probe_before_after(&planned, &mut r, &outputs)?;
-    let finetune = pipeline::finetune_before_after(&planned, &mut r, &outputs, |l| {
+    let mut r = policy_job::run_policy(&planned, &mut outputs)?;
+    let probe = policy_job::probe_before_after(&planned, &mut r, &outputs)?;
+    let finetune = policy_job::finetune_before_after(&planned, &mut r, &outputs, |l| {
         if !quiet {
             eprintln!("{l}");
         }

@@ -9,4 +9,5 @@ pub mod feature_cache;
 pub mod finetune;
 pub mod finetune_experiment;
 pub mod knn;
+pub mod policy_report;
 pub mod probe;

@@ -17,7 +17,10 @@
 //! - [`train`], [`probe`], [`embed`], [`inspect`], [`finetune`]: the other commands' requests
 //!   and results.
 //!
-//! The policy job is [`crate::pipeline`]; Table 6 is [`crate::eval::experiment`].
+//! - [`policy`] (with [`policy_steps`]): a policy file -> measure, plan, rewrite (in steps,
+//!   with recovery), evaluate before and after -> [`crate::eval::policy_report::PolicyReport`].
+//!
+//! Table 6 is [`crate::eval::experiment`].
 
 pub mod embed;
 pub mod finetune;
@@ -25,6 +28,8 @@ pub mod inspect;
 pub mod layer_mem;
 pub mod measure;
 pub mod merge;
+pub mod policy;
+pub mod policy_steps;
 pub mod probe;
 pub mod train;
 pub mod unit_mem;

@@ -4,9 +4,9 @@
 //! most memorizing units, a policy's plan and before/after figures, and the settings that
 //! reproduce it.
 
+use crate::eval::policy_report::PolicyReport;
 use crate::metrics::bootstrap::Interval;
 use crate::metrics::layer_mem::LayerMemLayer;
-use crate::pipeline::PolicyReport;
 use crate::report::gather::Gathered;
 use crate::report::interval_chart::{interval_chart_svg, IntervalSeries, Value};
 use anyhow::Result;

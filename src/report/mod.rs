@@ -551,7 +551,7 @@ pub fn plan_table(plan: &crate::plan::Plan) -> String {
 
 /// The rows of [`before_after_table`]: what, before, after, after/before.
 pub fn before_after_rows(
-    r: &crate::pipeline::PolicyReport,
+    r: &crate::eval::policy_report::PolicyReport,
     probe: Option<(f64, f64)>,
 ) -> Vec<Vec<String>> {
     let (b, a) = (&r.before.cost, &r.after.cost);
@@ -624,7 +624,10 @@ pub fn before_after_rows(
 }
 
 /// Before/after figures of a policy run; `probe` holds the accuracies when measured.
-pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64, f64)>) -> String {
+pub fn before_after_table(
+    r: &crate::eval::policy_report::PolicyReport,
+    probe: Option<(f64, f64)>,
+) -> String {
     let mut out = table(
         &["", "before", "after", "after/before"],
         &before_after_rows(r, probe),
@@ -658,7 +661,7 @@ pub fn before_after_table(r: &crate::pipeline::PolicyReport, probe: Option<(f64,
 /// The steps of a schedule and the recovery: units per step, each distillation's loss, the
 /// probe before pruning, after pruning and after recovery.
 pub fn recovery_lines(
-    rec: &crate::steps::Recovery,
+    rec: &crate::eval::policy_report::Recovery,
     before: Option<f64>,
     before_knn: Option<&crate::eval::knn::KnnResult>,
 ) -> String {

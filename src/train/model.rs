@@ -306,7 +306,7 @@ impl TrainModel {
         if self.encoder.conv_bns().is_empty() {
             return self.freeze_tensors_but(layers);
         }
-        let groups = crate::plan::planner::parameter_layers(&self.encoder);
+        let groups = self.encoder.trainable_groups();
         let mut convs = std::collections::BTreeSet::new();
         for l in layers {
             match groups.iter().find(|(name, _)| name == l) {

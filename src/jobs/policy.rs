@@ -3,7 +3,8 @@
 use crate::checkpoint::keys;
 use crate::data::augment_choice::{self, ChosenAugment, GivenAugment};
 use crate::data::{self, ImageSet, Split};
-use crate::eval::cost::{compare_speed, cost, Cost, SpeedComparison};
+use crate::eval::cost::{compare_speed, cost};
+use crate::eval::policy_report::{Evaluated, InexactChange, PolicyReport};
 use crate::measure::{self, DefaultPoints, PointChoice, ViewSettings};
 use crate::model::coupling::{coupling_groups, CouplingGroup};
 use crate::model::{Encoder, LoadOptions};
@@ -263,54 +264,6 @@ fn taylor_gradients(
     Ok(())
 }
 
-/// The model before or after, as evaluated.
-#[derive(Debug, Clone, Serialize)]
-pub struct Evaluated {
-    pub checkpoint: PathBuf,
-    pub cost: Cost,
-    /// Linear-probe top-1 on the test split, when evaluated.
-    pub probe_accuracy: Option<f64>,
-    /// kNN on the probe's features, when evaluated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub knn: Option<crate::eval::knn::KnnResult>,
-    /// Downstream fine-tuning, when evaluated: before, the head only; after, the layers the
-    /// policy marked trainable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finetune: Option<crate::eval::finetune::FinetuneResult>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PolicyReport {
-    pub policy: PathBuf,
-    /// The augmentation the scores' views were made with, and where it came from.
-    pub augment: ChosenAugment,
-    pub plan: Plan,
-    pub before: Evaluated,
-    pub after: Evaluated,
-    /// When inexact units were removed (`allow_inexact`): how far the removed model's
-    /// representation is from the masked one's (relative L2 over images of the data).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inexact_change: Option<InexactChange>,
-    /// The steps of a schedule and the recovery (feature distillation), when the policy
-    /// has them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovery: Option<crate::steps::Recovery>,
-    /// The model after the pruning and before its final recovery (for its probe).
-    #[serde(skip)]
-    pub pruned: Option<Encoder>,
-    /// The forward speed of before and after, timed alternately (when `evaluation.speed`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub speed: Option<SpeedComparison>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct InexactChange {
-    pub groups: Vec<String>,
-    pub images: usize,
-    /// ||removed - masked|| / ||masked|| of the `pool` features.
-    pub relative_l2: f64,
-}
-
 /// Removing a residual-stream channel is not zeroing it: LayerNorm then normalises over
 /// fewer channels. Compares the removed model with the masked one on up to 64 images.
 fn inexact_change(planned: &Planned, removed: &Encoder) -> Result<Option<InexactChange>> {
@@ -436,7 +389,7 @@ pub fn run_policy(planned: &Planned, outputs: &mut OutputSet) -> Result<PolicyRe
     let out = pf.output_checkpoint();
     let staged = outputs.reserve(&out)?;
     let enc = &planned.encoder;
-    let executed = crate::steps::execute(planned, false)?;
+    let executed = crate::jobs::policy_steps::execute(planned, false)?;
     let tensors = match (&executed, planned.plan.mode) {
         (Some(e), _) => e.tensors.clone(),
         (None, Some(mode)) => prune_tensors(

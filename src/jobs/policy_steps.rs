@@ -7,44 +7,18 @@
 //! and each distilled tap of the teacher is mapped through the units the student kept.
 
 use crate::checkpoint::Checkpoint;
+use crate::eval::policy_report::{Recovery, StepReport};
+use crate::jobs::policy::Planned;
 use crate::model::coupling::{coupling_groups, CouplingGroup};
 use crate::model::{Encoder, LoadOptions};
-use crate::pipeline::Planned;
 use crate::plan::schedule::Step;
 use crate::plan::Plan;
 use crate::rewrite::{prune_tensors, PruneMode};
-use crate::train::distill::{distill, DistillReport, DistillSettings, KeptUnits};
+use crate::train::distill::{distill, DistillSettings, KeptUnits};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// What one step did.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepReport {
-    pub step: usize,
-    /// Units removed by this step, and left after it (all coupling groups).
-    pub units_pruned: usize,
-    pub units_left: usize,
-    /// The recovery after this step, when there was one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recover: Option<DistillReport>,
-}
-
-/// What the steps and the recovery did, for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Recovery {
-    pub steps: Vec<StepReport>,
-    /// The policy's `recover` action, after the last step.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recover: Option<DistillReport>,
-    /// Linear-probe top-1 of the model after the pruning, before its final recovery (when
-    /// there is one and the probe runs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pruned_probe_accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pruned_knn: Option<crate::eval::knn::KnnResult>,
-}
 
 /// The result of [`execute`].
 pub struct Executed {
@@ -179,7 +153,7 @@ pub fn execute(planned: &Planned, progress: bool) -> Result<Option<Executed>> {
                 original: widths.clone(),
             };
             let again =
-                crate::pipeline::plan_step(pf.clone(), Some(current.clone()), &step, false)?;
+                crate::jobs::policy::plan_step(pf.clone(), Some(current.clone()), &step, false)?;
             plan = again.plan;
             notes.extend(plan.notes.iter().map(|n| format!("step {s}: {n}")));
         }
