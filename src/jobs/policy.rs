@@ -14,7 +14,6 @@ use crate::plan::policy::check_exists;
 use crate::plan::{Plan, PolicyFile, Scores};
 use crate::rewrite::{prune_tensors, write_rewritten};
 use anyhow::{Context, Result};
-use serde::Serialize;
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

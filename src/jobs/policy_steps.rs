@@ -17,7 +17,6 @@ use crate::rewrite::{prune_tensors, PruneMode};
 use crate::train::distill::{distill, DistillSettings, KeptUnits};
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The result of [`execute`].
