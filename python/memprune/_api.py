@@ -141,16 +141,18 @@ class _Call:
         self._dir.cleanup()
 
 
-def _measure(
-    metric: str,
-    checkpoint,
-    data,
-    metadata,
+def _json_command(
+    command: Sequence[str],
     options: Mapping[str, Any],
+    checkpoint=None,
+    data=None,
+    metadata=None,
     reference=None,
 ) -> Result:
+    """Runs ``memprune COMMAND [CHECKPOINT] [--reference R] [--data D] FLAGS --json F`` and
+    returns what it wrote to F."""
     with _Call() as call:
-        argv = ["measure", metric]
+        argv = list(command)
         ckpt = call.checkpoint(checkpoint, metadata)
         if ckpt is not None:
             argv.append(ckpt)
@@ -159,42 +161,47 @@ def _measure(
         d = call.data(data)
         if d is not None:
             argv += ["--data", d]
-        argv += _options(options)
-        argv += ["--json", str(call.folder / "result.json")]
-        call.run(argv)
+        call.run(argv + _options(options) + ["--json", str(call.folder / "result.json")])
         return call.json("result.json")
 
 
 def measure_unit(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
     """UnitMem of every unit of every layer (``memprune measure unit``)."""
-    return _measure("unit", checkpoint, data, metadata, options)
+    return _json_command(["measure", "unit"], options, checkpoint, data, metadata)
 
 
 def measure_class(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
     """ClassMem of every unit of every layer (``memprune measure class``)."""
-    return _measure("class", checkpoint, data, metadata, options)
+    return _json_command(["measure", "class"], options, checkpoint, data, metadata)
 
 
 def measure_layer(f=None, reference=None, data=None, *, metadata=None, **options) -> Result:
     """LayerMem and dLayerMem of every layer of ``f`` against ``reference`` (``memprune
     measure layer``)."""
-    return _measure("layer", f, data, metadata, options, reference=reference)
+    return _json_command(["measure", "layer"], options, f, data, metadata, reference)
 
 
 def probe(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
     """Linear-probe (and with ``knn=True`` kNN) accuracy of a frozen encoder (``memprune
     probe``)."""
-    with _Call() as call:
-        argv = ["probe"]
-        ckpt = call.checkpoint(checkpoint, metadata)
-        if ckpt is not None:
-            argv.append(ckpt)
-        d = call.data(data)
-        if d is not None:
-            argv += ["--data", d]
-        argv += _options(options) + ["--json", str(call.folder / "result.json")]
-        call.run(argv)
-        return call.json("result.json")
+    return _json_command(["probe"], options, checkpoint, data, metadata)
+
+
+def inspect(checkpoint=None, *, metadata=None, **options) -> Result:
+    """The detected architecture, its layers and units, parameters and MACs (``memprune
+    inspect --json``)."""
+    return _json_command(["inspect"], options, checkpoint, None, metadata)
+
+
+def plan(policy: PathLike, **options) -> Result:
+    """What a policy would do, writing nothing (``memprune plan --policy FILE --json``)."""
+    return _json_command(["plan", "--policy", os.fspath(policy)], options)
+
+
+def run_policy(policy: PathLike, **options) -> Result:
+    """Runs a policy: measure, plan, rewrite the checkpoint, evaluate before and after
+    (``memprune --policy FILE``); the policy's own outputs are written as it says."""
+    return _json_command(["--policy", os.fspath(policy)], options)
 
 
 def embed(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
@@ -209,8 +216,7 @@ def embed(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
         d = call.data(data)
         if d is not None:
             argv += ["--data", d]
-        argv += _options(options) + ["--out", str(out)]
-        call.run(argv)
+        call.run(argv + _options(options) + ["--out", str(out)])
         labels = call.folder / "features.labels.npy"
         names = call.folder / "features.names.txt"
         return Result(
@@ -221,33 +227,3 @@ def embed(checkpoint=None, data=None, *, metadata=None, **options) -> Result:
                 "names": names.read_text().splitlines() if names.exists() else None,
             }
         )
-
-
-def inspect(checkpoint=None, *, metadata=None, **options) -> Result:
-    """The detected architecture, its layers and units, parameters and MACs (``memprune
-    inspect --json``)."""
-    with _Call() as call:
-        argv = ["inspect"]
-        ckpt = call.checkpoint(checkpoint, metadata)
-        if ckpt is not None:
-            argv.append(ckpt)
-        argv += _options(options) + ["--json", str(call.folder / "result.json")]
-        call.run(argv)
-        return call.json("result.json")
-
-
-def plan(policy: PathLike, **options) -> Result:
-    """What a policy would do, writing nothing (``memprune plan --policy FILE --json``)."""
-    with _Call() as call:
-        argv = ["plan", "--policy", os.fspath(policy)] + _options(options)
-        call.run(argv + ["--json", str(call.folder / "result.json")])
-        return call.json("result.json")
-
-
-def run_policy(policy: PathLike, **options) -> Result:
-    """Runs a policy: measure, plan, rewrite the checkpoint, evaluate before and after
-    (``memprune --policy FILE``); the policy's own outputs are written as it says."""
-    with _Call() as call:
-        argv = ["--policy", os.fspath(policy)] + _options(options)
-        call.run(argv + ["--json", str(call.folder / "result.json")])
-        return call.json("result.json")
